@@ -1,0 +1,209 @@
+//! The matrix product `C = A·B` (or `C += A·B`): the one place the library
+//! calls the `gemm` crate. Convolution and Affine spend nearly all their time
+//! here.
+//!
+//! Matrices are views over flat slices with a row stride and a column stride,
+//! so a transpose is free: `a.t()` swaps the strides. This lets the
+//! convolution multiply by `col^T` without copying `col`.
+//!
+//! ```
+//! use convnet::gemm::{matmul, MatMut, MatRef};
+//! let a = [1.0f32, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
+//! let b = [5.0f32, 6.0, 7.0, 8.0]; // [[5, 6], [7, 8]]
+//! let mut c = [0.0f32; 4];
+//! matmul(MatMut::new(&mut c, 2, 2), MatRef::new(&a, 2, 2), MatRef::new(&b, 2, 2), false, false);
+//! assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
+//! // A^T·B by swapping strides:
+//! matmul(MatMut::new(&mut c, 2, 2), MatRef::new(&a, 2, 2).t(), MatRef::new(&b, 2, 2), false, false);
+//! assert_eq!(c, [26.0, 30.0, 38.0, 44.0]);
+//! ```
+
+use crate::tensor::Float;
+
+/// A read-only matrix view: element (i, j) is `data[i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a, T> MatRef<'a, T> {
+    /// A row-major `rows × cols` view of the start of `data`.
+    pub fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose, without copying.
+    pub fn t(self) -> Self {
+        MatRef {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn last_index(&self) -> usize {
+        (self.rows.max(1) - 1) * self.row_stride + (self.cols.max(1) - 1) * self.col_stride
+    }
+}
+
+/// A mutable row-major matrix view.
+#[derive(Debug)]
+pub struct MatMut<'a, T> {
+    data: &'a mut [T],
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a, T> MatMut<'a, T> {
+    /// A row-major `rows × cols` view of the start of `data`.
+    pub fn new(data: &'a mut [T], rows: usize, cols: usize) -> Self {
+        MatMut { data, rows, cols }
+    }
+}
+
+/// `C = A·B`, or `C += A·B` when `accumulate`. With `parallel`, the product is
+/// split over the current rayon pool; otherwise it runs on the calling thread
+/// (the layers call it from their own parallel loops over the batch).
+///
+/// Each element of `C` is summed in the same order whatever the number of
+/// threads, so results do not depend on `--threads`.
+///
+/// Panics if the shapes do not agree or a view runs past its slice: that is a
+/// bug in the caller, not bad user input.
+pub fn matmul<T: Float>(
+    c: MatMut<'_, T>,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        b.rows == k && c.rows == m && c.cols == n,
+        "matmul shapes: A {}x{}, B {}x{}, C {}x{}",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols,
+        c.rows,
+        c.cols
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.data.len() >= m * n, "matmul: C view past its slice");
+    if k == 0 {
+        if !accumulate {
+            c.data[..m * n].iter_mut().for_each(|v| *v = T::zero());
+        }
+        return;
+    }
+    assert!(
+        a.last_index() < a.data.len() && b.last_index() < b.data.len(),
+        "matmul: A or B view past its slice"
+    );
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above keep every index the kernel touches inside the
+    // three slices; `c` is borrowed mutably, so it cannot alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.data.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn naive(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matches_naive_product_with_transposes_and_accumulation() {
+        let mut rng = Rng::new(3);
+        let (m, k, n) = (37, 25, 30);
+        let a: Vec<f64> = (0..m * k).map(|_| rng.normal()).collect();
+        let b: Vec<f64> = (0..k * n).map(|_| rng.normal()).collect();
+        let want = naive(&a, &b, m, k, n);
+        for parallel in [false, true] {
+            let mut c = vec![1.0; m * n];
+            matmul(
+                MatMut::new(&mut c, m, n),
+                MatRef::new(&a, m, k),
+                MatRef::new(&b, k, n),
+                false,
+                parallel,
+            );
+            for (x, y) in c.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-12);
+            }
+            matmul(
+                MatMut::new(&mut c, m, n),
+                MatRef::new(&a, m, k),
+                MatRef::new(&b, k, n),
+                true,
+                parallel,
+            );
+            for (x, y) in c.iter().zip(&want) {
+                assert!((x - 2.0 * y).abs() < 1e-12);
+            }
+        }
+        // (B^T A^T)^T = A B: compute C^T = B^T·A^T from transposed views.
+        let mut ct = vec![0.0; n * m];
+        matmul(
+            MatMut::new(&mut ct, n, m),
+            MatRef::new(&b, k, n).t(),
+            MatRef::new(&a, m, k).t(),
+            false,
+            false,
+        );
+        for i in 0..m {
+            for j in 0..n {
+                assert!((ct[j * m + i] - want[i * n + j]).abs() < 1e-12);
+            }
+        }
+    }
+}

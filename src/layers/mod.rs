@@ -1,0 +1,71 @@
+//! Layers (book ch. 5 and 7): each one a struct holding its parameters, their
+//! gradients and the caches its backward pass needs, with a hand-written
+//! `forward` and `backward`. There is no autograd: backpropagation is the
+//! network calling `backward` on its layers in reverse order.
+//!
+//! Every layer keeps its output and input-gradient buffers between calls, so
+//! a training step allocates nothing once the first batch has been seen.
+//!
+//! ```
+//! use convnet::layers::{Layer, Relu};
+//! use convnet::Tensor;
+//! let mut relu = Relu::<f32>::new();
+//! let x = Tensor::from_vec(&[1, 3], vec![-1.0, 0.5, 2.0]).unwrap();
+//! assert_eq!(relu.forward(&x, true).unwrap().data(), [0.0, 0.5, 2.0]);
+//! let dout = Tensor::from_vec(&[1, 3], vec![1.0, 1.0, 1.0]).unwrap();
+//! assert_eq!(relu.backward(&dout).unwrap().data(), [0.0, 1.0, 1.0]);
+//! ```
+
+use crate::error::{Error, Result};
+use crate::tensor::{Float, Tensor};
+
+// LAYER-MODULES
+
+/// A learnable tensor of a layer together with its gradient.
+pub struct Param<'a, T> {
+    /// `"weight"` or `"bias"` (the network prefixes the layer's name).
+    pub name: &'static str,
+    pub value: &'a mut Tensor<T>,
+    pub grad: &'a mut Tensor<T>,
+}
+
+/// One layer of a network.
+pub trait Layer<T: Float>: Send {
+    /// The layer's type, as the book names it (`"Convolution"`, `"Relu"`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// The shape of the output for an input of shape `input` (batch included),
+    /// or an error if the layer cannot take such an input.
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>>;
+
+    /// Computes the output for `x`, caching what `backward` needs.
+    /// `train` is false for evaluation (it matters to dropout and batch norm).
+    fn forward(&mut self, x: &Tensor<T>, train: bool) -> Result<&Tensor<T>>;
+
+    /// Given `dout = ∂L/∂out` of the last `forward`, fills the parameter
+    /// gradients and returns `dx = ∂L/∂x`. An error if no forward came first
+    /// or `dout` has the wrong shape.
+    fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>>;
+
+    /// The learnable parameters with their gradients (none by default).
+    fn params(&mut self) -> Vec<Param<'_, T>> {
+        Vec::new()
+    }
+}
+
+/// Checks that `dout` has the shape of the cached output; used by every
+/// layer's `backward`.
+pub(crate) fn check_dout<T: Float>(
+    kind: &'static str,
+    out_shape: Option<&[usize]>,
+    dout: &Tensor<T>,
+) -> Result<()> {
+    match out_shape {
+        None => Err(Error::BackwardBeforeForward(kind)),
+        Some(shape) if shape != dout.shape() => Err(Error::Shape(format!(
+            "{kind}: dout has shape {:?}, the forward output had {shape:?}",
+            dout.shape()
+        ))),
+        Some(_) => Ok(()),
+    }
+}
