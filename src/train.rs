@@ -1,1 +1,245 @@
-//! (in progress)
+//! Mini-batch training and evaluation (book §4.5, `common/trainer.py`).
+//!
+//! One epoch visits every training image once, in an order shuffled from the
+//! seed and the epoch number (so a run is reproducible, and epoch `e` is the
+//! same whether or not training stopped before it):
+//!
+//! ```text
+//! for each mini-batch (x, t) of the shuffled training set:
+//!     loss = network.gradient(x, t)      # forward + backward
+//!     optimizer.step(network.params())   # p ← p − update(∂L/∂p)
+//! test_acc = accuracy of network.predict(test, train = false)
+//! ```
+//!
+//! `train_loss` and `train_acc` are averages over the epoch's mini-batches,
+//! measured on the fly (in training mode) rather than by a second pass.
+
+use crate::data::{Dataset, TrainTest};
+use crate::error::{Error, Result};
+use crate::networks::Network;
+use crate::optim::{build, OptimizerKind};
+use crate::rng::Rng;
+use crate::tensor::{Float, Tensor};
+use std::time::Instant;
+
+/// How to train.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    /// `None`: the optimizer's default (the book's).
+    pub learning_rate: Option<f64>,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 20,
+            batch_size: 100,
+            optimizer: OptimizerKind::Adam,
+            learning_rate: Some(0.001),
+            seed: 1,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::Config("batch size must be at least 1".into()));
+        }
+        if let Some(lr) = self.learning_rate {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(Error::Config(format!(
+                    "learning rate must be a positive number, got {lr}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one epoch measured. Accuracies are fractions in [0, 1].
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochMetrics {
+    /// 1-based.
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    /// Wall-clock seconds of the epoch's training (evaluation excluded).
+    pub seconds: f64,
+    /// Training images per second.
+    pub images_per_second: f64,
+}
+
+/// Progress reports during training.
+#[derive(Clone, Debug)]
+pub enum Progress<'a> {
+    /// A mini-batch finished: `done` of `total` batches of epoch `epoch`.
+    Batch {
+        epoch: usize,
+        done: usize,
+        total: usize,
+        loss: f64,
+    },
+    /// An epoch finished and was evaluated.
+    Epoch(&'a EpochMetrics),
+}
+
+/// The result of [`evaluate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+impl Evaluation {
+    /// Accuracy of each class (`None` for a class with no examples).
+    pub fn per_class_accuracy(&self) -> Vec<Option<f64>> {
+        self.confusion
+            .iter()
+            .enumerate()
+            .map(|(class, row)| {
+                let total: usize = row.iter().sum();
+                (total > 0).then(|| row[class] as f64 / total as f64)
+            })
+            .collect()
+    }
+}
+
+/// Reusable input and label buffers for mini-batches.
+struct Batch<T> {
+    x: Tensor<T>,
+    labels: Vec<usize>,
+}
+
+/// Index of the largest score in each row of `scores: (N, K)`.
+fn argmax_rows<T: Float>(scores: &Tensor<T>) -> impl Iterator<Item = usize> + '_ {
+    let k = scores.shape()[1];
+    scores.data().chunks(k).map(|row| {
+        row.iter()
+            .enumerate()
+            .fold((0, T::neg_infinity()), |best, (i, &v)| {
+                if v > best.1 {
+                    (i, v)
+                } else {
+                    best
+                }
+            })
+            .0
+    })
+}
+
+/// Loss, accuracy and confusion matrix of `network` on `data` (evaluation mode).
+pub fn evaluate<T: Float>(
+    network: &mut Network<T>,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<Evaluation> {
+    if batch_size == 0 {
+        return Err(Error::Config("batch size must be at least 1".into()));
+    }
+    let classes = network.num_classes()?;
+    let mut confusion = vec![vec![0usize; classes]; classes];
+    let mut batch = Batch {
+        x: Tensor::default(),
+        labels: Vec::new(),
+    };
+    let mut loss_sum = 0.0;
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(batch_size) {
+        data.batch_into(chunk, &mut batch.x, &mut batch.labels);
+        let loss = network.loss(&batch.x, &batch.labels, false)?;
+        loss_sum += loss.as_f64() * chunk.len() as f64;
+        let probabilities = network.loss_layer.probabilities();
+        for (predicted, &label) in argmax_rows(probabilities).zip(&batch.labels) {
+            confusion[label][predicted] += 1;
+        }
+    }
+    let n = data.len().max(1) as f64;
+    let correct: usize = (0..classes).map(|c| confusion[c][c]).sum();
+    Ok(Evaluation {
+        loss: loss_sum / n,
+        accuracy: correct as f64 / n,
+        confusion,
+    })
+}
+
+/// The shuffled order of the training set in epoch `epoch` (0-based).
+pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut rng = Rng::new(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    rng.shuffle(&mut order);
+    order
+}
+
+/// Trains `network` on `data.train`, evaluating on `data.test` after every
+/// epoch. `on_progress` sees every batch and epoch (for progress bars and
+/// metrics files); returning an error from it stops training.
+pub fn train<T: Float>(
+    network: &mut Network<T>,
+    data: &TrainTest,
+    config: &TrainConfig,
+    mut on_progress: impl FnMut(Progress<'_>) -> Result<()>,
+) -> Result<Vec<EpochMetrics>> {
+    config.validate()?;
+    if data.train.is_empty() {
+        return Err(Error::Data("the training set is empty".into()));
+    }
+    let mut optimizer = build::<T>(config.optimizer, config.learning_rate);
+    let mut batch = Batch {
+        x: Tensor::default(),
+        labels: Vec::new(),
+    };
+    let total = data.train.len().div_ceil(config.batch_size);
+    let mut history = Vec::with_capacity(config.epochs);
+    for epoch in 0..config.epochs {
+        let start = Instant::now();
+        let order = epoch_order(data.train.len(), config.seed, epoch);
+        let (mut loss_sum, mut correct) = (0.0, 0usize);
+        for (done, chunk) in order.chunks(config.batch_size).enumerate() {
+            data.train
+                .batch_into(chunk, &mut batch.x, &mut batch.labels);
+            let loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
+            if !loss.is_finite() {
+                return Err(Error::Config(format!(
+                    "the loss became {loss} in epoch {}: the learning rate is probably too high",
+                    epoch + 1
+                )));
+            }
+            correct += argmax_rows(network.loss_layer.probabilities())
+                .zip(&batch.labels)
+                .filter(|(p, &t)| *p == t)
+                .count();
+            loss_sum += loss * chunk.len() as f64;
+            optimizer.step(&mut network.params());
+            on_progress(Progress::Batch {
+                epoch: epoch + 1,
+                done: done + 1,
+                total,
+                loss,
+            })?;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let test = evaluate(network, &data.test, 1000)?;
+        let n = data.train.len() as f64;
+        let metrics = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss: loss_sum / n,
+            train_acc: correct as f64 / n,
+            test_loss: test.loss,
+            test_acc: test.accuracy,
+            seconds,
+            images_per_second: n / seconds.max(1e-9),
+        };
+        on_progress(Progress::Epoch(&metrics))?;
+        history.push(metrics);
+    }
+    Ok(history)
+}

@@ -19,7 +19,19 @@
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
 
-// LAYER-MODULES
+pub mod affine;
+pub mod convolution;
+pub mod pooling;
+pub mod relu;
+pub mod sigmoid;
+pub mod softmax_with_loss;
+
+pub use affine::{Affine, AffineConfig};
+pub use convolution::{Convolution, ConvolutionConfig};
+pub use pooling::{MaxPooling, PoolingConfig};
+pub use relu::Relu;
+pub use sigmoid::Sigmoid;
+pub use softmax_with_loss::SoftmaxWithLoss;
 
 /// A learnable tensor of a layer together with its gradient.
 pub struct Param<'a, T> {

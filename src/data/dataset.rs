@@ -1,0 +1,250 @@
+//! An in-memory image classification data set, and mini-batches cut from it.
+//!
+//! A [`Dataset`] holds `len()` images of shape `(C, H, W)` as one flat `f32`
+//! vector, image after image, each image channel-major then row-major (the
+//! NCHW layout of [`Tensor`]), with pixels scaled to `[0, 1]`
+//! (`byte / 255`, the book's `normalize=True`), and one label byte per image.
+//! [`Dataset::batch_into`] copies chosen examples into an `(N, C, H, W)`
+//! tensor and a label vector, reusing their allocations, so a training loop
+//! allocates nothing per batch. A [`TrainTest`] pairs a training and a test
+//! set with the names of their classes.
+//!
+//! ```
+//! use convnet::data::Dataset;
+//! use convnet::Tensor;
+//!
+//! // Three 1x2x2 images whose pixels are all 0.0, 0.5 and 1.0.
+//! let images = vec![0.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0];
+//! let data = Dataset::new(images, vec![2, 0, 1], 1, 2, 2, 3).unwrap();
+//! assert_eq!((data.len(), data.input_shape()), (3, [1, 2, 2]));
+//!
+//! let (mut x, mut t) = (Tensor::<f32>::zeros(&[0]), Vec::new());
+//! data.batch_into(&[2, 0], &mut x, &mut t);
+//! assert_eq!(x.shape(), &[2, 1, 2, 2]);
+//! assert_eq!(x.data(), &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+//! assert_eq!(t, vec![1, 2]);
+//! ```
+
+use crate::error::{Error, Result};
+use crate::tensor::{Float, Tensor};
+
+/// Images with `channels x height x width` pixels in `[0, 1]` and a class label each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// `len() * channels * height * width` pixels, NCHW order.
+    pub images: Vec<f32>,
+    /// One class index (`< num_classes`) per image.
+    pub labels: Vec<u8>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Number of classes; every label is below it.
+    pub num_classes: usize,
+}
+
+impl Dataset {
+    /// Builds a data set, checking that the dimensions are positive, that
+    /// `images` holds exactly `labels.len()` images and that every label is
+    /// below `num_classes`.
+    pub fn new(
+        images: Vec<f32>,
+        labels: Vec<u8>,
+        channels: usize,
+        height: usize,
+        width: usize,
+        num_classes: usize,
+    ) -> Result<Self> {
+        if channels == 0 || height == 0 || width == 0 || num_classes == 0 {
+            return Err(Error::Shape(format!(
+                "data set needs positive dimensions, got {channels}x{height}x{width} images \
+                 and {num_classes} classes"
+            )));
+        }
+        let image_len = channels * height * width;
+        if images.len() != labels.len() * image_len {
+            return Err(Error::Shape(format!(
+                "{} labels need {} pixels of {channels}x{height}x{width} images, got {}",
+                labels.len(),
+                labels.len() * image_len,
+                images.len()
+            )));
+        }
+        if let Some((i, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|&(_, &l)| l as usize >= num_classes)
+        {
+            return Err(Error::Data(format!(
+                "label {label} of example {i} is out of range for {num_classes} classes"
+            )));
+        }
+        Ok(Dataset {
+            images,
+            labels,
+            channels,
+            height,
+            width,
+            num_classes,
+        })
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// `true` when there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Pixels per image (`channels * height * width`).
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// The pixels of image `i` (CHW order). Panics if `i >= len()`.
+    pub fn image(&self, i: usize) -> &[f32] {
+        let len = self.image_len();
+        &self.images[i * len..(i + 1) * len]
+    }
+
+    /// `[channels, height, width]`: the shape of one input to a network.
+    pub fn input_shape(&self) -> [usize; 3] {
+        [self.channels, self.height, self.width]
+    }
+
+    /// Fills `x` with the images at `indices`, shape `(indices.len(), C, H, W)`,
+    /// and `labels` with their labels, reusing both allocations (nothing is
+    /// allocated once they have held a batch this large).
+    ///
+    /// # Panics
+    /// If an index is `>= len()`.
+    pub fn batch_into<T: Float>(
+        &self,
+        indices: &[usize],
+        x: &mut Tensor<T>,
+        labels: &mut Vec<usize>,
+    ) {
+        let len = self.image_len();
+        x.resize(&[indices.len(), self.channels, self.height, self.width]);
+        let out = x.data_mut();
+        for (k, &i) in indices.iter().enumerate() {
+            let dst = &mut out[k * len..(k + 1) * len];
+            for (d, &s) in dst.iter_mut().zip(self.image(i)) {
+                *d = T::cast(f64::from(s));
+            }
+        }
+        labels.clear();
+        labels.extend(indices.iter().map(|&i| self.labels[i] as usize));
+    }
+
+    /// A copy of the first `count` examples (all of them if `count >= len()`).
+    pub fn subset(&self, count: usize) -> Dataset {
+        let count = count.min(self.len());
+        Dataset {
+            images: self.images[..count * self.image_len()].to_vec(),
+            labels: self.labels[..count].to_vec(),
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            num_classes: self.num_classes,
+        }
+    }
+
+    /// How many examples each class has (`num_classes` entries).
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.num_classes];
+        for &l in &self.labels {
+            counts[l as usize] += 1;
+        }
+        counts
+    }
+}
+
+/// A named pair of training and test sets with the names of their classes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainTest {
+    /// The set's name (for MNIST-style folders, the folder name).
+    pub name: String,
+    pub train: Dataset,
+    pub test: Dataset,
+    /// `class_names[k]` names label `k`.
+    pub class_names: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four 2x2x3 images; pixel `p` of image `i` is `(10 * i + p) / 100`.
+    fn tiny() -> Dataset {
+        let images = (0..4)
+            .flat_map(|i| (0..12).map(move |p| (10 * i + p) as f32 / 100.0))
+            .collect();
+        Dataset::new(images, vec![3, 1, 4, 0], 2, 2, 3, 5).unwrap()
+    }
+
+    #[test]
+    fn new_validates() {
+        let d = tiny();
+        assert_eq!(
+            (d.len(), d.image_len(), d.input_shape()),
+            (4, 12, [2, 2, 3])
+        );
+        assert!(!d.is_empty());
+        assert_eq!(d.image(3)[0], 0.3);
+        assert_eq!(d.class_counts(), vec![1, 1, 0, 1, 1]);
+        assert!(matches!(
+            Dataset::new(vec![0.0; 11], vec![0], 1, 3, 4, 2),
+            Err(Error::Shape(_))
+        ));
+        assert!(matches!(
+            Dataset::new(vec![0.0; 12], vec![0], 0, 3, 4, 2),
+            Err(Error::Shape(_))
+        ));
+        match Dataset::new(vec![0.0; 24], vec![1, 2], 1, 3, 4, 2) {
+            Err(Error::Data(msg)) => assert!(msg.contains("label 2 of example 1"), "{msg}"),
+            other => panic!("expected a label error, got {other:?}"),
+        }
+        let empty = Dataset::new(Vec::new(), Vec::new(), 1, 28, 28, 10).unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn batch_into_picks_chosen_examples() {
+        let d = tiny();
+        let mut x = Tensor::<f64>::zeros(&[0]);
+        let mut t = Vec::new();
+        d.batch_into(&[2, 0, 2], &mut x, &mut t);
+        assert_eq!(x.shape(), &[3, 2, 2, 3]);
+        assert_eq!(t, vec![4, 3, 4]);
+        for (k, &i) in [2usize, 0, 2].iter().enumerate() {
+            for p in 0..12 {
+                let want = f64::from((10 * i + p) as f32 / 100.0);
+                assert_eq!(x.data()[k * 12 + p], want);
+            }
+        }
+
+        // A smaller batch next reuses the buffers and leaves no stale data.
+        let (x_ptr, t_ptr) = (x.data().as_ptr(), t.as_ptr());
+        d.batch_into(&[3], &mut x, &mut t);
+        assert_eq!(x.shape(), &[1, 2, 2, 3]);
+        assert_eq!(x.data()[0], f64::from(0.3f32));
+        assert_eq!(t, vec![0]);
+        assert_eq!((x.data().as_ptr(), t.as_ptr()), (x_ptr, t_ptr));
+
+        d.batch_into(&[], &mut x, &mut t);
+        assert_eq!((x.shape(), t.len()), (&[0, 2, 2, 3][..], 0));
+    }
+
+    #[test]
+    fn subset_takes_the_first_examples() {
+        let d = tiny();
+        let s = d.subset(2);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.labels, vec![3, 1]);
+        assert_eq!(s.image(1), d.image(1));
+        assert_eq!(d.subset(100), d);
+    }
+}

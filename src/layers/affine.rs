@@ -1,0 +1,251 @@
+//! Affine (fully connected) layer (book §5.6, `common/layers.py: Affine`).
+//!
+//! ```text
+//! x: (N, D) — or (N, C, H, W), flattened to D = C·H·W as in §7.5
+//! W: (D, M)    b: (M)    out: (N, M)
+//!
+//! out = x · W + b
+//! dx  = dout · W^T   (restored to x's original shape)
+//! dW  = x^T · dout
+//! db  = Σ_n dout[n]
+//! ```
+//!
+//! `W` is stored `(in, out)` as in the book (PyTorch's `nn.Linear` stores its
+//! transpose).
+//!
+//! ```
+//! use convnet::layers::{Affine, Layer};
+//! use convnet::Tensor;
+//! let w = Tensor::from_vec(&[2, 1], vec![1.0f32, 2.0]).unwrap();
+//! let b = Tensor::from_vec(&[1], vec![0.5]).unwrap();
+//! let mut fc = Affine::from_params(w, b).unwrap();
+//! let x = Tensor::from_vec(&[1, 2], vec![3.0, 4.0]).unwrap();
+//! assert_eq!(fc.forward(&x, false).unwrap().data(), [11.5]);
+//! ```
+
+use super::{check_dout, Layer, Param};
+use crate::error::{Error, Result};
+use crate::gemm::{matmul, MatMut, MatRef};
+use crate::init::Init;
+use crate::rng::Rng;
+use crate::tensor::{Float, Tensor};
+
+/// Hyper-parameters of an [`Affine`] layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AffineConfig {
+    /// D, the size of one flattened input.
+    pub inputs: usize,
+    /// M, the number of outputs.
+    pub outputs: usize,
+    pub init: Init,
+}
+
+impl Default for AffineConfig {
+    fn default() -> Self {
+        AffineConfig {
+            inputs: 100,
+            outputs: 10,
+            init: Init::default(),
+        }
+    }
+}
+
+/// A fully connected layer.
+pub struct Affine<T> {
+    /// W: (D, M)
+    pub weight: Tensor<T>,
+    /// b: (M)
+    pub bias: Tensor<T>,
+    pub grad_weight: Tensor<T>,
+    pub grad_bias: Tensor<T>,
+    /// The last input, flattened to (N, D).
+    x: Tensor<T>,
+    /// The last input's original shape, restored in `dx`.
+    input_shape: Vec<usize>,
+    out: Tensor<T>,
+    dx: Tensor<T>,
+}
+
+impl<T: Float> Affine<T> {
+    /// A layer with weights drawn by `config.init` (fan-in D) and zero biases.
+    pub fn new(config: &AffineConfig, rng: &mut Rng) -> Self {
+        let weight = config.init.tensor(
+            &[config.inputs, config.outputs],
+            config.inputs,
+            config.outputs,
+            rng,
+        );
+        Self::from_params(weight, Tensor::zeros(&[config.outputs])).expect("shapes agree")
+    }
+
+    /// A layer with the given `W: (D, M)` and `b: (M)`.
+    pub fn from_params(weight: Tensor<T>, bias: Tensor<T>) -> Result<Self> {
+        let &[_, outputs] = weight.shape() else {
+            return Err(Error::Shape(format!(
+                "Affine: weight must be 2-D (in, out), got {:?}",
+                weight.shape()
+            )));
+        };
+        if bias.shape() != [outputs] {
+            return Err(Error::Shape(format!(
+                "Affine: bias shape {:?} does not match {outputs} outputs",
+                bias.shape()
+            )));
+        }
+        Ok(Affine {
+            grad_weight: Tensor::zeros(weight.shape()),
+            grad_bias: Tensor::zeros(bias.shape()),
+            weight,
+            bias,
+            x: Tensor::default(),
+            input_shape: Vec::new(),
+            out: Tensor::default(),
+            dx: Tensor::default(),
+        })
+    }
+
+    fn dims(&self) -> (usize, usize) {
+        (self.weight.shape()[0], self.weight.shape()[1])
+    }
+}
+
+impl<T: Float> Layer<T> for Affine<T> {
+    fn kind(&self) -> &'static str {
+        "Affine"
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let (d, m) = self.dims();
+        let flat: usize = input.iter().skip(1).product();
+        if input.len() < 2 || flat != d {
+            return Err(Error::Shape(format!(
+                "Affine expects inputs of {d} values (N, {d}), got shape {input:?}"
+            )));
+        }
+        Ok(vec![input[0], m])
+    }
+
+    fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
+        let out_shape = self.output_shape(x.shape())?;
+        let (d, m) = self.dims();
+        let n = x.batch();
+        // x: (N, D) — keep a copy for dW in backward.
+        self.x.resize(&[n, d]);
+        self.x.data_mut().copy_from_slice(x.data());
+        self.input_shape.clear();
+        self.input_shape.extend_from_slice(x.shape());
+        // out: (N, M) = b (broadcast) + x · W
+        self.out.resize(&out_shape);
+        for row in self.out.data_mut().chunks_mut(m) {
+            row.copy_from_slice(self.bias.data());
+        }
+        matmul(
+            MatMut::new(self.out.data_mut(), n, m),
+            MatRef::new(self.x.data(), n, d),
+            MatRef::new(self.weight.data(), d, m),
+            true,
+            true,
+        );
+        Ok(&self.out)
+    }
+
+    fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
+        if self.input_shape.is_empty() {
+            return Err(Error::BackwardBeforeForward("Affine"));
+        }
+        check_dout("Affine", Some(self.out.shape()), dout)?;
+        let (d, m) = self.dims();
+        let n = self.x.batch();
+        // dx: (N, D) = dout · W^T, then back to the input's shape.
+        self.dx.resize(&[n, d]);
+        matmul(
+            MatMut::new(self.dx.data_mut(), n, d),
+            MatRef::new(dout.data(), n, m),
+            MatRef::new(self.weight.data(), d, m).t(),
+            false,
+            true,
+        );
+        self.dx.reshape(&self.input_shape)?;
+        // dW: (D, M) = x^T · dout
+        matmul(
+            MatMut::new(self.grad_weight.data_mut(), d, m),
+            MatRef::new(self.x.data(), n, d).t(),
+            MatRef::new(dout.data(), n, m),
+            false,
+            true,
+        );
+        // db: (M) = Σ_n dout[n]
+        let db = self.grad_bias.data_mut();
+        db.fill(T::zero());
+        for row in dout.data().chunks(m) {
+            db.iter_mut().zip(row).for_each(|(b, &g)| *b += g);
+        }
+        Ok(&self.dx)
+    }
+
+    fn params(&mut self) -> Vec<Param<'_, T>> {
+        vec![
+            Param {
+                name: "weight",
+                value: &mut self.weight,
+                grad: &mut self.grad_weight,
+            },
+            Param {
+                name: "bias",
+                value: &mut self.bias,
+                grad: &mut self.grad_bias,
+            },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradient_check::check_layer;
+
+    #[test]
+    fn gradients_match_numerical_for_2d_and_4d_input() {
+        let mut rng = Rng::new(2);
+        let config = AffineConfig {
+            inputs: 12,
+            outputs: 5,
+            init: Init::Std(0.5),
+        };
+        let mut fc = Affine::<f64>::new(&config, &mut rng);
+        fc.bias
+            .data_mut()
+            .iter_mut()
+            .for_each(|b| *b = rng.normal());
+        for shape in [&[4, 12][..], &[3, 3, 2, 2][..]] {
+            let report = check_layer(&mut fc, shape, 9).unwrap();
+            assert_eq!(report.len(), 3);
+            for (name, err) in report {
+                assert!(err <= 1e-6, "{shape:?} {name}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn dx_has_the_input_shape_and_errors_are_errors() {
+        let mut fc = Affine::<f32>::new(
+            &AffineConfig {
+                inputs: 8,
+                outputs: 3,
+                init: Init::He,
+            },
+            &mut Rng::new(0),
+        );
+        assert!(matches!(
+            fc.backward(&Tensor::zeros(&[1, 3])),
+            Err(Error::BackwardBeforeForward(_))
+        ));
+        assert!(fc.forward(&Tensor::zeros(&[2, 7]), true).is_err());
+        fc.forward(&Tensor::zeros(&[2, 2, 2, 2]), true).unwrap();
+        assert_eq!(
+            fc.backward(&Tensor::zeros(&[2, 3])).unwrap().shape(),
+            &[2, 2, 2, 2]
+        );
+        assert!(fc.backward(&Tensor::zeros(&[2, 4])).is_err());
+    }
+}

@@ -1,0 +1,375 @@
+//! Convolution layer (book §7.4, `common/layers.py: Convolution`).
+//!
+//! ```text
+//! x:   (N, C, H, W)          W: (FN, C, FH, FW)       b: (FN)
+//! out: (N, FN, OH, OW)       OH = (H + 2P − FH)/S + 1, OW likewise
+//!
+//! out[n, f, oy, ox] = b[f] + Σ_{c, fy, fx} W[f, c, fy, fx] · x_pad[n, c, oy·S + fy, ox·S + fx]
+//! ```
+//!
+//! As in the book, the input is unrolled by [`im2col`](crate::im2col) so
+//! that the whole convolution is one matrix product per image:
+//!
+//! ```text
+//! col_n: (OH·OW, C·FH·FW)          W viewed as (FN, C·FH·FW)
+//! out_n = W · col_n^T + b           (FN, OH·OW)  — already NCHW, no transpose needed
+//!
+//! backward, for dout_n: (FN, OH·OW)
+//! dW    = Σ_n dout_n · col_n        (FN, C·FH·FW)
+//! db    = Σ_n Σ_pixels dout_n       (FN)
+//! dcol_n = dout_n^T · W             (OH·OW, C·FH·FW)  →  dx_n = col2im(dcol_n)
+//! ```
+//!
+//! The batch is split into a fixed number of chunks that run in parallel; each
+//! chunk sums its own `dW`, `db` and the chunks are added in order, so the
+//! result does not depend on the number of threads.
+//!
+//! ```
+//! use convnet::layers::{Convolution, ConvolutionConfig, Layer};
+//! use convnet::{Rng, Tensor};
+//! let config = ConvolutionConfig { in_channels: 1, filters: 30, filter_size: 5, ..Default::default() };
+//! let mut conv = Convolution::<f32>::new(&config, &mut Rng::new(0));
+//! let x = Tensor::zeros(&[2, 1, 28, 28]);
+//! assert_eq!(conv.forward(&x, true).unwrap().shape(), &[2, 30, 24, 24]);
+//! ```
+
+use super::{check_dout, Layer, Param};
+use crate::error::{Error, Result};
+use crate::gemm::{matmul, MatMut, MatRef};
+use crate::im2col::{col2im_image, im2col_image, ConvGeometry};
+use crate::init::Init;
+use crate::rng::Rng;
+use crate::tensor::{Float, Tensor};
+use rayon::prelude::*;
+
+/// The batch is cut into at most this many chunks for parallel work. Fixed
+/// (not the thread count) so that gradient sums are the same on any machine.
+const MAX_CHUNKS: usize = 16;
+
+/// Images per parallel chunk for a batch of `n`.
+pub(crate) fn chunk_size(n: usize) -> usize {
+    n.div_ceil(MAX_CHUNKS).max(1)
+}
+
+/// Hyper-parameters of a [`Convolution`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvolutionConfig {
+    pub in_channels: usize,
+    /// FN, the number of filters (output channels).
+    pub filters: usize,
+    /// FH = FW.
+    pub filter_size: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub init: Init,
+}
+
+impl Default for ConvolutionConfig {
+    fn default() -> Self {
+        ConvolutionConfig {
+            in_channels: 1,
+            filters: 30,
+            filter_size: 5,
+            stride: 1,
+            pad: 0,
+            init: Init::default(),
+        }
+    }
+}
+
+/// A 2-D convolution with one bias per filter.
+pub struct Convolution<T> {
+    /// W: (FN, C, FH, FW)
+    pub weight: Tensor<T>,
+    /// b: (FN)
+    pub bias: Tensor<T>,
+    pub grad_weight: Tensor<T>,
+    pub grad_bias: Tensor<T>,
+    pub stride: usize,
+    pub pad: usize,
+    // Caches from forward for backward.
+    /// Geometry and batch size of the last forward; `None` before any forward.
+    geometry: Option<(ConvGeometry, usize)>,
+    /// col: (N·OH·OW, C·FH·FW), the unrolled input.
+    col: Vec<T>,
+    // Buffers kept across iterations.
+    out: Tensor<T>,
+    dx: Tensor<T>,
+    /// dcol: (N·OH·OW, C·FH·FW)
+    dcol: Vec<T>,
+    /// Per-chunk partial sums of dW and db: (chunks, FN·C·FH·FW + FN).
+    partial_grads: Vec<T>,
+}
+
+impl<T: Float> Convolution<T> {
+    /// A layer with weights drawn by `config.init` (fan-in C·FH·FW) and zero biases.
+    pub fn new(config: &ConvolutionConfig, rng: &mut Rng) -> Self {
+        let (c, f, k) = (config.in_channels, config.filters, config.filter_size);
+        let weight = config.init.tensor(&[f, c, k, k], c * k * k, f * k * k, rng);
+        Self::from_params(weight, Tensor::zeros(&[f]), config.stride, config.pad)
+            .expect("shapes made above agree")
+    }
+
+    /// A layer with the given weights `(FN, C, FH, FW)` and biases `(FN)`.
+    pub fn from_params(
+        weight: Tensor<T>,
+        bias: Tensor<T>,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
+        let (filters, ..) = weight.dims4()?;
+        if bias.shape() != [filters] {
+            return Err(Error::Shape(format!(
+                "Convolution: bias shape {:?} does not match {filters} filters",
+                bias.shape()
+            )));
+        }
+        if stride == 0 {
+            return Err(Error::Geometry(
+                "Convolution: stride must be at least 1".into(),
+            ));
+        }
+        Ok(Convolution {
+            grad_weight: Tensor::zeros(weight.shape()),
+            grad_bias: Tensor::zeros(bias.shape()),
+            weight,
+            bias,
+            stride,
+            pad,
+            geometry: None,
+            col: Vec::new(),
+            out: Tensor::default(),
+            dx: Tensor::default(),
+            dcol: Vec::new(),
+            partial_grads: Vec::new(),
+        })
+    }
+
+    /// The geometry for an input of shape `(N, C, H, W)`.
+    fn geometry_for(&self, input: &[usize]) -> Result<(ConvGeometry, usize)> {
+        let (filters, channels, filter_h, filter_w) = self.weight.dims4()?;
+        let [n, c, h, w] = input[..] else {
+            return Err(Error::Shape(format!(
+                "Convolution expects (N, C, H, W) input, got {input:?}"
+            )));
+        };
+        if c != channels {
+            return Err(Error::Shape(format!(
+                "Convolution has {channels} input channels, input has {c} (shape {input:?})"
+            )));
+        }
+        let g = ConvGeometry::new((c, h, w), (filter_h, filter_w), self.stride, self.pad)
+            .map_err(|e| {
+                Error::Geometry(format!(
+                    "Convolution {filters}@{filter_h}x{filter_w} stride {} pad {} on {h}x{w} input: {e}",
+                    self.stride, self.pad
+                ))
+            })?;
+        Ok((g, n))
+    }
+}
+
+impl<T: Float> Layer<T> for Convolution<T> {
+    fn kind(&self) -> &'static str {
+        "Convolution"
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let (g, n) = self.geometry_for(input)?;
+        Ok(vec![n, self.weight.shape()[0], g.out_h, g.out_w])
+    }
+
+    fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
+        let (g, n) = self.geometry_for(x.shape())?;
+        let filters = self.weight.shape()[0];
+        let (k, pixels) = (g.col_width(), g.out_pixels());
+        self.col.resize(n * pixels * k, T::zero());
+        self.out.resize(&[n, filters, g.out_h, g.out_w]);
+
+        let chunk = chunk_size(n);
+        let (weight, bias) = (self.weight.data(), self.bias.data());
+        self.out
+            .data_mut()
+            .par_chunks_mut(chunk * filters * pixels)
+            .zip(self.col.par_chunks_mut(chunk * pixels * k))
+            .zip(x.data().par_chunks(chunk * g.image_len()))
+            .for_each(|((out_chunk, col_chunk), x_chunk)| {
+                let images = out_chunk
+                    .chunks_mut(filters * pixels)
+                    .zip(col_chunk.chunks_mut(pixels * k))
+                    .zip(x_chunk.chunks(g.image_len()));
+                for ((out_n, col_n), x_n) in images {
+                    // col_n: (OH·OW, C·FH·FW)
+                    im2col_image(x_n, &g, col_n);
+                    // out_n: (FN, OH·OW) = b (broadcast) + W · col_n^T
+                    for (row, &b) in out_n.chunks_mut(pixels).zip(bias) {
+                        row.fill(b);
+                    }
+                    matmul(
+                        MatMut::new(out_n, filters, pixels),
+                        MatRef::new(weight, filters, k),
+                        MatRef::new(col_n, pixels, k).t(),
+                        true,
+                        false,
+                    );
+                }
+            });
+        self.geometry = Some((g, n));
+        Ok(&self.out)
+    }
+
+    fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
+        let Some((g, n)) = self.geometry else {
+            return Err(Error::BackwardBeforeForward("Convolution"));
+        };
+        check_dout("Convolution", Some(self.out.shape()), dout)?;
+        let filters = self.weight.shape()[0];
+        let (k, pixels) = (g.col_width(), g.out_pixels());
+        let chunk = chunk_size(n);
+        let chunks = n.div_ceil(chunk);
+        let grad_len = filters * k + filters;
+        self.partial_grads.resize(chunks * grad_len, T::zero());
+        self.dcol.resize(n * pixels * k, T::zero());
+        self.dx.resize(&[n, g.channels, g.in_h, g.in_w]);
+
+        let weight = self.weight.data();
+        self.partial_grads
+            .par_chunks_mut(grad_len)
+            .zip(self.dx.data_mut().par_chunks_mut(chunk * g.image_len()))
+            .zip(self.dcol.par_chunks_mut(chunk * pixels * k))
+            .zip(self.col.par_chunks(chunk * pixels * k))
+            .zip(dout.data().par_chunks(chunk * filters * pixels))
+            .for_each(
+                |((((grads, dx_chunk), dcol_chunk), col_chunk), dout_chunk)| {
+                    let (dw, db) = grads.split_at_mut(filters * k);
+                    dw.fill(T::zero());
+                    db.fill(T::zero());
+                    let images = dx_chunk
+                        .chunks_mut(g.image_len())
+                        .zip(dcol_chunk.chunks_mut(pixels * k))
+                        .zip(col_chunk.chunks(pixels * k))
+                        .zip(dout_chunk.chunks(filters * pixels));
+                    for (((dx_n, dcol_n), col_n), dout_n) in images {
+                        // dW += dout_n · col_n            (FN, C·FH·FW)
+                        matmul(
+                            MatMut::new(dw, filters, k),
+                            MatRef::new(dout_n, filters, pixels),
+                            MatRef::new(col_n, pixels, k),
+                            true,
+                            false,
+                        );
+                        // db += row sums of dout_n
+                        for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
+                            *d += row.iter().copied().sum::<T>();
+                        }
+                        // dcol_n = dout_n^T · W           (OH·OW, C·FH·FW)
+                        matmul(
+                            MatMut::new(dcol_n, pixels, k),
+                            MatRef::new(dout_n, filters, pixels).t(),
+                            MatRef::new(weight, filters, k),
+                            false,
+                            false,
+                        );
+                        col2im_image(dcol_n, &g, dx_n);
+                    }
+                },
+            );
+
+        // Add the chunks' partial gradients in a fixed order.
+        let (gw, gb) = (self.grad_weight.data_mut(), self.grad_bias.data_mut());
+        gw.fill(T::zero());
+        gb.fill(T::zero());
+        for grads in self.partial_grads.chunks(grad_len) {
+            let (dw, db) = grads.split_at(filters * k);
+            gw.iter_mut().zip(dw).for_each(|(a, &b)| *a += b);
+            gb.iter_mut().zip(db).for_each(|(a, &b)| *a += b);
+        }
+        Ok(&self.dx)
+    }
+
+    fn params(&mut self) -> Vec<Param<'_, T>> {
+        vec![
+            Param {
+                name: "weight",
+                value: &mut self.weight,
+                grad: &mut self.grad_weight,
+            },
+            Param {
+                name: "bias",
+                value: &mut self.bias,
+                grad: &mut self.grad_bias,
+            },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradient_check::check_layer;
+
+    #[test]
+    fn forward_by_hand() {
+        // One 3x3 image, one 2x2 filter of ones, bias 0.5: each output is the
+        // window sum plus 0.5.
+        let w = Tensor::from_vec(&[1, 1, 2, 2], vec![1.0; 4]).unwrap();
+        let b = Tensor::from_vec(&[1], vec![0.5]).unwrap();
+        let mut conv = Convolution::<f64>::from_params(w, b, 1, 0).unwrap();
+        let x = Tensor::from_vec(&[1, 1, 3, 3], (1..=9).map(f64::from).collect()).unwrap();
+        let y = conv.forward(&x, false).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 2, 2]);
+        assert_eq!(y.data(), [12.5, 16.5, 24.5, 28.5]);
+    }
+
+    #[test]
+    fn gradients_match_numerical() {
+        // Several images (more than one chunk), channels, filters, stride and padding.
+        for (n, stride, pad) in [(3, 1, 0), (20, 2, 1), (2, 1, 2)] {
+            let config = ConvolutionConfig {
+                in_channels: 2,
+                filters: 3,
+                filter_size: 3,
+                stride,
+                pad,
+                init: Init::Std(0.5),
+            };
+            let mut rng = Rng::new(1);
+            let mut conv = Convolution::<f64>::new(&config, &mut rng);
+            conv.bias
+                .data_mut()
+                .iter_mut()
+                .for_each(|b| *b = rng.normal());
+            let report = check_layer(&mut conv, &[n, 2, 5, 6], 2).unwrap();
+            assert_eq!(report.len(), 3); // x, weight, bias
+            for (name, err) in report {
+                assert!(err <= 1e-6, "n={n} stride={stride} pad={pad}: {name} {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_instead_of_panics() {
+        let mut conv = Convolution::<f32>::new(&ConvolutionConfig::default(), &mut Rng::new(0));
+        let dout = Tensor::zeros(&[1, 30, 24, 24]);
+        assert!(matches!(
+            conv.backward(&dout),
+            Err(Error::BackwardBeforeForward(_))
+        ));
+        let small = Tensor::zeros(&[1, 1, 4, 4]);
+        assert!(matches!(
+            conv.forward(&small, true),
+            Err(Error::Geometry(_))
+        ));
+        let wrong_channels = Tensor::zeros(&[1, 3, 28, 28]);
+        assert!(matches!(
+            conv.forward(&wrong_channels, true),
+            Err(Error::Shape(_))
+        ));
+        let x = Tensor::zeros(&[1, 1, 28, 28]);
+        conv.forward(&x, true).unwrap();
+        assert!(matches!(
+            conv.backward(&Tensor::zeros(&[1, 30, 24, 23])),
+            Err(Error::Shape(_))
+        ));
+    }
+}

@@ -1,0 +1,283 @@
+//! Max pooling (book §7.3 and §7.4.4, `common/layers.py: Pooling`).
+//!
+//! ```text
+//! x:   (N, C, H, W)  →  out: (N, C, OH, OW),   OH = (H + 2P − PH)/S + 1
+//! out[n, c, oy, ox] = max over the PH×PW window at (oy·S − P, ox·S − P)
+//! backward: dx[arg_max] += dout   (every other input of the window gets 0)
+//! ```
+//!
+//! The book runs pooling through `im2col` (one row per channel window) and
+//! takes each row's max. This layer visits the same windows directly instead
+//! of materialising `col`: the result is identical (a test checks it against
+//! the im2col formulation) with a fraction of the memory traffic. Padding, as
+//! in PyTorch, never wins the max: windows only look at real pixels.
+//!
+//! ```
+//! use convnet::layers::{Layer, MaxPooling, PoolingConfig};
+//! use convnet::Tensor;
+//! let mut pool = MaxPooling::<f32>::new(&PoolingConfig { size: 2, stride: 2, pad: 0 });
+//! let x = Tensor::from_vec(&[1, 1, 2, 2], vec![1.0, 3.0, 2.0, 0.0]).unwrap();
+//! assert_eq!(pool.forward(&x, false).unwrap().data(), [3.0]);
+//! ```
+
+use super::{check_dout, Layer};
+use crate::error::{Error, Result};
+use crate::im2col::ConvGeometry;
+use crate::tensor::{Float, Tensor};
+use rayon::prelude::*;
+
+/// Window size, stride and padding of a pooling layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolingConfig {
+    /// PH = PW.
+    pub size: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Default for PoolingConfig {
+    /// The book's 2×2 pooling with stride 2.
+    fn default() -> Self {
+        PoolingConfig {
+            size: 2,
+            stride: 2,
+            pad: 0,
+        }
+    }
+}
+
+impl PoolingConfig {
+    /// The geometry of one channel plane for an input of shape `(N, C, H, W)`.
+    pub(crate) fn geometry(&self, kind: &str, input: &[usize]) -> Result<ConvGeometry> {
+        let [_, _, h, w] = input[..] else {
+            return Err(Error::Shape(format!(
+                "{kind} expects (N, C, H, W) input, got {input:?}"
+            )));
+        };
+        if self.pad >= self.size {
+            return Err(Error::Geometry(format!(
+                "{kind}: padding {} must be smaller than the window {}",
+                self.pad, self.size
+            )));
+        }
+        ConvGeometry::new((1, h, w), (self.size, self.size), self.stride, self.pad).map_err(|e| {
+            Error::Geometry(format!(
+                "{kind} {0}x{0} stride {1} pad {2} on {h}x{w} input: {e}",
+                self.size, self.stride, self.pad
+            ))
+        })
+    }
+}
+
+/// Max pooling over each channel separately.
+pub struct MaxPooling<T> {
+    pub config: PoolingConfig,
+    /// For every output element, the index within its input plane (iy·W + ix)
+    /// of the window's maximum.
+    arg_max: Vec<u32>,
+    input_shape: Vec<usize>,
+    out: Tensor<T>,
+    dx: Tensor<T>,
+}
+
+impl<T: Float> MaxPooling<T> {
+    pub fn new(config: &PoolingConfig) -> Self {
+        MaxPooling {
+            config: config.clone(),
+            arg_max: Vec::new(),
+            input_shape: Vec::new(),
+            out: Tensor::default(),
+            dx: Tensor::default(),
+        }
+    }
+}
+
+/// The clipped window `[start, end)` along one axis for output index `o`.
+#[inline]
+pub(crate) fn window(o: usize, g: &ConvGeometry, size: usize, len: usize) -> (usize, usize) {
+    let start = (o * g.stride) as isize - g.pad as isize;
+    let end = (start + size as isize).min(len as isize) as usize;
+    (start.max(0) as usize, end)
+}
+
+impl<T: Float> Layer<T> for MaxPooling<T> {
+    fn kind(&self) -> &'static str {
+        "MaxPooling"
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let g = self.config.geometry("MaxPooling", input)?;
+        Ok(vec![input[0], input[1], g.out_h, g.out_w])
+    }
+
+    fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
+        let g = self.config.geometry("MaxPooling", x.shape())?;
+        let (n, c, h, w) = x.dims4()?;
+        let out_plane = g.out_pixels();
+        self.out.resize(&[n, c, g.out_h, g.out_w]);
+        self.arg_max.resize(n * c * out_plane, 0);
+        // One rayon task per (image, channel) plane.
+        self.out
+            .data_mut()
+            .par_chunks_mut(out_plane)
+            .zip(self.arg_max.par_chunks_mut(out_plane))
+            .zip(x.data().par_chunks(h * w))
+            .for_each(|((out_p, arg_p), x_p)| {
+                for oy in 0..g.out_h {
+                    let (y0, y1) = window(oy, &g, g.filter_h, h);
+                    for ox in 0..g.out_w {
+                        let (x0, x1) = window(ox, &g, g.filter_w, w);
+                        let mut best = y0 * w + x0;
+                        for iy in y0..y1 {
+                            for ix in x0..x1 {
+                                // `>` keeps the first maximum, like NumPy's argmax.
+                                if x_p[iy * w + ix] > x_p[best] {
+                                    best = iy * w + ix;
+                                }
+                            }
+                        }
+                        out_p[oy * g.out_w + ox] = x_p[best];
+                        arg_p[oy * g.out_w + ox] = best as u32;
+                    }
+                }
+            });
+        self.input_shape.clear();
+        self.input_shape.extend_from_slice(x.shape());
+        Ok(&self.out)
+    }
+
+    fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
+        if self.input_shape.is_empty() {
+            return Err(Error::BackwardBeforeForward("MaxPooling"));
+        }
+        check_dout("MaxPooling", Some(self.out.shape()), dout)?;
+        let plane = self.input_shape[2] * self.input_shape[3];
+        let out_plane = self.out.shape()[2] * self.out.shape()[3];
+        self.dx.resize(&self.input_shape);
+        self.dx
+            .data_mut()
+            .par_chunks_mut(plane)
+            .zip(self.arg_max.par_chunks(out_plane))
+            .zip(dout.data().par_chunks(out_plane))
+            .for_each(|((dx_p, arg_p), dout_p)| {
+                dx_p.fill(T::zero());
+                // Overlapping windows may share a maximum: add, don't assign.
+                for (&arg, &d) in arg_p.iter().zip(dout_p) {
+                    dx_p[arg as usize] += d;
+                }
+            });
+        Ok(&self.dx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradient_check::check_layer;
+    use crate::im2col::im2col;
+    use crate::rng::Rng;
+
+    #[test]
+    fn forward_and_backward_by_hand() {
+        #[rustfmt::skip]
+        let x = Tensor::from_vec(&[1, 1, 4, 4], vec![
+            1., 2., 0., 1.,
+            0., 3., 4., 2.,
+            5., 0., 1., 1.,
+            2., 1., 0., 6.,
+        ]).unwrap();
+        let mut pool = MaxPooling::<f64>::new(&PoolingConfig::default());
+        assert_eq!(pool.forward(&x, true).unwrap().data(), [3., 4., 5., 6.]);
+        let dout = Tensor::from_vec(&[1, 1, 2, 2], vec![10., 20., 30., 40.]).unwrap();
+        #[rustfmt::skip]
+        let want = [
+            0., 0., 0., 0.,
+            0., 10., 20., 0.,
+            30., 0., 0., 0.,
+            0., 0., 0., 40.,
+        ];
+        assert_eq!(pool.backward(&dout).unwrap().data(), want);
+    }
+
+    #[test]
+    fn overlapping_windows_add_gradients() {
+        // 3x3 windows with stride 1 on 3x4: the 9 is the max of both windows.
+        let x = Tensor::from_vec(
+            &[1, 1, 3, 4],
+            vec![0., 0., 0., 0., 0., 9., 0., 0., 0., 0., 0., 0.],
+        )
+        .unwrap();
+        let mut pool = MaxPooling::<f64>::new(&PoolingConfig {
+            size: 3,
+            stride: 1,
+            pad: 0,
+        });
+        assert_eq!(pool.forward(&x, true).unwrap().data(), [9., 9.]);
+        let dx = pool
+            .backward(&Tensor::from_vec(&[1, 1, 1, 2], vec![1., 2.]).unwrap())
+            .unwrap();
+        assert_eq!(dx.data()[5], 3.);
+        assert_eq!(dx.data().iter().sum::<f64>(), 3.);
+    }
+
+    #[test]
+    fn matches_the_books_im2col_formulation() {
+        // Book: col = im2col(x, PH, PW, S, P).reshape(-1, PH*PW); out = max(col, axis=1).
+        let mut rng = Rng::new(4);
+        let x = Tensor::from_vec(&[2, 3, 7, 7], (0..294).map(|_| rng.normal()).collect()).unwrap();
+        let mut pool = MaxPooling::<f64>::new(&PoolingConfig {
+            size: 3,
+            stride: 2,
+            pad: 0,
+        });
+        let out = pool.forward(&x, false).unwrap();
+        let col = im2col(&x, 3, 3, 2, 0).unwrap(); // (N·OH·OW, C·9)
+        let (oh, ow) = (3, 3);
+        for n in 0..2 {
+            for c in 0..3 {
+                for p in 0..oh * ow {
+                    let row = &col.data()[((n * oh * ow) + p) * 27 + c * 9..][..9];
+                    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    assert_eq!(out.data()[(n * 3 + c) * 9 + p], max);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_match_numerical() {
+        for config in [
+            PoolingConfig::default(),
+            PoolingConfig {
+                size: 3,
+                stride: 2,
+                pad: 1,
+            },
+        ] {
+            let mut pool = MaxPooling::<f64>::new(&config);
+            for (name, err) in check_layer(&mut pool, &[2, 3, 6, 6], 3).unwrap() {
+                assert!(err <= 1e-6, "{config:?} {name}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_instead_of_panics() {
+        let mut pool = MaxPooling::<f32>::new(&PoolingConfig::default());
+        assert!(matches!(
+            pool.backward(&Tensor::zeros(&[1, 1, 1, 1])),
+            Err(Error::BackwardBeforeForward(_))
+        ));
+        assert!(pool.forward(&Tensor::zeros(&[1, 1, 1, 1]), false).is_err());
+        assert!(pool.forward(&Tensor::zeros(&[1, 4]), false).is_err());
+        let mut bad = MaxPooling::<f32>::new(&PoolingConfig {
+            size: 2,
+            stride: 0,
+            pad: 0,
+        });
+        assert!(matches!(
+            bad.forward(&Tensor::zeros(&[1, 1, 4, 4]), false),
+            Err(Error::Geometry(_))
+        ));
+    }
+}

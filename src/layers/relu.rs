@@ -1,0 +1,116 @@
+//! ReLU (book §5.5.1, `common/layers.py: Relu`).
+//!
+//! ```text
+//! out = max(0, x)          dx = dout where x > 0, else 0
+//! ```
+//! Any shape in, the same shape out. The cache is `mask`, true where x > 0.
+//!
+//! ```
+//! use convnet::layers::{Layer, Relu};
+//! use convnet::Tensor;
+//! let mut relu = Relu::<f64>::new();
+//! let x = Tensor::from_vec(&[4], vec![-2.0, -0.0, 0.5, 3.0]).unwrap();
+//! assert_eq!(relu.forward(&x, true).unwrap().data(), [0.0, 0.0, 0.5, 3.0]);
+//! ```
+
+use super::{check_dout, Layer};
+use crate::error::Result;
+use crate::tensor::{Float, Tensor};
+use rayon::prelude::*;
+
+/// Elements per rayon task for element-wise layers: large enough that the
+/// split costs less than the work.
+pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 15;
+
+/// Rectified linear unit.
+pub struct Relu<T> {
+    /// mask[i] = x[i] > 0, from the last forward.
+    mask: Vec<bool>,
+    out: Tensor<T>,
+    dx: Tensor<T>,
+    has_forward: bool,
+}
+
+impl<T: Float> Relu<T> {
+    pub fn new() -> Self {
+        Relu {
+            mask: Vec::new(),
+            out: Tensor::default(),
+            dx: Tensor::default(),
+            has_forward: false,
+        }
+    }
+}
+
+impl<T: Float> Default for Relu<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Float> Layer<T> for Relu<T> {
+    fn kind(&self) -> &'static str {
+        "Relu"
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(input.to_vec())
+    }
+
+    fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
+        self.out.resize(x.shape());
+        self.mask.resize(x.len(), false);
+        self.out
+            .data_mut()
+            .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(self.mask.par_chunks_mut(ELEMENTWISE_CHUNK))
+            .zip(x.data().par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|((out, mask), x)| {
+                for ((o, m), &v) in out.iter_mut().zip(mask).zip(x) {
+                    *m = v > T::zero();
+                    *o = if *m { v } else { T::zero() };
+                }
+            });
+        self.has_forward = true;
+        Ok(&self.out)
+    }
+
+    fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
+        check_dout("Relu", self.has_forward.then_some(self.out.shape()), dout)?;
+        self.dx.resize(dout.shape());
+        self.dx
+            .data_mut()
+            .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(self.mask.par_chunks(ELEMENTWISE_CHUNK))
+            .zip(dout.data().par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|((dx, mask), dout)| {
+                for ((d, &m), &g) in dx.iter_mut().zip(mask).zip(dout) {
+                    *d = if m { g } else { T::zero() };
+                }
+            });
+        Ok(&self.dx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::gradient_check::check_layer;
+
+    #[test]
+    fn gradients_match_numerical() {
+        for (name, err) in check_layer(&mut Relu::<f64>::new(), &[3, 2, 4, 5], 6).unwrap() {
+            assert!(err <= 1e-6, "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn backward_before_forward_is_an_error() {
+        let mut relu = Relu::<f32>::new();
+        assert!(matches!(
+            relu.backward(&Tensor::zeros(&[2])),
+            Err(Error::BackwardBeforeForward(_))
+        ));
+    }
+}

@@ -1,0 +1,169 @@
+//! A network as a list of layers run in order, ending in softmax with loss
+//! (book §5.7.2 `TwoLayerNet`, §7.5 `SimpleConvNet`).
+//!
+//! ```text
+//! predict:  x → layer_1 → layer_2 → … → layer_L → scores        (N, classes)
+//! loss:     scores → SoftmaxWithLoss(labels) → L
+//! gradient: dout = ∂L/∂scores, then layer_L.backward … layer_1.backward
+//! ```
+//!
+//! Each layer has a name (`conv1`, `relu1`, `pool1`, `fc1`, …); a parameter
+//! is named `layer.weight` or `layer.bias`.
+//!
+//! ```
+//! use convnet::layers::{Affine, AffineConfig, Relu};
+//! use convnet::networks::Network;
+//! use convnet::{Rng, Tensor};
+//! let mut rng = Rng::new(0);
+//! let mut net = Network::<f32>::new([1, 2, 2]);
+//! net.push("fc1", Affine::new(&AffineConfig { inputs: 4, outputs: 3, ..Default::default() }, &mut rng)).unwrap();
+//! net.push("relu1", Relu::new()).unwrap();
+//! net.push("fc2", Affine::new(&AffineConfig { inputs: 3, outputs: 2, ..Default::default() }, &mut rng)).unwrap();
+//! let x = Tensor::zeros(&[5, 1, 2, 2]);
+//! assert_eq!(net.predict(&x, false).unwrap().shape(), &[5, 2]);
+//! assert_eq!(net.param_names(), ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
+//! ```
+
+use crate::error::{Error, Result};
+use crate::layers::{Layer, Param, SoftmaxWithLoss};
+use crate::tensor::{Float, Tensor};
+
+/// A layer with its name in the network.
+pub struct NamedLayer<T> {
+    pub name: String,
+    pub layer: Box<dyn Layer<T>>,
+}
+
+/// A sequential classifier.
+pub struct Network<T> {
+    /// One input image: (C, H, W).
+    pub input_shape: [usize; 3],
+    pub layers: Vec<NamedLayer<T>>,
+    pub loss_layer: SoftmaxWithLoss<T>,
+}
+
+/// Runs `x` through `layers` in order; each layer's output feeds the next.
+fn forward_layers<'a, T: Float>(
+    layers: &'a mut [NamedLayer<T>],
+    x: &'a Tensor<T>,
+    train: bool,
+) -> Result<&'a Tensor<T>> {
+    let mut out = x;
+    for named in layers.iter_mut() {
+        out = named.layer.forward(out, train)?;
+    }
+    Ok(out)
+}
+
+impl<T: Float> Network<T> {
+    /// An empty network for images of shape (C, H, W).
+    pub fn new(input_shape: [usize; 3]) -> Self {
+        Network {
+            input_shape,
+            layers: Vec::new(),
+            loss_layer: SoftmaxWithLoss::new(),
+        }
+    }
+
+    /// Appends a layer, checking that it accepts the previous layer's output.
+    pub fn push(&mut self, name: &str, layer: impl Layer<T> + 'static) -> Result<()> {
+        let input = self.output_shape_for(1)?;
+        layer
+            .output_shape(&input)
+            .map_err(|e| Error::Config(format!("layer {name} ({}): {e}", layer.kind())))?;
+        self.layers.push(NamedLayer {
+            name: name.to_string(),
+            layer: Box::new(layer),
+        });
+        Ok(())
+    }
+
+    /// The shape after every layer for a batch of `batch` images, input first.
+    pub fn shapes(&self, batch: usize) -> Result<Vec<Vec<usize>>> {
+        let [c, h, w] = self.input_shape;
+        let mut shapes = vec![vec![batch, c, h, w]];
+        for named in &self.layers {
+            let next = named
+                .layer
+                .output_shape(shapes.last().expect("not empty"))?;
+            shapes.push(next);
+        }
+        Ok(shapes)
+    }
+
+    /// The output shape of the whole network for a batch of `batch`.
+    pub fn output_shape_for(&self, batch: usize) -> Result<Vec<usize>> {
+        Ok(self.shapes(batch)?.pop().expect("not empty"))
+    }
+
+    /// The number of classes (the size of the last layer's output).
+    pub fn num_classes(&self) -> Result<usize> {
+        let out = self.output_shape_for(1)?;
+        match out[..] {
+            [1, classes] => Ok(classes),
+            _ => Err(Error::Shape(format!(
+                "the network's output {out:?} is not (N, classes)"
+            ))),
+        }
+    }
+
+    /// Class scores for `x: (N, C, H, W)`; `train` switches dropout and batch norm.
+    pub fn predict<'a>(&'a mut self, x: &'a Tensor<T>, train: bool) -> Result<&'a Tensor<T>> {
+        self.check_input(x)?;
+        forward_layers(&mut self.layers, x, train)
+    }
+
+    /// The mean cross-entropy loss of `x` against `labels`.
+    pub fn loss(&mut self, x: &Tensor<T>, labels: &[usize], train: bool) -> Result<T> {
+        self.check_input(x)?;
+        let scores = forward_layers(&mut self.layers, x, train)?;
+        self.loss_layer.forward(scores, labels)
+    }
+
+    /// Forward and backward in training mode: fills every parameter's
+    /// gradient and returns the loss.
+    pub fn gradient(&mut self, x: &Tensor<T>, labels: &[usize]) -> Result<T> {
+        let loss = self.loss(x, labels, true)?;
+        let mut dout = self.loss_layer.backward()?;
+        for named in self.layers.iter_mut().rev() {
+            dout = named.layer.backward(dout)?;
+        }
+        Ok(loss)
+    }
+
+    /// Every parameter with its gradient, in a fixed order (layer by layer).
+    pub fn params(&mut self) -> Vec<Param<'_, T>> {
+        self.layers
+            .iter_mut()
+            .flat_map(|named| named.layer.params())
+            .collect()
+    }
+
+    /// The names of [`params`](Self::params), as `layer.weight` / `layer.bias`.
+    pub fn param_names(&mut self) -> Vec<String> {
+        let mut names = Vec::new();
+        for named in self.layers.iter_mut() {
+            for p in named.layer.params() {
+                names.push(format!("{}.{}", named.name, p.name));
+            }
+        }
+        names
+    }
+
+    /// The total number of learnable values.
+    pub fn num_params(&mut self) -> usize {
+        self.params().iter().map(|p| p.value.len()).sum()
+    }
+
+    fn check_input(&self, x: &Tensor<T>) -> Result<()> {
+        let (_, c, h, w) = x.dims4()?;
+        if [c, h, w] != self.input_shape {
+            return Err(Error::Shape(format!(
+                "the network takes images of shape {:?} (C, H, W), got {:?}",
+                self.input_shape,
+                [c, h, w]
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! SimpleConvNet (book §7.5, `ch07/simple_convnet.py`).
+//!
+//! ```text
+//! x: (N, 1, 28, 28)
+//! conv1  Convolution 30 filters 5×5, stride 1, pad 0   → (N, 30, 24, 24)
+//! relu1  ReLU
+//! pool1  MaxPooling 2×2, stride 2                      → (N, 30, 12, 12)
+//! fc1    Affine 4320 → 100
+//! relu2  ReLU
+//! fc2    Affine 100 → 10                               → (N, 10)
+//! loss   SoftmaxWithLoss
+//! ```
+//!
+//! Every size is a field of [`SimpleConvNetConfig`]; the defaults are the
+//! book's, including `weight_init_std = 0.01`.
+//!
+//! ```
+//! use convnet::networks::{simple_convnet, SimpleConvNetConfig};
+//! use convnet::Rng;
+//! let mut net = simple_convnet::<f32>(&SimpleConvNetConfig::default(), &mut Rng::new(0)).unwrap();
+//! // 30·25 + 30 + 4320·100 + 100 + 100·10 + 10
+//! assert_eq!(net.num_params(), 433_890);
+//! ```
+
+use super::Network;
+use crate::error::{Error, Result};
+use crate::init::Init;
+use crate::layers::{
+    Affine, AffineConfig, Convolution, ConvolutionConfig, MaxPooling, PoolingConfig, Relu,
+};
+use crate::rng::Rng;
+use crate::tensor::Float;
+
+/// The sizes of a [`simple_convnet`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimpleConvNetConfig {
+    /// One input image: (C, H, W).
+    pub input_shape: [usize; 3],
+    pub filters: usize,
+    pub filter_size: usize,
+    pub pad: usize,
+    pub stride: usize,
+    pub hidden_size: usize,
+    pub output_size: usize,
+    pub init: Init,
+}
+
+impl Default for SimpleConvNetConfig {
+    fn default() -> Self {
+        SimpleConvNetConfig {
+            input_shape: [1, 28, 28],
+            filters: 30,
+            filter_size: 5,
+            pad: 0,
+            stride: 1,
+            hidden_size: 100,
+            output_size: 10,
+            init: Init::Std(0.01),
+        }
+    }
+}
+
+/// Builds the book's SimpleConvNet with weights drawn from `rng`.
+pub fn simple_convnet<T: Float>(config: &SimpleConvNetConfig, rng: &mut Rng) -> Result<Network<T>> {
+    let mut net = Network::new(config.input_shape);
+    net.push(
+        "conv1",
+        Convolution::new(
+            &ConvolutionConfig {
+                in_channels: config.input_shape[0],
+                filters: config.filters,
+                filter_size: config.filter_size,
+                stride: config.stride,
+                pad: config.pad,
+                init: config.init,
+            },
+            rng,
+        ),
+    )?;
+    net.push("relu1", Relu::new())?;
+    net.push("pool1", MaxPooling::new(&PoolingConfig::default()))?;
+    let pooled: usize = net.output_shape_for(1)?.iter().product();
+    if config.hidden_size == 0 || config.output_size == 0 {
+        return Err(Error::Config(
+            "hidden and output sizes must be at least 1".into(),
+        ));
+    }
+    net.push(
+        "fc1",
+        Affine::new(
+            &AffineConfig {
+                inputs: pooled,
+                outputs: config.hidden_size,
+                init: config.init,
+            },
+            rng,
+        ),
+    )?;
+    net.push("relu2", Relu::new())?;
+    net.push(
+        "fc2",
+        Affine::new(
+            &AffineConfig {
+                inputs: config.hidden_size,
+                outputs: config.output_size,
+                init: config.init,
+            },
+            rng,
+        ),
+    )?;
+    Ok(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradient_check::check_network;
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn shapes_follow_the_book() {
+        let net = simple_convnet::<f32>(&SimpleConvNetConfig::default(), &mut Rng::new(0)).unwrap();
+        let shapes = net.shapes(100).unwrap();
+        assert_eq!(shapes[1], [100, 30, 24, 24]);
+        assert_eq!(shapes[3], [100, 30, 12, 12]);
+        assert_eq!(shapes[4], [100, 100]);
+        assert_eq!(shapes[6], [100, 10]);
+    }
+
+    #[test]
+    fn impossible_geometry_is_an_error() {
+        let config = SimpleConvNetConfig {
+            filter_size: 30,
+            ..Default::default()
+        };
+        assert!(simple_convnet::<f32>(&config, &mut Rng::new(0)).is_err());
+    }
+
+    #[test]
+    fn whole_network_gradient_matches_numerical() {
+        // A small SimpleConvNet (1×10×10 input, 3 filters 3×3, pad 1, hidden 8)
+        // with He init so that gradients are not tiny.
+        let config = SimpleConvNetConfig {
+            input_shape: [1, 10, 10],
+            filters: 3,
+            filter_size: 3,
+            pad: 1,
+            hidden_size: 8,
+            output_size: 4,
+            init: Init::He,
+            ..Default::default()
+        };
+        let mut rng = Rng::new(3);
+        let mut net = simple_convnet::<f64>(&config, &mut rng).unwrap();
+        let x =
+            Tensor::from_vec(&[3, 1, 10, 10], (0..300).map(|_| rng.normal()).collect()).unwrap();
+        let report = check_network(&mut net, &x, &[0, 3, 1]).unwrap();
+        assert_eq!(report.len(), 6);
+        for (name, err) in report {
+            assert!(err <= 1e-6, "{name}: {err}");
+        }
+    }
+}
