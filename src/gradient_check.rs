@@ -131,27 +131,6 @@ pub fn check_layer(
     Ok(report)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numerical_gradient_of_a_square() {
-        let mut x = vec![3.0, -1.0];
-        let g = numerical_gradient(&mut x, |v| v[0] * v[0] + 2.0 * v[1]);
-        assert!((g[0] - 6.0).abs() < 1e-8 && (g[1] - 2.0).abs() < 1e-8);
-        assert_eq!(x, [3.0, -1.0]);
-    }
-
-    #[test]
-    fn relative_error_catches_a_wrong_gradient() {
-        assert!(max_relative_error(&[1.0, 2.0], &[1.0, 2.0]) == 0.0);
-        assert!(max_relative_error(&[1.0, 2.0], &[1.0, 1.0]) > 0.4);
-        // A gradient that should be zero but is not.
-        assert!(max_relative_error(&[0.0], &[1e-3]) > 0.9);
-    }
-}
-
 /// Checks every parameter gradient of a whole network (loss = mean
 /// cross-entropy of `x` against `labels`) against the numerical gradient.
 /// Returns the max relative error per parameter, by name.
@@ -181,4 +160,97 @@ pub fn check_network(
         report.push((name, max_relative_error(&analytic[index], &numeric)));
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numerical_gradient_of_a_square() {
+        let mut x = vec![3.0, -1.0];
+        let g = numerical_gradient(&mut x, |v| v[0] * v[0] + 2.0 * v[1]);
+        assert!((g[0] - 6.0).abs() < 1e-8 && (g[1] - 2.0).abs() < 1e-8);
+        assert_eq!(x, [3.0, -1.0]);
+    }
+
+    #[test]
+    fn relative_error_catches_a_wrong_gradient() {
+        assert!(max_relative_error(&[1.0, 2.0], &[1.0, 2.0]) == 0.0);
+        assert!(max_relative_error(&[1.0, 2.0], &[1.0, 1.0]) > 0.4);
+        // A gradient that should be zero but is not.
+        assert!(max_relative_error(&[0.0], &[1e-3]) > 0.9);
+    }
+}
+
+
+/// Every layer's and SimpleConvNet's gradient check, as
+/// `(component, gradient name, max relative error)` rows; what
+/// `convnet gradcheck` prints.
+pub fn check_all(seed: u64) -> Result<Vec<(String, String, f64)>> {
+    use crate::init::Init;
+    use crate::layers::*;
+    use crate::networks::{simple_convnet, SimpleConvNetConfig};
+
+    let mut rng = Rng::new(seed);
+    let mut rows = Vec::new();
+    let mut add = |component: &str, report: Vec<(String, f64)>| {
+        for (name, err) in report {
+            rows.push((component.to_string(), name, err));
+        }
+    };
+    for (stride, pad) in [(1, 0), (2, 1)] {
+        let config = ConvolutionConfig {
+            in_channels: 2,
+            filters: 3,
+            filter_size: 3,
+            stride,
+            pad,
+            init: Init::Std(0.5),
+        };
+        let mut conv = Convolution::<f64>::new(&config, &mut rng);
+        conv.bias.data_mut().iter_mut().for_each(|b| *b = rng.normal());
+        let report = check_layer(&mut conv, &[3, 2, 7, 6], seed)?;
+        add(&format!("Convolution 3@3x3 stride {stride} pad {pad}"), report);
+    }
+    for config in [PoolingConfig::default(), PoolingConfig { size: 3, stride: 2, pad: 1 }] {
+        let mut pool = MaxPooling::<f64>::new(&config);
+        let report = check_layer(&mut pool, &[2, 3, 6, 6], seed)?;
+        let name = format!("MaxPooling {0}x{0} stride {1} pad {2}", config.size, config.stride, config.pad);
+        add(&name, report);
+    }
+    let config = AffineConfig { inputs: 24, outputs: 5, init: Init::Std(0.5) };
+    let mut affine = Affine::<f64>::new(&config, &mut rng);
+    affine.bias.data_mut().iter_mut().for_each(|b| *b = rng.normal());
+    add("Affine 24->5 (4-D input)", check_layer(&mut affine, &[3, 2, 3, 4], seed)?);
+    add("Relu", check_layer(&mut Relu::<f64>::new(), &[3, 2, 4, 5], seed)?);
+    add("Sigmoid", check_layer(&mut Sigmoid::<f64>::new(), &[3, 2, 4, 5], seed)?);
+
+    // Softmax with loss: the gradient of the mean loss with respect to the scores.
+    let labels = [0, 3, 4, 1];
+    let mut scores: Vec<f64> = (0..20).map(|_| rng.normal()).collect();
+    let mut loss_layer = SoftmaxWithLoss::<f64>::new();
+    loss_layer.forward(&Tensor::from_vec(&[4, 5], scores.clone())?, &labels)?;
+    let analytic = loss_layer.backward()?.data().to_vec();
+    let numeric = numerical_gradient(&mut scores, |s| {
+        let t = Tensor::from_vec(&[4, 5], s.to_vec()).expect("4·5 values");
+        SoftmaxWithLoss::new().forward(&t, &labels).expect("valid labels")
+    });
+    add("SoftmaxWithLoss", vec![("x".into(), max_relative_error(&analytic, &numeric))]);
+
+    // The whole SimpleConvNet, scaled down (1×10×10 input) so the check is quick.
+    let config = SimpleConvNetConfig {
+        input_shape: [1, 10, 10],
+        filters: 3,
+        filter_size: 3,
+        pad: 1,
+        hidden_size: 8,
+        output_size: 4,
+        init: Init::He,
+        ..Default::default()
+    };
+    let mut net = simple_convnet::<f64>(&config, &mut rng)?;
+    let x = Tensor::from_vec(&[3, 1, 10, 10], (0..300).map(|_| rng.normal()).collect())?;
+    add("SimpleConvNet (1x10x10, 3 filters)", check_network(&mut net, &x, &[0, 3, 1])?);
+    Ok(rows)
 }

@@ -18,7 +18,9 @@
 //! | [`networks`] | §7.5 SimpleConvNet |
 //! | [`data`] | §3.6 MNIST |
 //! | [`train`] | §4.5, `common/trainer.py` |
+//! | [`checkpoint`] | `pickle` of the parameters, as safetensors |
 
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod gemm;

@@ -1,1 +1,66 @@
-fn main() {}
+//! `convnet`: train, evaluate, check and benchmark the book's CNNs from the
+//! command line. Every failure is one line on stderr and a non-zero exit.
+
+mod bench;
+mod gradcheck;
+mod train;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "convnet",
+    version,
+    about = "Convolutional neural networks from scratch (Deep Learning from Scratch, ch. 7)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a network (default: SimpleConvNet on the embedded MNIST digits).
+    Train(train::TrainArgs),
+    /// Evaluate a saved network on a data set: accuracy, per class and confusion matrix.
+    Eval(train::EvalArgs),
+    /// Compare every layer's backward pass with a numerical gradient (f64).
+    Gradcheck(gradcheck::GradcheckArgs),
+    /// Measure training and inference speed (images per second).
+    Bench(bench::BenchArgs),
+}
+
+/// Sets the size of rayon's global thread pool (`None`: one per core).
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = threads {
+        anyhow::ensure!(n >= 1, "--threads must be at least 1");
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("convnet: internal error: {info}");
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train::run_train(args),
+        Command::Eval(args) => train::run_eval(args),
+        Command::Gradcheck(args) => gradcheck::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` joins the error's causes on one line.
+            eprintln!("convnet: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! `convnet train` and `convnet eval`.
+
+use anyhow::Context;
+use clap::Args;
+use convnet::checkpoint::{self, CheckpointInfo};
+use convnet::data::{load_embedded_mnist10k, load_idx_dir, TrainTest};
+use convnet::init::Init;
+use convnet::networks::build_model;
+use convnet::optim::OptimizerKind;
+use convnet::train::{evaluate, train, EpochMetrics, Evaluation, Progress, TrainConfig};
+use convnet::Rng;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The network: simple (the book's SimpleConvNet).
+    #[arg(long, default_value = "simple")]
+    model: String,
+    /// A folder of MNIST-format IDX files (gzipped or raw, standard names).
+    /// Default: the 10,000 MNIST digits embedded in the program.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// sgd, momentum, nesterov, adagrad, rmsprop or adam.
+    #[arg(long, default_value = "adam")]
+    optimizer: OptimizerKind,
+    /// Learning rate. Default: the optimizer's default from the book
+    /// (0.001 for adam, 0.01 for the others).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Weight initialisation: std (N(0, 0.01²), the book's), std:SIGMA, xavier or he.
+    #[arg(long)]
+    init: Option<Init>,
+    /// Seed for weights and shuffling: the same seed and threads give the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Worker threads. Default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Append one JSON object per epoch to this file.
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Save the trained weights (safetensors) after every epoch.
+    #[arg(long)]
+    save: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A checkpoint written by `convnet train --save`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// A folder of MNIST-format IDX files; its test split is evaluated.
+    /// Default: the embedded MNIST digits.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn load_data(dir: Option<&Path>) -> anyhow::Result<TrainTest> {
+    Ok(match dir {
+        Some(dir) => load_idx_dir(dir)?,
+        None => load_embedded_mnist10k()?,
+    })
+}
+
+fn metrics_json(m: &EpochMetrics) -> String {
+    serde_json::json!({
+        "epoch": m.epoch,
+        "train_loss": m.train_loss,
+        "train_acc": m.train_acc,
+        "test_loss": m.test_loss,
+        "test_acc": m.test_acc,
+        "seconds": m.seconds,
+        "images_per_second": m.images_per_second,
+    })
+    .to_string()
+}
+
+fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
+    format!(
+        "epoch {:>2}/{epochs}  train loss {:.4}  train acc {:6.2}%  test acc {:6.2}%  ({:.2} s, {:.0} img/s)",
+        m.epoch,
+        m.train_loss,
+        100.0 * m.train_acc,
+        100.0 * m.test_acc,
+        m.seconds,
+        m.images_per_second
+    )
+}
+
+pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    crate::set_threads(args.threads)?;
+    let config = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        optimizer: args.optimizer,
+        learning_rate: args.lr,
+        seed: args.seed,
+    };
+    config.validate()?;
+    let data = load_data(args.data.as_deref())?;
+    let input_shape = data.train.input_shape();
+    let classes = data.class_names.len();
+    let mut rng = Rng::new(args.seed);
+    let mut net = build_model::<f32>(&args.model, input_shape, classes, args.init, &mut rng)?;
+    let mut metrics_file = match &args.metrics {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create metrics file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    println!(
+        "training {} ({} parameters) on {}: {} train / {} test images {:?}, {} epochs, batch {}, {} lr {}, {} threads",
+        args.model,
+        net.num_params(),
+        data.name,
+        data.train.len(),
+        data.test.len(),
+        input_shape,
+        args.epochs,
+        args.batch_size,
+        args.optimizer,
+        args.lr.unwrap_or(args.optimizer.default_learning_rate()),
+        rayon::current_num_threads()
+    );
+
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let epochs = args.epochs;
+    let mut last_epoch = None;
+    let history = train(&mut net, &data, &config, |event| {
+        match event {
+            Progress::Batch { epoch, done, total, loss } => {
+                if let Some(bar) = &bar {
+                    if done == 1 {
+                        bar.set_length(total as u64);
+                        bar.set_position(0);
+                        bar.set_prefix(format!("{epoch}/{epochs}"));
+                    }
+                    bar.set_position(done as u64);
+                    bar.set_message(format!("loss {loss:.4}"));
+                }
+            }
+            Progress::Epoch(m) => {
+                let line = epoch_line(m, epochs);
+                match &bar {
+                    Some(bar) => bar.println(line),
+                    None => println!("{line}"),
+                }
+                if let Some(file) = metrics_file.as_mut() {
+                    writeln!(file, "{}", metrics_json(m))
+                        .map_err(|e| convnet::Error::Data(format!("cannot write metrics: {e}")))?;
+                }
+                last_epoch = Some(m.clone());
+            }
+        }
+        Ok(())
+    })?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if let Some(path) = &args.save {
+        let mut extra = BTreeMap::new();
+        extra.insert("epoch".to_string(), history.len().to_string());
+        if let Some(m) = &last_epoch {
+            extra.insert("metrics".to_string(), metrics_json(m));
+        }
+        let info = CheckpointInfo {
+            model: args.model.clone(),
+            input_shape,
+            class_names: data.class_names.clone(),
+            extra,
+        };
+        checkpoint::save(&mut net, &info, path)?;
+        println!("saved {}", path.display());
+    }
+    match history.last() {
+        Some(m) => println!(
+            "test accuracy: {:.2}% ({} test images, {} epochs, {:.1} s training)",
+            100.0 * m.test_acc,
+            data.test.len(),
+            history.len(),
+            history.iter().map(|m| m.seconds).sum::<f64>()
+        ),
+        None => println!("no epochs run"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_evaluation(eval: &Evaluation, class_names: &[String]) {
+    println!("accuracy: {:.2}%", 100.0 * eval.accuracy);
+    println!("per class:");
+    for (name, acc) in class_names.iter().zip(eval.per_class_accuracy()) {
+        match acc {
+            Some(a) => println!("  {name:>12}  {:6.2}%", 100.0 * a),
+            None => println!("  {name:>12}       -"),
+        }
+    }
+    println!("confusion matrix (rows: true class, columns: predicted):");
+    for (name, row) in class_names.iter().zip(&eval.confusion) {
+        let cells: Vec<String> = row.iter().map(|c| format!("{c:>5}")).collect();
+        println!("  {name:>12} {}", cells.join(""));
+    }
+}
+
+pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    crate::set_threads(args.threads)?;
+    let (mut net, info) = checkpoint::load(&args.checkpoint)?;
+    let data = load_data(args.data.as_deref())?;
+    anyhow::ensure!(
+        data.test.input_shape() == info.input_shape,
+        "the checkpoint's model takes {:?} images, {} has {:?}",
+        info.input_shape,
+        data.name,
+        data.test.input_shape()
+    );
+    let eval = evaluate(&mut net, &data.test, args.batch_size)?;
+    println!(
+        "{} on {} ({} test images)",
+        info.model,
+        data.name,
+        data.test.len()
+    );
+    print_evaluation(&eval, &data.class_names);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,206 @@
+//! Saving and loading trained networks in the safetensors format.
+//!
+//! A checkpoint holds every parameter as an f32 little-endian tensor named
+//! `layer.weight` / `layer.bias`, in PyTorch's layout so that
+//! `model.load_state_dict(safetensors.torch.load_file(path))` works on the
+//! equivalent PyTorch model:
+//!
+//! ```text
+//! convolution weight  (out, in, kh, kw)   — as stored by the layer
+//! affine weight       (out, in)           — the transpose of the book's (in, out)
+//! biases              (out)
+//! ```
+//!
+//! and string metadata: `model` (the `--model` name), `input_shape`
+//! (`C,H,W`), `class_names` (a JSON list), `normalisation`, plus whatever
+//! the caller adds (epoch, metrics). Files are written to a temporary file
+//! beside the target and renamed over it, so an interrupted save never
+//! destroys the previous checkpoint.
+
+use crate::error::{Error, Result};
+use crate::networks::{build_model, Network};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// The metadata stored beside the weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointInfo {
+    pub model: String,
+    pub input_shape: [usize; 3],
+    pub class_names: Vec<String>,
+    /// Any other metadata (epoch, metrics, ...).
+    pub extra: BTreeMap<String, String>,
+}
+
+/// How pixels are scaled before they enter the network.
+pub const NORMALISATION: &str = "x / 255 (pixels in [0, 1])";
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// True for the weights stored transposed relative to PyTorch.
+fn is_affine_weight(kind: &str, param: &str) -> bool {
+    kind == "Affine" && param == "weight"
+}
+
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Config(format!("{} is not a file path", path.display())))?;
+    let mut tmp_name = file_name.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    std::fs::write(&tmp, bytes).map_err(|e| io_error(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_error(path, e)
+    })
+}
+
+/// Saves `net`'s parameters and `info` to `path` (atomically).
+pub fn save(net: &mut Network<f32>, info: &CheckpointInfo, path: &Path) -> Result<()> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for named in net.layers.iter_mut() {
+        let kind = named.layer.kind();
+        for p in named.layer.params() {
+            let shape = p.value.shape().to_vec();
+            let (shape, values) = if is_affine_weight(kind, p.name) {
+                let (rows, cols) = (shape[0], shape[1]);
+                (vec![cols, rows], transpose(p.value.data(), rows, cols))
+            } else {
+                (shape, p.value.data().to_vec())
+            };
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            tensors.push((format!("{}.{}", named.name, p.name), shape, bytes));
+        }
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Data(format!("cannot encode checkpoint: {e}")))?;
+    let mut metadata: HashMap<String, String> = info.extra.clone().into_iter().collect();
+    metadata.insert("format".into(), "convnet".into());
+    metadata.insert("model".into(), info.model.clone());
+    let [c, h, w] = info.input_shape;
+    metadata.insert("input_shape".into(), format!("{c},{h},{w}"));
+    metadata.insert(
+        "class_names".into(),
+        serde_json::to_string(&info.class_names).expect("strings serialise"),
+    );
+    metadata.insert("normalisation".into(), NORMALISATION.into());
+    let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata))
+        .map_err(|e| Error::Data(format!("cannot encode checkpoint: {e}")))?;
+    write_atomically(path, &bytes)
+}
+
+/// Reads only the metadata of a checkpoint.
+pub fn read_info(bytes: &[u8], source: &str) -> Result<CheckpointInfo> {
+    let bad = |what: String| Error::Data(format!("{source}: not a convnet checkpoint: {what}"));
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let map = meta.metadata().clone().unwrap_or_default();
+    let get = |key: &str| {
+        map.get(key)
+            .cloned()
+            .ok_or_else(|| bad(format!("no '{key}' in its metadata")))
+    };
+    let model = get("model")?;
+    let dims: Vec<usize> = get("input_shape")?
+        .split(',')
+        .map(|d| d.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| bad(format!("input_shape: {e}")))?;
+    let input_shape: [usize; 3] = dims
+        .try_into()
+        .map_err(|_| bad("input_shape must be C,H,W".into()))?;
+    let class_names: Vec<String> = serde_json::from_str(&get("class_names")?)
+        .map_err(|e| bad(format!("class_names: {e}")))?;
+    let reserved = ["format", "model", "input_shape", "class_names", "normalisation"];
+    let extra = map
+        .into_iter()
+        .filter(|(k, _)| !reserved.contains(&k.as_str()))
+        .collect();
+    Ok(CheckpointInfo {
+        model,
+        input_shape,
+        class_names,
+        extra,
+    })
+}
+
+/// Loads a checkpoint: rebuilds its model and fills in the saved weights.
+pub fn load(path: &Path) -> Result<(Network<f32>, CheckpointInfo)> {
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    let source = path.display().to_string();
+    let info = read_info(&bytes, &source)?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Data(format!("{source}: not a safetensors file: {e}")))?;
+    let mut net = build_model::<f32>(
+        &info.model,
+        info.input_shape,
+        info.class_names.len(),
+        None,
+        &mut Rng::new(0),
+    )?;
+    for named in net.layers.iter_mut() {
+        let kind = named.layer.kind();
+        for p in named.layer.params() {
+            let name = format!("{}.{}", named.name, p.name);
+            let view = st
+                .tensor(&name)
+                .map_err(|_| Error::Data(format!("{source}: tensor {name} is missing")))?;
+            if view.dtype() != Dtype::F32 {
+                return Err(Error::Data(format!(
+                    "{source}: tensor {name} is {:?}, expected F32",
+                    view.dtype()
+                )));
+            }
+            let ours = p.value.shape().to_vec();
+            let stored: Vec<usize> = if is_affine_weight(kind, p.name) {
+                vec![ours[1], ours[0]]
+            } else {
+                ours.clone()
+            };
+            if view.shape() != stored {
+                return Err(Error::Data(format!(
+                    "{source}: tensor {name} has shape {:?}, the model needs {stored:?}",
+                    view.shape()
+                )));
+            }
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let values = if is_affine_weight(kind, p.name) {
+                transpose(&values, stored[0], stored[1])
+            } else {
+                values
+            };
+            *p.value = Tensor::from_vec(&ours, values)?;
+        }
+    }
+    Ok((net, info))
+}
+
