@@ -134,9 +134,15 @@ pub fn read_info(bytes: &[u8], source: &str) -> Result<CheckpointInfo> {
     let input_shape: [usize; 3] = dims
         .try_into()
         .map_err(|_| bad("input_shape must be C,H,W".into()))?;
-    let class_names: Vec<String> = serde_json::from_str(&get("class_names")?)
-        .map_err(|e| bad(format!("class_names: {e}")))?;
-    let reserved = ["format", "model", "input_shape", "class_names", "normalisation"];
+    let class_names: Vec<String> =
+        serde_json::from_str(&get("class_names")?).map_err(|e| bad(format!("class_names: {e}")))?;
+    let reserved = [
+        "format",
+        "model",
+        "input_shape",
+        "class_names",
+        "normalisation",
+    ];
     let extra = map
         .into_iter()
         .filter(|(k, _)| !reserved.contains(&k.as_str()))
@@ -203,4 +209,3 @@ pub fn load(path: &Path) -> Result<(Network<f32>, CheckpointInfo)> {
     }
     Ok((net, info))
 }
-

@@ -183,7 +183,6 @@ mod tests {
     }
 }
 
-
 /// Every layer's and SimpleConvNet's gradient check, as
 /// `(component, gradient name, max relative error)` rows; what
 /// `convnet gradcheck` prints.
@@ -209,22 +208,55 @@ pub fn check_all(seed: u64) -> Result<Vec<(String, String, f64)>> {
             init: Init::Std(0.5),
         };
         let mut conv = Convolution::<f64>::new(&config, &mut rng);
-        conv.bias.data_mut().iter_mut().for_each(|b| *b = rng.normal());
+        conv.bias
+            .data_mut()
+            .iter_mut()
+            .for_each(|b| *b = rng.normal());
         let report = check_layer(&mut conv, &[3, 2, 7, 6], seed)?;
-        add(&format!("Convolution 3@3x3 stride {stride} pad {pad}"), report);
+        add(
+            &format!("Convolution 3@3x3 stride {stride} pad {pad}"),
+            report,
+        );
     }
-    for config in [PoolingConfig::default(), PoolingConfig { size: 3, stride: 2, pad: 1 }] {
+    for config in [
+        PoolingConfig::default(),
+        PoolingConfig {
+            size: 3,
+            stride: 2,
+            pad: 1,
+        },
+    ] {
         let mut pool = MaxPooling::<f64>::new(&config);
         let report = check_layer(&mut pool, &[2, 3, 6, 6], seed)?;
-        let name = format!("MaxPooling {0}x{0} stride {1} pad {2}", config.size, config.stride, config.pad);
+        let name = format!(
+            "MaxPooling {0}x{0} stride {1} pad {2}",
+            config.size, config.stride, config.pad
+        );
         add(&name, report);
     }
-    let config = AffineConfig { inputs: 24, outputs: 5, init: Init::Std(0.5) };
+    let config = AffineConfig {
+        inputs: 24,
+        outputs: 5,
+        init: Init::Std(0.5),
+    };
     let mut affine = Affine::<f64>::new(&config, &mut rng);
-    affine.bias.data_mut().iter_mut().for_each(|b| *b = rng.normal());
-    add("Affine 24->5 (4-D input)", check_layer(&mut affine, &[3, 2, 3, 4], seed)?);
-    add("Relu", check_layer(&mut Relu::<f64>::new(), &[3, 2, 4, 5], seed)?);
-    add("Sigmoid", check_layer(&mut Sigmoid::<f64>::new(), &[3, 2, 4, 5], seed)?);
+    affine
+        .bias
+        .data_mut()
+        .iter_mut()
+        .for_each(|b| *b = rng.normal());
+    add(
+        "Affine 24->5 (4-D input)",
+        check_layer(&mut affine, &[3, 2, 3, 4], seed)?,
+    );
+    add(
+        "Relu",
+        check_layer(&mut Relu::<f64>::new(), &[3, 2, 4, 5], seed)?,
+    );
+    add(
+        "Sigmoid",
+        check_layer(&mut Sigmoid::<f64>::new(), &[3, 2, 4, 5], seed)?,
+    );
 
     // Softmax with loss: the gradient of the mean loss with respect to the scores.
     let labels = [0, 3, 4, 1];
@@ -234,9 +266,14 @@ pub fn check_all(seed: u64) -> Result<Vec<(String, String, f64)>> {
     let analytic = loss_layer.backward()?.data().to_vec();
     let numeric = numerical_gradient(&mut scores, |s| {
         let t = Tensor::from_vec(&[4, 5], s.to_vec()).expect("4·5 values");
-        SoftmaxWithLoss::new().forward(&t, &labels).expect("valid labels")
+        SoftmaxWithLoss::new()
+            .forward(&t, &labels)
+            .expect("valid labels")
     });
-    add("SoftmaxWithLoss", vec![("x".into(), max_relative_error(&analytic, &numeric))]);
+    add(
+        "SoftmaxWithLoss",
+        vec![("x".into(), max_relative_error(&analytic, &numeric))],
+    );
 
     // The whole SimpleConvNet, scaled down (1×10×10 input) so the check is quick.
     let config = SimpleConvNetConfig {
@@ -251,6 +288,9 @@ pub fn check_all(seed: u64) -> Result<Vec<(String, String, f64)>> {
     };
     let mut net = simple_convnet::<f64>(&config, &mut rng)?;
     let x = Tensor::from_vec(&[3, 1, 10, 10], (0..300).map(|_| rng.normal()).collect())?;
-    add("SimpleConvNet (1x10x10, 3 filters)", check_network(&mut net, &x, &[0, 3, 1])?);
+    add(
+        "SimpleConvNet (1x10x10, 3 filters)",
+        check_network(&mut net, &x, &[0, 3, 1])?,
+    );
     Ok(rows)
 }

@@ -10,7 +10,10 @@
 //!
 //! `im2col` copies every `C × FH × FW` window the filter visits into one row
 //! of a matrix `col: (N·OH·OW, C·FH·FW)`, in the book's layout; convolution is
-//! then `col · W^T`. `col2im` is its adjoint: it adds every row back onto the
+//! then `col · W^T`. The layers use the per-image kernels
+//! [`im2col_image`]/[`col2im_image`], which write each image's block
+//! transposed, `(C·FH·FW, OH·OW)`: then `W · col` is already the NCHW output,
+//! and for stride 1 each row is copied in contiguous runs of input pixels. `col2im` is its adjoint: it adds every row back onto the
 //! window it came from (overlapping windows add up), which is exactly the
 //! gradient of `im2col`, so `<im2col(x), y> = <x, col2im(y)>`.
 //!
@@ -107,39 +110,57 @@ impl ConvGeometry {
     }
 }
 
-/// im2col for one image. `x: (C, H, W)`, `col: (OH·OW, C·FH·FW)`; every
-/// element of `col` is overwritten (padding reads as zero).
+/// The range of output columns `ox` whose input column `ox·S + fx − P` lies
+/// inside `0..in_w`, for filter column `fx`: outside it the window reads padding.
+#[inline]
+fn valid_columns(fx: usize, g: &ConvGeometry) -> (usize, usize) {
+    let (s, p) = (g.stride, g.pad);
+    // ox·S + fx ≥ P  ⇔  ox ≥ ceil((P − fx) / S)
+    let lo = if p > fx { (p - fx).div_ceil(s) } else { 0 };
+    // ox·S + fx − P < W  ⇔  ox < ceil((W + P − fx) / S)
+    let hi = if g.in_w + p > fx {
+        (g.in_w + p - fx).div_ceil(s)
+    } else {
+        0
+    };
+    (lo.min(g.out_w), hi.min(g.out_w).max(lo.min(g.out_w)))
+}
+
+/// im2col for one image, in the layout the matrix product wants:
+/// `x: (C, H, W)` → `col: (C·FH·FW, OH·OW)`, the transpose of the book's
+/// `(OH·OW, C·FH·FW)` rows. Row `(c, fy, fx)` holds, for every output pixel,
+/// the input pixel that filter tap sees, so for stride 1 it is made of
+/// contiguous runs of the input rows. Every element is overwritten (padding
+/// reads as zero).
 pub fn im2col_image<T: Float>(x: &[T], g: &ConvGeometry, col: &mut [T]) {
-    let k = g.col_width();
+    let pixels = g.out_pixels();
     let plane = g.in_h * g.in_w;
-    for oy in 0..g.out_h {
-        // Top-left corner of the window in unpadded coordinates (may be negative).
-        let y0 = (oy * g.stride) as isize - g.pad as isize;
-        for ox in 0..g.out_w {
-            let x0 = (ox * g.stride) as isize - g.pad as isize;
-            let row = &mut col[(oy * g.out_w + ox) * k..][..k];
-            let mut i = 0;
-            for c in 0..g.channels {
-                let x_c = &x[c * plane..][..plane];
-                for fy in 0..g.filter_h {
-                    let dst = &mut row[i..i + g.filter_w];
-                    i += g.filter_w;
-                    let iy = y0 + fy as isize;
-                    if iy < 0 || iy >= g.in_h as isize {
+    let mut rows = col.chunks_exact_mut(pixels);
+    for c in 0..g.channels {
+        let x_c = &x[c * plane..][..plane];
+        for fy in 0..g.filter_h {
+            for fx in 0..g.filter_w {
+                let row = rows.next().expect("col has C·FH·FW rows");
+                let (lo, hi) = valid_columns(fx, g);
+                for (oy, dst) in row.chunks_exact_mut(g.out_w).enumerate() {
+                    let iy = (oy * g.stride + fy) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.in_h as isize || lo == hi {
                         dst.fill(T::zero());
                         continue;
                     }
                     let src = &x_c[iy as usize * g.in_w..][..g.in_w];
-                    if x0 >= 0 && x0 as usize + g.filter_w <= g.in_w {
-                        dst.copy_from_slice(&src[x0 as usize..x0 as usize + g.filter_w]);
+                    dst[..lo].fill(T::zero());
+                    dst[hi..].fill(T::zero());
+                    // Input column of output column ox: ox·S + fx − P.
+                    let first = lo * g.stride + fx - g.pad;
+                    if g.stride == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
                     } else {
-                        for (fx, d) in dst.iter_mut().enumerate() {
-                            let ix = x0 + fx as isize;
-                            *d = if ix >= 0 && ix < g.in_w as isize {
-                                src[ix as usize]
-                            } else {
-                                T::zero()
-                            };
+                        for (d, &v) in dst[lo..hi]
+                            .iter_mut()
+                            .zip(src[first..].iter().step_by(g.stride))
+                        {
+                            *d = v;
                         }
                     }
                 }
@@ -148,34 +169,29 @@ pub fn im2col_image<T: Float>(x: &[T], g: &ConvGeometry, col: &mut [T]) {
     }
 }
 
-/// col2im for one image: the adjoint of [`im2col_image`]. `col: (OH·OW, C·FH·FW)`,
-/// `dx: (C, H, W)` is overwritten with the sum of every row's contribution
-/// (entries that fell on the padding are dropped).
+/// col2im for one image: the adjoint of [`im2col_image`].
+/// `col: (C·FH·FW, OH·OW)` → `dx: (C, H, W)`, overwritten with the sum of
+/// every entry's contribution (entries that fell on the padding are dropped).
 pub fn col2im_image<T: Float>(col: &[T], g: &ConvGeometry, dx: &mut [T]) {
     dx.fill(T::zero());
-    let k = g.col_width();
+    let pixels = g.out_pixels();
     let plane = g.in_h * g.in_w;
-    for oy in 0..g.out_h {
-        let y0 = (oy * g.stride) as isize - g.pad as isize;
-        for ox in 0..g.out_w {
-            let x0 = (ox * g.stride) as isize - g.pad as isize;
-            let row = &col[(oy * g.out_w + ox) * k..][..k];
-            let mut i = 0;
-            for c in 0..g.channels {
-                let dx_c = &mut dx[c * plane..][..plane];
-                for fy in 0..g.filter_h {
-                    let src = &row[i..i + g.filter_w];
-                    i += g.filter_w;
-                    let iy = y0 + fy as isize;
-                    if iy < 0 || iy >= g.in_h as isize {
+    let mut rows = col.chunks_exact(pixels);
+    for c in 0..g.channels {
+        let dx_c = &mut dx[c * plane..][..plane];
+        for fy in 0..g.filter_h {
+            for fx in 0..g.filter_w {
+                let row = rows.next().expect("col has C·FH·FW rows");
+                let (lo, hi) = valid_columns(fx, g);
+                for (oy, src) in row.chunks_exact(g.out_w).enumerate() {
+                    let iy = (oy * g.stride + fy) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.in_h as isize || lo == hi {
                         continue;
                     }
                     let dst = &mut dx_c[iy as usize * g.in_w..][..g.in_w];
-                    for (fx, &v) in src.iter().enumerate() {
-                        let ix = x0 + fx as isize;
-                        if ix >= 0 && ix < g.in_w as isize {
-                            dst[ix as usize] += v;
-                        }
+                    let first = lo * g.stride + fx - g.pad;
+                    for (d, &v) in dst[first..].iter_mut().step_by(g.stride).zip(&src[lo..hi]) {
+                        *d += v;
                     }
                 }
             }
@@ -184,20 +200,30 @@ pub fn col2im_image<T: Float>(col: &[T], g: &ConvGeometry, dx: &mut [T]) {
 }
 
 /// im2col over a batch, one image per rayon task.
-/// `x: (N, C, H, W)` flat, `col: (N·OH·OW, C·FH·FW)` flat.
+/// `x: (N, C, H, W)` → `col: (N, C·FH·FW, OH·OW)`.
 pub fn im2col_batch<T: Float>(x: &[T], g: &ConvGeometry, col: &mut [T]) {
-    let rows = g.out_pixels() * g.col_width();
-    col.par_chunks_mut(rows)
+    let per_image = g.out_pixels() * g.col_width();
+    col.par_chunks_mut(per_image)
         .zip(x.par_chunks(g.image_len()))
         .for_each(|(col_n, x_n)| im2col_image(x_n, g, col_n));
 }
 
 /// col2im over a batch, one image per rayon task.
+/// `col: (N, C·FH·FW, OH·OW)` → `dx: (N, C, H, W)`.
 pub fn col2im_batch<T: Float>(col: &[T], g: &ConvGeometry, dx: &mut [T]) {
-    let rows = g.out_pixels() * g.col_width();
+    let per_image = g.out_pixels() * g.col_width();
     dx.par_chunks_mut(g.image_len())
-        .zip(col.par_chunks(rows))
+        .zip(col.par_chunks(per_image))
         .for_each(|(dx_n, col_n)| col2im_image(col_n, g, dx_n));
+}
+
+/// Transposes a row-major `rows × cols` block of `src` into `dst`.
+fn transpose_into<T: Float>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    for r in 0..rows {
+        for c in 0..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
 }
 
 /// The book's `im2col(input_data, filter_h, filter_w, stride, pad)`:
@@ -211,8 +237,17 @@ pub fn im2col<T: Float>(
 ) -> Result<Tensor<T>> {
     let (n, c, h, w) = x.dims4()?;
     let g = ConvGeometry::new((c, h, w), (filter_h, filter_w), stride, pad)?;
-    let mut col = Tensor::zeros(&[n * g.out_pixels(), g.col_width()]);
-    im2col_batch(x.data(), &g, col.data_mut());
+    let (k, pixels) = (g.col_width(), g.out_pixels());
+    let mut col_t = vec![T::zero(); n * k * pixels];
+    im2col_batch(x.data(), &g, &mut col_t);
+    // Each image's (C·FH·FW, OH·OW) block, transposed to the book's rows.
+    let mut col = Tensor::zeros(&[n * pixels, k]);
+    for (src, dst) in col_t
+        .chunks(k * pixels)
+        .zip(col.data_mut().chunks_mut(k * pixels))
+    {
+        transpose_into(src, k, pixels, dst);
+    }
     Ok(col)
 }
 
@@ -235,8 +270,17 @@ pub fn col2im<T: Float>(
             col.shape()
         )));
     }
+    let (k, pixels) = (g.col_width(), g.out_pixels());
+    let mut col_t = vec![T::zero(); col.len()];
+    for (src, dst) in col
+        .data()
+        .chunks(k * pixels)
+        .zip(col_t.chunks_mut(k * pixels))
+    {
+        transpose_into(src, pixels, k, dst);
+    }
     let mut dx = Tensor::zeros(&input_shape);
-    col2im_batch(col.data(), &g, dx.data_mut());
+    col2im_batch(&col_t, &g, dx.data_mut());
     Ok(dx)
 }
 

@@ -8,16 +8,18 @@
 //! ```
 //!
 //! As in the book, the input is unrolled by [`im2col`](crate::im2col) so
-//! that the whole convolution is one matrix product per image:
+//! that the whole convolution is one matrix product per image. Each image's
+//! `col` is kept as the transpose of the book's rows, `(C·FH·FW, OH·OW)`, so
+//! that the product is already in NCHW order (the book needs a transpose):
 //!
 //! ```text
-//! col_n: (OH·OW, C·FH·FW)          W viewed as (FN, C·FH·FW)
-//! out_n = W · col_n^T + b           (FN, OH·OW)  — already NCHW, no transpose needed
+//! col_n: (C·FH·FW, OH·OW)           W viewed as (FN, C·FH·FW)
+//! out_n = W · col_n + b             (FN, OH·OW)
 //!
 //! backward, for dout_n: (FN, OH·OW)
-//! dW    = Σ_n dout_n · col_n        (FN, C·FH·FW)
-//! db    = Σ_n Σ_pixels dout_n       (FN)
-//! dcol_n = dout_n^T · W             (OH·OW, C·FH·FW)  →  dx_n = col2im(dcol_n)
+//! dW     = Σ_n dout_n · col_n^T     (FN, C·FH·FW)
+//! db     = Σ_n Σ_pixels dout_n      (FN)
+//! dcol_n = W^T · dout_n             (C·FH·FW, OH·OW)  →  dx_n = col2im(dcol_n)
 //! ```
 //!
 //! The batch is split into a fixed number of chunks that run in parallel; each
@@ -90,12 +92,12 @@ pub struct Convolution<T> {
     // Caches from forward for backward.
     /// Geometry and batch size of the last forward; `None` before any forward.
     geometry: Option<(ConvGeometry, usize)>,
-    /// col: (N·OH·OW, C·FH·FW), the unrolled input.
+    /// col: (N, C·FH·FW, OH·OW), the unrolled input.
     col: Vec<T>,
     // Buffers kept across iterations.
     out: Tensor<T>,
     dx: Tensor<T>,
-    /// dcol: (N·OH·OW, C·FH·FW)
+    /// dcol: (N, C·FH·FW, OH·OW)
     dcol: Vec<T>,
     /// Per-chunk partial sums of dW and db: (chunks, FN·C·FH·FW + FN).
     partial_grads: Vec<T>,
@@ -199,16 +201,16 @@ impl<T: Float> Layer<T> for Convolution<T> {
                     .zip(col_chunk.chunks_mut(pixels * k))
                     .zip(x_chunk.chunks(g.image_len()));
                 for ((out_n, col_n), x_n) in images {
-                    // col_n: (OH·OW, C·FH·FW)
+                    // col_n: (C·FH·FW, OH·OW)
                     im2col_image(x_n, &g, col_n);
-                    // out_n: (FN, OH·OW) = b (broadcast) + W · col_n^T
+                    // out_n: (FN, OH·OW) = b (broadcast) + W · col_n
                     for (row, &b) in out_n.chunks_mut(pixels).zip(bias) {
                         row.fill(b);
                     }
                     matmul(
                         MatMut::new(out_n, filters, pixels),
                         MatRef::new(weight, filters, k),
-                        MatRef::new(col_n, pixels, k).t(),
+                        MatRef::new(col_n, k, pixels),
                         true,
                         false,
                     );
@@ -250,11 +252,11 @@ impl<T: Float> Layer<T> for Convolution<T> {
                         .zip(col_chunk.chunks(pixels * k))
                         .zip(dout_chunk.chunks(filters * pixels));
                     for (((dx_n, dcol_n), col_n), dout_n) in images {
-                        // dW += dout_n · col_n            (FN, C·FH·FW)
+                        // dW += dout_n · col_n^T          (FN, C·FH·FW)
                         matmul(
                             MatMut::new(dw, filters, k),
                             MatRef::new(dout_n, filters, pixels),
-                            MatRef::new(col_n, pixels, k),
+                            MatRef::new(col_n, k, pixels).t(),
                             true,
                             false,
                         );
@@ -262,11 +264,11 @@ impl<T: Float> Layer<T> for Convolution<T> {
                         for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
                             *d += row.iter().copied().sum::<T>();
                         }
-                        // dcol_n = dout_n^T · W           (OH·OW, C·FH·FW)
+                        // dcol_n = W^T · dout_n           (C·FH·FW, OH·OW)
                         matmul(
-                            MatMut::new(dcol_n, pixels, k),
-                            MatRef::new(dout_n, filters, pixels).t(),
-                            MatRef::new(weight, filters, k),
+                            MatMut::new(dcol_n, k, pixels),
+                            MatRef::new(weight, filters, k).t(),
+                            MatRef::new(dout_n, filters, pixels),
                             false,
                             false,
                         );

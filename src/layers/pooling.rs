@@ -100,6 +100,43 @@ pub(crate) fn window(o: usize, g: &ConvGeometry, size: usize, len: usize) -> (us
     (start.max(0) as usize, end)
 }
 
+/// Channel planes per rayon task: enough work to outweigh the scheduling.
+const PLANES_PER_TASK: usize = 16;
+
+/// The common 2×2, stride-2, unpadded case with no window clipping: the same
+/// result as the general loop, with fixed offsets the compiler can unroll.
+fn max_pool_2x2<T: Float>(
+    x_p: &[T],
+    w: usize,
+    g: &ConvGeometry,
+    out_p: &mut [T],
+    arg_p: &mut [u32],
+) {
+    for oy in 0..g.out_h {
+        let top = 2 * oy * w;
+        let (row0, row1) = (&x_p[top..][..2 * g.out_w], &x_p[top + w..][..2 * g.out_w]);
+        let out_row = &mut out_p[oy * g.out_w..][..g.out_w];
+        let arg_row = &mut arg_p[oy * g.out_w..][..g.out_w];
+        for (ox, (out, arg)) in out_row.iter_mut().zip(arg_row.iter_mut()).enumerate() {
+            // Candidates in NumPy's argmax order: the first maximum wins.
+            let candidates = [
+                (row0[2 * ox], 0),
+                (row0[2 * ox + 1], 1),
+                (row1[2 * ox], w),
+                (row1[2 * ox + 1], w + 1),
+            ];
+            let (mut best_value, mut best) = candidates[0];
+            for &(v, offset) in &candidates[1..] {
+                let better = v > best_value;
+                best_value = if better { v } else { best_value };
+                best = if better { offset } else { best };
+            }
+            *out = best_value;
+            *arg = (top + 2 * ox + best) as u32;
+        }
+    }
+}
+
 impl<T: Float> Layer<T> for MaxPooling<T> {
     fn kind(&self) -> &'static str {
         "MaxPooling"
@@ -122,21 +159,31 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
             .par_chunks_mut(out_plane)
             .zip(self.arg_max.par_chunks_mut(out_plane))
             .zip(x.data().par_chunks(h * w))
+            .with_min_len(PLANES_PER_TASK)
             .for_each(|((out_p, arg_p), x_p)| {
+                if g.filter_h == 2 && g.filter_w == 2 && g.stride == 2 && g.pad == 0 {
+                    max_pool_2x2(x_p, w, &g, out_p, arg_p);
+                    return;
+                }
                 for oy in 0..g.out_h {
                     let (y0, y1) = window(oy, &g, g.filter_h, h);
                     for ox in 0..g.out_w {
                         let (x0, x1) = window(ox, &g, g.filter_w, w);
                         let mut best = y0 * w + x0;
+                        let mut best_value = x_p[best];
                         for iy in y0..y1 {
-                            for ix in x0..x1 {
+                            let row = &x_p[iy * w..][..w];
+                            for (ix, &v) in row.iter().enumerate().take(x1).skip(x0) {
                                 // `>` keeps the first maximum, like NumPy's argmax.
-                                if x_p[iy * w + ix] > x_p[best] {
-                                    best = iy * w + ix;
-                                }
+                                // Written as selects, not a branch: on real
+                                // data the comparison is a coin toss, and a
+                                // mispredicted branch costs more than the work.
+                                let better = v > best_value;
+                                best_value = if better { v } else { best_value };
+                                best = if better { iy * w + ix } else { best };
                             }
                         }
-                        out_p[oy * g.out_w + ox] = x_p[best];
+                        out_p[oy * g.out_w + ox] = best_value;
                         arg_p[oy * g.out_w + ox] = best as u32;
                     }
                 }
@@ -159,6 +206,7 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
             .par_chunks_mut(plane)
             .zip(self.arg_max.par_chunks(out_plane))
             .zip(dout.data().par_chunks(out_plane))
+            .with_min_len(PLANES_PER_TASK)
             .for_each(|((dx_p, arg_p), dout_p)| {
                 dx_p.fill(T::zero());
                 // Overlapping windows may share a maximum: add, don't assign.

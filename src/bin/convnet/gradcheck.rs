@@ -17,7 +17,10 @@ pub struct GradcheckArgs {
 
 pub fn run(args: GradcheckArgs) -> anyhow::Result<ExitCode> {
     let report = check_all(args.seed)?;
-    println!("{:<36} {:<10} {:>14}", "component", "gradient", "max rel error");
+    println!(
+        "{:<36} {:<10} {:>14}",
+        "component", "gradient", "max rel error"
+    );
     let mut worst = 0.0f64;
     for (component, name, err) in &report {
         let flag = if *err <= args.tolerance { "" } else { "  FAIL" };
@@ -32,7 +35,10 @@ pub fn run(args: GradcheckArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("max relative error {worst:.3e} is above the tolerance {:e}", args.tolerance);
+        println!(
+            "max relative error {worst:.3e} is above the tolerance {:e}",
+            args.tolerance
+        );
         Ok(ExitCode::FAILURE)
     }
 }

@@ -139,9 +139,11 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar
     });
@@ -149,7 +151,12 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut last_epoch = None;
     let history = train(&mut net, &data, &config, |event| {
         match event {
-            Progress::Batch { epoch, done, total, loss } => {
+            Progress::Batch {
+                epoch,
+                done,
+                total,
+                loss,
+            } => {
                 if let Some(bar) = &bar {
                     if done == 1 {
                         bar.set_length(total as u64);
