@@ -11,14 +11,14 @@
 //! biases              (out)
 //! ```
 //!
-//! and string metadata: `model` (the `--model` name), `input_shape`
+//! and string metadata: `model` (the `--model` name), `model_options`, `input_shape`
 //! (`C,H,W`), `class_names` (a JSON list), `normalisation`, plus whatever
 //! the caller adds (epoch, metrics). Files are written to a temporary file
 //! beside the target and renamed over it, so an interrupted save never
 //! destroys the previous checkpoint.
 
 use crate::error::{Error, Result};
-use crate::networks::{build_model, Network};
+use crate::networks::{build_model, ModelOptions, Network};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use safetensors::{Dtype, SafeTensors};
@@ -29,6 +29,8 @@ use std::path::Path;
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckpointInfo {
     pub model: String,
+    /// The sizes the model was built with (`filters=16,...`).
+    pub options: ModelOptions,
     pub input_shape: [usize; 3],
     pub class_names: Vec<String>,
     /// Any other metadata (epoch, metrics, ...).
@@ -103,6 +105,7 @@ pub fn save(net: &mut Network<f32>, info: &CheckpointInfo, path: &Path) -> Resul
     let mut metadata: HashMap<String, String> = info.extra.clone().into_iter().collect();
     metadata.insert("format".into(), "convnet".into());
     metadata.insert("model".into(), info.model.clone());
+    metadata.insert("model_options".into(), info.options.to_string());
     let [c, h, w] = info.input_shape;
     metadata.insert("input_shape".into(), format!("{c},{h},{w}"));
     metadata.insert(
@@ -126,6 +129,12 @@ pub fn read_info(bytes: &[u8], source: &str) -> Result<CheckpointInfo> {
             .ok_or_else(|| bad(format!("no '{key}' in its metadata")))
     };
     let model = get("model")?;
+    let options: ModelOptions = map
+        .get("model_options")
+        .map(|o| o.parse())
+        .transpose()
+        .map_err(|e| bad(format!("model_options: {e}")))?
+        .unwrap_or_default();
     let dims: Vec<usize> = get("input_shape")?
         .split(',')
         .map(|d| d.trim().parse::<usize>())
@@ -149,6 +158,7 @@ pub fn read_info(bytes: &[u8], source: &str) -> Result<CheckpointInfo> {
         .collect();
     Ok(CheckpointInfo {
         model,
+        options,
         input_shape,
         class_names,
         extra,
@@ -164,9 +174,9 @@ pub fn load(path: &Path) -> Result<(Network<f32>, CheckpointInfo)> {
         .map_err(|e| Error::Data(format!("{source}: not a safetensors file: {e}")))?;
     let mut net = build_model::<f32>(
         &info.model,
+        &info.options,
         info.input_shape,
         info.class_names.len(),
-        None,
         &mut Rng::new(0),
     )?;
     for named in net.layers.iter_mut() {

@@ -32,5 +32,16 @@ pub enum Error {
     },
 }
 
-/// `Result` with the library's [`Error`].
+impl Error {
+    /// The message without the variant's prefix, for wrapping in a more
+    /// specific error of the same kind.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Shape(m) | Error::Geometry(m) | Error::Data(m) | Error::Config(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// `Result` with the library's [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -53,6 +53,21 @@ pub(crate) fn chunk_size(n: usize) -> usize {
     n.div_ceil(MAX_CHUNKS).max(1)
 }
 
+/// The sum of a slice with eight running sums, which the compiler can keep
+/// in one vector register (a single running sum forces one add at a time).
+/// The order is fixed, so the result is too.
+pub(crate) fn sum<T: Float>(values: &[T]) -> T {
+    let mut lanes = [T::zero(); 8];
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    let rest: T = chunks.remainder().iter().copied().sum();
+    lanes.iter().copied().sum::<T>() + rest
+}
+
 /// Hyper-parameters of a [`Convolution`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvolutionConfig {
@@ -163,8 +178,10 @@ impl<T: Float> Convolution<T> {
         let g = ConvGeometry::new((c, h, w), (filter_h, filter_w), self.stride, self.pad)
             .map_err(|e| {
                 Error::Geometry(format!(
-                    "Convolution {filters}@{filter_h}x{filter_w} stride {} pad {} on {h}x{w} input: {e}",
-                    self.stride, self.pad
+                    "Convolution {filters}@{filter_h}x{filter_w} stride {} pad {} on {h}x{w} input: {}",
+                    self.stride,
+                    self.pad,
+                    e.detail()
                 ))
             })?;
         Ok((g, n))
@@ -262,7 +279,7 @@ impl<T: Float> Layer<T> for Convolution<T> {
                         );
                         // db += row sums of dout_n
                         for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
-                            *d += row.iter().copied().sum::<T>();
+                            *d += sum(row);
                         }
                         // dcol_n = W^T · dout_n           (C·FH·FW, OH·OW)
                         matmul(

@@ -62,8 +62,11 @@ impl PoolingConfig {
         }
         ConvGeometry::new((1, h, w), (self.size, self.size), self.stride, self.pad).map_err(|e| {
             Error::Geometry(format!(
-                "{kind} {0}x{0} stride {1} pad {2} on {h}x{w} input: {e}",
-                self.size, self.stride, self.pad
+                "{kind} {0}x{0} stride {1} pad {2} on {h}x{w} input: {3}",
+                self.size,
+                self.stride,
+                self.pad,
+                e.detail()
             ))
         })
     }

@@ -3,7 +3,9 @@
 //! ```text
 //! out = max(0, x)          dx = dout where x > 0, else 0
 //! ```
-//! Any shape in, the same shape out. The cache is `mask`, true where x > 0.
+//! Any shape in, the same shape out. The book caches `mask = (x <= 0)`; here
+//! the cached output plays that part (`out > 0` exactly where `x > 0`), which
+//! saves writing a separate mask on every forward.
 //!
 //! ```
 //! use convnet::layers::{Layer, Relu};
@@ -24,8 +26,7 @@ pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 15;
 
 /// Rectified linear unit.
 pub struct Relu<T> {
-    /// mask[i] = x[i] > 0, from the last forward.
-    mask: Vec<bool>,
+    /// The last output; `out[i] > 0` is the book's `!mask[i]`.
     out: Tensor<T>,
     dx: Tensor<T>,
     has_forward: bool,
@@ -34,7 +35,6 @@ pub struct Relu<T> {
 impl<T: Float> Relu<T> {
     pub fn new() -> Self {
         Relu {
-            mask: Vec::new(),
             out: Tensor::default(),
             dx: Tensor::default(),
             has_forward: false,
@@ -59,16 +59,13 @@ impl<T: Float> Layer<T> for Relu<T> {
 
     fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
         self.out.resize(x.shape());
-        self.mask.resize(x.len(), false);
         self.out
             .data_mut()
             .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(self.mask.par_chunks_mut(ELEMENTWISE_CHUNK))
             .zip(x.data().par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|((out, mask), x)| {
-                for ((o, m), &v) in out.iter_mut().zip(mask).zip(x) {
-                    *m = v > T::zero();
-                    *o = if *m { v } else { T::zero() };
+            .for_each(|(out, x)| {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = if v > T::zero() { v } else { T::zero() };
                 }
             });
         self.has_forward = true;
@@ -81,11 +78,11 @@ impl<T: Float> Layer<T> for Relu<T> {
         self.dx
             .data_mut()
             .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(self.mask.par_chunks(ELEMENTWISE_CHUNK))
+            .zip(self.out.data().par_chunks(ELEMENTWISE_CHUNK))
             .zip(dout.data().par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|((dx, mask), dout)| {
-                for ((d, &m), &g) in dx.iter_mut().zip(mask).zip(dout) {
-                    *d = if m { g } else { T::zero() };
+            .for_each(|((dx, out), dout)| {
+                for ((d, &y), &g) in dx.iter_mut().zip(out).zip(dout) {
+                    *d = if y > T::zero() { g } else { T::zero() };
                 }
             });
         Ok(&self.dx)

@@ -2,7 +2,7 @@
 //! on 28×28 input, measured on random images (speed does not depend on the pixels).
 
 use clap::Args;
-use convnet::networks::build_model;
+use convnet::networks::{build_model, ModelOptions};
 use convnet::optim::{build, OptimizerKind};
 use convnet::{Rng, Tensor};
 use std::process::ExitCode;
@@ -41,7 +41,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.batch_size >= 1, "batch size must be at least 1");
     let mut rng = Rng::new(0);
     let shape = [1, 28, 28];
-    let mut net = build_model::<f32>(&args.model, shape, 10, None, &mut rng)?;
+    let mut net = build_model::<f32>(&args.model, &ModelOptions::default(), shape, 10, &mut rng)?;
     let mut optimizer = build::<f32>(OptimizerKind::Adam, None);
     let random_batch = |n: usize, rng: &mut Rng| -> anyhow::Result<(Tensor<f32>, Vec<usize>)> {
         let x: Vec<f32> = (0..n * 784).map(|_| rng.uniform() as f32).collect();

@@ -5,7 +5,7 @@ use clap::Args;
 use convnet::checkpoint::{self, CheckpointInfo};
 use convnet::data::{load_embedded_mnist10k, load_idx_dir, TrainTest};
 use convnet::init::Init;
-use convnet::networks::build_model;
+use convnet::networks::{build_model, ModelOptions};
 use convnet::optim::OptimizerKind;
 use convnet::train::{evaluate, train, EpochMetrics, Evaluation, Progress, TrainConfig};
 use convnet::Rng;
@@ -38,6 +38,21 @@ pub struct TrainArgs {
     /// Weight initialisation: std (N(0, 0.01²), the book's), std:SIGMA, xavier or he.
     #[arg(long)]
     init: Option<Init>,
+    /// SimpleConvNet: number of filters of the convolution (default 30).
+    #[arg(long)]
+    filters: Option<usize>,
+    /// SimpleConvNet: filter height and width (default 5).
+    #[arg(long)]
+    filter_size: Option<usize>,
+    /// SimpleConvNet: convolution stride (default 1).
+    #[arg(long)]
+    stride: Option<usize>,
+    /// SimpleConvNet: convolution zero padding (default 0).
+    #[arg(long)]
+    pad: Option<usize>,
+    /// SimpleConvNet: size of the hidden affine layer (default 100).
+    #[arg(long)]
+    hidden_size: Option<usize>,
     /// Seed for weights and shuffling: the same seed and threads give the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -113,7 +128,15 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let input_shape = data.train.input_shape();
     let classes = data.class_names.len();
     let mut rng = Rng::new(args.seed);
-    let mut net = build_model::<f32>(&args.model, input_shape, classes, args.init, &mut rng)?;
+    let options = ModelOptions {
+        init: args.init,
+        filters: args.filters,
+        filter_size: args.filter_size,
+        stride: args.stride,
+        pad: args.pad,
+        hidden_size: args.hidden_size,
+    };
+    let mut net = build_model::<f32>(&args.model, &options, input_shape, classes, &mut rng)?;
     let mut metrics_file = match &args.metrics {
         Some(path) => Some(
             std::fs::File::create(path)
@@ -193,6 +216,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         }
         let info = CheckpointInfo {
             model: args.model.clone(),
+            options,
             input_shape,
             class_names: data.class_names.clone(),
             extra,
