@@ -340,6 +340,75 @@ mod tests {
         assert_eq!(y.data(), [12.5, 16.5, 24.5, 28.5]);
     }
 
+    /// The definition, term by term, for comparison.
+    fn direct_convolution(x: &Tensor<f64>, conv: &Convolution<f64>) -> Vec<f64> {
+        let (n, c, h, w) = x.dims4().unwrap();
+        let (f, _, fh, fw) = conv.weight.dims4().unwrap();
+        let (s, p) = (conv.stride, conv.pad);
+        let (oh, ow) = ((h + 2 * p - fh) / s + 1, (w + 2 * p - fw) / s + 1);
+        let at = |t: &[f64], i: usize, j: usize, k: usize, l: usize, d: [usize; 3]| {
+            t[((i * d[0] + j) * d[1] + k) * d[2] + l]
+        };
+        let mut out = Vec::new();
+        for ni in 0..n {
+            for fi in 0..f {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut v = conv.bias.data()[fi];
+                        for ci in 0..c {
+                            for ky in 0..fh {
+                                for kx in 0..fw {
+                                    let (iy, ix) = (
+                                        (oy * s + ky) as isize - p as isize,
+                                        (ox * s + kx) as isize - p as isize,
+                                    );
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    v += at(conv.weight.data(), fi, ci, ky, kx, [c, fh, fw])
+                                        * at(x.data(), ni, ci, iy as usize, ix as usize, [c, h, w]);
+                                }
+                            }
+                        }
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn forward_matches_the_definition() {
+        for (stride, pad) in [(1, 0), (2, 1), (1, 2), (3, 0)] {
+            let config = ConvolutionConfig {
+                in_channels: 2,
+                filters: 3,
+                filter_size: 3,
+                stride,
+                pad,
+                init: Init::Std(1.0),
+            };
+            let mut rng = Rng::new(8);
+            let mut conv = Convolution::<f64>::new(&config, &mut rng);
+            conv.bias
+                .data_mut()
+                .iter_mut()
+                .for_each(|b| *b = rng.normal());
+            let x = Tensor::from_vec(&[17, 2, 7, 6], (0..17 * 84).map(|_| rng.normal()).collect())
+                .unwrap();
+            let want = direct_convolution(&x, &conv);
+            let got = conv.forward(&x, false).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.data().iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 1e-12,
+                    "stride {stride} pad {pad}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn gradients_match_numerical() {
         // Several images (more than one chunk), channels, filters, stride and padding.
