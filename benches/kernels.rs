@@ -1,1 +1,311 @@
-fn main() {}
+//! Criterion benchmarks of the kernels behind SimpleConvNet training on a
+//! batch of 100 MNIST-sized (1×28×28) images, all in `f32`:
+//!
+//! * `gemm`: the matrix products of the network, `convnet::gemm::matmul`
+//!   (single-threaded, and for the large shapes also split over the rayon
+//!   pool) against `matrixmultiply::sgemm` (single-threaded):
+//!   - `a_conv_image`: convolution forward for one image, `W·col`,
+//!     M=30 (filters), K=25 (5×5), N=576 (24×24 pixels), as the layer runs it;
+//!   - `b_conv_batch`: the same for the whole batch in the book's layout,
+//!     `col^T·W^T`, M=57600, K=25, N=30 (`W^T` is a transposed view);
+//!   - `c_fc1`: the fc1 Affine forward `x·W`, M=100, K=4320, N=100.
+//!
+//!   Throughput is `2·M·N·K` elements, so criterion's "elem/s" reads as FLOP/s.
+//! * `im2col`: `im2col_batch` and `col2im_batch` on 100 images, for the
+//!   network's 1×28×28 with a 5×5 filter, and a padded case (16×14×14, 3×3,
+//!   pad 1) with stride 1 and 2.
+//! * `convolution`: one `Convolution` layer (30 filters 5×5 on 1×28×28)
+//!   forward, and forward + backward.
+//! * `pooling`: `MaxPooling` 2×2 stride 2 on (100, 30, 24, 24), forward and
+//!   forward + backward.
+//! * `train_step`: one SimpleConvNet training step, `net.gradient` and an
+//!   Adam step, on 100 random images.
+//!
+//! Buffers and layers are made once, outside the timed closures; the layers
+//! reuse their own buffers from the second call on. The parallel variants and
+//! the layers use the global rayon pool (set its size with `RAYON_NUM_THREADS`).
+//!
+//! ```text
+//! cargo bench --bench kernels            # everything (about 1.5 minutes)
+//! cargo bench --bench kernels -- gemm    # one group (criterion's name filter)
+//! ```
+
+use convnet::gemm::{matmul, MatMut, MatRef};
+use convnet::im2col::{col2im_batch, im2col_batch, ConvGeometry};
+use convnet::layers::{Convolution, ConvolutionConfig, Layer, MaxPooling, PoolingConfig};
+use convnet::networks::{simple_convnet, SimpleConvNetConfig};
+use convnet::optim::{Adam, AdamConfig, Optimizer};
+use convnet::{Rng, Tensor};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// Batch size of every benchmark.
+const BATCH: usize = 100;
+
+/// `len` standard normal numbers.
+fn random_vec(len: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..len).map(|_| rng.normal() as f32).collect()
+}
+
+/// A random tensor of `shape`.
+fn random_tensor(shape: &[usize], rng: &mut Rng) -> Tensor<f32> {
+    let len = shape.iter().product();
+    Tensor::from_vec(shape, random_vec(len, rng)).expect("length matches the shape")
+}
+
+/// One GEMM shape `C (M×N) = A (M×K) · B (K×N)`, A row-major.
+struct GemmShape {
+    name: &'static str,
+    m: usize,
+    k: usize,
+    n: usize,
+    /// B is stored as a row-major N×K matrix and used transposed (`W^T`).
+    b_transposed: bool,
+    /// Also bench `matmul` with `parallel = true`.
+    parallel: bool,
+}
+
+impl GemmShape {
+    fn id(&self, variant: &str) -> BenchmarkId {
+        BenchmarkId::new(
+            format!("{}_{}x{}x{}", self.name, self.m, self.k, self.n),
+            variant,
+        )
+    }
+
+    fn b_view<'a>(&self, b: &'a [f32]) -> MatRef<'a, f32> {
+        if self.b_transposed {
+            MatRef::new(b, self.n, self.k).t()
+        } else {
+            MatRef::new(b, self.k, self.n)
+        }
+    }
+
+    /// (row stride, column stride) of B for `matrixmultiply`.
+    fn b_strides(&self) -> (isize, isize) {
+        if self.b_transposed {
+            (1, self.k as isize)
+        } else {
+            (self.n as isize, 1)
+        }
+    }
+
+    fn convnet(&self, c: &mut [f32], a: &[f32], b: &[f32], parallel: bool) {
+        matmul(
+            MatMut::new(c, self.m, self.n),
+            MatRef::new(a, self.m, self.k),
+            self.b_view(b),
+            false,
+            parallel,
+        );
+    }
+
+    fn matrixmultiply(&self, c: &mut [f32], a: &[f32], b: &[f32]) {
+        let (m, k, n) = (self.m, self.k, self.n);
+        assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+        let (rsb, csb) = self.b_strides();
+        // SAFETY: the three slices hold the M×K, K×N and M×N matrices that the
+        // strides describe (checked above), and `c` does not alias `a` or `b`.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                rsb,
+                csb,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+    }
+}
+
+fn bench_gemm(c: &mut Criterion) {
+    let shapes = [
+        GemmShape {
+            name: "a_conv_image",
+            m: 30,
+            k: 25,
+            n: 576,
+            b_transposed: false,
+            parallel: false,
+        },
+        GemmShape {
+            name: "b_conv_batch",
+            m: BATCH * 576,
+            k: 25,
+            n: 30,
+            b_transposed: true,
+            parallel: true,
+        },
+        GemmShape {
+            name: "c_fc1",
+            m: BATCH,
+            k: 4320,
+            n: 100,
+            b_transposed: false,
+            parallel: true,
+        },
+    ];
+    eprintln!(
+        "gemm: parallel variants use {} rayon threads",
+        rayon::current_num_threads()
+    );
+    let mut rng = Rng::new(1);
+    let mut group = c.benchmark_group("gemm");
+    for shape in &shapes {
+        let (m, k, n) = (shape.m, shape.k, shape.n);
+        let a = random_vec(m * k, &mut rng);
+        let b = random_vec(k * n, &mut rng);
+        let mut out = vec![0.0f32; m * n];
+
+        // Both libraries must compute the same product.
+        let mut want = vec![0.0f32; m * n];
+        shape.matrixmultiply(&mut want, &a, &b);
+        shape.convnet(&mut out, &a, &b, false);
+        let max_err = out
+            .iter()
+            .zip(&want)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            max_err <= 1e-3 * (k as f32).sqrt(),
+            "{}: gemm and matrixmultiply differ by {max_err}",
+            shape.name
+        );
+
+        group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        group.bench_function(shape.id("convnet_1t"), |bench| {
+            bench.iter(|| shape.convnet(black_box(&mut out), black_box(&a), black_box(&b), false))
+        });
+        if shape.parallel {
+            group.bench_function(shape.id("convnet_par"), |bench| {
+                bench
+                    .iter(|| shape.convnet(black_box(&mut out), black_box(&a), black_box(&b), true))
+            });
+        }
+        group.bench_function(shape.id("matrixmultiply_1t"), |bench| {
+            bench.iter(|| shape.matrixmultiply(black_box(&mut out), black_box(&a), black_box(&b)))
+        });
+    }
+    group.finish();
+}
+
+fn bench_im2col(c: &mut Criterion) {
+    // ((C, H, W), filter, stride, pad)
+    let cases = [
+        ((1, 28, 28), 5, 1, 0),
+        ((16, 14, 14), 3, 1, 1),
+        ((16, 14, 14), 3, 2, 1),
+    ];
+    let mut rng = Rng::new(2);
+    let mut group = c.benchmark_group("im2col");
+    for ((channels, h, w), filter, stride, pad) in cases {
+        let g = ConvGeometry::new((channels, h, w), (filter, filter), stride, pad)
+            .expect("valid geometry");
+        let label = format!("{channels}x{h}x{w}_f{filter}_s{stride}_p{pad}");
+        let x = random_vec(BATCH * g.image_len(), &mut rng);
+        let mut col = vec![0.0f32; BATCH * g.col_width() * g.out_pixels()];
+        let mut dx = vec![0.0f32; x.len()];
+        im2col_batch(&x, &g, &mut col);
+        group.bench_function(BenchmarkId::new("im2col_batch", &label), |bench| {
+            bench.iter(|| im2col_batch(black_box(&x), &g, black_box(&mut col)))
+        });
+        group.bench_function(BenchmarkId::new("col2im_batch", &label), |bench| {
+            bench.iter(|| col2im_batch(black_box(&col), &g, black_box(&mut dx)))
+        });
+    }
+    group.finish();
+}
+
+fn bench_convolution(c: &mut Criterion) {
+    let mut rng = Rng::new(3);
+    let config = ConvolutionConfig::default(); // 30 filters 5×5, stride 1, pad 0
+    let mut conv = Convolution::<f32>::new(&config, &mut rng);
+    let x = random_tensor(&[BATCH, 1, 28, 28], &mut rng);
+    let dout = random_tensor(&[BATCH, 30, 24, 24], &mut rng);
+    // First call sizes the layer's buffers.
+    conv.forward(&x, true).expect("forward");
+    conv.backward(&dout).expect("backward");
+
+    let mut group = c.benchmark_group("convolution");
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function("30x5x5_on_1x28x28/forward", |bench| {
+        bench.iter(|| {
+            black_box(conv.forward(black_box(&x), true).expect("forward"));
+        })
+    });
+    group.bench_function("30x5x5_on_1x28x28/forward_backward", |bench| {
+        bench.iter(|| {
+            conv.forward(black_box(&x), true).expect("forward");
+            black_box(conv.backward(black_box(&dout)).expect("backward"));
+        })
+    });
+    group.finish();
+}
+
+fn bench_pooling(c: &mut Criterion) {
+    let mut rng = Rng::new(4);
+    let mut pool = MaxPooling::<f32>::new(&PoolingConfig::default()); // 2×2, stride 2
+    let x = random_tensor(&[BATCH, 30, 24, 24], &mut rng);
+    let dout = random_tensor(&[BATCH, 30, 12, 12], &mut rng);
+    pool.forward(&x, true).expect("forward");
+    pool.backward(&dout).expect("backward");
+
+    let mut group = c.benchmark_group("pooling");
+    group.bench_function("max2x2_s2_on_30x24x24/forward", |bench| {
+        bench.iter(|| {
+            black_box(pool.forward(black_box(&x), true).expect("forward"));
+        })
+    });
+    group.bench_function("max2x2_s2_on_30x24x24/forward_backward", |bench| {
+        bench.iter(|| {
+            pool.forward(black_box(&x), true).expect("forward");
+            black_box(pool.backward(black_box(&dout)).expect("backward"));
+        })
+    });
+    group.finish();
+}
+
+fn bench_train_step(c: &mut Criterion) {
+    let mut rng = Rng::new(5);
+    let mut net =
+        simple_convnet::<f32>(&SimpleConvNetConfig::default(), &mut rng).expect("network");
+    let mut optimizer = Adam::<f32>::new(AdamConfig::default());
+    let pixels: Vec<f32> = (0..BATCH * 784).map(|_| rng.uniform() as f32).collect();
+    let x = Tensor::from_vec(&[BATCH, 1, 28, 28], pixels).expect("batch");
+    let labels: Vec<usize> = (0..BATCH).map(|_| rng.below(10)).collect();
+    // First step sizes the buffers and the optimizer's state.
+    net.gradient(&x, &labels).expect("gradient");
+    optimizer.step(&mut net.params());
+
+    let mut group = c.benchmark_group("train_step");
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function("simple_convnet_adam", |bench| {
+        bench.iter(|| {
+            black_box(net.gradient(black_box(&x), &labels).expect("gradient"));
+            optimizer.step(&mut net.params());
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = kernels;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    targets = bench_gemm, bench_im2col, bench_convolution, bench_pooling, bench_train_step
+}
+criterion_main!(kernels);

@@ -21,6 +21,7 @@
 //! | [`checkpoint`] | `pickle` of the parameters, as safetensors |
 
 pub mod checkpoint;
+pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gemm;

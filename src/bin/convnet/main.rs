@@ -31,15 +31,10 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Sets the size of rayon's global thread pool (`None`: one per core).
+/// Starts rayon's global thread pool (`None`: one thread per core) with
+/// subnormal floats flushed to zero on every thread (see `convnet::cpu`).
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
-    if let Some(n) = threads {
-        anyhow::ensure!(n >= 1, "--threads must be at least 1");
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))?;
-    }
+    convnet::cpu::thread_pool_with_flushed_denormals(threads)?;
     Ok(())
 }
 

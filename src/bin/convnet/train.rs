@@ -24,7 +24,7 @@ pub struct TrainArgs {
     /// Default: the 10,000 MNIST digits embedded in the program.
     #[arg(long)]
     data: Option<PathBuf>,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 15)]
     epochs: usize,
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
@@ -35,9 +35,10 @@ pub struct TrainArgs {
     /// (0.001 for adam, 0.01 for the others).
     #[arg(long)]
     lr: Option<f64>,
-    /// Weight initialisation: std (N(0, 0.01²), the book's), std:SIGMA, xavier or he.
-    #[arg(long)]
-    init: Option<Init>,
+    /// Weight initialisation: he (N(0, 2/fan_in), the default here), std (the
+    /// book's N(0, 0.01²)), std:SIGMA or xavier.
+    #[arg(long, default_value = "he")]
+    init: Init,
     /// SimpleConvNet: number of filters of the convolution (default 30).
     #[arg(long)]
     filters: Option<usize>,
@@ -129,7 +130,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let classes = data.class_names.len();
     let mut rng = Rng::new(args.seed);
     let options = ModelOptions {
-        init: args.init,
+        init: Some(args.init),
         filters: args.filters,
         filter_size: args.filter_size,
         stride: args.stride,

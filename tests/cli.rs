@@ -1,0 +1,713 @@
+//! End-to-end tests of the `convnet` command-line tool: error reporting,
+//! `gradcheck`, a small real training run with `--metrics` and `--save`
+//! followed by `eval`, determinism, and `train --help`.
+//!
+//! Every data set is written here by hand, in the IDX format, into a fresh
+//! folder under the system temporary directory that is removed afterwards.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+const SIDE: usize = 28;
+const CLASSES: usize = 10;
+const N_TRAIN: usize = 500;
+const N_TEST: usize = 200;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// A fresh, empty folder under the system temporary directory, removed (with
+/// everything in it) when dropped, also when the test fails.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "convnet-cli-test-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A linear congruential generator (Knuth's MMIX constants): deterministic
+/// noise without any dependency on the crate under test.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next_u32(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) as u32
+    }
+
+    fn below(&mut self, n: u32) -> u32 {
+        self.next_u32() % n
+    }
+}
+
+/// The top-left corner of class `k`'s 6x6 square: two rows of five positions.
+fn square_corner(class: usize) -> (usize, usize) {
+    let row = if class < 5 { 3 } else { 16 };
+    let col = 1 + (class % 5) * 5;
+    (row, col)
+}
+
+/// `count` 28x28 images and their labels (random classes): class `k` is a
+/// bright 6x6 square (pixels 190-255) at a class-specific place, shifted by
+/// up to one pixel up, down or right, on a noisy dark background (0-60).
+/// SimpleConvNet with its defaults learns it to ~100% test accuracy in three
+/// epochs of 500 images (measured over seeds 1-10: 100% every time; after one
+/// epoch 56-91%).
+fn synthetic_split(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = Lcg(seed);
+    let mut pixels = Vec::with_capacity(count * SIDE * SIDE);
+    let mut labels = Vec::with_capacity(count);
+    for _ in 0..count {
+        let class = rng.below(CLASSES as u32) as usize;
+        let (r0, c0) = square_corner(class);
+        let r0 = r0 + rng.below(3) as usize - 1;
+        let c0 = c0 + rng.below(3) as usize;
+        for r in 0..SIDE {
+            for c in 0..SIDE {
+                let inside = (r0..r0 + 6).contains(&r) && (c0..c0 + 6).contains(&c);
+                let value = if inside {
+                    190 + rng.below(66)
+                } else {
+                    rng.below(61)
+                };
+                pixels.push(value as u8);
+            }
+        }
+        labels.push(class as u8);
+    }
+    (pixels, labels)
+}
+
+fn idx_images(count: usize, rows: usize, cols: usize, pixels: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16 + pixels.len());
+    for word in [0x0000_0803u32, count as u32, rows as u32, cols as u32] {
+        bytes.extend_from_slice(&word.to_be_bytes());
+    }
+    bytes.extend_from_slice(pixels);
+    bytes
+}
+
+fn idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + labels.len());
+    for word in [0x0000_0801u32, labels.len() as u32] {
+        bytes.extend_from_slice(&word.to_be_bytes());
+    }
+    bytes.extend_from_slice(labels);
+    bytes
+}
+
+/// Writes the four raw IDX files of a learnable synthetic data set into `dir`.
+fn write_dataset(dir: &Path, n_train: usize, n_test: usize) {
+    let (train_pixels, train_labels) = synthetic_split(n_train, 0x5EED_0001);
+    let (test_pixels, test_labels) = synthetic_split(n_test, 0x5EED_0002);
+    let files = [
+        (TRAIN_IMAGES, idx_images(n_train, SIDE, SIDE, &train_pixels)),
+        (TRAIN_LABELS, idx_labels(&train_labels)),
+        (TEST_IMAGES, idx_images(n_test, SIDE, SIDE, &test_pixels)),
+        (TEST_LABELS, idx_labels(&test_labels)),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).expect("write IDX file");
+    }
+}
+
+fn convnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .args(args)
+        .output()
+        .expect("run the convnet binary")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn describe(args: &[&str], out: &Output) -> String {
+    format!(
+        "convnet {}\nexit status: {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+        args.join(" "),
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    )
+}
+
+/// Runs `args`, requires success and returns stdout.
+fn run_ok(args: &[&str]) -> String {
+    let out = convnet(args);
+    assert!(
+        out.status.success(),
+        "expected success:\n{}",
+        describe(args, &out)
+    );
+    stdout(&out)
+}
+
+/// Runs `args`, requires a clean failure: a non-zero exit code, exactly one
+/// line on stderr starting with "convnet: error:", and no panic or backtrace.
+/// Returns that line.
+fn run_fails_cleanly(args: &[&str]) -> String {
+    let out = convnet(args);
+    let context = describe(args, &out);
+    assert!(!out.status.success(), "expected failure:\n{context}");
+    assert!(
+        out.status.code().is_some_and(|c| c != 0),
+        "expected a non-zero exit code (not a signal):\n{context}"
+    );
+    let err = stderr(&out);
+    let lower = err.to_lowercase();
+    assert!(!lower.contains("panicked"), "panic on stderr:\n{context}");
+    assert!(
+        !lower.contains("backtrace"),
+        "backtrace on stderr:\n{context}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr:\n{context}");
+    assert!(
+        lines[0].starts_with("convnet: error:"),
+        "stderr does not start with 'convnet: error:':\n{context}"
+    );
+    lines[0].to_string()
+}
+
+/// The JSON objects of a metrics file, one per line.
+fn read_metrics(path: &Path) -> Vec<serde_json::Map<String, Value>> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read metrics file {}: {e}", path.display()));
+    text.lines()
+        .map(|line| match serde_json::from_str(line) {
+            Ok(Value::Object(map)) => map,
+            other => panic!("metrics line {line:?} is not a JSON object: {other:?}"),
+        })
+        .collect()
+}
+
+fn number(map: &serde_json::Map<String, Value>, key: &str) -> f64 {
+    map.get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("metrics line {map:?} has no number '{key}'"))
+}
+
+/// The number in `XX.XX%` after `prefix` on the first line of `text` that
+/// starts with `prefix` (after leading spaces).
+fn percentage_after(text: &str, prefix: &str) -> String {
+    let line = text
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"));
+    let rest = line[prefix.len()..].trim_start();
+    let end = rest
+        .find('%')
+        .unwrap_or_else(|| panic!("no '%' after {prefix:?} in {line:?}"));
+    rest[..end].trim().to_string()
+}
+
+/// The training arguments shared by the end-to-end and determinism tests.
+fn train_args<'a>(
+    data: &'a str,
+    metrics: &'a str,
+    epochs: &'a str,
+    seed: &'a str,
+    threads: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "50",
+        "--seed",
+        seed,
+        "--threads",
+        threads,
+        "--metrics",
+        metrics,
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Bad input: one clean error line, never a panic
+// ---------------------------------------------------------------------------
+
+#[test]
+fn truncated_idx_file_is_a_clean_error() {
+    let dir = TempDir::new("truncated");
+    write_dataset(dir.path(), 20, 10);
+    let path = dir.join(TRAIN_IMAGES);
+    let bytes = std::fs::read(&path).unwrap();
+    // Keep the header and a bit more than one image.
+    std::fs::write(&path, &bytes[..16 + SIDE * SIDE + 100]).unwrap();
+    let data = dir.path().to_str().unwrap();
+    let line = run_fails_cleanly(&["train", "--data", data, "--epochs", "1"]);
+    assert!(
+        line.contains(TRAIN_IMAGES),
+        "the error should name the file: {line}"
+    );
+    assert!(
+        line.contains("truncated"),
+        "the error should say truncated: {line}"
+    );
+
+    // A file cut inside its header.
+    std::fs::write(&path, &bytes[..10]).unwrap();
+    let line = run_fails_cleanly(&["train", "--data", data, "--epochs", "1"]);
+    assert!(
+        line.contains(TRAIN_IMAGES),
+        "the error should name the file: {line}"
+    );
+}
+
+#[test]
+fn wrong_magic_number_is_a_clean_error() {
+    let dir = TempDir::new("magic");
+    write_dataset(dir.path(), 20, 10);
+    let path = dir.join(TRAIN_IMAGES);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..4].copy_from_slice(&0x0000_0804u32.to_be_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let data = dir.path().to_str().unwrap();
+    let line = run_fails_cleanly(&["train", "--data", data, "--epochs", "1"]);
+    assert!(
+        line.contains(TRAIN_IMAGES),
+        "the error should name the file: {line}"
+    );
+    assert!(
+        line.contains("magic"),
+        "the error should mention the magic number: {line}"
+    );
+
+    // A label file where the images belong.
+    std::fs::write(&path, idx_labels(&[1, 2, 3])).unwrap();
+    run_fails_cleanly(&["train", "--data", data, "--epochs", "1"]);
+}
+
+#[test]
+fn missing_data_folder_is_a_clean_error() {
+    let dir = TempDir::new("missing");
+    let missing = dir.join("no-such-folder");
+    let missing = missing.to_str().unwrap();
+    let line = run_fails_cleanly(&["train", "--data", missing, "--epochs", "1"]);
+    assert!(
+        line.contains("no-such-folder"),
+        "the error should name the folder: {line}"
+    );
+
+    // A folder that exists but lacks the IDX files.
+    let line = run_fails_cleanly(&[
+        "train",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
+    assert!(
+        line.contains(TRAIN_IMAGES),
+        "the error should name the missing file: {line}"
+    );
+}
+
+#[test]
+fn zero_batch_size_is_a_clean_error() {
+    let dir = TempDir::new("batch0");
+    write_dataset(dir.path(), 20, 10);
+    let data = dir.path().to_str().unwrap();
+    let line = run_fails_cleanly(&[
+        "train",
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "0",
+    ]);
+    assert!(
+        line.contains("batch"),
+        "the error should mention the batch size: {line}"
+    );
+    // Also without --data (the embedded digits).
+    run_fails_cleanly(&["train", "--epochs", "1", "--batch-size", "0"]);
+}
+
+#[test]
+fn impossible_filter_geometry_is_a_clean_error() {
+    let dir = TempDir::new("geometry");
+    write_dataset(dir.path(), 20, 10);
+    let data = dir.path().to_str().unwrap();
+    let line = run_fails_cleanly(&[
+        "train",
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--filter-size",
+        "40",
+    ]);
+    assert!(
+        line.contains("40"),
+        "the error should give the filter size: {line}"
+    );
+    run_fails_cleanly(&[
+        "train",
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--filter-size",
+        "0",
+    ]);
+    run_fails_cleanly(&[
+        "train",
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--hidden-size",
+        "0",
+    ]);
+}
+
+/// `--stride 0` and `--filters 0` are impossible geometries too, but at the
+/// time of writing they panic inside the library instead of failing cleanly:
+///
+/// ```text
+/// $ convnet train --epochs 1 --stride 0
+/// convnet: internal error: panicked at src/layers/convolution.rs:127:14:
+/// shapes made above agree: Geometry("Convolution: stride must be at least 1")
+/// $ convnet train --epochs 1 --filters 0
+/// convnet: internal error: panicked at src/layers/convolution.rs:212:14:
+/// chunk_size must not be zero
+/// ```
+#[test]
+#[ignore = "product bug: --stride 0 and --filters 0 panic (src/layers/convolution.rs)"]
+fn zero_stride_or_filters_is_a_clean_error() {
+    let dir = TempDir::new("stride0");
+    write_dataset(dir.path(), 20, 10);
+    let data = dir.path().to_str().unwrap();
+    run_fails_cleanly(&["train", "--data", data, "--epochs", "1", "--stride", "0"]);
+    run_fails_cleanly(&["train", "--data", data, "--epochs", "1", "--filters", "0"]);
+}
+
+#[test]
+fn eval_of_a_bad_or_missing_checkpoint_is_a_clean_error() {
+    let dir = TempDir::new("badckpt");
+    let mut rng = Lcg(42);
+    let garbage: Vec<u8> = (0..4096).map(|_| rng.next_u32() as u8).collect();
+    let bad = dir.join("garbage.safetensors");
+    std::fs::write(&bad, garbage).unwrap();
+    let line = run_fails_cleanly(&["eval", "--checkpoint", bad.to_str().unwrap()]);
+    assert!(
+        line.contains("garbage.safetensors"),
+        "the error should name the file: {line}"
+    );
+
+    // An empty file.
+    let empty = dir.join("empty.safetensors");
+    std::fs::write(&empty, b"").unwrap();
+    run_fails_cleanly(&["eval", "--checkpoint", empty.to_str().unwrap()]);
+
+    let missing = dir.join("missing.safetensors");
+    let line = run_fails_cleanly(&["eval", "--checkpoint", missing.to_str().unwrap()]);
+    assert!(
+        line.contains("missing.safetensors"),
+        "the error should name the file: {line}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// gradcheck
+// ---------------------------------------------------------------------------
+
+#[test]
+fn gradcheck_passes_for_every_layer() {
+    let text = run_ok(&["gradcheck"]);
+    // Rows are "component  gradient  error"; the error is the last field.
+    let mut rows = Vec::new();
+    for line in text.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if line.starts_with("all ") || line.starts_with("max ") || fields.len() < 3 {
+            continue;
+        }
+        let last = *fields.last().unwrap();
+        assert_ne!(last, "FAIL", "a gradient check failed: {line}");
+        let err: f64 = last
+            .parse()
+            .unwrap_or_else(|_| panic!("cannot parse the error in row {line:?}"));
+        assert!(err.is_finite() && err >= 0.0, "bad error value in {line:?}");
+        assert!(err <= 1e-6, "error {err} above 1e-6 in row {line:?}");
+        rows.push(line.to_string());
+    }
+    for component in [
+        "Convolution",
+        "MaxPooling",
+        "Affine",
+        "Relu",
+        "Sigmoid",
+        "SoftmaxWithLoss",
+        "SimpleConvNet",
+    ] {
+        assert!(
+            rows.iter().any(|r| r.starts_with(component)),
+            "no {component} row in gradcheck's table:\n{text}"
+        );
+    }
+    // Convolution and Affine check x, weight and bias.
+    for param in ["weight", "bias"] {
+        for component in ["Convolution", "Affine"] {
+            assert!(
+                rows.iter()
+                    .any(|r| r.starts_with(component) && r.contains(param)),
+                "no {component} {param} row:\n{text}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A real training run, then eval of its checkpoint
+// ---------------------------------------------------------------------------
+
+#[test]
+fn train_then_eval_end_to_end() {
+    let dir = TempDir::new("e2e");
+    let data_dir = dir.join("synthetic");
+    std::fs::create_dir(&data_dir).unwrap();
+    write_dataset(&data_dir, N_TRAIN, N_TEST);
+    let data = data_dir.to_str().unwrap();
+    let metrics_path = dir.join("metrics.jsonl");
+    let metrics = metrics_path.to_str().unwrap();
+    let checkpoint_path = dir.join("model.safetensors");
+    let checkpoint = checkpoint_path.to_str().unwrap();
+
+    let mut args = train_args(data, metrics, "3", "1", "2");
+    args.extend(["--save", checkpoint]);
+    let out = run_ok(&args);
+
+    let lines = read_metrics(&metrics_path);
+    assert_eq!(lines.len(), 3, "one metrics line per epoch:\n{out}");
+    for (i, m) in lines.iter().enumerate() {
+        for key in ["epoch", "train_loss", "train_acc", "test_acc", "seconds"] {
+            assert!(m.contains_key(key), "metrics line {m:?} lacks '{key}'");
+        }
+        assert_eq!(
+            number(m, "epoch"),
+            (i + 1) as f64,
+            "epochs are numbered from 1"
+        );
+        for key in ["train_acc", "test_acc"] {
+            let acc = number(m, key);
+            assert!((0.0..=1.0).contains(&acc), "{key} {acc} is not in [0, 1]");
+        }
+        let loss = number(m, "train_loss");
+        assert!(loss.is_finite() && loss >= 0.0, "train_loss {loss}");
+        assert!(number(m, "seconds") >= 0.0);
+    }
+    let final_acc = number(&lines[2], "test_acc");
+    assert!(
+        final_acc >= 0.9,
+        "the synthetic squares should be learnt: final test accuracy {final_acc}\n{out}"
+    );
+    assert!(
+        number(&lines[2], "train_loss") < number(&lines[0], "train_loss"),
+        "training should lower the loss: {lines:?}"
+    );
+
+    let last = out.lines().last().unwrap_or("");
+    assert!(
+        last.contains("test accuracy"),
+        "last stdout line: {last:?}\n{out}"
+    );
+    let expected = format!("{:.2}", 100.0 * final_acc);
+    assert_eq!(
+        percentage_after(last, "test accuracy:"),
+        expected,
+        "the summary disagrees with the metrics file:\n{out}"
+    );
+    assert!(checkpoint_path.is_file(), "no checkpoint written:\n{out}");
+
+    assert_eval_agrees(checkpoint, data, &expected);
+
+    // After one epoch the accuracy is well below 100%, so agreement to two
+    // decimals is not a coincidence of two perfect scores.
+    let one_epoch_metrics = dir.join("one-epoch.jsonl");
+    let one_epoch_checkpoint = dir.join("one-epoch.safetensors");
+    let mut args = train_args(data, one_epoch_metrics.to_str().unwrap(), "1", "1", "2");
+    args.extend(["--save", one_epoch_checkpoint.to_str().unwrap()]);
+    run_ok(&args);
+    let lines = read_metrics(&one_epoch_metrics);
+    assert_eq!(lines.len(), 1);
+    let expected = format!("{:.2}", 100.0 * number(&lines[0], "test_acc"));
+    assert_eval_agrees(one_epoch_checkpoint.to_str().unwrap(), data, &expected);
+}
+
+/// `eval` of `checkpoint` on `data` prints `accuracy: <expected>%` and one
+/// per-class line for each of the ten classes.
+fn assert_eval_agrees(checkpoint: &str, data: &str, expected: &str) {
+    let eval = run_ok(&["eval", "--checkpoint", checkpoint, "--data", data]);
+    assert_eq!(
+        percentage_after(&eval, "accuracy:"),
+        expected,
+        "eval of the checkpoint disagrees with training's final test accuracy:\n{eval}"
+    );
+    let per_class = eval
+        .lines()
+        .skip_while(|l| !l.starts_with("per class"))
+        .skip(1)
+        .take(CLASSES)
+        .collect::<Vec<_>>();
+    assert_eq!(per_class.len(), CLASSES, "per-class lines:\n{eval}");
+    for (k, line) in per_class.iter().enumerate() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            fields.first(),
+            Some(&k.to_string().as_str()),
+            "class line {line:?}"
+        );
+        let pct: f64 = fields
+            .get(1)
+            .and_then(|f| f.trim_end_matches('%').parse().ok())
+            .unwrap_or_else(|| panic!("per-class line {line:?}"));
+        assert!((0.0..=100.0).contains(&pct), "per-class line {line:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Determinism
+// ---------------------------------------------------------------------------
+
+/// The metrics without the timing fields.
+fn without_timings(
+    lines: Vec<serde_json::Map<String, Value>>,
+) -> Vec<serde_json::Map<String, Value>> {
+    lines
+        .into_iter()
+        .map(|mut m| {
+            m.remove("seconds");
+            m.remove("images_per_second");
+            m
+        })
+        .collect()
+}
+
+#[test]
+fn training_is_deterministic_across_runs_and_thread_counts() {
+    let dir = TempDir::new("determinism");
+    let data_dir = dir.join("synthetic");
+    std::fs::create_dir(&data_dir).unwrap();
+    write_dataset(&data_dir, N_TRAIN, N_TEST);
+    let data = data_dir.to_str().unwrap();
+
+    let run = |name: &str, threads: &str| {
+        let path = dir.join(name);
+        run_ok(&train_args(data, path.to_str().unwrap(), "3", "7", threads));
+        let lines = read_metrics(&path);
+        assert_eq!(lines.len(), 3, "{name}: one line per epoch");
+        without_timings(lines)
+    };
+    let first = run("first.jsonl", "2");
+    let second = run("second.jsonl", "2");
+    assert_eq!(
+        first, second,
+        "the same seed and threads must give the same run"
+    );
+
+    let one_thread = run("one-thread.jsonl", "1");
+    assert_eq!(
+        first, one_thread,
+        "--threads 1 and --threads 2 must give the same losses and accuracies"
+    );
+
+    // A different seed gives a different run (so the comparison above means something).
+    let path = dir.join("other-seed.jsonl");
+    run_ok(&train_args(data, path.to_str().unwrap(), "3", "8", "2"));
+    let other = without_timings(read_metrics(&path));
+    assert_ne!(first, other, "--seed 7 and --seed 8 gave identical runs");
+}
+
+// ---------------------------------------------------------------------------
+// --help
+// ---------------------------------------------------------------------------
+
+#[test]
+fn train_help_lists_the_main_options() {
+    let text = run_ok(&["train", "--help"]);
+    for option in [
+        "--epochs",
+        "--batch-size",
+        "--optimizer",
+        "--lr",
+        "--seed",
+        "--threads",
+        "--metrics",
+    ] {
+        assert!(
+            text.contains(option),
+            "train --help does not mention {option}:\n{text}"
+        );
+    }
+}
+
+/// The OS error of a missing file should appear once. At the time of writing
+/// `Error::Io` both prints its source and returns it from `source()`, so
+/// `{:#}` repeats it:
+///
+/// ```text
+/// $ convnet eval --checkpoint missing.st
+/// convnet: error: missing.st: No such file or directory (os error 2): No such file or directory (os error 2)
+/// ```
+#[test]
+#[ignore = "product bug: I/O errors repeat their cause (src/error.rs Error::Io)"]
+fn missing_checkpoint_error_states_the_cause_once() {
+    let dir = TempDir::new("missing-once");
+    let missing = dir.join("missing.safetensors");
+    let line = run_fails_cleanly(&["eval", "--checkpoint", missing.to_str().unwrap()]);
+    let os_message = line.rsplit(": ").next().unwrap_or_default().to_string();
+    assert_eq!(
+        line.matches(&os_message).count(),
+        1,
+        "the cause {os_message:?} is repeated: {line}"
+    );
+}
