@@ -231,7 +231,7 @@ fn bench_im2col(c: &mut Criterion) {
 fn bench_convolution(c: &mut Criterion) {
     let mut rng = Rng::new(3);
     let config = ConvolutionConfig::default(); // 30 filters 5×5, stride 1, pad 0
-    let mut conv = Convolution::<f32>::new(&config, &mut rng);
+    let mut conv = Convolution::<f32>::new(&config, &mut rng).unwrap();
     let x = random_tensor(&[BATCH, 1, 28, 28], &mut rng);
     let dout = random_tensor(&[BATCH, 30, 24, 24], &mut rng);
     // First call sizes the layer's buffers.

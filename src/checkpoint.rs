@@ -40,13 +40,6 @@ pub struct CheckpointInfo {
 /// How pixels are scaled before they enter the network.
 pub const NORMALISATION: &str = "x / 255 (pixels in [0, 1])";
 
-fn io_error(path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
 /// True for the weights stored transposed relative to PyTorch.
 fn is_affine_weight(kind: &str, param: &str) -> bool {
     kind == "Affine" && param == "weight"
@@ -70,10 +63,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp_name = file_name.to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    std::fs::write(&tmp, bytes).map_err(|e| io_error(&tmp, e))?;
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        io_error(path, e)
+        Error::io(path, e)
     })
 }
 
@@ -167,7 +160,7 @@ pub fn read_info(bytes: &[u8], source: &str) -> Result<CheckpointInfo> {
 
 /// Loads a checkpoint: rebuilds its model and fills in the saved weights.
 pub fn load(path: &Path) -> Result<(Network<f32>, CheckpointInfo)> {
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let source = path.display().to_string();
     let info = read_info(&bytes, &source)?;
     let st = SafeTensors::deserialize(&bytes)

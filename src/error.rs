@@ -24,15 +24,19 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     /// An operating-system I/O error, with the path it concerns.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
 }
 
 impl Error {
+    /// An I/O error about `path`.
+    pub fn io(path: &std::path::Path, error: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            error,
+        }
+    }
+
     /// The message without the variant's prefix, for wrapping in a more
     /// specific error of the same kind.
     pub fn detail(&self) -> String {

@@ -162,27 +162,6 @@ pub fn check_network(
     Ok(report)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numerical_gradient_of_a_square() {
-        let mut x = vec![3.0, -1.0];
-        let g = numerical_gradient(&mut x, |v| v[0] * v[0] + 2.0 * v[1]);
-        assert!((g[0] - 6.0).abs() < 1e-8 && (g[1] - 2.0).abs() < 1e-8);
-        assert_eq!(x, [3.0, -1.0]);
-    }
-
-    #[test]
-    fn relative_error_catches_a_wrong_gradient() {
-        assert!(max_relative_error(&[1.0, 2.0], &[1.0, 2.0]) == 0.0);
-        assert!(max_relative_error(&[1.0, 2.0], &[1.0, 1.0]) > 0.4);
-        // A gradient that should be zero but is not.
-        assert!(max_relative_error(&[0.0], &[1e-3]) > 0.9);
-    }
-}
-
 /// Every layer's and SimpleConvNet's gradient check, as
 /// `(component, gradient name, max relative error)` rows; what
 /// `convnet gradcheck` prints.
@@ -207,7 +186,7 @@ pub fn check_all(seed: u64) -> Result<Vec<(String, String, f64)>> {
             pad,
             init: Init::Std(0.5),
         };
-        let mut conv = Convolution::<f64>::new(&config, &mut rng);
+        let mut conv = Convolution::<f64>::new(&config, &mut rng)?;
         conv.bias
             .data_mut()
             .iter_mut()
@@ -293,4 +272,25 @@ pub fn check_all(seed: u64) -> Result<Vec<(String, String, f64)>> {
         check_network(&mut net, &x, &[0, 3, 1])?,
     );
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numerical_gradient_of_a_square() {
+        let mut x = vec![3.0, -1.0];
+        let g = numerical_gradient(&mut x, |v| v[0] * v[0] + 2.0 * v[1]);
+        assert!((g[0] - 6.0).abs() < 1e-8 && (g[1] - 2.0).abs() < 1e-8);
+        assert_eq!(x, [3.0, -1.0]);
+    }
+
+    #[test]
+    fn relative_error_catches_a_wrong_gradient() {
+        assert!(max_relative_error(&[1.0, 2.0], &[1.0, 2.0]) == 0.0);
+        assert!(max_relative_error(&[1.0, 2.0], &[1.0, 1.0]) > 0.4);
+        // A gradient that should be zero but is not.
+        assert!(max_relative_error(&[0.0], &[1e-3]) > 0.9);
+    }
 }

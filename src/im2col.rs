@@ -58,6 +58,10 @@ pub fn output_size(input: usize, filter: usize, stride: usize, pad: usize) -> Re
     Ok((padded - filter) / stride + 1)
 }
 
+/// The most values one image's `col` may hold (2^30, 4 GiB of f32): beyond
+/// that a geometry is refused rather than allowed to exhaust memory.
+pub const MAX_COL_LEN: u128 = 1 << 30;
+
 /// Where a filter (or pooling window) goes over one image: the input size, the
 /// window, stride and padding, and the output size they give.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +85,7 @@ impl ConvGeometry {
         stride: usize,
         pad: usize,
     ) -> Result<Self> {
-        Ok(ConvGeometry {
+        let g = ConvGeometry {
             channels,
             in_h,
             in_w,
@@ -91,7 +95,17 @@ impl ConvGeometry {
             pad,
             out_h: output_size(in_h, filter_h, stride, pad)?,
             out_w: output_size(in_w, filter_w, stride, pad)?,
-        })
+        };
+        // One image's col must fit in memory; this also keeps every index
+        // product below usize::MAX.
+        let col_len = (g.out_h as u128) * (g.out_w as u128) * (g.col_width() as u128);
+        if col_len > MAX_COL_LEN {
+            return Err(Error::Geometry(format!(
+                "{}x{} output with {}x{} filters over {channels} channels needs {col_len} im2col values per image, more than the limit {MAX_COL_LEN}",
+                g.out_h, g.out_w, filter_h, filter_w
+            )));
+        }
+        Ok(g)
     }
 
     /// Length of one `col` row: `C · FH · FW`.

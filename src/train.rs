@@ -180,13 +180,14 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
 }
 
 /// Trains `network` on `data.train`, evaluating on `data.test` after every
-/// epoch. `on_progress` sees every batch and epoch (for progress bars and
-/// metrics files); returning an error from it stops training.
+/// epoch. `on_progress` sees every batch and epoch together with the network
+/// (for progress bars, metrics files and checkpoints); returning an error
+/// from it stops training.
 pub fn train<T: Float>(
     network: &mut Network<T>,
     data: &TrainTest,
     config: &TrainConfig,
-    mut on_progress: impl FnMut(Progress<'_>) -> Result<()>,
+    mut on_progress: impl FnMut(Progress<'_>, &mut Network<T>) -> Result<()>,
 ) -> Result<Vec<EpochMetrics>> {
     config.validate()?;
     if data.train.is_empty() {
@@ -219,12 +220,13 @@ pub fn train<T: Float>(
                 .count();
             loss_sum += loss * chunk.len() as f64;
             optimizer.step(&mut network.params());
-            on_progress(Progress::Batch {
+            let batch_done = Progress::Batch {
                 epoch: epoch + 1,
                 done: done + 1,
                 total,
                 loss,
-            })?;
+            };
+            on_progress(batch_done, network)?;
         }
         let seconds = start.elapsed().as_secs_f64();
         let test = evaluate(network, &data.test, 1000)?;
@@ -238,7 +240,7 @@ pub fn train<T: Float>(
             seconds,
             images_per_second: n / seconds.max(1e-9),
         };
-        on_progress(Progress::Epoch(&metrics))?;
+        on_progress(Progress::Epoch(&metrics), network)?;
         history.push(metrics);
     }
     Ok(history)

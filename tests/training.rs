@@ -51,7 +51,7 @@ fn short_training_run_lowers_the_loss() {
         seed: 1,
     };
     let (mut batches, mut epochs_seen) = (0, 0);
-    let history = train(&mut net, &data, &config, |event| {
+    let history = train(&mut net, &data, &config, |event, _| {
         match event {
             Progress::Batch { loss, .. } => {
                 assert!(loss.is_finite(), "batch loss {loss}");

@@ -118,10 +118,7 @@ pub fn parse_labels(bytes: &[u8], source: &str) -> Result<Vec<u8>> {
 /// [`Error::Data`] naming the file.
 pub fn read_idx_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     match gunzip_if_compressed(&bytes, &path.display().to_string())? {
         Cow::Borrowed(_) => Ok(bytes),
         Cow::Owned(decompressed) => Ok(decompressed),

@@ -30,7 +30,7 @@
 //! use convnet::layers::{Convolution, ConvolutionConfig, Layer};
 //! use convnet::{Rng, Tensor};
 //! let config = ConvolutionConfig { in_channels: 1, filters: 30, filter_size: 5, ..Default::default() };
-//! let mut conv = Convolution::<f32>::new(&config, &mut Rng::new(0));
+//! let mut conv = Convolution::<f32>::new(&config, &mut Rng::new(0)).unwrap();
 //! let x = Tensor::zeros(&[2, 1, 28, 28]);
 //! assert_eq!(conv.forward(&x, true).unwrap().shape(), &[2, 30, 24, 24]);
 //! ```
@@ -119,12 +119,17 @@ pub struct Convolution<T> {
 }
 
 impl<T: Float> Convolution<T> {
-    /// A layer with weights drawn by `config.init` (fan-in C·FH·FW) and zero biases.
-    pub fn new(config: &ConvolutionConfig, rng: &mut Rng) -> Self {
+    /// A layer with weights drawn by `config.init` (fan-in C·FH·FW) and zero
+    /// biases; an error if a size is 0.
+    pub fn new(config: &ConvolutionConfig, rng: &mut Rng) -> Result<Self> {
         let (c, f, k) = (config.in_channels, config.filters, config.filter_size);
+        if c == 0 || f == 0 || k == 0 {
+            return Err(Error::Config(format!(
+                "Convolution needs at least 1 input channel, filter and filter size (got {c}, {f}, {k})"
+            )));
+        }
         let weight = config.init.tensor(&[f, c, k, k], c * k * k, f * k * k, rng);
         Self::from_params(weight, Tensor::zeros(&[f]), config.stride, config.pad)
-            .expect("shapes made above agree")
     }
 
     /// A layer with the given weights `(FN, C, FH, FW)` and biases `(FN)`.
@@ -390,7 +395,7 @@ mod tests {
                 init: Init::Std(1.0),
             };
             let mut rng = Rng::new(8);
-            let mut conv = Convolution::<f64>::new(&config, &mut rng);
+            let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
             conv.bias
                 .data_mut()
                 .iter_mut()
@@ -422,7 +427,7 @@ mod tests {
                 init: Init::Std(0.5),
             };
             let mut rng = Rng::new(1);
-            let mut conv = Convolution::<f64>::new(&config, &mut rng);
+            let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
             conv.bias
                 .data_mut()
                 .iter_mut()
@@ -437,7 +442,18 @@ mod tests {
 
     #[test]
     fn errors_instead_of_panics() {
-        let mut conv = Convolution::<f32>::new(&ConvolutionConfig::default(), &mut Rng::new(0));
+        let mut conv =
+            Convolution::<f32>::new(&ConvolutionConfig::default(), &mut Rng::new(0)).unwrap();
+        let zero = ConvolutionConfig {
+            filters: 0,
+            ..Default::default()
+        };
+        assert!(Convolution::<f32>::new(&zero, &mut Rng::new(0)).is_err());
+        let no_stride = ConvolutionConfig {
+            stride: 0,
+            ..Default::default()
+        };
+        assert!(Convolution::<f32>::new(&no_stride, &mut Rng::new(0)).is_err());
         let dout = Tensor::zeros(&[1, 30, 24, 24]);
         assert!(matches!(
             conv.backward(&dout),

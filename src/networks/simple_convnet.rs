@@ -75,7 +75,7 @@ pub fn simple_convnet<T: Float>(config: &SimpleConvNetConfig, rng: &mut Rng) -> 
                 init: config.init,
             },
             rng,
-        ),
+        )?,
     )?;
     net.push("relu1", Relu::new())?;
     net.push("pool1", MaxPooling::new(&PoolingConfig::default()))?;

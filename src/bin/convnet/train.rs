@@ -60,10 +60,11 @@ pub struct TrainArgs {
     /// Worker threads. Default: one per core.
     #[arg(long)]
     threads: Option<usize>,
-    /// Append one JSON object per epoch to this file.
+    /// Write one JSON object per epoch to this file (replacing it).
     #[arg(long)]
     metrics: Option<PathBuf>,
-    /// Save the trained weights (safetensors) after every epoch.
+    /// Save the weights (safetensors) to this file after every epoch,
+    /// through a temporary file and a rename.
     #[arg(long)]
     save: Option<PathBuf>,
 }
@@ -172,8 +173,14 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         bar
     });
     let epochs = args.epochs;
-    let mut last_epoch = None;
-    let history = train(&mut net, &data, &config, |event| {
+    let mut info = CheckpointInfo {
+        model: args.model.clone(),
+        options,
+        input_shape,
+        class_names: data.class_names.clone(),
+        extra: BTreeMap::new(),
+    };
+    let history = train(&mut net, &data, &config, |event, net| {
         match event {
             Progress::Batch {
                 epoch,
@@ -201,7 +208,11 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
                     writeln!(file, "{}", metrics_json(m))
                         .map_err(|e| convnet::Error::Data(format!("cannot write metrics: {e}")))?;
                 }
-                last_epoch = Some(m.clone());
+                if let Some(path) = &args.save {
+                    info.extra.insert("epoch".to_string(), m.epoch.to_string());
+                    info.extra.insert("metrics".to_string(), metrics_json(m));
+                    checkpoint::save(net, &info, path)?;
+                }
             }
         }
         Ok(())
@@ -210,19 +221,6 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
     if let Some(path) = &args.save {
-        let mut extra = BTreeMap::new();
-        extra.insert("epoch".to_string(), history.len().to_string());
-        if let Some(m) = &last_epoch {
-            extra.insert("metrics".to_string(), metrics_json(m));
-        }
-        let info = CheckpointInfo {
-            model: args.model.clone(),
-            options,
-            input_shape,
-            class_names: data.class_names.clone(),
-            extra,
-        };
-        checkpoint::save(&mut net, &info, path)?;
         println!("saved {}", path.display());
     }
     match history.last() {
