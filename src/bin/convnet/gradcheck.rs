@@ -18,13 +18,13 @@ pub struct GradcheckArgs {
 pub fn run(args: GradcheckArgs) -> anyhow::Result<ExitCode> {
     let report = check_all(args.seed)?;
     println!(
-        "{:<36} {:<10} {:>14}",
+        "{:<36} {:<14} {:>14}",
         "component", "gradient", "max rel error"
     );
     let mut worst = 0.0f64;
     for (component, name, err) in &report {
         let flag = if *err <= args.tolerance { "" } else { "  FAIL" };
-        println!("{component:<36} {name:<10} {err:>14.3e}{flag}");
+        println!("{component:<36} {name:<14} {err:>14.3e}{flag}");
         worst = worst.max(*err);
     }
     if worst <= args.tolerance {
