@@ -125,6 +125,11 @@ impl<T: Float> Layer<T> for Affine<T> {
         Ok(vec![input[0], m])
     }
 
+    fn flops(&self, input: &[usize]) -> u64 {
+        let (d, m) = self.dims();
+        input.first().map_or(0, |&n| (n * m * (2 * d + 1)) as u64)
+    }
+
     fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
         let out_shape = self.output_shape(x.shape())?;
         let (d, m) = self.dims();

@@ -203,6 +203,17 @@ impl<T: Float> Layer<T> for Convolution<T> {
         Ok(vec![n, self.weight.shape()[0], g.out_h, g.out_w])
     }
 
+    fn flops(&self, input: &[usize]) -> u64 {
+        // 2·K per output for the products, 1 for the bias.
+        match self.geometry_for(input) {
+            Ok((g, n)) => {
+                let outputs = (n * self.weight.shape()[0] * g.out_pixels()) as u64;
+                outputs * (2 * g.col_width() as u64 + 1)
+            }
+            Err(_) => 0,
+        }
+    }
+
     fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
         let (g, n) = self.geometry_for(x.shape())?;
         let filters = self.weight.shape()[0];

@@ -63,6 +63,19 @@ pub trait Layer<T: Float>: Send {
     fn params(&mut self) -> Vec<Param<'_, T>> {
         Vec::new()
     }
+
+    /// State that is not learned by gradients but belongs in a checkpoint
+    /// (batch norm's running mean and variance), by name. None by default.
+    fn buffers(&mut self) -> Vec<(&'static str, &mut Tensor<T>)> {
+        Vec::new()
+    }
+
+    /// Floating-point operations of one forward pass on an input of shape
+    /// `input` (batch included), for `convnet summary`. A multiply-add
+    /// counts as 2; an element-wise operation as 1 per element.
+    fn flops(&self, input: &[usize]) -> u64 {
+        input.iter().product::<usize>() as u64
+    }
 }
 
 /// Checks that `dout` has the shape of the cached output; used by every

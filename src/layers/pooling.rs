@@ -150,6 +150,13 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
         Ok(vec![input[0], input[1], g.out_h, g.out_w])
     }
 
+    fn flops(&self, input: &[usize]) -> u64 {
+        // One comparison per window element.
+        let window = (self.config.size * self.config.size) as u64;
+        self.output_shape(input)
+            .map_or(0, |out| out.iter().product::<usize>() as u64 * window)
+    }
+
     fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
         let g = self.config.geometry("MaxPooling", x.shape())?;
         let (n, c, h, w) = x.dims4()?;

@@ -53,6 +53,11 @@ impl<T: Float> Layer<T> for Sigmoid<T> {
         Ok(input.to_vec())
     }
 
+    fn flops(&self, input: &[usize]) -> u64 {
+        // exp, add, divide, negate.
+        4 * input.iter().product::<usize>() as u64
+    }
+
     fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
         self.out.resize(x.shape());
         self.out
