@@ -20,11 +20,17 @@ use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
 
 pub mod affine;
+pub mod avg_pooling;
+pub mod batch_norm;
 pub mod convolution;
+pub mod dropout;
+pub mod global_avg_pooling;
+pub mod lrn;
 pub mod pooling;
 pub mod relu;
 pub mod sigmoid;
 pub mod softmax_with_loss;
+pub mod tanh;
 
 pub use affine::{Affine, AffineConfig};
 pub use convolution::{Convolution, ConvolutionConfig};
