@@ -9,6 +9,7 @@
 //! convolution weight  (out, in, kh, kw)   — as stored by the layer
 //! affine weight       (out, in)           — the transpose of the book's (in, out)
 //! biases              (out)
+//! batch norm          weight, bias, running_mean, running_var  (features)
 //! ```
 //!
 //! and string metadata: `model` (the `--model` name), `model_options`, `input_shape`
@@ -85,6 +86,14 @@ pub fn save(net: &mut Network<f32>, info: &CheckpointInfo, path: &Path) -> Resul
             };
             let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             tensors.push((format!("{}.{}", named.name, p.name), shape, bytes));
+        }
+        for (name, buffer) in named.layer.buffers() {
+            let bytes = buffer.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+            tensors.push((
+                format!("{}.{name}", named.name),
+                buffer.shape().to_vec(),
+                bytes,
+            ));
         }
     }
     let views = tensors
@@ -176,39 +185,57 @@ pub fn load(path: &Path) -> Result<(Network<f32>, CheckpointInfo)> {
         let kind = named.layer.kind();
         for p in named.layer.params() {
             let name = format!("{}.{}", named.name, p.name);
-            let view = st
-                .tensor(&name)
-                .map_err(|_| Error::Data(format!("{source}: tensor {name} is missing")))?;
-            if view.dtype() != Dtype::F32 {
-                return Err(Error::Data(format!(
-                    "{source}: tensor {name} is {:?}, expected F32",
-                    view.dtype()
-                )));
-            }
-            let ours = p.value.shape().to_vec();
-            let stored: Vec<usize> = if is_affine_weight(kind, p.name) {
-                vec![ours[1], ours[0]]
-            } else {
-                ours.clone()
-            };
-            if view.shape() != stored {
-                return Err(Error::Data(format!(
-                    "{source}: tensor {name} has shape {:?}, the model needs {stored:?}",
-                    view.shape()
-                )));
-            }
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            let values = if is_affine_weight(kind, p.name) {
-                transpose(&values, stored[0], stored[1])
-            } else {
-                values
-            };
-            *p.value = Tensor::from_vec(&ours, values)?;
+            let transposed = is_affine_weight(kind, p.name);
+            read_tensor(&st, &source, &name, p.value, transposed)?;
+        }
+        for (buffer_name, buffer) in named.layer.buffers() {
+            let name = format!("{}.{buffer_name}", named.name);
+            read_tensor(&st, &source, &name, buffer, false)?;
         }
     }
     Ok((net, info))
+}
+
+/// Fills `target` from the stored tensor `name` (stored transposed when
+/// `transposed`), checking its type and shape.
+fn read_tensor(
+    st: &SafeTensors<'_>,
+    source: &str,
+    name: &str,
+    target: &mut Tensor<f32>,
+    transposed: bool,
+) -> Result<()> {
+    let view = st
+        .tensor(name)
+        .map_err(|_| Error::Data(format!("{source}: tensor {name} is missing")))?;
+    if view.dtype() != Dtype::F32 {
+        return Err(Error::Data(format!(
+            "{source}: tensor {name} is {:?}, expected F32",
+            view.dtype()
+        )));
+    }
+    let ours = target.shape().to_vec();
+    let stored: Vec<usize> = if transposed {
+        vec![ours[1], ours[0]]
+    } else {
+        ours.clone()
+    };
+    if view.shape() != stored {
+        return Err(Error::Data(format!(
+            "{source}: tensor {name} has shape {:?}, the model needs {stored:?}",
+            view.shape()
+        )));
+    }
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let values = if transposed {
+        transpose(&values, stored[0], stored[1])
+    } else {
+        values
+    };
+    *target = Tensor::from_vec(&ours, values)?;
+    Ok(())
 }

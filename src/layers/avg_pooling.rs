@@ -1,1 +1,245 @@
-//! (in progress)
+//! Average pooling (book §7.3 names it beside max pooling; §7.7.1's LeNet
+//! "subsampling", from LeCun et al., "Gradient-Based Learning Applied to
+//! Document Recognition", 1998, minus LeNet-5's trainable scale and bias).
+//!
+//! ```text
+//! x:   (N, C, H, W)  →  out: (N, C, OH, OW),   OH = (H + 2P − PH)/S + 1
+//! out[n, c, oy, ox] = (1 / (PH·PW)) · Σ x over the PH×PW window at (oy·S − P, ox·S − P)
+//! backward: dx[i] += dout / (PH·PW) for every real pixel i of the window
+//! ```
+//!
+//! Padding counts as zeros: a window that hangs over the border is still
+//! divided by the full `PH·PW`, which is PyTorch's `AvgPool2d` default
+//! (`count_include_pad=True`). The padded pixels receive no gradient, since
+//! they are not inputs. Overlapping windows (stride < size) add their shares.
+//!
+//! ```
+//! use convnet::layers::avg_pooling::AvgPooling;
+//! use convnet::layers::{Layer, PoolingConfig};
+//! use convnet::Tensor;
+//! let mut pool = AvgPooling::<f32>::new(&PoolingConfig { size: 2, stride: 2, pad: 0 });
+//! let x = Tensor::from_vec(&[1, 1, 2, 2], vec![1.0, 3.0, 2.0, 0.0]).unwrap();
+//! assert_eq!(pool.forward(&x, false).unwrap().data(), [1.5]);
+//! let dx = pool.backward(&Tensor::from_vec(&[1, 1, 1, 1], vec![4.0]).unwrap()).unwrap();
+//! assert_eq!(dx.data(), [1.0, 1.0, 1.0, 1.0]);
+//! ```
+
+use super::pooling::{window, PoolingConfig};
+use super::{check_dout, Layer};
+use crate::error::{Error, Result};
+use crate::tensor::{Float, Tensor};
+use rayon::prelude::*;
+
+/// Channel planes per rayon task (the same grain as max pooling's).
+const PLANES_PER_TASK: usize = 16;
+
+/// Average pooling over each channel separately.
+pub struct AvgPooling<T> {
+    pub config: PoolingConfig,
+    /// The last input's shape; empty before the first forward.
+    input_shape: Vec<usize>,
+    out: Tensor<T>,
+    dx: Tensor<T>,
+}
+
+impl<T: Float> AvgPooling<T> {
+    pub fn new(config: &PoolingConfig) -> Self {
+        AvgPooling {
+            config: config.clone(),
+            input_shape: Vec::new(),
+            out: Tensor::default(),
+            dx: Tensor::default(),
+        }
+    }
+}
+
+impl<T: Float> Layer<T> for AvgPooling<T> {
+    fn kind(&self) -> &'static str {
+        "AvgPooling"
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let g = self.config.geometry("AvgPooling", input)?;
+        Ok(vec![input[0], input[1], g.out_h, g.out_w])
+    }
+
+    fn flops(&self, input: &[usize]) -> u64 {
+        // One addition per window element (the division is folded in).
+        let window = (self.config.size * self.config.size) as u64;
+        self.output_shape(input)
+            .map_or(0, |out| out.iter().product::<usize>() as u64 * window)
+    }
+
+    fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
+        let g = self.config.geometry("AvgPooling", x.shape())?;
+        let (n, c, h, w) = x.dims4()?;
+        // count_include_pad: always the full window.
+        let inv = T::one() / T::cast((g.filter_h * g.filter_w) as f64);
+        self.out.resize(&[n, c, g.out_h, g.out_w]);
+        self.out
+            .data_mut()
+            .par_chunks_mut(g.out_pixels())
+            .zip(x.data().par_chunks(h * w))
+            .with_min_len(PLANES_PER_TASK)
+            .for_each(|(out_p, x_p)| {
+                for oy in 0..g.out_h {
+                    let (y0, y1) = window(oy, &g, g.filter_h, h);
+                    for ox in 0..g.out_w {
+                        let (x0, x1) = window(ox, &g, g.filter_w, w);
+                        let mut sum = T::zero();
+                        for iy in y0..y1 {
+                            for &v in &x_p[iy * w + x0..iy * w + x1] {
+                                sum += v;
+                            }
+                        }
+                        out_p[oy * g.out_w + ox] = sum * inv;
+                    }
+                }
+            });
+        self.input_shape.clear();
+        self.input_shape.extend_from_slice(x.shape());
+        Ok(&self.out)
+    }
+
+    fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
+        if self.input_shape.is_empty() {
+            return Err(Error::BackwardBeforeForward("AvgPooling"));
+        }
+        check_dout("AvgPooling", Some(self.out.shape()), dout)?;
+        let g = self.config.geometry("AvgPooling", &self.input_shape)?;
+        let (h, w) = (self.input_shape[2], self.input_shape[3]);
+        let inv = T::one() / T::cast((g.filter_h * g.filter_w) as f64);
+        self.dx.resize(&self.input_shape);
+        self.dx
+            .data_mut()
+            .par_chunks_mut(h * w)
+            .zip(dout.data().par_chunks(g.out_pixels()))
+            .with_min_len(PLANES_PER_TASK)
+            .for_each(|(dx_p, dout_p)| {
+                dx_p.fill(T::zero());
+                for oy in 0..g.out_h {
+                    let (y0, y1) = window(oy, &g, g.filter_h, h);
+                    for ox in 0..g.out_w {
+                        let (x0, x1) = window(ox, &g, g.filter_w, w);
+                        let share = dout_p[oy * g.out_w + ox] * inv;
+                        // Overlapping windows: add, don't assign.
+                        for iy in y0..y1 {
+                            for d in &mut dx_p[iy * w + x0..iy * w + x1] {
+                                *d += share;
+                            }
+                        }
+                    }
+                }
+            });
+        Ok(&self.dx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradient_check::check_layer;
+
+    #[rustfmt::skip]
+    const X: [f64; 16] = [
+        1., 2., 0., 1.,
+        0., 3., 4., 2.,
+        5., 0., 1., 1.,
+        2., 1., 0., 6.,
+    ];
+
+    #[test]
+    fn forward_and_backward_by_hand() {
+        let x = Tensor::from_vec(&[1, 1, 4, 4], X.to_vec()).unwrap();
+        let mut pool = AvgPooling::<f64>::new(&PoolingConfig::default());
+        // (1+2+0+3)/4, (0+1+4+2)/4, (5+0+2+1)/4, (1+1+0+6)/4.
+        assert_eq!(pool.forward(&x, true).unwrap().data(), [1.5, 1.75, 2., 2.]);
+        let dout = Tensor::from_vec(&[1, 1, 2, 2], vec![4., 8., 12., 16.]).unwrap();
+        #[rustfmt::skip]
+        let want = [
+            1., 1., 2., 2.,
+            1., 1., 2., 2.,
+            3., 3., 4., 4.,
+            3., 3., 4., 4.,
+        ];
+        assert_eq!(pool.backward(&dout).unwrap().data(), want);
+    }
+
+    #[test]
+    fn padding_counts_in_the_divisor() {
+        // 3x3 windows, stride 2, pad 1 on 4x4: OH = (4 + 2 − 3)/2 + 1 = 2.
+        // Window rows/cols: output 0 covers [−1, 2) → real 0..2; output 1
+        // covers [1, 4). Every sum is divided by 9, padding included.
+        let x = Tensor::from_vec(&[1, 1, 4, 4], X.to_vec()).unwrap();
+        let mut pool = AvgPooling::<f64>::new(&PoolingConfig {
+            size: 3,
+            stride: 2,
+            pad: 1,
+        });
+        let out = pool.forward(&x, true).unwrap().data().to_vec();
+        // rows 0-1 × cols 0-1: 6; rows 0-1 × cols 1-3: 12;
+        // rows 1-3 × cols 0-1: 11; rows 1-3 × cols 1-3: 18.
+        for (o, want) in out.iter().zip([6. / 9., 12. / 9., 11. / 9., 18. / 9.]) {
+            assert!((o - want).abs() < 1e-15, "{o} vs {want}");
+        }
+        // dout = 9 everywhere: each real pixel gets 1 per window covering it.
+        // Row 1 and column 1 lie in both windows of their axis.
+        let dx = pool
+            .backward(&Tensor::from_vec(&[1, 1, 2, 2], vec![9.; 4]).unwrap())
+            .unwrap();
+        #[rustfmt::skip]
+        let want = [
+            1., 2., 1., 1.,
+            2., 4., 2., 2.,
+            1., 2., 1., 1.,
+            1., 2., 1., 1.,
+        ];
+        assert_eq!(dx.data(), want);
+    }
+
+    #[test]
+    fn gradients_match_numerical() {
+        for config in [
+            PoolingConfig::default(),
+            PoolingConfig {
+                size: 3,
+                stride: 2,
+                pad: 1,
+            },
+        ] {
+            let mut pool = AvgPooling::<f64>::new(&config);
+            for (name, err) in check_layer(&mut pool, &[2, 3, 6, 6], 5).unwrap() {
+                assert!(err <= 1e-6, "{config:?} {name}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_instead_of_panics() {
+        let mut pool = AvgPooling::<f32>::new(&PoolingConfig::default());
+        assert!(matches!(
+            pool.backward(&Tensor::zeros(&[1, 1, 1, 1])),
+            Err(Error::BackwardBeforeForward("AvgPooling"))
+        ));
+        assert!(pool.forward(&Tensor::zeros(&[1, 1, 1, 1]), false).is_err());
+        assert!(matches!(
+            pool.forward(&Tensor::zeros(&[1, 4]), false),
+            Err(Error::Shape(_))
+        ));
+        pool.forward(&Tensor::zeros(&[1, 1, 4, 4]), false).unwrap();
+        assert!(matches!(
+            pool.backward(&Tensor::zeros(&[1, 1, 4, 4])),
+            Err(Error::Shape(_))
+        ));
+        let mut bad = AvgPooling::<f32>::new(&PoolingConfig {
+            size: 2,
+            stride: 0,
+            pad: 0,
+        });
+        assert!(matches!(
+            bad.forward(&Tensor::zeros(&[1, 1, 4, 4]), false),
+            Err(Error::Geometry(_))
+        ));
+        assert_eq!(pool.flops(&[1, 1, 4, 4]), 16);
+    }
+}

@@ -33,11 +33,17 @@ pub mod softmax_with_loss;
 pub mod tanh;
 
 pub use affine::{Affine, AffineConfig};
+pub use avg_pooling::AvgPooling;
+pub use batch_norm::{BatchNorm, BatchNormConfig};
 pub use convolution::{Convolution, ConvolutionConfig};
+pub use dropout::{Dropout, DropoutConfig};
+pub use global_avg_pooling::GlobalAvgPooling;
+pub use lrn::{LocalResponseNorm, LrnConfig};
 pub use pooling::{MaxPooling, PoolingConfig};
 pub use relu::Relu;
 pub use sigmoid::Sigmoid;
 pub use softmax_with_loss::SoftmaxWithLoss;
+pub use tanh::Tanh;
 
 /// A learnable tensor of a layer together with its gradient.
 pub struct Param<'a, T> {

@@ -2,9 +2,12 @@
 
 pub mod sequential;
 pub mod simple_convnet;
+pub mod spec;
+pub mod summary;
 
 pub use sequential::{NamedLayer, Network};
 pub use simple_convnet::{simple_convnet, SimpleConvNetConfig};
+pub use spec::{build_from_spec, parse_spec, LayerSpec};
 
 use crate::error::{Error, Result};
 use crate::init::Init;
@@ -13,8 +16,68 @@ use crate::tensor::Float;
 use std::fmt;
 use std::str::FromStr;
 
-/// The names `--model` accepts.
-pub const MODEL_NAMES: [&str; 1] = ["simple"];
+/// A network of the book or of a paper, written as a [spec](spec).
+#[derive(Clone, Copy, Debug)]
+pub struct ModelInfo {
+    pub name: &'static str,
+    /// `{act}` stands for the activation (`--activation`), `{classes}` for
+    /// the number of classes.
+    pub spec: &'static str,
+    pub default_activation: &'static str,
+    pub init: Init,
+    /// The input it was designed for: (C, H, W) and classes.
+    pub input_shape: [usize; 3],
+    pub classes: usize,
+    pub source: &'static str,
+}
+
+/// The named networks besides `simple` (the book's SimpleConvNet).
+pub const MODELS: [ModelInfo; 4] = [
+    ModelInfo {
+        name: "lenet5",
+        spec: "conv(6,5,pad=2)-{act}-avgpool(2)-conv(16,5)-{act}-avgpool(2)-conv(120,5)-{act}-affine(84)-{act}-affine({classes})",
+        default_activation: "sigmoid",
+        init: Init::Xavier,
+        input_shape: [1, 28, 28],
+        classes: 10,
+        source: "LeCun et al. 1998 (C1 padded by 2 for 28x28 input); book §7.7.1",
+    },
+    ModelInfo {
+        name: "alexnet",
+        spec: "conv(96,11,stride=4)-{act}-lrn(5,5e-4,0.75,2)-maxpool(3,2)-conv(256,5,pad=2)-{act}-lrn(5,5e-4,0.75,2)-maxpool(3,2)-conv(384,3,pad=1)-{act}-conv(384,3,pad=1)-{act}-conv(256,3,pad=1)-{act}-maxpool(3,2)-affine(4096)-{act}-dropout(0.5)-affine(4096)-{act}-dropout(0.5)-affine({classes})",
+        default_activation: "relu",
+        init: Init::He,
+        input_shape: [3, 227, 227],
+        classes: 1000,
+        source: "Krizhevsky et al. 2012, single tower; LRN with the paper's k=2, n=5, alpha=1e-4, beta=0.75; book §7.7.2",
+    },
+    ModelInfo {
+        name: "alexnet-small",
+        spec: "conv(32,3,pad=1)-{act}-lrn(5,5e-4,0.75,2)-maxpool(3,2)-conv(64,3,pad=1)-{act}-lrn(5,5e-4,0.75,2)-maxpool(3,2)-conv(96,3,pad=1)-{act}-conv(96,3,pad=1)-{act}-conv(64,3,pad=1)-{act}-maxpool(3,2)-dropout(0.5)-affine(256)-{act}-dropout(0.5)-affine(256)-{act}-affine({classes})",
+        default_activation: "relu",
+        init: Init::He,
+        input_shape: [1, 28, 28],
+        classes: 10,
+        source: "AlexNet's pattern (conv-ReLU-LRN-overlapping max-pool blocks, dropout before the classifier) scaled for 28x28 and 32x32 input",
+    },
+    ModelInfo {
+        name: "deep",
+        spec: "conv(16,3,pad=1)-{act}-conv(16,3,pad=1)-{act}-maxpool(2)-conv(32,3,pad=1)-{act}-conv(32,3,pad=2)-{act}-maxpool(2)-conv(64,3,pad=1)-{act}-conv(64,3,pad=1)-{act}-maxpool(2)-affine(50)-{act}-dropout(0.5)-affine({classes})-dropout(0.5)",
+        default_activation: "relu",
+        init: Init::He,
+        input_shape: [1, 28, 28],
+        classes: 10,
+        source: "the book's DeepConvNet, ch. 8 deep_convnet.py",
+    },
+];
+
+/// The names `--model` accepts (besides a spec).
+pub const MODEL_NAMES: [&str; 5] = ["simple", "lenet5", "alexnet", "alexnet-small", "deep"];
+
+/// The named model `name`, if there is one.
+pub fn model_info(name: &str) -> Option<&'static ModelInfo> {
+    MODELS.iter().find(|m| m.name == name)
+}
 
 /// Overrides of a model's default sizes (`None`: the model's own default).
 /// Written in checkpoints as `key=value` pairs, e.g. `filters=16,filter_size=3`.
@@ -34,6 +97,9 @@ pub struct ModelOptions {
     pub stride: Option<usize>,
     pub pad: Option<usize>,
     pub hidden_size: Option<usize>,
+    /// The activation of `lenet5`, `alexnet`, `alexnet-small` and `deep`:
+    /// relu, sigmoid or tanh.
+    pub activation: Option<String>,
 }
 
 impl fmt::Display for ModelOptions {
@@ -41,6 +107,9 @@ impl fmt::Display for ModelOptions {
         let mut parts = Vec::new();
         if let Some(init) = self.init {
             parts.push(format!("init={init}"));
+        }
+        if let Some(activation) = &self.activation {
+            parts.push(format!("activation={activation}"));
         }
         let sizes = [
             ("filters", self.filters),
@@ -75,6 +144,7 @@ impl FromStr for ModelOptions {
             };
             match key.trim() {
                 "init" => options.init = Some(value.parse()?),
+                "activation" => options.activation = Some(value.trim().to_string()),
                 "filters" => options.filters = Some(number()?),
                 "filter_size" => options.filter_size = Some(number()?),
                 "stride" => options.stride = Some(number()?),
@@ -87,8 +157,10 @@ impl FromStr for ModelOptions {
     }
 }
 
-/// Builds a model by name for images of `input_shape` (C, H, W) and
-/// `num_classes` classes, with `options` overriding its default sizes.
+/// Builds a model by name — `simple`, one of [`MODELS`], or a [spec](spec)
+/// such as `conv(16,3)-relu-maxpool(2)-affine(10)` — for images of
+/// `input_shape` (C, H, W) and `num_classes` classes, with `options`
+/// overriding its default sizes, initialisation and activation.
 ///
 /// ```
 /// use convnet::networks::{build_model, ModelOptions};
@@ -122,8 +194,31 @@ pub fn build_model<T: Float>(
                 rng,
             )
         }
+        named if model_info(named).is_some() => {
+            let info = model_info(named).expect("checked");
+            let activation = options
+                .activation
+                .as_deref()
+                .unwrap_or(info.default_activation);
+            if !["relu", "sigmoid", "tanh"].contains(&activation) {
+                return Err(Error::Config(format!(
+                    "unknown activation '{activation}' (expected relu, sigmoid or tanh)"
+                )));
+            }
+            let spec = info
+                .spec
+                .replace("{act}", activation)
+                .replace("{classes}", &num_classes.to_string());
+            let layers = parse_spec(&spec)?;
+            let init = options.init.unwrap_or(info.init);
+            build_from_spec(&layers, input_shape, num_classes, init, rng)
+        }
+        spec if spec.contains('(') || spec.contains('-') => {
+            let layers = parse_spec(spec)?;
+            build_from_spec(&layers, input_shape, num_classes, options.init.unwrap_or(Init::He), rng)
+        }
         other => Err(Error::Config(format!(
-            "unknown model '{other}' (expected one of: {})",
+            "unknown model '{other}' (expected one of: {}, or a spec such as conv(30,5)-relu-maxpool(2)-affine(10))",
             MODEL_NAMES.join(", ")
         ))),
     }

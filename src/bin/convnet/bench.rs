@@ -1,8 +1,12 @@
-//! `convnet bench`: training and inference images per second of SimpleConvNet
-//! on 28×28 input, measured on random images (speed does not depend on the pixels).
+//! `convnet bench`: training and inference images per second of a network on
+//! its own input size (1×28×28 except alexnet's 3×227×227), measured on random
+//! images (speed does not depend on the pixels), with the GFLOP/s they
+//! amount to. A training step is counted as three forward passes (forward,
+//! and the two products of backward), the usual convention.
 
+use crate::summary::default_shape;
 use clap::Args;
-use convnet::networks::{build_model, ModelOptions};
+use convnet::networks::{build_model, summary::summarize, ModelOptions};
 use convnet::optim::{build, OptimizerKind};
 use convnet::{Rng, Tensor};
 use std::process::ExitCode;
@@ -10,11 +14,15 @@ use std::time::Instant;
 
 #[derive(Args)]
 pub struct BenchArgs {
+    /// simple, lenet5, alexnet, alexnet-small, deep, or a spec.
     #[arg(long, default_value = "simple")]
     model: String,
     /// Training batch size.
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
+    /// Inference batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    inference_batches: Vec<usize>,
     /// Seconds to measure each figure for (after a warm-up).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -22,58 +30,76 @@ pub struct BenchArgs {
     threads: Option<usize>,
 }
 
-/// Runs `step` repeatedly for about `seconds`; returns calls per second.
+/// Runs `step` repeatedly for about `seconds` (at least 3 times after one
+/// warm-up call); returns calls per second.
 fn rate(seconds: f64, mut step: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    for _ in 0..3 {
-        step()?;
-    }
+    step()?;
     let start = Instant::now();
     let mut calls = 0u64;
-    while calls < 5 || start.elapsed().as_secs_f64() < seconds {
+    while calls < 3 || start.elapsed().as_secs_f64() < seconds {
         step()?;
         calls += 1;
     }
     Ok(calls as f64 / start.elapsed().as_secs_f64())
 }
 
+fn random_batch(
+    n: usize,
+    shape: [usize; 3],
+    classes: usize,
+    rng: &mut Rng,
+) -> anyhow::Result<(Tensor<f32>, Vec<usize>)> {
+    let len = n * shape.iter().product::<usize>();
+    let x: Vec<f32> = (0..len).map(|_| rng.uniform() as f32).collect();
+    let labels = (0..n).map(|_| rng.below(classes)).collect();
+    Ok((
+        Tensor::from_vec(&[n, shape[0], shape[1], shape[2]], x)?,
+        labels,
+    ))
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     crate::set_threads(args.threads)?;
     anyhow::ensure!(args.batch_size >= 1, "batch size must be at least 1");
     let mut rng = Rng::new(0);
-    let shape = [1, 28, 28];
-    let mut net = build_model::<f32>(&args.model, &ModelOptions::default(), shape, 10, &mut rng)?;
+    let (shape, classes) = default_shape(&args.model);
+    let options = ModelOptions::default();
+    let mut net = build_model::<f32>(&args.model, &options, shape, classes, &mut rng)?;
+    let flops = summarize(&mut net)?.total_flops as f64;
     let mut optimizer = build::<f32>(OptimizerKind::Adam, None);
-    let random_batch = |n: usize, rng: &mut Rng| -> anyhow::Result<(Tensor<f32>, Vec<usize>)> {
-        let x: Vec<f32> = (0..n * 784).map(|_| rng.uniform() as f32).collect();
-        let labels = (0..n).map(|_| rng.below(10)).collect();
-        Ok((Tensor::from_vec(&[n, 1, 28, 28], x)?, labels))
-    };
     println!(
-        "{} on 1x28x28, {} threads, {:.0} s per figure",
+        "{} on {:?}, {} threads, {:.0} s per figure, {:.1} MFLOP per image forward",
         args.model,
+        shape,
         rayon::current_num_threads(),
-        args.seconds
+        args.seconds,
+        flops / 1e6
     );
-    let (x, labels) = random_batch(args.batch_size, &mut rng)?;
+    let (x, labels) = random_batch(args.batch_size, shape, classes, &mut rng)?;
     let steps = rate(args.seconds, || {
         net.gradient(&x, &labels)?;
         optimizer.step(&mut net.params());
         Ok(())
     })?;
+    let images = steps * args.batch_size as f64;
     println!(
-        "training  (batch {:>4}): {:>9.0} images/s",
+        "training  (batch {:>4}): {:>9.0} images/s  {:>6.1} GFLOP/s",
         args.batch_size,
-        steps * args.batch_size as f64
+        images,
+        3.0 * flops * images / 1e9
     );
-    for batch in [1, 100, 1000] {
-        let (x, _) = random_batch(batch, &mut rng)?;
+    for &batch in &args.inference_batches {
+        anyhow::ensure!(batch >= 1, "inference batch sizes must be at least 1");
+        let (x, _) = random_batch(batch, shape, classes, &mut rng)?;
         let calls = rate(args.seconds, || {
             net.predict(&x, false)?;
             Ok(())
         })?;
+        let images = calls * batch as f64;
         println!(
-            "inference (batch {batch:>4}): {:>9.0} images/s",
-            calls * batch as f64
+            "inference (batch {batch:>4}): {:>9.0} images/s  {:>6.1} GFLOP/s",
+            images,
+            flops * images / 1e9
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 
 mod bench;
 mod gradcheck;
+mod summary;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Command {
     Gradcheck(gradcheck::GradcheckArgs),
     /// Measure training and inference speed (images per second).
     Bench(bench::BenchArgs),
+    /// Print each layer's output shape, parameter count and FLOPs.
+    Summary(summary::SummaryArgs),
 }
 
 /// Starts rayon's global thread pool (`None`: one thread per core) with
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => train::run_eval(args),
         Command::Gradcheck(args) => gradcheck::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Summary(args) => summary::run(args),
     };
     match result {
         Ok(code) => code,

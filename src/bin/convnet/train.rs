@@ -17,7 +17,9 @@ use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// The network: simple (the book's SimpleConvNet).
+    /// The network: simple (the book's SimpleConvNet), lenet5, alexnet,
+    /// alexnet-small, deep, or a spec such as
+    /// 'conv(30,5)-relu-maxpool(2)-affine(100)-relu-affine(10)'.
     #[arg(long, default_value = "simple")]
     model: String,
     /// A folder of MNIST-format IDX files (gzipped or raw, standard names).
@@ -35,10 +37,15 @@ pub struct TrainArgs {
     /// (0.001 for adam, 0.01 for the others).
     #[arg(long)]
     lr: Option<f64>,
-    /// Weight initialisation: he (N(0, 2/fan_in), the default here), std (the
-    /// book's N(0, 0.01²)), std:SIGMA or xavier.
-    #[arg(long, default_value = "he")]
-    init: Init,
+    /// Weight initialisation: he (N(0, 2/fan_in)), xavier (N(0, 1/fan_in)),
+    /// std (the book's N(0, 0.01²)) or std:SIGMA. Default: he, except xavier
+    /// for lenet5.
+    #[arg(long)]
+    init: Option<Init>,
+    /// Activation of lenet5 (default sigmoid), alexnet, alexnet-small and deep
+    /// (default relu): relu, sigmoid or tanh.
+    #[arg(long)]
+    activation: Option<String>,
     /// SimpleConvNet: number of filters of the convolution (default 30).
     #[arg(long)]
     filters: Option<usize>,
@@ -131,12 +138,14 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let classes = data.class_names.len();
     let mut rng = Rng::new(args.seed);
     let options = ModelOptions {
-        init: Some(args.init),
+        // The book's SimpleConvNet uses std; He trains it faster (see README).
+        init: args.init.or((args.model == "simple").then_some(Init::He)),
         filters: args.filters,
         filter_size: args.filter_size,
         stride: args.stride,
         pad: args.pad,
         hidden_size: args.hidden_size,
+        activation: args.activation.clone(),
     };
     let mut net = build_model::<f32>(&args.model, &options, input_shape, classes, &mut rng)?;
     let mut metrics_file = match &args.metrics {
