@@ -139,6 +139,20 @@ pub fn check_network(
     x: &Tensor<f64>,
     labels: &[usize],
 ) -> Result<Vec<(String, f64)>> {
+    check_network_sample(net, x, labels, usize::MAX, 0)
+}
+
+/// Like [`check_network`], but for big networks: compares at most
+/// `per_param` entries of each parameter, chosen at random with `seed`.
+/// Dropout masks are held fixed during the check.
+pub fn check_network_sample(
+    net: &mut crate::networks::Network<f64>,
+    x: &Tensor<f64>,
+    labels: &[usize],
+    per_param: usize,
+    seed: u64,
+) -> Result<Vec<(String, f64)>> {
+    net.fix_randomness(true);
     net.gradient(x, labels)?;
     let names = net.param_names();
     let analytic: Vec<Vec<f64>> = net
@@ -146,19 +160,39 @@ pub fn check_network(
         .iter()
         .map(|p| p.grad.data().to_vec())
         .collect();
+    let mut rng = Rng::new(seed);
     let mut report = Vec::new();
     for (index, name) in names.into_iter().enumerate() {
-        let mut values = net.params()[index].value.data().to_vec();
+        let len = analytic[index].len();
+        let mut entries: Vec<usize> = (0..len).collect();
+        if per_param < len {
+            rng.shuffle(&mut entries);
+            entries.truncate(per_param);
+        }
+        let mut values: Vec<f64> = {
+            let params = net.params();
+            entries.iter().map(|&i| params[index].value.data()[i]).collect()
+        };
         let numeric = numerical_gradient(&mut values, |v| {
-            net.params()[index].value.data_mut().copy_from_slice(v);
+            let mut params = net.params();
+            let data = params[index].value.data_mut();
+            for (&i, &value) in entries.iter().zip(v) {
+                data[i] = value;
+            }
+            drop(params);
             net.loss(x, labels, true).expect("same input as above")
         });
-        net.params()[index]
-            .value
-            .data_mut()
-            .copy_from_slice(&values);
-        report.push((name, max_relative_error(&analytic[index], &numeric)));
+        {
+            let mut params = net.params();
+            let data = params[index].value.data_mut();
+            for (&i, &value) in entries.iter().zip(&values) {
+                data[i] = value;
+            }
+        }
+        let chosen: Vec<f64> = entries.iter().map(|&i| analytic[index][i]).collect();
+        report.push((name, max_relative_error(&chosen, &numeric)));
     }
+    net.fix_randomness(false);
     Ok(report)
 }
 

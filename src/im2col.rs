@@ -140,6 +140,23 @@ fn valid_columns(fx: usize, g: &ConvGeometry) -> (usize, usize) {
     (lo.min(g.out_w), hi.min(g.out_w).max(lo.min(g.out_w)))
 }
 
+/// Copies a short run (one output row's worth, typically 8–60 values) in
+/// fixed blocks of 8, which compile to vector moves; `copy_from_slice` would
+/// call `memcpy`, whose call overhead dominates at these lengths.
+#[inline(always)]
+fn copy_run<T: Float>(dst: &mut [T], src: &[T]) {
+    let mut dst_blocks = dst.chunks_exact_mut(8);
+    let mut src_blocks = src.chunks_exact(8);
+    for (d, s) in (&mut dst_blocks).zip(&mut src_blocks) {
+        let d: &mut [T; 8] = d.try_into().expect("blocks of 8");
+        let s: &[T; 8] = s.try_into().expect("blocks of 8");
+        *d = *s;
+    }
+    for (d, &s) in dst_blocks.into_remainder().iter_mut().zip(src_blocks.remainder()) {
+        *d = s;
+    }
+}
+
 /// im2col for one image, in the layout the matrix product wants:
 /// `x: (C, H, W)` → `col: (C·FH·FW, OH·OW)`, the transpose of the book's
 /// `(OH·OW, C·FH·FW)` rows. Row `(c, fy, fx)` holds, for every output pixel,
@@ -163,12 +180,18 @@ pub fn im2col_image<T: Float>(x: &[T], g: &ConvGeometry, col: &mut [T]) {
                         continue;
                     }
                     let src = &x_c[iy as usize * g.in_w..][..g.in_w];
-                    dst[..lo].fill(T::zero());
-                    dst[hi..].fill(T::zero());
+                    // The padding columns are few (at most P on each side):
+                    // plain loops, not calls to memset.
+                    for d in &mut dst[..lo] {
+                        *d = T::zero();
+                    }
+                    for d in &mut dst[hi..] {
+                        *d = T::zero();
+                    }
                     // Input column of output column ox: ox·S + fx − P.
                     let first = lo * g.stride + fx - g.pad;
                     if g.stride == 1 {
-                        dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                        copy_run(&mut dst[lo..hi], &src[first..first + (hi - lo)]);
                     } else {
                         for (d, &v) in dst[lo..hi]
                             .iter_mut()
@@ -204,8 +227,16 @@ pub fn col2im_image<T: Float>(col: &[T], g: &ConvGeometry, dx: &mut [T]) {
                     }
                     let dst = &mut dx_c[iy as usize * g.in_w..][..g.in_w];
                     let first = lo * g.stride + fx - g.pad;
-                    for (d, &v) in dst[first..].iter_mut().step_by(g.stride).zip(&src[lo..hi]) {
-                        *d += v;
+                    if g.stride == 1 {
+                        // Contiguous: the compiler vectorises this add.
+                        let run = &mut dst[first..first + (hi - lo)];
+                        for (d, &v) in run.iter_mut().zip(&src[lo..hi]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (d, &v) in dst[first..].iter_mut().step_by(g.stride).zip(&src[lo..hi]) {
+                            *d += v;
+                        }
                     }
                 }
             }

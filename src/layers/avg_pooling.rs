@@ -14,8 +14,7 @@
 //! they are not inputs. Overlapping windows (stride < size) add their shares.
 //!
 //! ```
-//! use convnet::layers::avg_pooling::AvgPooling;
-//! use convnet::layers::{Layer, PoolingConfig};
+//! use convnet::layers::{AvgPooling, Layer, PoolingConfig};
 //! use convnet::Tensor;
 //! let mut pool = AvgPooling::<f32>::new(&PoolingConfig { size: 2, stride: 2, pad: 0 });
 //! let x = Tensor::from_vec(&[1, 1, 2, 2], vec![1.0, 3.0, 2.0, 0.0]).unwrap();
@@ -28,10 +27,9 @@ use super::pooling::{window, PoolingConfig};
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
+use super::pooling::PLANES_PER_TASK;
 use rayon::prelude::*;
 
-/// Channel planes per rayon task (the same grain as max pooling's).
-const PLANES_PER_TASK: usize = 16;
 
 /// Average pooling over each channel separately.
 pub struct AvgPooling<T> {

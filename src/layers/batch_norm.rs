@@ -20,8 +20,7 @@
 //! so results do not depend on the number of threads.
 //!
 //! ```
-//! use convnet::layers::batch_norm::{BatchNorm, BatchNormConfig};
-//! use convnet::layers::Layer;
+//! use convnet::layers::{BatchNorm, BatchNormConfig, Layer};
 //! use convnet::Tensor;
 //! let mut bn = BatchNorm::<f64>::new(&BatchNormConfig { features: 1, ..Default::default() }).unwrap();
 //! let x = Tensor::from_vec(&[2, 1], vec![1.0, 3.0]).unwrap();
@@ -131,7 +130,7 @@ impl<T: Float> BatchNorm<T> {
         if features == 0 {
             return Err(Error::Config("BatchNorm needs at least 1 feature".into()));
         }
-        if !(0.0..=1.0).contains(&momentum) || !(eps > 0.0) {
+        if !(0.0..=1.0).contains(&momentum) || eps.is_nan() || eps <= 0.0 {
             return Err(Error::Config(format!(
                 "BatchNorm needs momentum in [0, 1] and eps > 0 (got {momentum}, {eps})"
             )));

@@ -16,8 +16,7 @@
 //! makes training forwards reuse the last mask.
 //!
 //! ```
-//! use convnet::layers::dropout::{Dropout, DropoutConfig};
-//! use convnet::layers::Layer;
+//! use convnet::layers::{Dropout, DropoutConfig, Layer};
 //! use convnet::{Rng, Tensor};
 //! let mut dropout = Dropout::<f32>::new(&DropoutConfig { ratio: 0.5 }, Rng::new(0).fork()).unwrap();
 //! let x = Tensor::from_vec(&[1, 4], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
@@ -123,6 +122,10 @@ fn multiply<T: Float>(out: &mut [T], a: &[T], b: &[T]) {
 }
 
 impl<T: Float> Layer<T> for Dropout<T> {
+    fn fix_randomness(&mut self, fixed: bool) {
+        self.fix_mask(fixed);
+    }
+
     fn kind(&self) -> &'static str {
         "Dropout"
     }

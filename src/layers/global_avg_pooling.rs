@@ -11,8 +11,7 @@
 //! and the output no longer depends on the input's spatial size.
 //!
 //! ```
-//! use convnet::layers::global_avg_pooling::GlobalAvgPooling;
-//! use convnet::layers::Layer;
+//! use convnet::layers::{GlobalAvgPooling, Layer};
 //! use convnet::Tensor;
 //! let mut gap = GlobalAvgPooling::<f64>::new();
 //! let x = Tensor::from_vec(&[1, 2, 1, 2], vec![1.0, 3.0, -2.0, 0.0]).unwrap();

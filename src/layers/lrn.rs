@@ -22,8 +22,7 @@
 //! channels.)
 //!
 //! ```
-//! use convnet::layers::lrn::{LocalResponseNorm, LrnConfig};
-//! use convnet::layers::Layer;
+//! use convnet::layers::{Layer, LocalResponseNorm, LrnConfig};
 //! use convnet::Tensor;
 //! // One channel: s = 1 + 3·1² = 4, b = 1 · 4^(−1/2) = 0.5.
 //! let config = LrnConfig { size: 1, alpha: 3.0, beta: 0.5, k: 1.0 };
@@ -88,9 +87,8 @@ impl LrnConfig {
                 "LocalResponseNorm: size must be at least 1".into(),
             ));
         }
-        if !(self.k > 0.0 && self.k.is_finite() && self.alpha >= 0.0 && self.alpha.is_finite())
-            || !self.beta.is_finite()
-        {
+        let finite = self.k.is_finite() && self.alpha.is_finite() && self.beta.is_finite();
+        if !(finite && self.k > 0.0 && self.alpha >= 0.0) {
             return Err(Error::Config(format!(
                 "LocalResponseNorm: needs finite k > 0, alpha >= 0 and beta, got {self:?}"
             )));
@@ -267,6 +265,15 @@ mod tests {
     use super::*;
     use crate::gradient_check::check_layer;
 
+    fn config(size: usize, alpha: f64, beta: f64, k: f64) -> LrnConfig {
+        LrnConfig {
+            size,
+            alpha,
+            beta,
+            k,
+        }
+    }
+
     fn close(got: &[f64], want: &[f64], tol: f64) {
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() <= tol, "{got:?} vs {want:?}");
@@ -278,20 +285,11 @@ mod tests {
         // One pixel, channels a = [1, 2, 3]; n = 2, α = 0.1, β = 1, k = 1.
         // Windows c−1..c: s0 = 1 + 0.05·1 = 1.05, s1 = 1 + 0.05·(1+4) = 1.25,
         // s2 = 1 + 0.05·(4+9) = 1.65; b = [1/1.05, 2/1.25, 3/1.65].
-        let config = LrnConfig {
-            size: 2,
-            alpha: 0.1,
-            beta: 1.0,
-            k: 1.0,
-        };
-        let mut lrn = LocalResponseNorm::<f64>::new(&config).unwrap();
+        let mut lrn = LocalResponseNorm::<f64>::new(&config(2, 0.1, 1.0, 1.0)).unwrap();
         let x = Tensor::from_vec(&[1, 3, 1, 1], vec![1., 2., 3.]).unwrap();
         let out = lrn.forward(&x, true).unwrap().data().to_vec();
-        close(
-            &out,
-            &[0.952_380_952_380_952_4, 1.6, 1.818_181_818_181_818_2],
-            1e-15,
-        );
+        let want = [0.952_380_952_380_952_4, 1.6, 1.818_181_818_181_818_2];
+        close(&out, &want, 1e-15);
         close(lrn.scale.data(), &[1.05, 1.25, 1.65], 1e-15);
         // dout = [1, −2, 0.5]; 2αβ/n = 0.1; t_c = dout_c·a_c/s_c² =
         // [1/1.1025, −4/1.5625, 1.5/2.7225]; channel j is in the windows of
@@ -301,9 +299,9 @@ mod tests {
         let dout = Tensor::from_vec(&[1, 3, 1, 1], vec![1., -2., 0.5]).unwrap();
         let dx = lrn.backward(&dout).unwrap().data().to_vec();
         let want = [
-            1.117_678_004_535_147_3,
-            -1.198_192_837_465_564_8,
-            0.137_741_046_831_955_9,
+            1.117_678_004_535_147,
+            -1.198_192_837_465_565,
+            0.137_741_046_831_956,
         ];
         close(&dx, &want, 1e-14);
     }
@@ -313,24 +311,15 @@ mod tests {
         // a = [1, 2, 3]; n = 3 (window c−1..c+1), α = 0.3, β = 0.75, k = 2.
         // s = 2 + 0.1·[1+4, 1+4+9, 4+9] = [2.5, 3.4, 3.3];
         // b = [1·2.5^−0.75, 2·3.4^−0.75, 3·3.3^−0.75].
-        let config = LrnConfig {
-            size: 3,
-            alpha: 0.3,
-            beta: 0.75,
-            k: 2.0,
-        };
-        let mut lrn = LocalResponseNorm::<f64>::new(&config).unwrap();
+        let mut lrn = LocalResponseNorm::<f64>::new(&config(3, 0.3, 0.75, 2.0)).unwrap();
         let x = Tensor::from_vec(&[1, 3, 1, 1], vec![1., 2., 3.]).unwrap();
         let out = lrn.forward(&x, true).unwrap().data().to_vec();
-        close(
-            &out,
-            &[
-                0.502_973_371_873_174_1,
-                0.798_768_275_715_908_2,
-                1.225_281_284_102_679,
-            ],
-            1e-14,
-        );
+        let want = [
+            0.502_973_371_873_174,
+            0.798_768_275_715_908,
+            1.225_281_284_102_679,
+        ];
+        close(&out, &want, 1e-14);
         close(lrn.scale.data(), &[2.5, 3.4, 3.3], 1e-15);
         let report = check_layer(&mut lrn, &[1, 3, 1, 1], 1).unwrap();
         assert!(report[0].1 <= 1e-6, "{report:?}");
@@ -339,13 +328,7 @@ mod tests {
     #[test]
     fn gradients_match_numerical() {
         for size in [1, 2, 3, 5] {
-            let config = LrnConfig {
-                size,
-                alpha: 0.5,
-                beta: 0.75,
-                k: 1.0,
-            };
-            let mut lrn = LocalResponseNorm::<f64>::new(&config).unwrap();
+            let mut lrn = LocalResponseNorm::<f64>::new(&config(size, 0.5, 0.75, 1.0)).unwrap();
             for (name, err) in check_layer(&mut lrn, &[2, 7, 3, 3], 11).unwrap() {
                 assert!(err <= 1e-6, "size {size} {name}: {err}");
             }
@@ -354,54 +337,36 @@ mod tests {
 
     #[test]
     fn configs() {
-        let d = LrnConfig::default();
-        assert_eq!((d.size, d.alpha, d.beta, d.k), (5, 1e-4, 0.75, 1.0));
+        assert_eq!(LrnConfig::default(), config(5, 1e-4, 0.75, 1.0));
         let a = LrnConfig::alexnet();
-        assert_eq!((a.size, a.alpha, a.beta, a.k), (5, 5e-4, 0.75, 2.0));
+        assert_eq!(a, config(5, 5e-4, 0.75, 2.0));
         // The paper's α·Σ equals this layer's α/n·Σ.
         assert!((a.alpha / a.size as f64 - 1e-4).abs() < 1e-18);
-        assert_eq!(d.window(0, 7), 0..3);
-        assert_eq!(d.window(6, 7), 4..7);
-        assert_eq!(d.users(3, 7), 1..6);
+        assert_eq!(a.window(0, 7), 0..3);
+        assert_eq!(a.window(6, 7), 4..7);
+        assert_eq!(config(4, 1.0, 1.0, 1.0).window(3, 7), 1..5);
+        assert_eq!(config(4, 1.0, 1.0, 1.0).users(3, 7), 2..6);
     }
 
     #[test]
     fn errors_instead_of_panics() {
-        let zero = LrnConfig {
-            size: 0,
-            ..LrnConfig::default()
-        };
-        assert!(matches!(
-            LocalResponseNorm::<f32>::new(&zero),
-            Err(Error::Config(_))
-        ));
-        let bad_k = LrnConfig {
-            k: 0.0,
-            ..LrnConfig::default()
-        };
-        assert!(matches!(
-            LocalResponseNorm::<f32>::new(&bad_k),
-            Err(Error::Config(_))
-        ));
+        for bad in [config(0, 1e-4, 0.75, 1.0), config(5, 1e-4, 0.75, 0.0)] {
+            let lrn = LocalResponseNorm::<f32>::new(&bad);
+            assert!(matches!(lrn, Err(Error::Config(_))));
+        }
         let mut lrn = LocalResponseNorm::<f32>::new(&LrnConfig::default()).unwrap();
         assert!(matches!(
             lrn.backward(&Tensor::zeros(&[1, 2, 2, 2])),
             Err(Error::BackwardBeforeForward("LocalResponseNorm"))
         ));
-        assert!(matches!(
-            lrn.forward(&Tensor::zeros(&[2, 3]), true),
-            Err(Error::Shape(_))
-        ));
+        let flat = lrn.forward(&Tensor::zeros(&[2, 3]), true);
+        assert!(matches!(flat, Err(Error::Shape(_))));
         lrn.forward(&Tensor::zeros(&[1, 2, 2, 2]), true).unwrap();
-        assert!(matches!(
-            lrn.backward(&Tensor::zeros(&[1, 2, 2, 1])),
-            Err(Error::Shape(_))
-        ));
+        let dx = lrn.backward(&Tensor::zeros(&[1, 2, 2, 1]));
+        assert!(matches!(dx, Err(Error::Shape(_))));
         lrn.config.size = 0;
-        assert!(matches!(
-            lrn.forward(&Tensor::zeros(&[1, 2, 2, 2]), true),
-            Err(Error::Config(_))
-        ));
+        let out = lrn.forward(&Tensor::zeros(&[1, 2, 2, 2]), true);
+        assert!(matches!(out, Err(Error::Config(_))));
         assert_eq!(lrn.kind(), "LocalResponseNorm");
     }
 }

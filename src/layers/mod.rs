@@ -76,6 +76,11 @@ pub trait Layer<T: Float>: Send {
         Vec::new()
     }
 
+    /// Holds the layer's random choices (dropout's mask) fixed across
+    /// training forwards while `fixed`, so that a gradient check sees one
+    /// function. Layers without randomness ignore it.
+    fn fix_randomness(&mut self, _fixed: bool) {}
+
     /// State that is not learned by gradients but belongs in a checkpoint
     /// (batch norm's running mean and variance), by name. None by default.
     fn buffers(&mut self) -> Vec<(&'static str, &mut Tensor<T>)> {

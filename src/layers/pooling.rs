@@ -104,7 +104,7 @@ pub(crate) fn window(o: usize, g: &ConvGeometry, size: usize, len: usize) -> (us
 }
 
 /// Channel planes per rayon task: enough work to outweigh the scheduling.
-const PLANES_PER_TASK: usize = 16;
+pub(crate) const PLANES_PER_TASK: usize = 16;
 
 /// The common 2×2, stride-2, unpadded case with no window clipping: the same
 /// result as the general loop, with fixed offsets the compiler can unroll.

@@ -10,8 +10,7 @@
 //! and, unlike the sigmoid, is zero-centred.
 //!
 //! ```
-//! use convnet::layers::tanh::Tanh;
-//! use convnet::layers::Layer;
+//! use convnet::layers::{Layer, Tanh};
 //! use convnet::Tensor;
 //! let mut tanh = Tanh::<f64>::new();
 //! let x = Tensor::from_vec(&[2], vec![0.0, 1.0]).unwrap();

@@ -16,7 +16,7 @@ use crate::tensor::Float;
 use std::fmt;
 use std::str::FromStr;
 
-/// A network of the book or of a paper, written as a [spec](spec).
+/// A network of the book or of a paper, written as a [spec](mod@spec).
 #[derive(Clone, Copy, Debug)]
 pub struct ModelInfo {
     pub name: &'static str,
@@ -157,7 +157,7 @@ impl FromStr for ModelOptions {
     }
 }
 
-/// Builds a model by name — `simple`, one of [`MODELS`], or a [spec](spec)
+/// Builds a model by name — `simple`, one of [`MODELS`], or a [spec](mod@spec)
 /// such as `conv(16,3)-relu-maxpool(2)-affine(10)` — for images of
 /// `input_shape` (C, H, W) and `num_classes` classes, with `options`
 /// overriding its default sizes, initialisation and activation.

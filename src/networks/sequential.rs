@@ -150,6 +150,14 @@ impl<T: Float> Network<T> {
         names
     }
 
+    /// Holds dropout masks fixed (`true`) or lets them be drawn anew on every
+    /// training forward (`false`, the default); for gradient checks.
+    pub fn fix_randomness(&mut self, fixed: bool) {
+        for named in self.layers.iter_mut() {
+            named.layer.fix_randomness(fixed);
+        }
+    }
+
     /// The total number of learnable values.
     pub fn num_params(&mut self) -> usize {
         self.params().iter().map(|p| p.value.len()).sum()
