@@ -152,7 +152,11 @@ fn copy_run<T: Float>(dst: &mut [T], src: &[T]) {
         let s: &[T; 8] = s.try_into().expect("blocks of 8");
         *d = *s;
     }
-    for (d, &s) in dst_blocks.into_remainder().iter_mut().zip(src_blocks.remainder()) {
+    for (d, &s) in dst_blocks
+        .into_remainder()
+        .iter_mut()
+        .zip(src_blocks.remainder())
+    {
         *d = s;
     }
 }

@@ -23,13 +23,12 @@
 //! assert_eq!(dx.data(), [1.0, 1.0, 1.0, 1.0]);
 //! ```
 
+use super::pooling::PLANES_PER_TASK;
 use super::pooling::{window, PoolingConfig};
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
-use super::pooling::PLANES_PER_TASK;
 use rayon::prelude::*;
-
 
 /// Average pooling over each channel separately.
 pub struct AvgPooling<T> {

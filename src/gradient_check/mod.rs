@@ -1,9 +1,23 @@
 //! Gradient checking (book §4.4 numerical differentiation, §5.7 gradient check).
 //!
-//! The numerical gradient is the central difference
+//! The numerical gradient is the book's central difference (§4.4)
 //!
 //! ```text
-//! ∂f/∂x_i ≈ (f(x + h·e_i) − f(x − h·e_i)) / 2h          h = 1e-4
+//! ∂f/∂x_i ≈ (f(x + h·e_i) − f(x − h·e_i)) / 2h          h = 1e-4, then 2.5e-5
+//! ```
+//!
+//! ReLU and max pooling have kinks: a step that carries some unit across one
+//! makes the difference wrong (with thousands of units, h = 1e-4 does so for
+//! a few entries). So every entry is differenced twice, with h and h/4; a
+//! kink shows as a disagreement between the two, and then the step shrinks
+//! until two steps agree (see [`numerical_gradient`]). For networks without
+//! kinks (no ReLU, no max pooling: LeNet-5 with sigmoids) a wider step is
+//! safe, and [`numerical_gradient_smooth`] uses the fourth-order difference
+//! with h = 1e-3, which has a tenth of the rounding noise — it matters for
+//! the small gradients of sigmoid networks:
+//!
+//! ```text
+//! ∂f/∂x_i ≈ (8·(f(x + h·e_i) − f(x − h·e_i)) − (f(x + 2h·e_i) − f(x − 2h·e_i))) / 12h
 //! ```
 //!
 //! computed in `f64`, and compared with backpropagation element by element:
@@ -31,29 +45,77 @@
 //! ```
 
 use crate::error::Result;
+
+mod suite;
 use crate::layers::Layer;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+pub use suite::check_all;
 
-/// The step of the central difference. Its truncation error is O(h²) ≈ 1e-8
-/// relative; its rounding error about 1e-16·|f|/h.
+/// The first step of the central difference; its truncation error is
+/// O(h²) ≈ 1e-8 relative, its rounding error about 1e-16·|f|/h.
 pub const H: f64 = 1e-4;
+/// The smallest step [`numerical_gradient`] shrinks to near a kink.
+pub const H_MIN: f64 = 1e-7;
+/// The step of [`numerical_gradient_smooth`]: truncation O(h⁴) ≈ 1e-12.
+pub const H_SMOOTH: f64 = 1e-3;
 /// Elements smaller than this fraction of the tensor's largest gradient are
 /// compared in absolute terms (see the module documentation).
 pub const RELATIVE_FLOOR: f64 = 1e-3;
 
 /// The numerical gradient of `f` at `values` by central differences.
 /// `values` is restored before returning.
+///
+/// ReLU and max pooling have kinks; when one lies within the step, the
+/// difference jumps. So each entry is also computed with a quarter of the
+/// step: where the two agree (as they do, to O(h²) plus rounding noise, for
+/// a function that is smooth around `x`) the finer one is kept, otherwise
+/// the step keeps shrinking, down to [`H_MIN`].
 pub fn numerical_gradient(values: &mut [f64], mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
+    let scale = f(values).abs().max(1.0);
     let mut grad = vec![0.0; values.len()];
     for i in 0..values.len() {
         let original = values[i];
-        values[i] = original + H;
-        let plus = f(values);
-        values[i] = original - H;
-        let minus = f(values);
+        let mut central = |h: f64, values: &mut [f64]| {
+            values[i] = original + h;
+            let plus = f(values);
+            values[i] = original - h;
+            let minus = f(values);
+            (plus - minus) / (2.0 * h)
+        };
+        let mut h = H;
+        let mut d = central(h, values);
+        while h > H_MIN {
+            let finer = central(h / 4.0, values);
+            // Rounding noise of the finer difference, with a wide margin.
+            let noise = 1e-14 * scale / (h / 4.0);
+            let agree = (finer - d).abs() <= 1e-7 * finer.abs().max(d.abs()) + noise;
+            d = finer;
+            h /= 4.0;
+            if agree {
+                break;
+            }
+        }
         values[i] = original;
-        grad[i] = (plus - minus) / (2.0 * H);
+        grad[i] = d;
+    }
+    grad
+}
+
+/// The numerical gradient of a function without kinks, by the fourth-order
+/// central difference with step [`H_SMOOTH`]. `values` is restored.
+pub fn numerical_gradient_smooth(values: &mut [f64], mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
+    let mut grad = vec![0.0; values.len()];
+    for i in 0..values.len() {
+        let original = values[i];
+        let mut at = |offset: f64, values: &mut [f64]| {
+            values[i] = original + offset;
+            f(values)
+        };
+        let near = at(H_SMOOTH, values) - at(-H_SMOOTH, values);
+        let far = at(2.0 * H_SMOOTH, values) - at(-2.0 * H_SMOOTH, values);
+        values[i] = original;
+        grad[i] = (8.0 * near - far) / (12.0 * H_SMOOTH);
     }
     grad
 }
@@ -144,7 +206,9 @@ pub fn check_network(
 
 /// Like [`check_network`], but for big networks: compares at most
 /// `per_param` entries of each parameter, chosen at random with `seed`.
-/// Dropout masks are held fixed during the check.
+/// Dropout masks are held fixed during the check. A network without kinks
+/// (no `Relu`, no `MaxPooling`) is differentiated with
+/// [`numerical_gradient_smooth`].
 pub fn check_network_sample(
     net: &mut crate::networks::Network<f64>,
     x: &Tensor<f64>,
@@ -160,6 +224,10 @@ pub fn check_network_sample(
         .iter()
         .map(|p| p.grad.data().to_vec())
         .collect();
+    let smooth = net
+        .layers
+        .iter()
+        .all(|named| !matches!(named.layer.kind(), "Relu" | "MaxPooling"));
     let mut rng = Rng::new(seed);
     let mut report = Vec::new();
     for (index, name) in names.into_iter().enumerate() {
@@ -171,9 +239,12 @@ pub fn check_network_sample(
         }
         let mut values: Vec<f64> = {
             let params = net.params();
-            entries.iter().map(|&i| params[index].value.data()[i]).collect()
+            entries
+                .iter()
+                .map(|&i| params[index].value.data()[i])
+                .collect()
         };
-        let numeric = numerical_gradient(&mut values, |v| {
+        let loss_at = |v: &[f64]| {
             let mut params = net.params();
             let data = params[index].value.data_mut();
             for (&i, &value) in entries.iter().zip(v) {
@@ -181,7 +252,12 @@ pub fn check_network_sample(
             }
             drop(params);
             net.loss(x, labels, true).expect("same input as above")
-        });
+        };
+        let numeric = if smooth {
+            numerical_gradient_smooth(&mut values, loss_at)
+        } else {
+            numerical_gradient(&mut values, loss_at)
+        };
         {
             let mut params = net.params();
             let data = params[index].value.data_mut();
@@ -196,118 +272,6 @@ pub fn check_network_sample(
     Ok(report)
 }
 
-/// Every layer's and SimpleConvNet's gradient check, as
-/// `(component, gradient name, max relative error)` rows; what
-/// `convnet gradcheck` prints.
-pub fn check_all(seed: u64) -> Result<Vec<(String, String, f64)>> {
-    use crate::init::Init;
-    use crate::layers::*;
-    use crate::networks::{simple_convnet, SimpleConvNetConfig};
-
-    let mut rng = Rng::new(seed);
-    let mut rows = Vec::new();
-    let mut add = |component: &str, report: Vec<(String, f64)>| {
-        for (name, err) in report {
-            rows.push((component.to_string(), name, err));
-        }
-    };
-    for (stride, pad) in [(1, 0), (2, 1)] {
-        let config = ConvolutionConfig {
-            in_channels: 2,
-            filters: 3,
-            filter_size: 3,
-            stride,
-            pad,
-            init: Init::Std(0.5),
-        };
-        let mut conv = Convolution::<f64>::new(&config, &mut rng)?;
-        conv.bias
-            .data_mut()
-            .iter_mut()
-            .for_each(|b| *b = rng.normal());
-        let report = check_layer(&mut conv, &[3, 2, 7, 6], seed)?;
-        add(
-            &format!("Convolution 3@3x3 stride {stride} pad {pad}"),
-            report,
-        );
-    }
-    for config in [
-        PoolingConfig::default(),
-        PoolingConfig {
-            size: 3,
-            stride: 2,
-            pad: 1,
-        },
-    ] {
-        let mut pool = MaxPooling::<f64>::new(&config);
-        let report = check_layer(&mut pool, &[2, 3, 6, 6], seed)?;
-        let name = format!(
-            "MaxPooling {0}x{0} stride {1} pad {2}",
-            config.size, config.stride, config.pad
-        );
-        add(&name, report);
-    }
-    let config = AffineConfig {
-        inputs: 24,
-        outputs: 5,
-        init: Init::Std(0.5),
-    };
-    let mut affine = Affine::<f64>::new(&config, &mut rng);
-    affine
-        .bias
-        .data_mut()
-        .iter_mut()
-        .for_each(|b| *b = rng.normal());
-    add(
-        "Affine 24->5 (4-D input)",
-        check_layer(&mut affine, &[3, 2, 3, 4], seed)?,
-    );
-    add(
-        "Relu",
-        check_layer(&mut Relu::<f64>::new(), &[3, 2, 4, 5], seed)?,
-    );
-    add(
-        "Sigmoid",
-        check_layer(&mut Sigmoid::<f64>::new(), &[3, 2, 4, 5], seed)?,
-    );
-
-    // Softmax with loss: the gradient of the mean loss with respect to the scores.
-    let labels = [0, 3, 4, 1];
-    let mut scores: Vec<f64> = (0..20).map(|_| rng.normal()).collect();
-    let mut loss_layer = SoftmaxWithLoss::<f64>::new();
-    loss_layer.forward(&Tensor::from_vec(&[4, 5], scores.clone())?, &labels)?;
-    let analytic = loss_layer.backward()?.data().to_vec();
-    let numeric = numerical_gradient(&mut scores, |s| {
-        let t = Tensor::from_vec(&[4, 5], s.to_vec()).expect("4·5 values");
-        SoftmaxWithLoss::new()
-            .forward(&t, &labels)
-            .expect("valid labels")
-    });
-    add(
-        "SoftmaxWithLoss",
-        vec![("x".into(), max_relative_error(&analytic, &numeric))],
-    );
-
-    // The whole SimpleConvNet, scaled down (1×10×10 input) so the check is quick.
-    let config = SimpleConvNetConfig {
-        input_shape: [1, 10, 10],
-        filters: 3,
-        filter_size: 3,
-        pad: 1,
-        hidden_size: 8,
-        output_size: 4,
-        init: Init::He,
-        ..Default::default()
-    };
-    let mut net = simple_convnet::<f64>(&config, &mut rng)?;
-    let x = Tensor::from_vec(&[3, 1, 10, 10], (0..300).map(|_| rng.normal()).collect())?;
-    add(
-        "SimpleConvNet (1x10x10, 3 filters)",
-        check_network(&mut net, &x, &[0, 3, 1])?,
-    );
-    Ok(rows)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +282,56 @@ mod tests {
         let g = numerical_gradient(&mut x, |v| v[0] * v[0] + 2.0 * v[1]);
         assert!((g[0] - 6.0).abs() < 1e-8 && (g[1] - 2.0).abs() < 1e-8);
         assert_eq!(x, [3.0, -1.0]);
+    }
+
+    /// An identity layer whose backward is 10 % too large: the check must see it.
+    struct WrongIdentity {
+        out: Tensor<f64>,
+        dx: Tensor<f64>,
+    }
+
+    impl Layer<f64> for WrongIdentity {
+        fn kind(&self) -> &'static str {
+            "WrongIdentity"
+        }
+        fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+            Ok(input.to_vec())
+        }
+        fn forward(&mut self, x: &Tensor<f64>, _train: bool) -> Result<&Tensor<f64>> {
+            self.out.copy_from(x);
+            Ok(&self.out)
+        }
+        fn backward(&mut self, dout: &Tensor<f64>) -> Result<&Tensor<f64>> {
+            self.dx.copy_from(dout);
+            self.dx.data_mut().iter_mut().for_each(|v| *v *= 1.1);
+            Ok(&self.dx)
+        }
+    }
+
+    #[test]
+    fn check_layer_catches_a_wrong_backward() {
+        let mut layer = WrongIdentity {
+            out: Tensor::default(),
+            dx: Tensor::default(),
+        };
+        let report = check_layer(&mut layer, &[2, 3], 0).unwrap();
+        assert!((report[0].1 - 0.1 / 1.1).abs() < 1e-6, "{report:?}");
+    }
+
+    #[test]
+    fn a_kink_inside_the_step_does_not_spoil_the_difference() {
+        // |x| at x = 3e-5: the first step (1e-4) straddles the kink at 0.
+        let mut x = vec![3e-5];
+        let g = numerical_gradient(&mut x, |v| v[0].abs());
+        assert!((g[0] - 1.0).abs() < 1e-9, "{}", g[0]);
+    }
+
+    #[test]
+    fn smooth_difference_of_a_cubic_is_exact() {
+        // The fourth-order difference is exact for polynomials up to degree 4.
+        let mut x = vec![2.0];
+        let g = numerical_gradient_smooth(&mut x, |v| v[0].powi(3) - v[0]);
+        assert!((g[0] - 11.0).abs() < 1e-9, "{}", g[0]);
     }
 
     #[test]
