@@ -28,7 +28,7 @@
 //! assert!((y.data()[0] + 1.0).abs() < 1e-6 && (y.data()[1] - 1.0).abs() < 1e-6);
 //! ```
 
-use super::relu::ELEMENTWISE_CHUNK;
+use super::elementwise::ELEMENTWISE_CHUNK;
 use super::{check_dout, Layer, Param};
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};

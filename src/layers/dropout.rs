@@ -27,7 +27,7 @@
 //! assert_eq!(dropout.forward(&x, false).unwrap().data(), x.data());
 //! ```
 
-use super::relu::ELEMENTWISE_CHUNK;
+use super::elementwise::ELEMENTWISE_CHUNK;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::rng::Rng;

@@ -34,7 +34,7 @@
 //! assert!((dx.data()[0] - 0.125).abs() < 1e-15);
 //! ```
 
-use super::relu::ELEMENTWISE_CHUNK;
+use super::elementwise::ELEMENTWISE_CHUNK;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};

@@ -24,6 +24,7 @@ pub mod avg_pooling;
 pub mod batch_norm;
 pub mod convolution;
 pub mod dropout;
+mod elementwise;
 pub mod global_avg_pooling;
 pub mod lrn;
 pub mod pooling;

@@ -15,14 +15,10 @@
 //! assert_eq!(relu.forward(&x, true).unwrap().data(), [0.0, 0.0, 0.5, 3.0]);
 //! ```
 
+use super::elementwise::{map, map2};
 use super::{check_dout, Layer};
 use crate::error::Result;
 use crate::tensor::{Float, Tensor};
-use rayon::prelude::*;
-
-/// Elements per rayon task for element-wise layers: large enough that the
-/// split costs less than the work.
-pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 15;
 
 /// Rectified linear unit.
 pub struct Relu<T> {
@@ -58,33 +54,24 @@ impl<T: Float> Layer<T> for Relu<T> {
     }
 
     fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
-        self.out.resize(x.shape());
-        self.out
-            .data_mut()
-            .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(x.data().par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|(out, x)| {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = if v > T::zero() { v } else { T::zero() };
-                }
-            });
+        map(
+            x,
+            &mut self.out,
+            |v| if v > T::zero() { v } else { T::zero() },
+        );
         self.has_forward = true;
         Ok(&self.out)
     }
 
     fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
         check_dout("Relu", self.has_forward.then_some(self.out.shape()), dout)?;
-        self.dx.resize(dout.shape());
-        self.dx
-            .data_mut()
-            .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(self.out.data().par_chunks(ELEMENTWISE_CHUNK))
-            .zip(dout.data().par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|((dx, out), dout)| {
-                for ((d, &y), &g) in dx.iter_mut().zip(out).zip(dout) {
-                    *d = if y > T::zero() { g } else { T::zero() };
-                }
-            });
+        map2(&self.out, dout, &mut self.dx, |y, g| {
+            if y > T::zero() {
+                g
+            } else {
+                T::zero()
+            }
+        });
         Ok(&self.dx)
     }
 }

@@ -15,11 +15,10 @@
 //! assert_eq!(dx.data(), [0.25]);
 //! ```
 
-use super::relu::ELEMENTWISE_CHUNK;
+use super::elementwise::{map, map2};
 use super::{check_dout, Layer};
 use crate::error::Result;
 use crate::tensor::{Float, Tensor};
-use rayon::prelude::*;
 
 /// The logistic function.
 pub struct Sigmoid<T> {
@@ -59,16 +58,7 @@ impl<T: Float> Layer<T> for Sigmoid<T> {
     }
 
     fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
-        self.out.resize(x.shape());
-        self.out
-            .data_mut()
-            .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(x.data().par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|(out, x)| {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = T::one() / (T::one() + (-v).exp());
-                }
-            });
+        map(x, &mut self.out, |v| T::one() / (T::one() + (-v).exp()));
         self.has_forward = true;
         Ok(&self.out)
     }
@@ -79,17 +69,7 @@ impl<T: Float> Layer<T> for Sigmoid<T> {
             self.has_forward.then_some(self.out.shape()),
             dout,
         )?;
-        self.dx.resize(dout.shape());
-        self.dx
-            .data_mut()
-            .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(self.out.data().par_chunks(ELEMENTWISE_CHUNK))
-            .zip(dout.data().par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|((dx, out), dout)| {
-                for ((d, &y), &g) in dx.iter_mut().zip(out).zip(dout) {
-                    *d = g * y * (T::one() - y);
-                }
-            });
+        map2(&self.out, dout, &mut self.dx, |y, g| g * y * (T::one() - y));
         Ok(&self.dx)
     }
 }

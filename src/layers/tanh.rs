@@ -21,11 +21,10 @@
 //! assert_eq!(dx.data()[0], 1.0);
 //! ```
 
-use super::relu::ELEMENTWISE_CHUNK;
+use super::elementwise::{map, map2};
 use super::{check_dout, Layer};
 use crate::error::Result;
 use crate::tensor::{Float, Tensor};
-use rayon::prelude::*;
 
 /// The hyperbolic tangent activation.
 pub struct Tanh<T> {
@@ -66,33 +65,14 @@ impl<T: Float> Layer<T> for Tanh<T> {
     }
 
     fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
-        self.out.resize(x.shape());
-        self.out
-            .data_mut()
-            .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(x.data().par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|(out, x)| {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = v.tanh();
-                }
-            });
+        map(x, &mut self.out, |v| v.tanh());
         self.has_forward = true;
         Ok(&self.out)
     }
 
     fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
         check_dout("Tanh", self.has_forward.then_some(self.out.shape()), dout)?;
-        self.dx.resize(dout.shape());
-        self.dx
-            .data_mut()
-            .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(self.out.data().par_chunks(ELEMENTWISE_CHUNK))
-            .zip(dout.data().par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|((dx, out), dout)| {
-                for ((d, &y), &g) in dx.iter_mut().zip(out).zip(dout) {
-                    *d = g * (T::one() - y * y);
-                }
-            });
+        map2(&self.out, dout, &mut self.dx, |y, g| g * (T::one() - y * y));
         Ok(&self.dx)
     }
 }

@@ -1,0 +1,46 @@
+//! The loop shared by element-wise layers (ReLU, sigmoid, tanh): apply a
+//! function to every element, in parallel chunks, into a kept buffer.
+//!
+//! ```text
+//! map:  out[i] = f(x[i])                 (forward)
+//! map2: dx[i]  = f(y[i], dout[i])        (backward, from the cached y)
+//! ```
+
+use crate::tensor::{Float, Tensor};
+use rayon::prelude::*;
+
+/// Elements per rayon task: large enough that the split costs less than
+/// the work.
+pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 15;
+
+/// `out[i] = f(x[i])`; `out` takes `x`'s shape.
+pub(crate) fn map<T: Float>(x: &Tensor<T>, out: &mut Tensor<T>, f: impl Fn(T) -> T + Sync) {
+    out.resize(x.shape());
+    out.data_mut()
+        .par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(x.data().par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(out, x)| {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = f(v);
+            }
+        });
+}
+
+/// `dx[i] = f(y[i], dout[i])`; `dx` takes `dout`'s shape (the same as `y`'s).
+pub(crate) fn map2<T: Float>(
+    y: &Tensor<T>,
+    dout: &Tensor<T>,
+    dx: &mut Tensor<T>,
+    f: impl Fn(T, T) -> T + Sync,
+) {
+    dx.resize(dout.shape());
+    dx.data_mut()
+        .par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(y.data().par_chunks(ELEMENTWISE_CHUNK))
+        .zip(dout.data().par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|((dx, y), dout)| {
+            for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dout) {
+                *d = f(y, g);
+            }
+        });
+}
