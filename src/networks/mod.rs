@@ -28,6 +28,8 @@ pub struct ModelInfo {
     /// The input it was designed for: (C, H, W) and classes.
     pub input_shape: [usize; 3],
     pub classes: usize,
+    /// Adam's learning rate for this network when none is given.
+    pub adam_learning_rate: f64,
     pub source: &'static str,
 }
 
@@ -40,6 +42,7 @@ pub const MODELS: [ModelInfo; 4] = [
         init: Init::Xavier,
         input_shape: [1, 28, 28],
         classes: 10,
+        adam_learning_rate: 0.001,
         source: "LeCun et al. 1998 (C1 padded by 2 for 28x28 input); book §7.7.1",
     },
     ModelInfo {
@@ -49,6 +52,7 @@ pub const MODELS: [ModelInfo; 4] = [
         init: Init::He,
         input_shape: [3, 227, 227],
         classes: 1000,
+        adam_learning_rate: 0.001,
         source: "Krizhevsky et al. 2012, single tower; LRN with the paper's k=2, n=5, alpha=1e-4, beta=0.75; book §7.7.2",
     },
     ModelInfo {
@@ -58,6 +62,7 @@ pub const MODELS: [ModelInfo; 4] = [
         init: Init::He,
         input_shape: [1, 28, 28],
         classes: 10,
+        adam_learning_rate: 0.0005,
         source: "AlexNet's pattern (conv-ReLU-LRN-overlapping max-pool blocks, dropout before the classifier) scaled for 28x28 and 32x32 input",
     },
     ModelInfo {
@@ -67,6 +72,7 @@ pub const MODELS: [ModelInfo; 4] = [
         init: Init::He,
         input_shape: [1, 28, 28],
         classes: 10,
+        adam_learning_rate: 0.001,
         source: "the book's DeepConvNet, ch. 8 deep_convnet.py",
     },
 ];

@@ -58,6 +58,18 @@ fn random_batch(
     ))
 }
 
+/// The process's peak resident memory (VmHWM), where the OS reports it.
+fn peak_memory() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{:.0} MB", kib * 1024.0 / 1e6))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     crate::set_threads(args.threads)?;
     anyhow::ensure!(args.batch_size >= 1, "batch size must be at least 1");
@@ -76,6 +88,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         flops / 1e6
     );
     let (x, labels) = random_batch(args.batch_size, shape, classes, &mut rng)?;
+    let passes = rate(args.seconds, || {
+        net.gradient(&x, &labels)?;
+        Ok(())
+    })?;
+    println!(
+        "forward+backward (batch {:>4}): {:>9.1} ms per pass, peak memory so far {}",
+        args.batch_size,
+        1e3 / passes,
+        peak_memory()
+    );
     let steps = rate(args.seconds, || {
         net.gradient(&x, &labels)?;
         optimizer.step(&mut net.params());
@@ -102,5 +124,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             flops * images / 1e9
         );
     }
+    println!("peak memory: {}", peak_memory());
     Ok(ExitCode::SUCCESS)
 }

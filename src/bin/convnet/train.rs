@@ -5,7 +5,7 @@ use clap::Args;
 use convnet::checkpoint::{self, CheckpointInfo};
 use convnet::data::{load_embedded_mnist10k, load_idx_dir, TrainTest};
 use convnet::init::Init;
-use convnet::networks::{build_model, ModelOptions};
+use convnet::networks::{build_model, model_info, ModelOptions};
 use convnet::optim::OptimizerKind;
 use convnet::train::{evaluate, train, EpochMetrics, Evaluation, Progress, TrainConfig};
 use convnet::Rng;
@@ -34,7 +34,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "adam")]
     optimizer: OptimizerKind,
     /// Learning rate. Default: the optimizer's default from the book
-    /// (0.001 for adam, 0.01 for the others).
+    /// (0.001 for adam, 0.01 for the others), except adam on alexnet-small: 0.0005.
     #[arg(long)]
     lr: Option<f64>,
     /// Weight initialisation: he (N(0, 2/fan_in)), xavier (N(0, 1/fan_in)),
@@ -125,11 +125,18 @@ fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     crate::set_threads(args.threads)?;
+    // Without --lr: the model's Adam rate (0.0005 for alexnet-small, which
+    // is unstable at 0.001), else the optimizer's book default.
+    let learning_rate = args.lr.or_else(|| {
+        model_info(&args.model)
+            .filter(|_| args.optimizer == OptimizerKind::Adam)
+            .map(|m| m.adam_learning_rate)
+    });
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
         optimizer: args.optimizer,
-        learning_rate: args.lr,
+        learning_rate,
         seed: args.seed,
     };
     config.validate()?;
@@ -166,7 +173,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         args.epochs,
         args.batch_size,
         args.optimizer,
-        args.lr.unwrap_or(args.optimizer.default_learning_rate()),
+        learning_rate.unwrap_or(args.optimizer.default_learning_rate()),
         rayon::current_num_threads()
     );
 
