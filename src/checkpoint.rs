@@ -239,3 +239,74 @@ fn read_tensor(
     *target = Tensor::from_vec(&ours, values)?;
     Ok(())
 }
+
+/// Where the optimizer state of the checkpoint `model_path` is kept:
+/// `model.safetensors` → `model.optim.safetensors`.
+pub fn optimizer_path(model_path: &Path) -> std::path::PathBuf {
+    let stem = model_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    model_path.with_file_name(format!("{stem}.optim.safetensors"))
+}
+
+/// Saves an optimizer's state (velocities, moments: see
+/// [`Optimizer::state`](crate::optim::Optimizer::state)) after `epoch`
+/// epochs, atomically, as 1-D f32 tensors.
+pub fn save_optimizer_state(path: &Path, epoch: usize, state: &[(String, Vec<f32>)]) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = state
+        .iter()
+        .map(|(_, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = state
+        .iter()
+        .zip(&bytes)
+        .map(|((name, values), b)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, vec![values.len()], b)
+                .map(|v| (name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Data(format!("cannot encode optimizer state: {e}")))?;
+    // The order of the entries matters to `load_state`: keep it in metadata.
+    let order: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+    let metadata = HashMap::from([
+        ("epoch".to_string(), epoch.to_string()),
+        (
+            "order".to_string(),
+            serde_json::to_string(&order).expect("strings serialise"),
+        ),
+    ]);
+    let encoded =
+        safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata))
+            .map_err(|e| Error::Data(format!("cannot encode optimizer state: {e}")))?;
+    write_atomically(path, &encoded)
+}
+
+/// Loads what [`save_optimizer_state`] wrote: the epoch and the state.
+pub fn load_optimizer_state(path: &Path) -> Result<(usize, Vec<(String, Vec<f32>)>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let source = path.display().to_string();
+    let bad = |what: String| Error::Data(format!("{source}: not an optimizer state: {what}"));
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let map = meta.metadata().clone().unwrap_or_default();
+    let epoch = map
+        .get("epoch")
+        .and_then(|e| e.parse().ok())
+        .ok_or_else(|| bad("no epoch".into()))?;
+    let order: Vec<String> = map
+        .get("order")
+        .and_then(|o| serde_json::from_str(o).ok())
+        .ok_or_else(|| bad("no order".into()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut state = Vec::with_capacity(order.len());
+    for name in order {
+        let mut values = Tensor::<f32>::default();
+        let view = st
+            .tensor(&name)
+            .map_err(|_| bad(format!("tensor {name} is missing")))?;
+        values.resize(view.shape());
+        read_tensor(&st, &source, &name, &mut values, false)?;
+        state.push((name, values.into_data()));
+    }
+    Ok((epoch, state))
+}

@@ -17,7 +17,7 @@
 use crate::data::{Dataset, TrainTest};
 use crate::error::{Error, Result};
 use crate::networks::Network;
-use crate::optim::{build, OptimizerKind};
+use crate::optim::{build, Optimizer, OptimizerKind};
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 use std::time::Instant;
@@ -31,6 +31,9 @@ pub struct TrainConfig {
     /// `None`: the optimizer's default (the book's).
     pub learning_rate: Option<f64>,
     pub seed: u64,
+    /// Epochs already done (when resuming): training runs epochs
+    /// `start_epoch + 1 ..= epochs`, exactly as an uninterrupted run would.
+    pub start_epoch: usize,
 }
 
 impl Default for TrainConfig {
@@ -41,6 +44,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerKind::Adam,
             learning_rate: Some(0.001),
             seed: 1,
+            start_epoch: 0,
         }
     }
 }
@@ -171,11 +175,15 @@ pub fn evaluate<T: Float>(
     })
 }
 
+/// The seed of everything random in epoch `epoch` (0-based) of a run.
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// The shuffled order of the training set in epoch `epoch` (0-based).
 pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
-    let mut rng = Rng::new(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    rng.shuffle(&mut order);
+    Rng::new(epoch_seed(seed, epoch)).shuffle(&mut order);
     order
 }
 
@@ -189,20 +197,40 @@ pub fn train<T: Float>(
     config: &TrainConfig,
     mut on_progress: impl FnMut(Progress<'_>, &mut Network<T>) -> Result<()>,
 ) -> Result<Vec<EpochMetrics>> {
+    let mut optimizer = build::<T>(config.optimizer, config.learning_rate);
+    train_with_optimizer(
+        network,
+        optimizer.as_mut(),
+        data,
+        config,
+        |event, net, _| on_progress(event, net),
+    )
+}
+
+/// [`train`] with a given optimizer (whose state may come from a
+/// checkpoint); `on_progress` also sees the optimizer, to save its state.
+pub fn train_with_optimizer<T: Float>(
+    network: &mut Network<T>,
+    optimizer: &mut dyn Optimizer<T>,
+    data: &TrainTest,
+    config: &TrainConfig,
+    mut on_progress: impl FnMut(Progress<'_>, &mut Network<T>, &dyn Optimizer<T>) -> Result<()>,
+) -> Result<Vec<EpochMetrics>> {
     config.validate()?;
     if data.train.is_empty() {
         return Err(Error::Data("the training set is empty".into()));
     }
-    let mut optimizer = build::<T>(config.optimizer, config.learning_rate);
     let mut batch = Batch {
         x: Tensor::default(),
         labels: Vec::new(),
     };
     let total = data.train.len().div_ceil(config.batch_size);
     let mut history = Vec::with_capacity(config.epochs);
-    for epoch in 0..config.epochs {
+    for epoch in config.start_epoch..config.epochs {
         let start = Instant::now();
         let order = epoch_order(data.train.len(), config.seed, epoch);
+        // Dropout masks too depend only on the seed and the epoch.
+        network.reseed(epoch_seed(config.seed, epoch));
         let (mut loss_sum, mut correct) = (0.0, 0usize);
         for (done, chunk) in order.chunks(config.batch_size).enumerate() {
             data.train
@@ -226,7 +254,7 @@ pub fn train<T: Float>(
                 total,
                 loss,
             };
-            on_progress(batch_done, network)?;
+            on_progress(batch_done, network, optimizer)?;
         }
         let seconds = start.elapsed().as_secs_f64();
         // Evaluate with the training batch size: a larger batch would only grow
@@ -242,7 +270,7 @@ pub fn train<T: Float>(
             seconds,
             images_per_second: n / seconds.max(1e-9),
         };
-        on_progress(Progress::Epoch(&metrics), network)?;
+        on_progress(Progress::Epoch(&metrics), network, optimizer)?;
         history.push(metrics);
     }
     Ok(history)

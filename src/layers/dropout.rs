@@ -126,6 +126,10 @@ impl<T: Float> Layer<T> for Dropout<T> {
         self.fix_mask(fixed);
     }
 
+    fn reseed(&mut self, seed: u64) {
+        self.rng = Rng::new(seed);
+    }
+
     fn kind(&self) -> &'static str {
         "Dropout"
     }

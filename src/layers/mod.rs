@@ -82,6 +82,11 @@ pub trait Layer<T: Float>: Send {
     /// function. Layers without randomness ignore it.
     fn fix_randomness(&mut self, _fixed: bool) {}
 
+    /// Restarts the layer's random generator from `seed` (dropout); the
+    /// trainer does so every epoch, so that a resumed run draws the same
+    /// masks as an uninterrupted one. Layers without randomness ignore it.
+    fn reseed(&mut self, _seed: u64) {}
+
     /// State that is not learned by gradients but belongs in a checkpoint
     /// (batch norm's running mean and variance), by name. None by default.
     fn buffers(&mut self) -> Vec<(&'static str, &mut Tensor<T>)> {

@@ -158,6 +158,15 @@ impl<T: Float> Network<T> {
         }
     }
 
+    /// Reseeds every layer's random generator from `seed` (each layer gets
+    /// its own stream).
+    pub fn reseed(&mut self, seed: u64) {
+        let mut rng = crate::rng::Rng::new(seed);
+        for named in self.layers.iter_mut() {
+            named.layer.reseed(rng.next_u64());
+        }
+    }
+
     /// The total number of learnable values.
     pub fn num_params(&mut self) -> usize {
         self.params().iter().map(|p| p.value.len()).sum()

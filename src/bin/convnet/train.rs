@@ -6,8 +6,11 @@ use convnet::checkpoint::{self, CheckpointInfo};
 use convnet::data::{load_embedded_mnist10k, load_idx_dir, TrainTest};
 use convnet::init::Init;
 use convnet::networks::{build_model, model_info, ModelOptions};
+use convnet::optim::build;
 use convnet::optim::OptimizerKind;
-use convnet::train::{evaluate, train, EpochMetrics, Evaluation, Progress, TrainConfig};
+use convnet::train::{
+    evaluate, train_with_optimizer, EpochMetrics, Evaluation, Progress, TrainConfig,
+};
 use convnet::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -71,9 +74,16 @@ pub struct TrainArgs {
     #[arg(long)]
     metrics: Option<PathBuf>,
     /// Save the weights (safetensors) to this file after every epoch,
-    /// through a temporary file and a rename.
+    /// through a temporary file and a rename; the optimizer's state goes
+    /// beside it (NAME.optim.safetensors).
     #[arg(long)]
     save: Option<PathBuf>,
+    /// Continue the run saved in this checkpoint (and its .optim file) up to
+    /// --epochs in all; with the same seed and threads it ends with the same
+    /// weights as an uninterrupted run. Saves back to it unless --save says
+    /// otherwise. The model options come from the checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -138,23 +148,67 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         optimizer: args.optimizer,
         learning_rate,
         seed: args.seed,
+        start_epoch: 0,
     };
     config.validate()?;
     let data = load_data(args.data.as_deref())?;
     let input_shape = data.train.input_shape();
     let classes = data.class_names.len();
     let mut rng = Rng::new(args.seed);
-    let options = ModelOptions {
-        // The book's SimpleConvNet uses std; He trains it faster (see README).
-        init: args.init.or((args.model == "simple").then_some(Init::He)),
-        filters: args.filters,
-        filter_size: args.filter_size,
-        stride: args.stride,
-        pad: args.pad,
-        hidden_size: args.hidden_size,
-        activation: args.activation.clone(),
+    let mut config = config;
+    let (mut net, mut info, optimizer_state) = match &args.resume {
+        Some(path) => {
+            let (net, info) = checkpoint::load(path)?;
+            let done: usize = info
+                .extra
+                .get("epoch")
+                .and_then(|e| e.parse().ok())
+                .with_context(|| format!("{}: no epoch count in its metadata", path.display()))?;
+            let optim_path = checkpoint::optimizer_path(path);
+            let (optim_epoch, state) = checkpoint::load_optimizer_state(&optim_path)?;
+            anyhow::ensure!(
+                optim_epoch == done,
+                "{} is from epoch {optim_epoch} but {} from epoch {done}",
+                optim_path.display(),
+                path.display()
+            );
+            anyhow::ensure!(
+                info.input_shape == input_shape,
+                "the checkpoint's model takes {:?} images, {} has {:?}",
+                info.input_shape,
+                data.name,
+                input_shape
+            );
+            config.start_epoch = done;
+            (net, info, Some(state))
+        }
+        None => {
+            let options = ModelOptions {
+                // The book's SimpleConvNet uses std; He trains it faster (see README).
+                init: args.init.or((args.model == "simple").then_some(Init::He)),
+                filters: args.filters,
+                filter_size: args.filter_size,
+                stride: args.stride,
+                pad: args.pad,
+                hidden_size: args.hidden_size,
+                activation: args.activation.clone(),
+            };
+            let net = build_model::<f32>(&args.model, &options, input_shape, classes, &mut rng)?;
+            let info = CheckpointInfo {
+                model: args.model.clone(),
+                options,
+                input_shape,
+                class_names: data.class_names.clone(),
+                extra: BTreeMap::new(),
+            };
+            (net, info, None)
+        }
     };
-    let mut net = build_model::<f32>(&args.model, &options, input_shape, classes, &mut rng)?;
+    let mut optimizer = build::<f32>(config.optimizer, config.learning_rate);
+    if let Some(state) = &optimizer_state {
+        optimizer.load_state(state)?;
+    }
+    let save_path = args.save.clone().or(args.resume.clone());
     let mut metrics_file = match &args.metrics {
         Some(path) => Some(
             std::fs::File::create(path)
@@ -164,7 +218,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     println!(
         "training {} ({} parameters) on {}: {} train / {} test images {:?}, {} epochs, batch {}, {} lr {}, {} threads",
-        args.model,
+        info.model,
         net.num_params(),
         data.name,
         data.train.len(),
@@ -189,54 +243,56 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         bar
     });
     let epochs = args.epochs;
-    let mut info = CheckpointInfo {
-        model: args.model.clone(),
-        options,
-        input_shape,
-        class_names: data.class_names.clone(),
-        extra: BTreeMap::new(),
-    };
-    let history = train(&mut net, &data, &config, |event, net| {
-        match event {
-            Progress::Batch {
-                epoch,
-                done,
-                total,
-                loss,
-            } => {
-                if let Some(bar) = &bar {
-                    if done == 1 {
-                        bar.set_length(total as u64);
-                        bar.set_position(0);
-                        bar.set_prefix(format!("{epoch}/{epochs}"));
+    let history = train_with_optimizer(
+        &mut net,
+        optimizer.as_mut(),
+        &data,
+        &config,
+        |event, net, optimizer| {
+            match event {
+                Progress::Batch {
+                    epoch,
+                    done,
+                    total,
+                    loss,
+                } => {
+                    if let Some(bar) = &bar {
+                        if done == 1 {
+                            bar.set_length(total as u64);
+                            bar.set_position(0);
+                            bar.set_prefix(format!("{epoch}/{epochs}"));
+                        }
+                        bar.set_position(done as u64);
+                        bar.set_message(format!("loss {loss:.4}"));
                     }
-                    bar.set_position(done as u64);
-                    bar.set_message(format!("loss {loss:.4}"));
+                }
+                Progress::Epoch(m) => {
+                    let line = epoch_line(m, epochs);
+                    match &bar {
+                        Some(bar) => bar.println(line),
+                        None => println!("{line}"),
+                    }
+                    if let Some(file) = metrics_file.as_mut() {
+                        writeln!(file, "{}", metrics_json(m)).map_err(|e| {
+                            convnet::Error::Data(format!("cannot write metrics: {e}"))
+                        })?;
+                    }
+                    if let Some(path) = &save_path {
+                        info.extra.insert("epoch".to_string(), m.epoch.to_string());
+                        info.extra.insert("metrics".to_string(), metrics_json(m));
+                        let optim_path = checkpoint::optimizer_path(path);
+                        checkpoint::save_optimizer_state(&optim_path, m.epoch, &optimizer.state())?;
+                        checkpoint::save(net, &info, path)?;
+                    }
                 }
             }
-            Progress::Epoch(m) => {
-                let line = epoch_line(m, epochs);
-                match &bar {
-                    Some(bar) => bar.println(line),
-                    None => println!("{line}"),
-                }
-                if let Some(file) = metrics_file.as_mut() {
-                    writeln!(file, "{}", metrics_json(m))
-                        .map_err(|e| convnet::Error::Data(format!("cannot write metrics: {e}")))?;
-                }
-                if let Some(path) = &args.save {
-                    info.extra.insert("epoch".to_string(), m.epoch.to_string());
-                    info.extra.insert("metrics".to_string(), metrics_json(m));
-                    checkpoint::save(net, &info, path)?;
-                }
-            }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    if let Some(path) = &args.save {
+    if let Some(path) = &save_path {
         println!("saved {}", path.display());
     }
     match history.last() {
