@@ -240,6 +240,9 @@ fn read_tensor(
     Ok(())
 }
 
+/// An optimizer's state: named flat tensors, in order.
+pub type OptimizerState = Vec<(String, Vec<f32>)>;
+
 /// Where the optimizer state of the checkpoint `model_path` is kept:
 /// `model.safetensors` → `model.optim.safetensors`.
 pub fn optimizer_path(model_path: &Path) -> std::path::PathBuf {
@@ -283,7 +286,7 @@ pub fn save_optimizer_state(path: &Path, epoch: usize, state: &[(String, Vec<f32
 }
 
 /// Loads what [`save_optimizer_state`] wrote: the epoch and the state.
-pub fn load_optimizer_state(path: &Path) -> Result<(usize, Vec<(String, Vec<f32>)>)> {
+pub fn load_optimizer_state(path: &Path) -> Result<(usize, OptimizerState)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let source = path.display().to_string();
     let bad = |what: String| Error::Data(format!("{source}: not an optimizer state: {what}"));
