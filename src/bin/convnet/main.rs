@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a network (default: SimpleConvNet on the embedded MNIST digits).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Evaluate a saved network on a data set: accuracy, per class and confusion matrix.
     Eval(train::EvalArgs),
     /// Compare every layer's backward pass with a numerical gradient (f64).
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Train(args) => train::run_train(args),
+        Command::Train(args) => train::run_train(*args),
         Command::Eval(args) => train::run_eval(args),
         Command::Gradcheck(args) => gradcheck::run(args),
         Command::Bench(args) => bench::run(args),
