@@ -3,6 +3,7 @@
 
 mod bench;
 mod gradcheck;
+mod predict;
 mod summary;
 mod train;
 
@@ -32,6 +33,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print each layer's output shape, parameter count and FLOPs.
     Summary(summary::SummaryArgs),
+    /// Classify PNG/JPEG files with a saved network (top-k classes).
+    Predict(predict::PredictArgs),
 }
 
 /// Starts rayon's global thread pool (`None`: one thread per core) with
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Gradcheck(args) => gradcheck::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Summary(args) => summary::run(args),
+        Command::Predict(args) => predict::run(args),
     };
     match result {
         Ok(code) => code,

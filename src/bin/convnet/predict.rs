@@ -1,0 +1,143 @@
+//! `convnet predict`: classify image files with a saved network.
+//!
+//! Each image (PNG or JPEG, any size and colour) is converted to the
+//! network's input:
+//!
+//! 1. to the model's channels: grey-scale (luminance) for one channel, RGB
+//!    for three;
+//! 2. resized to the model's height × width (triangle filter; the aspect
+//!    ratio is not kept);
+//! 3. for one-channel models (MNIST-style: light strokes on black), an image
+//!    whose border is on average lighter than mid-grey is taken to be dark
+//!    on light and inverted (`--no-invert` turns this off);
+//! 4. scaled to [0, 1] as in training (`x / 255`).
+
+use anyhow::Context;
+use clap::Args;
+use convnet::checkpoint;
+use convnet::Tensor;
+use image::imageops::FilterType;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// A checkpoint written by `convnet train --save`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Image files, or folders whose PNG/JPEG files are all classified.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// Never invert dark-on-light images.
+    #[arg(long)]
+    no_invert: bool,
+    /// One JSON object per image instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The files to classify: files as given, folders expanded (sorted).
+fn image_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read folder {}", path.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+                    ["png", "jpg", "jpeg"].contains(&ext.to_ascii_lowercase().as_str())
+                })
+                .collect();
+            found.sort();
+            anyhow::ensure!(
+                !found.is_empty(),
+                "{} has no PNG or JPEG files",
+                path.display()
+            );
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Reads `path` and converts it as the module documentation says:
+/// (C, H, W) values in [0, 1].
+pub fn load_image(path: &Path, [c, h, w]: [usize; 3], invert: bool) -> anyhow::Result<Vec<f32>> {
+    let img = image::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    let img = img.resize_exact(w as u32, h as u32, FilterType::Triangle);
+    match c {
+        1 => {
+            let grey = img.to_luma8();
+            let mut values: Vec<f32> = grey.pixels().map(|p| p.0[0] as f32 / 255.0).collect();
+            let border: Vec<f32> = (0..h)
+                .flat_map(|y| (0..w).map(move |x| (y, x)))
+                .filter(|&(y, x)| y == 0 || x == 0 || y == h - 1 || x == w - 1)
+                .map(|(y, x)| values[y * w + x])
+                .collect();
+            let border_mean = border.iter().sum::<f32>() / border.len().max(1) as f32;
+            if invert && border_mean > 0.5 {
+                values.iter_mut().for_each(|v| *v = 1.0 - *v);
+            }
+            Ok(values)
+        }
+        3 => {
+            let rgb = img.to_rgb8();
+            // HWC bytes → CHW values.
+            let mut values = vec![0.0; 3 * h * w];
+            for (i, p) in rgb.pixels().enumerate() {
+                for ch in 0..3 {
+                    values[ch * h * w + i] = p.0[ch] as f32 / 255.0;
+                }
+            }
+            Ok(values)
+        }
+        other => anyhow::bail!("models with {other} input channels cannot read images"),
+    }
+}
+
+pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
+    crate::set_threads(None)?;
+    let (mut net, info) = checkpoint::load(&args.checkpoint)?;
+    let [c, h, w] = info.input_shape;
+    anyhow::ensure!(args.top_k >= 1, "--top-k must be at least 1");
+    for file in image_files(&args.images)? {
+        let values = load_image(&file, info.input_shape, !args.no_invert)?;
+        let x = Tensor::from_vec(&[1, c, h, w], values)?;
+        let scores = net.predict(&x, false)?.data().to_vec();
+        // Softmax of the scores (the loss layer is not needed to predict).
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+        let sum: f32 = exp.iter().sum();
+        let mut ranked: Vec<(usize, f32)> = exp.iter().map(|e| e / sum).enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        ranked.truncate(args.top_k);
+        let name = |i: usize| {
+            info.class_names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| i.to_string())
+        };
+        if args.json {
+            let predictions: Vec<_> = ranked
+                .iter()
+                .map(|&(i, p)| serde_json::json!({"class": name(i), "index": i, "probability": p}))
+                .collect();
+            let line =
+                serde_json::json!({"file": file.display().to_string(), "predictions": predictions});
+            println!("{line}");
+        } else {
+            let shown: Vec<String> = ranked
+                .iter()
+                .map(|&(i, p)| format!("{} ({:.1}%)", name(i), 100.0 * p))
+                .collect();
+            println!("{}: {}", file.display(), shown.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
