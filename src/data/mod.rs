@@ -7,6 +7,7 @@
 //! | [`idx`] | parsing IDX image (`0x00000803`) and label (`0x00000801`) files, raw or gzipped |
 //! | [`dataset`] | [`Dataset`] (images + labels) with [`Dataset::batch_into`], and [`TrainTest`] |
 //! | [`mnist`] | [`load_idx_dir`] for an MNIST / Fashion-MNIST folder, [`load_embedded_mnist10k`] |
+//! | [`cifar10`] | the CIFAR-10 binary batches (3×32×32 colour) |
 //!
 //! The library carries 10,000 real MNIST digits (8,004 train, 1,996 test;
 //! see `data/mnist-10k/README.md`), so examples and tests need no download:
@@ -23,9 +24,20 @@
 //! assert!(t.iter().all(|&label| label < 10));
 //! ```
 
+pub mod cifar10;
 pub mod dataset;
 pub mod idx;
 pub mod mnist;
 
 pub use dataset::{Dataset, TrainTest};
 pub use mnist::{load_embedded_mnist10k, load_idx_dir};
+
+/// Reads a data folder: CIFAR-10 binary batches if it has `data_batch_1.bin`,
+/// otherwise MNIST-format IDX files.
+pub fn load_dir(dir: &std::path::Path) -> crate::Result<TrainTest> {
+    if cifar10::is_cifar10_dir(dir) {
+        cifar10::load_cifar10_dir(dir)
+    } else {
+        load_idx_dir(dir)
+    }
+}

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use convnet::checkpoint::{self, CheckpointInfo};
-use convnet::data::{load_embedded_mnist10k, load_idx_dir, TrainTest};
+use convnet::data::{load_dir, load_embedded_mnist10k, TrainTest};
 use convnet::init::Init;
 use convnet::networks::{build_model, model_info, ModelOptions};
 use convnet::optim::build;
@@ -25,8 +25,9 @@ pub struct TrainArgs {
     /// 'conv(30,5)-relu-maxpool(2)-affine(100)-relu-affine(10)'.
     #[arg(long, default_value = "simple")]
     model: String,
-    /// A folder of MNIST-format IDX files (gzipped or raw, standard names).
-    /// Default: the 10,000 MNIST digits embedded in the program.
+    /// A folder of MNIST-format IDX files (gzipped or raw, standard names) or
+    /// of CIFAR-10 binary batches. Default: the 10,000 MNIST digits embedded
+    /// in the program.
     #[arg(long)]
     data: Option<PathBuf>,
     #[arg(long, default_value_t = 15)]
@@ -103,7 +104,7 @@ pub struct EvalArgs {
 
 fn load_data(dir: Option<&Path>) -> anyhow::Result<TrainTest> {
     Ok(match dir {
-        Some(dir) => load_idx_dir(dir)?,
+        Some(dir) => load_dir(dir)?,
         None => load_embedded_mnist10k()?,
     })
 }

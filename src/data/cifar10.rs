@@ -1,0 +1,156 @@
+//! The CIFAR-10 binary format (Krizhevsky 2009): 60,000 colour images of
+//! 3×32×32 in 10 classes.
+//!
+//! ```text
+//! data_batch_1.bin … data_batch_5.bin   10,000 training records each
+//! test_batch.bin                         10,000 test records
+//! record = 1 label byte (0–9) + 3,072 pixel bytes: the 1,024 red values of
+//!          the 32×32 image row by row, then the green, then the blue —
+//!          already (C, H, W) order
+//! ```
+//!
+//! [`load_cifar10_dir`] reads a folder holding those files (as
+//! `cifar-10-batches-bin` unpacks); `convnet train --data DIR` recognises it
+//! by `data_batch_1.bin`.
+//!
+//! ```
+//! use convnet::data::cifar10::parse_records;
+//! let mut record = vec![7u8];               // label 7
+//! record.extend(std::iter::repeat(255).take(3072));
+//! let set = parse_records(&record, "example").unwrap();
+//! assert_eq!((set.len(), set.input_shape()), (1, [3, 32, 32]));
+//! assert_eq!(set.labels, [7]);
+//! ```
+
+use super::{Dataset, TrainTest};
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// Bytes per record: a label and 3×32×32 pixels.
+pub const RECORD_LEN: usize = 1 + 3 * 32 * 32;
+pub const TRAIN_FILES: [&str; 5] = [
+    "data_batch_1.bin",
+    "data_batch_2.bin",
+    "data_batch_3.bin",
+    "data_batch_4.bin",
+    "data_batch_5.bin",
+];
+pub const TEST_FILE: &str = "test_batch.bin";
+pub const CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+/// Parses the records of one or more concatenated batch files.
+pub fn parse_records(bytes: &[u8], source: &str) -> Result<Dataset> {
+    if bytes.is_empty() || bytes.len() % RECORD_LEN != 0 {
+        return Err(Error::Data(format!(
+            "{source}: {} bytes is not a whole number of CIFAR-10 records ({RECORD_LEN} bytes each)",
+            bytes.len()
+        )));
+    }
+    let count = bytes.len() / RECORD_LEN;
+    let mut images = Vec::with_capacity(count * (RECORD_LEN - 1));
+    let mut labels = Vec::with_capacity(count);
+    for (i, record) in bytes.chunks_exact(RECORD_LEN).enumerate() {
+        if record[0] > 9 {
+            return Err(Error::Data(format!(
+                "{source}: record {i} has label {}, CIFAR-10 labels are 0-9",
+                record[0]
+            )));
+        }
+        labels.push(record[0]);
+        images.extend(record[1..].iter().map(|&b| b as f32 / 255.0));
+    }
+    Dataset::new(images, labels, 3, 32, 32, 10)
+}
+
+fn read(dir: &Path, names: &[&str]) -> Result<Dataset> {
+    let mut bytes = Vec::new();
+    for name in names {
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Err(Error::Data(format!(
+                "{} is missing: a CIFAR-10 folder holds {} and {TEST_FILE}",
+                path.display(),
+                TRAIN_FILES.join(", ")
+            )));
+        }
+        bytes.extend(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
+    }
+    parse_records(&bytes, &dir.join(names[0]).display().to_string())
+}
+
+/// True if `dir` looks like a CIFAR-10 binary folder.
+pub fn is_cifar10_dir(dir: &Path) -> bool {
+    dir.join(TRAIN_FILES[0]).is_file()
+}
+
+/// Reads the five training batches and the test batch in `dir`.
+pub fn load_cifar10_dir(dir: &Path) -> Result<TrainTest> {
+    Ok(TrainTest {
+        name: "cifar10".into(),
+        train: read(dir, &TRAIN_FILES)?,
+        test: read(dir, &[TEST_FILE])?,
+        class_names: CLASSES.iter().map(|c| c.to_string()).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(label: u8, red: u8, green: u8, blue: u8) -> Vec<u8> {
+        let mut r = vec![label];
+        for value in [red, green, blue] {
+            r.extend(std::iter::repeat_n(value, 1024));
+        }
+        r
+    }
+
+    #[test]
+    fn records_become_chw_images() {
+        let mut bytes = record(3, 255, 0, 51);
+        bytes.extend(record(9, 0, 255, 0));
+        let set = parse_records(&bytes, "t").unwrap();
+        assert_eq!(set.labels, [3, 9]);
+        let first = set.image(0);
+        assert_eq!((first[0], first[1024], first[2048]), (1.0, 0.0, 0.2));
+        assert_eq!(set.image(1)[1500], 1.0);
+    }
+
+    #[test]
+    fn truncated_files_and_bad_labels_are_errors() {
+        let mut bytes = record(1, 0, 0, 0);
+        bytes.pop();
+        assert!(matches!(parse_records(&bytes, "t"), Err(Error::Data(_))));
+        assert!(parse_records(&record(10, 0, 0, 0), "t").is_err());
+        assert!(parse_records(&[], "t").is_err());
+    }
+
+    #[test]
+    fn a_folder_of_batches_loads_and_a_missing_file_is_named() {
+        let dir = std::env::temp_dir().join(format!("convnet-cifar-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (k, name) in TRAIN_FILES.iter().enumerate() {
+            std::fs::write(dir.join(name), record(k as u8, 0, 0, 0)).unwrap();
+        }
+        let missing = load_cifar10_dir(&dir).err().unwrap().to_string();
+        assert!(missing.contains(TEST_FILE), "{missing}");
+        std::fs::write(dir.join(TEST_FILE), record(8, 1, 2, 3)).unwrap();
+        let set = load_cifar10_dir(&dir).unwrap();
+        assert!(is_cifar10_dir(&dir));
+        assert_eq!(set.train.labels, [0, 1, 2, 3, 4]);
+        assert_eq!(set.test.len(), 1);
+        assert_eq!(set.class_names[8], "ship");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
