@@ -202,3 +202,27 @@ fn summary_command_reports_alexnets_parameters() {
     assert!(text.contains("total parameters: 62,378,344"), "{text}");
     assert!(text.contains("[1, 256, 6, 6]"));
 }
+
+#[test]
+fn options_that_do_not_apply_to_the_model_are_errors() {
+    for args in [
+        &["train", "--model", "deep", "--filters", "3"][..],
+        &[
+            "train",
+            "--model",
+            "conv(4,3)-relu-affine(10)",
+            "--hidden-size",
+            "5",
+        ][..],
+        &["train", "--activation", "relu"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("applies to"), "{stderr}");
+    }
+}

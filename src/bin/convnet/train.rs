@@ -155,6 +155,23 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let data = load_data(args.data.as_deref())?;
     let input_shape = data.train.input_shape();
     let classes = data.class_names.len();
+    let simple_only = [
+        ("--filters", args.filters.is_some()),
+        ("--filter-size", args.filter_size.is_some()),
+        ("--stride", args.stride.is_some()),
+        ("--pad", args.pad.is_some()),
+        ("--hidden-size", args.hidden_size.is_some()),
+    ];
+    if let Some((flag, _)) = simple_only.iter().find(|(_, set)| *set) {
+        anyhow::ensure!(
+            args.model == "simple" && args.resume.is_none(),
+            "{flag} applies to --model simple only (a spec states its own sizes; a resumed run keeps its model)"
+        );
+    }
+    anyhow::ensure!(
+        args.activation.is_none() || model_info(&args.model).is_some(),
+        "--activation applies to lenet5, alexnet, alexnet-small and deep only"
+    );
     let mut rng = Rng::new(args.seed);
     let mut config = config;
     let (mut net, mut info, optimizer_state) = match &args.resume {
