@@ -21,7 +21,7 @@
 use crate::error::{Error, Result};
 use crate::networks::{build_model, ModelOptions, Network};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{transpose_into, Tensor};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -48,11 +48,7 @@ fn is_affine_weight(kind: &str, param: &str) -> bool {
 
 fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
+    transpose_into(data, rows, cols, &mut out);
     out
 }
 

@@ -28,7 +28,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::tensor::{Float, Tensor};
+use crate::tensor::{transpose_into, Float, Tensor};
 use rayon::prelude::*;
 
 /// Output length along one axis: `(input + 2·pad − filter) / stride + 1`.
@@ -264,15 +264,6 @@ pub fn col2im_batch<T: Float>(col: &[T], g: &ConvGeometry, dx: &mut [T]) {
     dx.par_chunks_mut(g.image_len())
         .zip(col.par_chunks(per_image))
         .for_each(|(dx_n, col_n)| col2im_image(col_n, g, dx_n));
-}
-
-/// Transposes a row-major `rows × cols` block of `src` into `dst`.
-fn transpose_into<T: Float>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
-    for r in 0..rows {
-        for c in 0..cols {
-            dst[c * rows + r] = src[r * cols + c];
-        }
-    }
 }
 
 /// The book's `im2col(input_data, filter_h, filter_w, stride, pad)`:

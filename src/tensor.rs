@@ -178,6 +178,22 @@ impl<T: Float> Tensor<T> {
     }
 }
 
+/// Writes the transpose of the row-major `rows × cols` matrix `src` into
+/// `dst` (which becomes `cols × rows`).
+///
+/// ```
+/// let mut t = [0; 6];
+/// convnet::tensor::transpose_into(&[1, 2, 3, 4, 5, 6], 2, 3, &mut t);
+/// assert_eq!(t, [1, 4, 2, 5, 3, 6]);
+/// ```
+pub fn transpose_into<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    for r in 0..rows {
+        for c in 0..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
