@@ -23,7 +23,7 @@
 //! assert_eq!(fc.forward(&x, false).unwrap().data(), [11.5]);
 //! ```
 
-use super::{check_dout, Layer, Param};
+use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::gemm::{matmul, MatMut, MatRef};
 use crate::init::Init;
@@ -189,18 +189,12 @@ impl<T: Float> Layer<T> for Affine<T> {
     }
 
     fn params(&mut self) -> Vec<Param<'_, T>> {
-        vec![
-            Param {
-                name: "weight",
-                value: &mut self.weight,
-                grad: &mut self.grad_weight,
-            },
-            Param {
-                name: "bias",
-                value: &mut self.bias,
-                grad: &mut self.grad_bias,
-            },
-        ]
+        weight_and_bias(
+            &mut self.weight,
+            &mut self.grad_weight,
+            &mut self.bias,
+            &mut self.grad_bias,
+        )
     }
 }
 

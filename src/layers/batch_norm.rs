@@ -29,7 +29,7 @@
 //! ```
 
 use super::elementwise::ELEMENTWISE_CHUNK;
-use super::{check_dout, Layer, Param};
+use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
@@ -305,18 +305,12 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
     }
 
     fn params(&mut self) -> Vec<Param<'_, T>> {
-        vec![
-            Param {
-                name: "weight",
-                value: &mut self.weight,
-                grad: &mut self.grad_weight,
-            },
-            Param {
-                name: "bias",
-                value: &mut self.bias,
-                grad: &mut self.grad_bias,
-            },
-        ]
+        weight_and_bias(
+            &mut self.weight,
+            &mut self.grad_weight,
+            &mut self.bias,
+            &mut self.grad_bias,
+        )
     }
 
     fn buffers(&mut self) -> Vec<(&'static str, &mut Tensor<T>)> {

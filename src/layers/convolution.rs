@@ -35,7 +35,7 @@
 //! assert_eq!(conv.forward(&x, true).unwrap().shape(), &[2, 30, 24, 24]);
 //! ```
 
-use super::{check_dout, Layer, Param};
+use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::gemm::{matmul, MatMut, MatRef};
 use crate::im2col::{col2im_image, im2col_image, ConvGeometry};
@@ -323,18 +323,12 @@ impl<T: Float> Layer<T> for Convolution<T> {
     }
 
     fn params(&mut self) -> Vec<Param<'_, T>> {
-        vec![
-            Param {
-                name: "weight",
-                value: &mut self.weight,
-                grad: &mut self.grad_weight,
-            },
-            Param {
-                name: "bias",
-                value: &mut self.bias,
-                grad: &mut self.grad_bias,
-            },
-        ]
+        weight_and_bias(
+            &mut self.weight,
+            &mut self.grad_weight,
+            &mut self.bias,
+            &mut self.grad_bias,
+        )
     }
 }
 

@@ -101,6 +101,28 @@ pub trait Layer<T: Float>: Send {
     }
 }
 
+/// The `[weight, bias]` parameter list of a layer that has exactly those two
+/// (convolution, affine, batch norm).
+pub(crate) fn weight_and_bias<'a, T>(
+    weight: &'a mut Tensor<T>,
+    grad_weight: &'a mut Tensor<T>,
+    bias: &'a mut Tensor<T>,
+    grad_bias: &'a mut Tensor<T>,
+) -> Vec<Param<'a, T>> {
+    vec![
+        Param {
+            name: "weight",
+            value: weight,
+            grad: grad_weight,
+        },
+        Param {
+            name: "bias",
+            value: bias,
+            grad: grad_bias,
+        },
+    ]
+}
+
 /// Checks that `dout` has the shape of the cached output; used by every
 /// layer's `backward`.
 pub(crate) fn check_dout<T: Float>(
