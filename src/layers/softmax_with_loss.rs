@@ -25,6 +25,27 @@
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
 
+/// Softmax of one row of scores into `y`, shifted by the row's maximum so
+/// that `exp` cannot overflow. Returns `(max, sum)`, the shift and the sum of
+/// the shifted exponentials, so that `log y_k = x_k − max − ln sum`.
+///
+/// ```
+/// use convnet::layers::softmax_with_loss::softmax_row;
+/// let mut y = [0.0f32; 2];
+/// softmax_row(&[0.0, 3f32.ln()], &mut y);
+/// assert!((y[0] - 0.25).abs() < 1e-6 && (y[1] - 0.75).abs() < 1e-6);
+/// ```
+pub fn softmax_row<T: Float>(x: &[T], y: &mut [T]) -> (T, T) {
+    let max = x.iter().copied().fold(T::neg_infinity(), T::max);
+    let mut sum = T::zero();
+    for (y, &v) in y.iter_mut().zip(x) {
+        *y = (v - max).exp();
+        sum += *y;
+    }
+    y.iter_mut().for_each(|y| *y /= sum);
+    (max, sum)
+}
+
 /// The last layer of a classifier during training.
 pub struct SoftmaxWithLoss<T> {
     /// y: (N, K), the softmax probabilities of the last forward.
@@ -77,13 +98,7 @@ impl<T: Float> SoftmaxWithLoss<T> {
             .zip(x.data().chunks(k))
             .zip(labels)
         {
-            let max = x_row.iter().copied().fold(T::neg_infinity(), T::max);
-            let mut sum = T::zero();
-            for (y, &v) in y_row.iter_mut().zip(x_row) {
-                *y = (v - max).exp();
-                sum += *y;
-            }
-            y_row.iter_mut().for_each(|y| *y /= sum);
+            let (max, sum) = softmax_row(x_row, y_row);
             // −log y_t = −(x_t − max − log sum)
             total += sum.ln() - (x_row[t] - max);
         }

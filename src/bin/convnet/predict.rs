@@ -15,6 +15,7 @@
 use anyhow::Context;
 use clap::Args;
 use convnet::checkpoint;
+use convnet::layers::softmax_with_loss::softmax_row;
 use convnet::Tensor;
 use image::imageops::FilterType;
 use std::path::{Path, PathBuf};
@@ -109,12 +110,10 @@ pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
     for file in image_files(&args.images)? {
         let values = load_image(&file, info.input_shape, !args.no_invert)?;
         let x = Tensor::from_vec(&[1, c, h, w], values)?;
-        let scores = net.predict(&x, false)?.data().to_vec();
-        // Softmax of the scores (the loss layer is not needed to predict).
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exp: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-        let sum: f32 = exp.iter().sum();
-        let mut ranked: Vec<(usize, f32)> = exp.iter().map(|e| e / sum).enumerate().collect();
+        let scores = net.predict(&x, false)?;
+        let mut probabilities = vec![0.0f32; scores.len()];
+        softmax_row(scores.data(), &mut probabilities);
+        let mut ranked: Vec<(usize, f32)> = probabilities.into_iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         ranked.truncate(args.top_k);
         let name = |i: usize| {
