@@ -1,41 +1,11 @@
 //! Checkpoints: safetensors bytes we can read when written by hand, and
 //! `--resume` reproducing an uninterrupted run.
 
+mod common;
+
+use common::{convnet_ok as convnet, TempDir};
 use convnet::checkpoint;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("convnet-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn convnet(args: &[&str], files: &[&Path]) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_convnet"));
-    command.args(args);
-    for f in files {
-        command.arg(f);
-    }
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use std::path::Path;
 
 /// Every parameter of a checkpoint, flattened, in order.
 fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
@@ -51,8 +21,8 @@ fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
 #[test]
 fn resume_ends_with_the_weights_of_an_uninterrupted_run() {
     let dir = TempDir::new("resume");
-    let whole = dir.0.join("whole.safetensors");
-    let parts = dir.0.join("parts.safetensors");
+    let whole = dir.path().join("whole.safetensors");
+    let parts = dir.path().join("parts.safetensors");
     // deep has dropout, so the masks must be reproduced too; a small spec
     // with dropout keeps the test quick.
     let model = "conv(8,3)-relu-maxpool(2)-dropout(0.3)-affine(32)-relu-affine(10)";
@@ -90,7 +60,7 @@ fn resume_ends_with_the_weights_of_an_uninterrupted_run() {
         assert_eq!(x, y, "{name} differs after resuming");
     }
     // And a run of one epoch less is different, so the comparison can fail.
-    let short = dir.0.join("short.safetensors");
+    let short = dir.path().join("short.safetensors");
     convnet(
         &[&common[..], &["--epochs", "2", "--save"]].concat(),
         &[&short],
@@ -117,7 +87,7 @@ fn reads_a_checkpoint_written_by_hand() {
     for v in bias.iter().chain(&weight) {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    let path = dir.0.join("hand.safetensors");
+    let path = dir.path().join("hand.safetensors");
     std::fs::write(&path, &bytes).unwrap();
 
     let (mut net, info) = checkpoint::load(&path).unwrap();
@@ -135,7 +105,7 @@ fn reads_a_checkpoint_written_by_hand() {
     assert_eq!(net.predict(&x, false).unwrap().data(), [6.5, 14.5]);
 
     // Saving it again and reading it back gives the same tensors.
-    let again = dir.0.join("again.safetensors");
+    let again = dir.path().join("again.safetensors");
     checkpoint::save(&mut net, &info, &again).unwrap();
     assert_eq!(weights(&again), weights(&path));
 }

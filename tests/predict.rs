@@ -1,29 +1,17 @@
 //! `convnet predict` on image files the test writes from test digits.
 
+mod common;
+
+use common::{convnet_ok as convnet, TempDir};
 use convnet::data::load_embedded_mnist10k;
 use image::{GrayImage, Luma, Rgb, RgbImage};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn convnet(args: &[&str], files: &[&Path]) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_convnet"));
-    command.args(args);
-    for f in files {
-        command.arg(f);
-    }
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[test]
 fn predict_reads_digits_from_png_and_jpeg_files() {
-    let dir: PathBuf = std::env::temp_dir().join(format!("convnet-predict-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = TempDir::new("predict");
+    let dir = temp.path();
     std::fs::create_dir_all(dir.join("plain")).unwrap();
     std::fs::create_dir_all(dir.join("paper")).unwrap();
     let model = dir.join("model.safetensors");
@@ -105,5 +93,4 @@ fn predict_reads_digits_from_png_and_jpeg_files() {
         .unwrap();
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
