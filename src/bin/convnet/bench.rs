@@ -1,11 +1,17 @@
 //! `convnet bench`: training and inference images per second of a network on
 //! its own input size (1×28×28 except alexnet's 3×227×227), measured on random
 //! images (speed does not depend on the pixels), with the GFLOP/s they
-//! amount to. A training step is counted as three forward passes (forward,
-//! and the two products of backward), the usual convention.
+//! amount to and that figure as a share of this machine's single-precision
+//! GEMM throughput, measured in the same run on a large square product.
+//!
+//! A training step is counted as three forward passes (forward, and the two
+//! products of backward), the usual convention. `--json` prints one JSON
+//! object per network instead of the table (the PyTorch comparison in
+//! `benches/compare/` reads it).
 
 use crate::summary::default_shape;
 use clap::Args;
+use convnet::gemm::{matmul, MatMut, MatRef};
 use convnet::networks::{build_model, summary::summarize, ModelOptions};
 use convnet::optim::{build, OptimizerKind};
 use convnet::{Rng, Tensor};
@@ -14,9 +20,10 @@ use std::time::Instant;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// simple, lenet5, alexnet, alexnet-small, deep, or a spec.
+    /// simple, lenet5, alexnet, alexnet-small, deep, or a spec; repeat the
+    /// flag to measure several networks in one run.
     #[arg(long, default_value = "simple")]
-    model: String,
+    model: Vec<String>,
     /// Training batch size.
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
@@ -28,6 +35,9 @@ pub struct BenchArgs {
     seconds: f64,
     #[arg(long)]
     threads: Option<usize>,
+    /// Print one JSON object per network (and one for the GEMM) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `step` repeatedly for about `seconds` (at least 3 times after one
@@ -58,72 +68,146 @@ fn random_batch(
     ))
 }
 
-/// The process's peak resident memory (VmHWM), where the OS reports it.
+/// The process's peak resident memory (VmHWM) in MB, where the OS reports it.
+fn peak_memory_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0 / 1e6)
+}
+
 fn peak_memory() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(format!("{:.0} MB", kib * 1024.0 / 1e6))
-        })
-        .unwrap_or_else(|| "unknown".into())
+    peak_memory_mb().map_or_else(|| "unknown".into(), |mb| format!("{mb:.0} MB"))
+}
+
+/// GFLOP/s of one large square f32 product on the whole thread pool: the
+/// yardstick the networks' figures are compared with.
+fn gemm_gflops(seconds: f64) -> anyhow::Result<f64> {
+    const SIZE: usize = 1024;
+    let a = vec![1.0f32; SIZE * SIZE];
+    let b = vec![0.5f32; SIZE * SIZE];
+    let mut c = vec![0.0f32; SIZE * SIZE];
+    let calls = rate(seconds, || {
+        matmul(
+            MatMut::new(&mut c, SIZE, SIZE),
+            MatRef::new(&a, SIZE, SIZE),
+            MatRef::new(&b, SIZE, SIZE),
+            false,
+            true,
+        );
+        Ok(())
+    })?;
+    Ok(calls * 2.0 * (SIZE * SIZE * SIZE) as f64 / 1e9)
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     crate::set_threads(args.threads)?;
     anyhow::ensure!(args.batch_size >= 1, "batch size must be at least 1");
+    anyhow::ensure!(
+        args.inference_batches.iter().all(|&b| b >= 1),
+        "inference batch sizes must be at least 1"
+    );
+    let threads = rayon::current_num_threads();
+    let peak = gemm_gflops(args.seconds.min(2.0))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"gemm": {"size": 1024, "threads": threads, "gflops": peak}})
+        );
+    } else {
+        println!("{threads} threads; f32 GEMM 1024×1024×1024: {peak:.1} GFLOP/s (the yardstick)");
+    }
+    for model in &args.model {
+        bench_model(model, &args, peak)?;
+    }
+    if !args.json {
+        println!("peak memory: {}", peak_memory());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<()> {
     let mut rng = Rng::new(0);
-    let (shape, classes) = default_shape(&args.model);
+    let (shape, classes) = default_shape(model);
     let options = ModelOptions::default();
-    let mut net = build_model::<f32>(&args.model, &options, shape, classes, &mut rng)?;
+    let mut net = build_model::<f32>(model, &options, shape, classes, &mut rng)?;
     let flops = summarize(&mut net)?.total_flops as f64;
     let mut optimizer = build::<f32>(OptimizerKind::Adam, None);
-    println!(
-        "{} on {:?}, {} threads, {:.0} s per figure, {:.1} MFLOP per image forward",
-        args.model,
-        shape,
-        rayon::current_num_threads(),
-        args.seconds,
-        flops / 1e6
-    );
+    let text = !args.json;
+    if text {
+        println!(
+            "\n{model} on {shape:?}, {:.1} MFLOP per image forward, {:.0} s per figure",
+            flops / 1e6,
+            args.seconds,
+        );
+    }
     let (x, labels) = random_batch(args.batch_size, shape, classes, &mut rng)?;
     let passes = rate(args.seconds, || {
         net.gradient(&x, &labels)?;
         Ok(())
     })?;
-    println!(
-        "forward+backward (batch {:>4}): {:>9.1} ms per pass, peak memory so far {}",
-        args.batch_size,
-        1e3 / passes,
-        peak_memory()
-    );
+    if text {
+        println!(
+            "forward+backward (batch {:>4}): {:>9.1} ms per pass, peak memory so far {}",
+            args.batch_size,
+            1e3 / passes,
+            peak_memory()
+        );
+    }
     let steps = rate(args.seconds, || {
         net.gradient(&x, &labels)?;
         optimizer.step(&mut net.params());
         Ok(())
     })?;
-    let images = steps * args.batch_size as f64;
-    println!(
-        "training  (batch {:>4}): {:>9.0} images/s  {:>6.1} GFLOP/s",
-        args.batch_size,
-        images,
-        3.0 * flops * images / 1e9
-    );
+    let train_images = steps * args.batch_size as f64;
+    let train_gflops = 3.0 * flops * train_images / 1e9;
+    if text {
+        println!(
+            "training  (batch {:>4}): {:>9.0} images/s  {:>6.1} GFLOP/s  {:>4.0} % of GEMM",
+            args.batch_size,
+            train_images,
+            train_gflops,
+            100.0 * train_gflops / gemm_peak
+        );
+    }
+    let mut inference = Vec::new();
     for &batch in &args.inference_batches {
-        anyhow::ensure!(batch >= 1, "inference batch sizes must be at least 1");
         let (x, _) = random_batch(batch, shape, classes, &mut rng)?;
         let calls = rate(args.seconds, || {
             net.predict(&x, false)?;
             Ok(())
         })?;
         let images = calls * batch as f64;
+        let gflops = flops * images / 1e9;
+        if text {
+            println!(
+                "inference (batch {batch:>4}): {images:>9.0} images/s  {gflops:>6.1} GFLOP/s  {:>4.0} % of GEMM",
+                100.0 * gflops / gemm_peak
+            );
+        }
+        inference.push(serde_json::json!({
+            "batch": batch, "images_per_s": images, "gflops": gflops,
+        }));
+    }
+    if args.json {
         println!(
-            "inference (batch {batch:>4}): {:>9.0} images/s  {:>6.1} GFLOP/s",
-            images,
-            flops * images / 1e9
+            "{}",
+            serde_json::json!({
+                "model": model,
+                "input_shape": shape,
+                "threads": rayon::current_num_threads(),
+                "forward_mflop_per_image": flops / 1e6,
+                "forward_backward_ms": 1e3 / passes,
+                "train": {
+                    "batch": args.batch_size,
+                    "images_per_s": train_images,
+                    "gflops": train_gflops,
+                    "share_of_gemm": train_gflops / gemm_peak,
+                },
+                "inference": inference,
+                "peak_rss_mb": peak_memory_mb(),
+            })
         );
     }
-    println!("peak memory: {}", peak_memory());
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
