@@ -155,10 +155,8 @@ impl<T: Float> Layer<T> for Affine<T> {
     }
 
     fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
-        if self.input_shape.is_empty() {
-            return Err(Error::BackwardBeforeForward("Affine"));
-        }
-        check_dout("Affine", Some(self.out.shape()), dout)?;
+        // Checks the call and fills dW and db.
+        self.backward_params_only(dout)?;
         let (d, m) = self.dims();
         let n = self.x.batch();
         // dx: (N, D) = dout · W^T, then back to the input's shape.
@@ -171,6 +169,16 @@ impl<T: Float> Layer<T> for Affine<T> {
             true,
         );
         self.dx.reshape(&self.input_shape)?;
+        Ok(&self.dx)
+    }
+
+    fn backward_params_only(&mut self, dout: &Tensor<T>) -> Result<()> {
+        if self.input_shape.is_empty() {
+            return Err(Error::BackwardBeforeForward("Affine"));
+        }
+        check_dout("Affine", Some(self.out.shape()), dout)?;
+        let (d, m) = self.dims();
+        let n = self.x.batch();
         // dW: (D, M) = x^T · dout
         matmul(
             MatMut::new(self.grad_weight.data_mut(), d, m),
@@ -185,7 +193,7 @@ impl<T: Float> Layer<T> for Affine<T> {
         for row in dout.data().chunks(m) {
             db.iter_mut().zip(row).for_each(|(b, &g)| *b += g);
         }
-        Ok(&self.dx)
+        Ok(())
     }
 
     fn params(&mut self) -> Vec<Param<'_, T>> {

@@ -167,6 +167,52 @@ impl<T: Float> Convolution<T> {
         })
     }
 
+    /// The backward pass: parameter gradients, and `dx` only `with_dx`.
+    fn backward_impl(&mut self, dout: &Tensor<T>, with_dx: bool) -> Result<()> {
+        let Some((g, n)) = self.geometry else {
+            return Err(Error::BackwardBeforeForward("Convolution"));
+        };
+        check_dout("Convolution", Some(self.out.shape()), dout)?;
+        let filters = self.weight.shape()[0];
+        let (k, pixels) = (g.col_width(), g.out_pixels());
+        let chunk = chunk_size(n);
+        let chunks = n.div_ceil(chunk);
+        let grad_len = filters * k + filters;
+        self.partial_grads.resize(chunks * grad_len, T::zero());
+
+        let weight = self.weight.data();
+        let shared = self
+            .partial_grads
+            .par_chunks_mut(grad_len)
+            .zip(self.col.par_chunks(chunk * pixels * k))
+            .zip(dout.data().par_chunks(chunk * filters * pixels));
+        if with_dx {
+            self.dcol.resize(n * pixels * k, T::zero());
+            self.dx.resize(&[n, g.channels, g.in_h, g.in_w]);
+            shared
+                .zip(self.dx.data_mut().par_chunks_mut(chunk * g.image_len()))
+                .zip(self.dcol.par_chunks_mut(chunk * pixels * k))
+                .for_each(|((((grads, col), dout), dx), dcol)| {
+                    backward_chunk(&g, weight, grads, col, dout, Some((dx, dcol)));
+                });
+        } else {
+            shared.for_each(|((grads, col), dout)| {
+                backward_chunk(&g, weight, grads, col, dout, None);
+            });
+        }
+
+        // Add the chunks' partial gradients in a fixed order.
+        let (gw, gb) = (self.grad_weight.data_mut(), self.grad_bias.data_mut());
+        gw.fill(T::zero());
+        gb.fill(T::zero());
+        for grads in self.partial_grads.chunks(grad_len) {
+            let (dw, db) = grads.split_at(filters * k);
+            gw.iter_mut().zip(dw).for_each(|(a, &b)| *a += b);
+            gb.iter_mut().zip(db).for_each(|(a, &b)| *a += b);
+        }
+        Ok(())
+    }
+
     /// The geometry for an input of shape `(N, C, H, W)`.
     fn geometry_for(&self, input: &[usize]) -> Result<(ConvGeometry, usize)> {
         let (filters, channels, filter_h, filter_w) = self.weight.dims4()?;
@@ -254,72 +300,12 @@ impl<T: Float> Layer<T> for Convolution<T> {
     }
 
     fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
-        let Some((g, n)) = self.geometry else {
-            return Err(Error::BackwardBeforeForward("Convolution"));
-        };
-        check_dout("Convolution", Some(self.out.shape()), dout)?;
-        let filters = self.weight.shape()[0];
-        let (k, pixels) = (g.col_width(), g.out_pixels());
-        let chunk = chunk_size(n);
-        let chunks = n.div_ceil(chunk);
-        let grad_len = filters * k + filters;
-        self.partial_grads.resize(chunks * grad_len, T::zero());
-        self.dcol.resize(n * pixels * k, T::zero());
-        self.dx.resize(&[n, g.channels, g.in_h, g.in_w]);
-
-        let weight = self.weight.data();
-        self.partial_grads
-            .par_chunks_mut(grad_len)
-            .zip(self.dx.data_mut().par_chunks_mut(chunk * g.image_len()))
-            .zip(self.dcol.par_chunks_mut(chunk * pixels * k))
-            .zip(self.col.par_chunks(chunk * pixels * k))
-            .zip(dout.data().par_chunks(chunk * filters * pixels))
-            .for_each(
-                |((((grads, dx_chunk), dcol_chunk), col_chunk), dout_chunk)| {
-                    let (dw, db) = grads.split_at_mut(filters * k);
-                    dw.fill(T::zero());
-                    db.fill(T::zero());
-                    let images = dx_chunk
-                        .chunks_mut(g.image_len())
-                        .zip(dcol_chunk.chunks_mut(pixels * k))
-                        .zip(col_chunk.chunks(pixels * k))
-                        .zip(dout_chunk.chunks(filters * pixels));
-                    for (((dx_n, dcol_n), col_n), dout_n) in images {
-                        // dW += dout_n · col_n^T          (FN, C·FH·FW)
-                        matmul(
-                            MatMut::new(dw, filters, k),
-                            MatRef::new(dout_n, filters, pixels),
-                            MatRef::new(col_n, k, pixels).t(),
-                            true,
-                            false,
-                        );
-                        // db += row sums of dout_n
-                        for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
-                            *d += sum(row);
-                        }
-                        // dcol_n = W^T · dout_n           (C·FH·FW, OH·OW)
-                        matmul(
-                            MatMut::new(dcol_n, k, pixels),
-                            MatRef::new(weight, filters, k).t(),
-                            MatRef::new(dout_n, filters, pixels),
-                            false,
-                            false,
-                        );
-                        col2im_image(dcol_n, &g, dx_n);
-                    }
-                },
-            );
-
-        // Add the chunks' partial gradients in a fixed order.
-        let (gw, gb) = (self.grad_weight.data_mut(), self.grad_bias.data_mut());
-        gw.fill(T::zero());
-        gb.fill(T::zero());
-        for grads in self.partial_grads.chunks(grad_len) {
-            let (dw, db) = grads.split_at(filters * k);
-            gw.iter_mut().zip(dw).for_each(|(a, &b)| *a += b);
-            gb.iter_mut().zip(db).for_each(|(a, &b)| *a += b);
-        }
+        self.backward_impl(dout, true)?;
         Ok(&self.dx)
+    }
+
+    fn backward_params_only(&mut self, dout: &Tensor<T>) -> Result<()> {
+        self.backward_impl(dout, false)
     }
 
     fn params(&mut self) -> Vec<Param<'_, T>> {
@@ -329,6 +315,54 @@ impl<T: Float> Layer<T> for Convolution<T> {
             &mut self.bias,
             &mut self.grad_bias,
         )
+    }
+}
+
+/// Backward for one chunk of images: this chunk's `dW` and `db` into
+/// `grads` (FN·C·FH·FW values, then FN), and, when `dx` is wanted, `dcol`
+/// and `dx` for each image.
+fn backward_chunk<T: Float>(
+    g: &ConvGeometry,
+    weight: &[T],
+    grads: &mut [T],
+    col_chunk: &[T],
+    dout_chunk: &[T],
+    mut dx_and_dcol: Option<(&mut [T], &mut [T])>,
+) {
+    let (k, pixels) = (g.col_width(), g.out_pixels());
+    let filters = weight.len() / k;
+    let (dw, db) = grads.split_at_mut(filters * k);
+    dw.fill(T::zero());
+    db.fill(T::zero());
+    let images = col_chunk
+        .chunks(pixels * k)
+        .zip(dout_chunk.chunks(filters * pixels));
+    for (i, (col_n, dout_n)) in images.enumerate() {
+        // dW += dout_n · col_n^T          (FN, C·FH·FW)
+        matmul(
+            MatMut::new(dw, filters, k),
+            MatRef::new(dout_n, filters, pixels),
+            MatRef::new(col_n, k, pixels).t(),
+            true,
+            false,
+        );
+        // db += row sums of dout_n
+        for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
+            *d += sum(row);
+        }
+        if let Some((dx_chunk, dcol_chunk)) = dx_and_dcol.as_mut() {
+            let dcol_n = &mut dcol_chunk[i * pixels * k..(i + 1) * pixels * k];
+            // dcol_n = W^T · dout_n           (C·FH·FW, OH·OW)
+            matmul(
+                MatMut::new(dcol_n, k, pixels),
+                MatRef::new(weight, filters, k).t(),
+                MatRef::new(dout_n, filters, pixels),
+                false,
+                false,
+            );
+            let dx_n = &mut dx_chunk[i * g.image_len()..(i + 1) * g.image_len()];
+            col2im_image(dcol_n, g, dx_n);
+        }
     }
 }
 

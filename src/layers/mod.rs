@@ -72,6 +72,14 @@ pub trait Layer<T: Float>: Send {
     /// or `dout` has the wrong shape.
     fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>>;
 
+    /// Like [`backward`](Self::backward), but only the parameter gradients
+    /// are wanted: the network calls this on its first layer, whose `dx`
+    /// (the gradient of the images) nobody uses. Convolution and Affine skip
+    /// computing `dx`, a third of their backward work.
+    fn backward_params_only(&mut self, dout: &Tensor<T>) -> Result<()> {
+        self.backward(dout).map(|_| ())
+    }
+
     /// The learnable parameters with their gradients (none by default).
     fn params(&mut self) -> Vec<Param<'_, T>> {
         Vec::new()

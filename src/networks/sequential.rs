@@ -125,9 +125,14 @@ impl<T: Float> Network<T> {
     pub fn gradient(&mut self, x: &Tensor<T>, labels: &[usize]) -> Result<T> {
         let loss = self.loss(x, labels, true)?;
         let mut dout = self.loss_layer.backward()?;
-        for named in self.layers.iter_mut().rev() {
+        // The first layer's dx would be the gradient of the images: skip it.
+        let Some((first, rest)) = self.layers.split_first_mut() else {
+            return Ok(loss);
+        };
+        for named in rest.iter_mut().rev() {
             dout = named.layer.backward(dout)?;
         }
+        first.layer.backward_params_only(dout)?;
         Ok(loss)
     }
 
@@ -172,7 +177,7 @@ impl<T: Float> Network<T> {
         self.params().iter().map(|p| p.value.len()).sum()
     }
 
-    fn check_input(&self, x: &Tensor<T>) -> Result<()> {
+    pub(crate) fn check_input(&self, x: &Tensor<T>) -> Result<()> {
         let (_, c, h, w) = x.dims4()?;
         if [c, h, w] != self.input_shape {
             return Err(Error::Shape(format!(
@@ -182,5 +187,48 @@ impl<T: Float> Network<T> {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::networks::{build_model, ModelOptions};
+    use crate::rng::Rng;
+    use crate::tensor::Tensor;
+
+    /// `gradient` skips the first layer's dx; the parameter gradients must
+    /// be exactly those of a full backward through every layer.
+    #[test]
+    fn skipping_the_first_dx_keeps_the_gradients() {
+        for spec in [
+            "conv(4,3,pad=1)-relu-maxpool(2)-affine(5)",
+            "affine(6)-relu-affine(5)",
+        ] {
+            let mut rng = Rng::new(3);
+            let options = ModelOptions::default();
+            let mut net = build_model::<f64>(spec, &options, [1, 6, 6], 5, &mut rng).unwrap();
+            let x =
+                Tensor::from_vec(&[3, 1, 6, 6], (0..108).map(|_| rng.normal()).collect()).unwrap();
+            let labels = [0, 4, 2];
+            net.gradient(&x, &labels).unwrap();
+            let fast: Vec<Vec<f64>> = net
+                .params()
+                .iter()
+                .map(|p| p.grad.data().to_vec())
+                .collect();
+
+            net.loss(&x, &labels, true).unwrap();
+            let mut dout = net.loss_layer.backward().unwrap();
+            for named in net.layers.iter_mut().rev() {
+                dout = named.layer.backward(dout).unwrap();
+            }
+            let full: Vec<Vec<f64>> = net
+                .params()
+                .iter()
+                .map(|p| p.grad.data().to_vec())
+                .collect();
+            assert_eq!(fast, full, "{spec}");
+            assert!(full.iter().flatten().any(|&g| g != 0.0));
+        }
     }
 }

@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Print one JSON object per network (and one for the GEMM) instead of text.
     #[arg(long)]
     json: bool,
+    /// Also print the time of each layer's forward and backward.
+    #[arg(long)]
+    layers: bool,
 }
 
 /// Runs `step` repeatedly for about `seconds` (at least 3 times after one
@@ -154,6 +157,9 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
             peak_memory()
         );
     }
+    if args.layers && text {
+        print_layer_times(&mut net, &x, &labels, passes, args.seconds)?;
+    }
     let steps = rate(args.seconds, || {
         net.gradient(&x, &labels)?;
         optimizer.step(&mut net.params());
@@ -207,6 +213,35 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
                 "inference": inference,
                 "peak_rss_mb": peak_memory_mb(),
             })
+        );
+    }
+    Ok(())
+}
+
+/// A table of each layer's share of a forward+backward pass.
+fn print_layer_times(
+    net: &mut convnet::networks::Network<f32>,
+    x: &Tensor<f32>,
+    labels: &[usize],
+    passes_per_second: f64,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let steps = ((passes_per_second * seconds) as usize).max(3);
+    let times = net.profile(x, labels, steps)?;
+    let total: f64 = times
+        .iter()
+        .map(|t| (t.forward + t.backward).as_secs_f64())
+        .sum();
+    println!("  layer              kind                forward ms  backward ms  share");
+    for t in &times {
+        let (forward, backward) = (t.forward.as_secs_f64(), t.backward.as_secs_f64());
+        println!(
+            "  {:<18} {:<18} {:>10.3} {:>12.3} {:>5.1} %",
+            t.name,
+            t.kind,
+            1e3 * forward / steps as f64,
+            1e3 * backward / steps as f64,
+            100.0 * (forward + backward) / total
         );
     }
     Ok(())
