@@ -181,6 +181,7 @@ impl<T: Float> Convolution<T> {
         self.partial_grads.resize(chunks * grad_len, T::zero());
 
         let weight = self.weight.data();
+        let parallel_gemm = chunks < rayon::current_num_threads();
         let shared = self
             .partial_grads
             .par_chunks_mut(grad_len)
@@ -193,11 +194,19 @@ impl<T: Float> Convolution<T> {
                 .zip(self.dx.data_mut().par_chunks_mut(chunk * g.image_len()))
                 .zip(self.dcol.par_chunks_mut(chunk * pixels * k))
                 .for_each(|((((grads, col), dout), dx), dcol)| {
-                    backward_chunk(&g, weight, grads, col, dout, Some((dx, dcol)));
+                    backward_chunk(
+                        &g,
+                        weight,
+                        grads,
+                        col,
+                        dout,
+                        Some((dx, dcol)),
+                        parallel_gemm,
+                    );
                 });
         } else {
             shared.for_each(|((grads, col), dout)| {
-                backward_chunk(&g, weight, grads, col, dout, None);
+                backward_chunk(&g, weight, grads, col, dout, None, parallel_gemm);
             });
         }
 
@@ -268,6 +277,9 @@ impl<T: Float> Layer<T> for Convolution<T> {
         self.out.resize(&[n, filters, g.out_h, g.out_w]);
 
         let chunk = chunk_size(n);
+        // Fewer chunks than threads (a batch of 1 at inference): let the
+        // matrix products themselves use the idle threads.
+        let parallel_gemm = n.div_ceil(chunk) < rayon::current_num_threads();
         let (weight, bias) = (self.weight.data(), self.bias.data());
         self.out
             .data_mut()
@@ -291,7 +303,7 @@ impl<T: Float> Layer<T> for Convolution<T> {
                         MatRef::new(weight, filters, k),
                         MatRef::new(col_n, k, pixels),
                         true,
-                        false,
+                        parallel_gemm,
                     );
                 }
             });
@@ -328,6 +340,7 @@ fn backward_chunk<T: Float>(
     col_chunk: &[T],
     dout_chunk: &[T],
     mut dx_and_dcol: Option<(&mut [T], &mut [T])>,
+    parallel_gemm: bool,
 ) {
     let (k, pixels) = (g.col_width(), g.out_pixels());
     let filters = weight.len() / k;
@@ -344,7 +357,7 @@ fn backward_chunk<T: Float>(
             MatRef::new(dout_n, filters, pixels),
             MatRef::new(col_n, k, pixels).t(),
             true,
-            false,
+            parallel_gemm,
         );
         // db += row sums of dout_n
         for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
@@ -358,7 +371,7 @@ fn backward_chunk<T: Float>(
                 MatRef::new(weight, filters, k).t(),
                 MatRef::new(dout_n, filters, pixels),
                 false,
-                false,
+                parallel_gemm,
             );
             let dx_n = &mut dx_chunk[i * g.image_len()..(i + 1) * g.image_len()];
             col2im_image(dcol_n, g, dx_n);
