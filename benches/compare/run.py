@@ -234,7 +234,10 @@ def rows(inference_batches, train_images):
 
 def report(results, counts, info, args):
     lines = [
-        f"machine: {info['cpu']}, {info['cores']} cores ({info['os']})",
+        f"machine: {info['cpu']}, {info['cores']} cores ({info['os']}); 1-minute load "
+        f"average {info['load']:.2f} at the start"
+        + (" - THE MACHINE WAS BUSY: these figures are not trustworthy"
+           if info["load"] > 0.5 * (info["cores"] or 1) else ""),
         f"versions: convnet {info['convnet_commit']}, {info['rustc']}, torch {info['torch']}",
         f"settings: {args.threads} threads, batch 100, Adam lr 0.001, data {info['data']}, "
         f"medians of {args.rounds} round(s) run alternately (ours, PyTorch, ...), "
@@ -292,6 +295,7 @@ def main():
     if unknown or args.rounds < 1 or args.threads < 1:
         parser.error(f"bad --models/--rounds/--threads ({', '.join(sorted(unknown))})")
 
+    load = os.getloadavg()[0]  # before our own build and runs add to it
     python = ensure_venv(args.venv, args.torch_index_url)
     if not args.no_build:
         run_checked(["cargo", "build", "--release"], cwd=ROOT)
@@ -300,6 +304,7 @@ def main():
     if args.train_images:
         data = subset_folder(data, args.train_images, work)
     info = machine_info()
+    info["load"] = load
     info["data"] = str(data)
     counts = param_counts(models, python)
     for model, (ours, theirs) in counts.items():
