@@ -105,7 +105,8 @@ pub struct Convolution<T> {
     pub stride: usize,
     pub pad: usize,
     // Caches from forward for backward.
-    /// Geometry and batch size of the last forward; `None` before any forward.
+    /// Geometry and batch size of the last training forward; `None` before
+    /// one (an inference forward keeps no col for backward).
     geometry: Option<(ConvGeometry, usize)>,
     /// col: (N, C·FH·FW, OH·OW), the unrolled input.
     col: Vec<T>,
@@ -269,30 +270,38 @@ impl<T: Float> Layer<T> for Convolution<T> {
         }
     }
 
-    fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
+    fn forward(&mut self, x: &Tensor<T>, train: bool) -> Result<&Tensor<T>> {
         let (g, n) = self.geometry_for(x.shape())?;
         let filters = self.weight.shape()[0];
         let (k, pixels) = (g.col_width(), g.out_pixels());
-        self.col.resize(n * pixels * k, T::zero());
+        let chunk = chunk_size(n);
+        let chunks = n.div_ceil(chunk);
+        // Training keeps every image's col for backward. Inference needs
+        // none afterwards: one col per chunk, reused image after image,
+        // keeps memory small for big batches.
+        let col_per_chunk = if train { chunk } else { 1 };
+        self.col
+            .resize(chunks * col_per_chunk * pixels * k, T::zero());
         self.out.resize(&[n, filters, g.out_h, g.out_w]);
 
-        let chunk = chunk_size(n);
         // Fewer chunks than threads (a batch of 1 at inference): let the
         // matrix products themselves use the idle threads.
-        let parallel_gemm = n.div_ceil(chunk) < rayon::current_num_threads();
+        let parallel_gemm = chunks < rayon::current_num_threads();
         let (weight, bias) = (self.weight.data(), self.bias.data());
         self.out
             .data_mut()
             .par_chunks_mut(chunk * filters * pixels)
-            .zip(self.col.par_chunks_mut(chunk * pixels * k))
+            .zip(self.col.par_chunks_mut(col_per_chunk * pixels * k))
             .zip(x.data().par_chunks(chunk * g.image_len()))
             .for_each(|((out_chunk, col_chunk), x_chunk)| {
                 let images = out_chunk
                     .chunks_mut(filters * pixels)
-                    .zip(col_chunk.chunks_mut(pixels * k))
-                    .zip(x_chunk.chunks(g.image_len()));
-                for ((out_n, col_n), x_n) in images {
+                    .zip(x_chunk.chunks(g.image_len()))
+                    .enumerate();
+                for (i, (out_n, x_n)) in images {
                     // col_n: (C·FH·FW, OH·OW)
+                    let slot = if train { i } else { 0 };
+                    let col_n = &mut col_chunk[slot * pixels * k..(slot + 1) * pixels * k];
                     im2col_image(x_n, &g, col_n);
                     // out_n: (FN, OH·OW) = b (broadcast) + W · col_n
                     for (row, &b) in out_n.chunks_mut(pixels).zip(bias) {
@@ -307,7 +316,8 @@ impl<T: Float> Layer<T> for Convolution<T> {
                     );
                 }
             });
-        self.geometry = Some((g, n));
+        // Backward needs the col of a training forward.
+        self.geometry = train.then_some((g, n));
         Ok(&self.out)
     }
 
@@ -490,6 +500,27 @@ mod tests {
                 assert!(err <= 1e-6, "n={n} stride={stride} pad={pad}: {name} {err}");
             }
         }
+    }
+
+    #[test]
+    fn inference_keeps_one_col_per_chunk_and_gives_the_training_output() {
+        let mut rng = Rng::new(2);
+        let mut conv = Convolution::<f64>::new(&ConvolutionConfig::default(), &mut rng).unwrap();
+        let x = Tensor::from_vec(
+            &[40, 1, 28, 28],
+            (0..40 * 784).map(|_| rng.normal()).collect(),
+        )
+        .unwrap();
+        let trained = conv.forward(&x, true).unwrap().clone();
+        let col_len = conv.col.len();
+        assert_eq!(conv.forward(&x, false).unwrap(), &trained);
+        // 40 images in 14 chunks of (up to) 3: 14 cols instead of 14 · 3.
+        assert_eq!(conv.col.len() * 3, col_len);
+        // No col was kept for backward.
+        assert!(matches!(
+            conv.backward(&trained),
+            Err(Error::BackwardBeforeForward(_))
+        ));
     }
 
     #[test]
