@@ -58,9 +58,10 @@ pub struct Affine<T> {
     pub bias: Tensor<T>,
     pub grad_weight: Tensor<T>,
     pub grad_bias: Tensor<T>,
-    /// The last input, flattened to (N, D).
+    /// The last training input, flattened to (N, D).
     x: Tensor<T>,
-    /// The last input's original shape, restored in `dx`.
+    /// The last training input's original shape, restored in `dx`; empty
+    /// before a training forward.
     input_shape: Vec<usize>,
     out: Tensor<T>,
     dx: Tensor<T>,
@@ -130,15 +131,18 @@ impl<T: Float> Layer<T> for Affine<T> {
         input.first().map_or(0, |&n| (n * m * (2 * d + 1)) as u64)
     }
 
-    fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
+    fn forward(&mut self, x: &Tensor<T>, train: bool) -> Result<&Tensor<T>> {
         let out_shape = self.output_shape(x.shape())?;
         let (d, m) = self.dims();
         let n = x.batch();
-        // x: (N, D) — keep a copy for dW in backward.
-        self.x.resize(&[n, d]);
-        self.x.data_mut().copy_from_slice(x.data());
+        // x: (N, D) — in training, keep a copy for dW in backward; an
+        // inference forward leaves nothing for backward.
         self.input_shape.clear();
-        self.input_shape.extend_from_slice(x.shape());
+        if train {
+            self.x.resize(&[n, d]);
+            self.x.data_mut().copy_from_slice(x.data());
+            self.input_shape.extend_from_slice(x.shape());
+        }
         // out: (N, M) = b (broadcast) + x · W
         self.out.resize(&out_shape);
         for row in self.out.data_mut().chunks_mut(m) {
@@ -146,7 +150,7 @@ impl<T: Float> Layer<T> for Affine<T> {
         }
         matmul(
             MatMut::new(self.out.data_mut(), n, m),
-            MatRef::new(self.x.data(), n, d),
+            MatRef::new(x.data(), n, d),
             MatRef::new(self.weight.data(), d, m),
             true,
             true,
@@ -254,5 +258,11 @@ mod tests {
             &[2, 2, 2, 2]
         );
         assert!(fc.backward(&Tensor::zeros(&[2, 4])).is_err());
+        // An inference forward keeps no input for backward.
+        fc.forward(&Tensor::zeros(&[2, 8]), false).unwrap();
+        assert!(matches!(
+            fc.backward(&Tensor::zeros(&[2, 3])),
+            Err(Error::BackwardBeforeForward(_))
+        ));
     }
 }
