@@ -216,15 +216,15 @@ mod tests {
             dir: dir.clone(),
             mirror: Some("http://127.0.0.1:1/sets/".to_string()),
         };
-        let msg = cache
-            .fetch(&MNIST, &mut |_| {})
-            .unwrap_err()
-            .to_string();
+        let msg = cache.fetch(&MNIST, &mut |_| {}).unwrap_err().to_string();
         assert!(
             msg.contains("http://127.0.0.1:1/sets/mnist/train-images-idx3-ubyte.gz"),
             "{msg}"
         );
-        assert!(msg.contains(&dir.join("mnist").display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&dir.join("mnist").display().to_string()),
+            "{msg}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

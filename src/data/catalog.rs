@@ -255,7 +255,10 @@ mod tests {
             assert_eq!(name.to_string(), name.as_str());
         }
         let msg = "mnist10k".parse::<DatasetName>().unwrap_err().to_string();
-        assert!(msg.contains("mnist-10k") && msg.contains("cifar10"), "{msg}");
+        assert!(
+            msg.contains("mnist-10k") && msg.contains("cifar10"),
+            "{msg}"
+        );
     }
 
     #[test]

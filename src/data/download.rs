@@ -172,7 +172,10 @@ fn fetch_into(
         return Err(failed(
             url,
             part,
-            format!("the server offers {n} bytes, expected {}", expected.size),
+            format!(
+                "size mismatch: the server offers {n} bytes, the checksum table expects {}",
+                expected.size
+            ),
         ));
     }
     let total = announced.or(Some(expected.size));
@@ -216,10 +219,7 @@ fn fetch_into(
         return Err(failed(
             url,
             part,
-            format!(
-                "connection closed after {done} of {} bytes",
-                expected.size
-            ),
+            format!("connection closed after {done} of {} bytes", expected.size),
         ));
     }
     let actual = hex(&hasher.finalize());
@@ -308,13 +308,19 @@ mod tests {
         };
         verify_file(&path, &good).unwrap();
         let short = verify_file(&path, &RemoteFile { size: 4, ..good });
-        assert!(short.unwrap_err().to_string().contains("3 bytes instead of 4"));
+        assert!(short
+            .unwrap_err()
+            .to_string()
+            .contains("3 bytes instead of 4"));
         let wrong = RemoteFile {
             sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
             ..good
         };
         let msg = verify_file(&path, &wrong).unwrap_err().to_string();
-        assert!(msg.contains("SHA-256") && msg.contains("delete it"), "{msg}");
+        assert!(
+            msg.contains("SHA-256") && msg.contains("delete it"),
+            "{msg}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -332,7 +338,10 @@ mod tests {
         let msg = download(url, &dest, &file, &mut |_| {})
             .unwrap_err()
             .to_string();
-        assert!(msg.starts_with(&format!("cannot download {url} (")), "{msg}");
+        assert!(
+            msg.starts_with(&format!("cannot download {url} (")),
+            "{msg}"
+        );
         assert!(msg.contains("put x.gz in") && !msg.contains('\n'), "{msg}");
         assert!(!dest.exists() && !part_path(&dest).exists());
         let _ = std::fs::remove_dir_all(&dir);

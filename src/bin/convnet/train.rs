@@ -1,9 +1,9 @@
 //! `convnet train` and `convnet eval`.
 
+use crate::data::DataArgs;
 use anyhow::Context;
 use clap::Args;
 use convnet::checkpoint::{self, CheckpointInfo};
-use crate::data::DataArgs;
 use convnet::init::Init;
 use convnet::networks::{build_model, model_info, ModelOptions};
 use convnet::optim::build;
