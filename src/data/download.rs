@@ -236,10 +236,10 @@ fn fetch_into(
     Ok(())
 }
 
-/// A client with connect and read timeouts, no redirects to other schemes
-/// beyond ureq's defaults, and HTTP statuses returned rather than raised
-/// (so the message can name them). Loopback URLs (test servers, a local
-/// mirror) bypass any proxy set in the environment.
+/// A client with connect and read timeouts, ureq's default redirects (at
+/// most 10) and HTTP statuses returned rather than raised, so that the
+/// message can name them. Proxies come from the usual environment variables,
+/// except for loopback URLs (test servers, a local mirror).
 fn agent_for(url: &str) -> ureq::Agent {
     let host = url.split("://").nth(1).unwrap_or(url);
     let loopback = ["127.0.0.1", "localhost", "[::1]"]
