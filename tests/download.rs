@@ -414,6 +414,59 @@ fn cifar10_archive_is_verified_unpacked_and_then_reused() {
     assert_eq!(server.hits(&format!("/cifar10/{name}")), 1);
 }
 
+/// The Fashion-MNIST checksums of the catalog, checked against real files:
+/// Debian's `dataset-fashion-mnist` (in `shared/data/fashion-mnist` here)
+/// holds the original deflate streams under a plain gzip header; putting the
+/// original header back (file name, and the mtime of 2017-08-31 10:50:06 or
+/// :27 UTC, found by search) must give exactly the catalog's SHA-256.
+/// Skipped when no copy of the files is found.
+#[test]
+fn fashion_mnist_checksums_match_the_real_files() {
+    let candidates = [
+        std::env::var_os("CONVNET_FASHION_DIR").map(std::path::PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fashion-mnist")),
+        Some("/work/shared/data/fashion-mnist".into()),
+        Some("/usr/share/datasets/fashion-mnist".into()),
+    ];
+    let Some(dir) = candidates
+        .into_iter()
+        .flatten()
+        .find(|d| d.join(IDX_NAMES[0]).is_file())
+    else {
+        eprintln!("no Fashion-MNIST .gz files found: skipped");
+        return;
+    };
+    let source = convnet::data::catalog::FASHION_MNIST;
+    for file in source.files {
+        let bytes = std::fs::read(dir.join(file.name)).unwrap();
+        const FNAME: u8 = 0x08;
+        let original = if bytes.len() > 10 && bytes[3] & FNAME == 0 {
+            let mtime: u32 = if file.name.starts_with("train") {
+                1_504_176_606
+            } else {
+                1_504_176_627
+            };
+            let stem = file.name.trim_end_matches(".gz");
+            let mut o = vec![0x1f, 0x8b, 0x08, FNAME];
+            o.extend(mtime.to_le_bytes());
+            o.extend([0x00, 0x03]);
+            o.extend(stem.as_bytes());
+            o.push(0);
+            o.extend(&bytes[10..]);
+            o
+        } else {
+            bytes
+        };
+        assert_eq!(original.len() as u64, file.size, "{}", file.name);
+        assert_eq!(
+            sha256_hex(&original[..]).unwrap(),
+            file.sha256,
+            "{}",
+            file.name
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The convnet binary
 // ---------------------------------------------------------------------------

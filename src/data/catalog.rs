@@ -189,11 +189,13 @@ pub const MNIST: Source<'static> = Source {
 /// Sizes and SHA-256: tensorflow/datasets
 /// `tensorflow_datasets/url_checksums/fashion_mnist.txt`, for these exact
 /// URLs; the MD5 sums in the Fashion-MNIST README belong to the same files
-/// (several projects list both). Not checked against a download here (no
-/// internet). Debian's `dataset-fashion-mnist` package
-/// ships the same images re-gzipped without the file name in the gzip header
-/// (23 bytes shorter, different SHA-256), so its files do not pass this
-/// check: use them with `--data DIR` instead.
+/// (several projects list both). Checked here against real bytes: Debian's
+/// `dataset-fashion-mnist` package ships the original deflate streams under
+/// a plain gzip header (no file name, another mtime: 23 bytes shorter, a
+/// different SHA-256); with the original header put back (the file name
+/// and mtime 2017-08-31 10:50:06 UTC for `train-*`, 10:50:27 for `t10k-*`)
+/// all four match these sizes and SHA-256 (`tests/download.rs`). Debian's
+/// files as they are do not pass this check: use them with `--data DIR`.
 pub const FASHION_MNIST: Source<'static> = Source {
     name: "fashion-mnist",
     folder: "fashion-mnist",
