@@ -23,6 +23,10 @@ pub enum Error {
     /// A configuration value is out of range (batch size 0, unknown optimizer, ...).
     #[error("{0}")]
     Config(String),
+    /// A data-set file could not be downloaded, or did not match its
+    /// SHA-256 (see `data::download`).
+    #[error("{0}")]
+    Download(String),
     /// An operating-system I/O error, with the path it concerns.
     #[error("{path}: {error}")]
     Io { path: String, error: std::io::Error },
@@ -41,7 +45,11 @@ impl Error {
     /// specific error of the same kind.
     pub fn detail(&self) -> String {
         match self {
-            Error::Shape(m) | Error::Geometry(m) | Error::Data(m) | Error::Config(m) => m.clone(),
+            Error::Shape(m)
+            | Error::Geometry(m)
+            | Error::Data(m)
+            | Error::Config(m)
+            | Error::Download(m) => m.clone(),
             other => other.to_string(),
         }
     }

@@ -8,6 +8,9 @@
 //! | [`dataset`] | [`Dataset`] (images + labels) with [`Dataset::batch_into`], and [`TrainTest`] |
 //! | [`mnist`] | [`load_idx_dir`] for an MNIST / Fashion-MNIST folder, [`load_embedded_mnist10k`] |
 //! | [`cifar10`] | the CIFAR-10 binary batches (3×32×32 colour) |
+//! | [`catalog`] | the named sets (`mnist`, `fashion-mnist`, `cifar10`, `mnist-10k`): URLs, sizes, SHA-256 |
+//! | `download` | one file over HTTP(S), verified, renamed into place (feature `download`) |
+//! | `cache` | the cache folder; load a set by name, downloading what is missing (feature `download`) |
 //!
 //! The library carries 10,000 real MNIST digits (8,004 train, 1,996 test;
 //! see `data/mnist-10k/README.md`), so examples and tests need no download:
@@ -24,8 +27,13 @@
 //! assert!(t.iter().all(|&label| label < 10));
 //! ```
 
+#[cfg(feature = "download")]
+pub mod cache;
+pub mod catalog;
 pub mod cifar10;
 pub mod dataset;
+#[cfg(feature = "download")]
+pub mod download;
 pub mod idx;
 pub mod mnist;
 

@@ -2,6 +2,7 @@
 //! command line. Every failure is one line on stderr and a non-zero exit.
 
 mod bench;
+mod data;
 mod gradcheck;
 mod predict;
 mod summary;

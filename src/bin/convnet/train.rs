@@ -1,9 +1,9 @@
 //! `convnet train` and `convnet eval`.
 
+use crate::data::DataArgs;
 use anyhow::Context;
 use clap::Args;
 use convnet::checkpoint::{self, CheckpointInfo};
-use convnet::data::{load_dir, load_embedded_mnist10k, TrainTest};
 use convnet::init::Init;
 use convnet::networks::{build_model, model_info, ModelOptions};
 use convnet::optim::build;
@@ -15,7 +15,7 @@ use convnet::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -25,11 +25,8 @@ pub struct TrainArgs {
     /// 'conv(30,5)-relu-maxpool(2)-affine(100)-relu-affine(10)'.
     #[arg(long, default_value = "simple")]
     model: String,
-    /// A folder of MNIST-format IDX files (gzipped or raw, standard names) or
-    /// of CIFAR-10 binary batches. Default: the 10,000 MNIST digits embedded
-    /// in the program.
-    #[arg(long)]
-    data: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     #[arg(long, default_value_t = 15)]
     epochs: usize,
     #[arg(long, default_value_t = 100)]
@@ -92,21 +89,12 @@ pub struct EvalArgs {
     /// A checkpoint written by `convnet train --save`.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// A folder of MNIST-format IDX files; its test split is evaluated.
-    /// Default: the embedded MNIST digits.
-    #[arg(long)]
-    data: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
     #[arg(long)]
     threads: Option<usize>,
-}
-
-fn load_data(dir: Option<&Path>) -> anyhow::Result<TrainTest> {
-    Ok(match dir {
-        Some(dir) => load_dir(dir)?,
-        None => load_embedded_mnist10k()?,
-    })
 }
 
 fn metrics_json(m: &EpochMetrics) -> String {
@@ -152,7 +140,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         start_epoch: 0,
     };
     config.validate()?;
-    let data = load_data(args.data.as_deref())?;
+    let data = args.data.load()?;
     let input_shape = data.train.input_shape();
     let classes = data.class_names.len();
     let simple_only = [
@@ -345,7 +333,7 @@ pub fn print_evaluation(eval: &Evaluation, class_names: &[String]) {
 pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     crate::set_threads(args.threads)?;
     let (mut net, info) = checkpoint::load(&args.checkpoint)?;
-    let data = load_data(args.data.as_deref())?;
+    let data = args.data.load()?;
     anyhow::ensure!(
         data.test.input_shape() == info.input_shape,
         "the checkpoint's model takes {:?} images, {} has {:?}",
