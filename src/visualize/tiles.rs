@@ -211,7 +211,10 @@ mod tests {
         let tiles = filter_tiles(&w).unwrap();
         assert_eq!(tiles[0].colour(0, 0), [255, 0, 128]);
         let two = Tensor::from_vec(&[1, 2, 1, 1], vec![1.0, 0.0]).unwrap();
-        assert!(filter_tiles(&two).unwrap_err().to_string().contains("2 input channels"));
+        assert!(filter_tiles(&two)
+            .unwrap_err()
+            .to_string()
+            .contains("2 input channels"));
     }
 
     #[test]
@@ -235,7 +238,10 @@ mod tests {
         let one = GridLayout::new(1, [28, 28], 16, 40, 2);
         assert_eq!((one.width(), one.height()), (56, 56));
         let filters = GridLayout::new(30, [5, 5], 10, 40, 2);
-        assert_eq!((filters.rows, filters.columns, filters.tile_width), (3, 10, 40));
+        assert_eq!(
+            (filters.rows, filters.columns, filters.tile_width),
+            (3, 10, 40)
+        );
     }
 
     #[test]

@@ -100,6 +100,11 @@ pub struct EvalArgs {
     batch_size: usize,
     #[arg(long)]
     threads: Option<usize>,
+    /// Also draw the confusion matrix as a PNG heat-map (640×640 pixels):
+    /// class names on the axes, counts in the cells, colour by share of the
+    /// true class.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 fn load_data(dir: Option<&Path>) -> anyhow::Result<TrainTest> {
@@ -217,7 +222,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
                 options,
                 input_shape,
                 class_names: data.class_names.clone(),
-                extra: BTreeMap::new(),
+                // `visualize filters --compare` rebuilds the untrained
+                // network from it.
+                extra: BTreeMap::from([("seed".to_string(), args.seed.to_string())]),
             };
             (net, info, None)
         }
@@ -361,5 +368,20 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         data.test.len()
     );
     print_evaluation(&eval, &data.class_names);
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} on {}: accuracy {:.2}% of {} images",
+            info.model,
+            data.name,
+            100.0 * eval.accuracy,
+            data.test.len()
+        );
+        crate::confusion_plot::write_confusion_plot(
+            &eval.confusion,
+            &data.class_names,
+            &title,
+            path,
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
