@@ -73,15 +73,21 @@ pub fn label(
     ))
 }
 
-/// Writes `canvas` to `path` as PNG and prints `wrote PATH (W×H)`. The name
-/// must end in `.png` (or have no extension).
-pub fn write_png(canvas: Canvas, path: &Path) -> anyhow::Result<()> {
+/// Checks that `path` names a PNG file: it ends in `.png` (or has no
+/// extension). Commands call it before any work.
+pub fn check_png_path(path: &Path) -> anyhow::Result<()> {
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("png");
     anyhow::ensure!(
         extension.eq_ignore_ascii_case("png"),
         "{}: pictures are written as PNG: give a name ending in .png",
         path.display()
     );
+    Ok(())
+}
+
+/// Writes `canvas` to `path` as PNG and prints `wrote PATH (W×H)`.
+pub fn write_png(canvas: Canvas, path: &Path) -> anyhow::Result<()> {
+    check_png_path(path)?;
     let (width, height) = (canvas.width() as u32, canvas.height() as u32);
     let picture = image::RgbImage::from_raw(width, height, canvas.into_pixels())
         .context("canvas of the wrong size")?;

@@ -2,7 +2,7 @@
 //! JSON lines `convnet train --metrics FILE` writes, as a PNG of two charts
 //! (960×400 pixels).
 
-use crate::drawing::{draw_on, text_style, write_png, FONT};
+use crate::drawing::{check_png_path, draw_on, text_style, write_png, FONT};
 use anyhow::Context;
 use clap::Args;
 use convnet::visualize::Canvas;
@@ -68,6 +68,7 @@ fn parse_metrics(text: &str, source: &Path) -> anyhow::Result<Vec<EpochPoint>> {
 }
 
 pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
+    check_png_path(&args.output)?;
     let text = std::fs::read_to_string(&args.metrics)
         .with_context(|| format!("cannot read {}", args.metrics.display()))?;
     let points = parse_metrics(&text, &args.metrics)?;

@@ -350,6 +350,9 @@ pub fn print_evaluation(eval: &Evaluation, class_names: &[String]) {
 }
 
 pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.plot {
+        crate::drawing::check_png_path(path)?;
+    }
     crate::set_threads(args.threads)?;
     let (mut net, info) = checkpoint::load(&args.checkpoint)?;
     let data = load_data(args.data.as_deref())?;

@@ -4,7 +4,7 @@
 //! tiles. Each tile is scaled to its own min..max (see
 //! [`convnet::visualize::tiles`]).
 
-use crate::drawing::{draw_on, label, write_png};
+use crate::drawing::{check_png_path, draw_on, label, write_png};
 use crate::image_input::load_image;
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -175,6 +175,7 @@ fn write_titles(canvas: &mut Canvas, titles: &[(String, (usize, usize))]) -> any
 }
 
 fn filters(args: FiltersArgs) -> anyhow::Result<()> {
+    check_png_path(&args.output)?;
     let (mut net, info) = checkpoint::load(&args.checkpoint)?;
     let (name, trained) = first_convolution(&mut net, &args.checkpoint)?;
     let (_, c, k, _) = trained.dims4()?;
@@ -229,6 +230,7 @@ fn is_drawn(kind: &str, output: &Tensor<f32>) -> bool {
 }
 
 fn activations(args: ActivationsArgs) -> anyhow::Result<()> {
+    check_png_path(&args.output)?;
     crate::set_threads(None)?;
     let (mut net, info) = checkpoint::load(&args.checkpoint)?;
     let [c, h, w] = info.input_shape;
