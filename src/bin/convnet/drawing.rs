@@ -5,9 +5,12 @@
 
 use anyhow::Context;
 use convnet::visualize::Canvas;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{ExtendedColorType, ImageEncoder};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
+use std::io::Write;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -85,15 +88,27 @@ pub fn check_png_path(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `canvas` to `path` as PNG and prints `wrote PATH (W×H)`.
+/// Writes `canvas` to `path` as PNG (grey-scale when every pixel is grey,
+/// which a third of the bytes holds; best DEFLATE compression) and prints
+/// `wrote PATH (W×H)`.
 pub fn write_png(canvas: Canvas, path: &Path) -> anyhow::Result<()> {
     check_png_path(path)?;
     let (width, height) = (canvas.width() as u32, canvas.height() as u32);
-    let picture = image::RgbImage::from_raw(width, height, canvas.into_pixels())
-        .context("canvas of the wrong size")?;
-    picture
-        .save_with_format(path, image::ImageFormat::Png)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let pixels = canvas.into_pixels();
+    let grey = pixels.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]);
+    let (bytes, colour) = if grey {
+        let luma: Vec<u8> = pixels.chunks(3).map(|p| p[0]).collect();
+        (luma, ExtendedColorType::L8)
+    } else {
+        (pixels, ExtendedColorType::Rgb8)
+    };
+    let cannot_write = || format!("cannot write {}", path.display());
+    let file = std::fs::File::create(path).with_context(cannot_write)?;
+    let mut writer = std::io::BufWriter::new(file);
+    PngEncoder::new_with_quality(&mut writer, CompressionType::Best, FilterType::Adaptive)
+        .write_image(&bytes, width, height, colour)
+        .with_context(cannot_write)?;
+    writer.flush().with_context(cannot_write)?;
     println!("wrote {} ({width}×{height})", path.display());
     Ok(())
 }
