@@ -144,7 +144,7 @@ struct Panel {
 
 impl Panel {
     fn new(title: String, tiles: Vec<Tile>, max_columns: usize) -> Self {
-        let shape = [tiles[0].height, tiles[0].width];
+        let shape = tiles.first().map_or([1, 1], |t| [t.height, t.width]);
         let layout = GridLayout::new(tiles.len(), shape, max_columns, MIN_TILE_SIDE, GAP);
         Panel {
             title,
@@ -156,19 +156,17 @@ impl Panel {
     fn height(&self) -> usize {
         HEADER + self.layout.height()
     }
-
-    /// Draws the grid at (x, y + HEADER); returns where the title goes.
-    fn draw_tiles(&self, canvas: &mut Canvas, x: usize, y: usize) -> (String, (usize, usize)) {
-        self.layout.draw(canvas, x, y + HEADER, &self.tiles);
-        (self.title.clone(), (x, y + 3))
-    }
 }
 
-/// Writes each `(text, position)` on `canvas`.
-fn write_titles(canvas: &mut Canvas, titles: &[(String, (usize, usize))]) -> anyhow::Result<()> {
+/// Draws each panel with its top-left corner at the given place: its title,
+/// and its grid `HEADER` pixels lower.
+fn draw_panels(canvas: &mut Canvas, placed: &[(&Panel, (usize, usize))]) -> anyhow::Result<()> {
+    for (panel, (x, y)) in placed {
+        panel.layout.draw(canvas, *x, y + HEADER, &panel.tiles);
+    }
     draw_on(canvas, |area| {
-        for (text, at) in titles {
-            label(area, text, *at, HEADER_FONT)?;
+        for (panel, (x, y)) in placed {
+            label(area, &panel.title, (*x, y + 3), HEADER_FONT)?;
         }
         Ok(())
     })
@@ -207,12 +205,12 @@ fn filters(args: FiltersArgs) -> anyhow::Result<()> {
     let width = 2 * MARGIN + panels.len() * panel_width + 24 * (panels.len() - 1);
     let height = 2 * MARGIN + panels[0].height();
     let mut canvas = Canvas::new(width, height, WHITE);
-    let titles: Vec<_> = panels
+    let placed: Vec<_> = panels
         .iter()
         .enumerate()
-        .map(|(i, panel)| panel.draw_tiles(&mut canvas, MARGIN + i * (panel_width + 24), MARGIN))
+        .map(|(i, panel)| (panel, (MARGIN + i * (panel_width + 24), MARGIN)))
         .collect();
-    write_titles(&mut canvas, &titles)?;
+    draw_panels(&mut canvas, &placed)?;
     let count = panels[0].tiles.len();
     println!("{name}: {count} filters of {c}×{k}×{k}");
     write_png(canvas, &args.output)
@@ -276,11 +274,11 @@ fn activations(args: ActivationsArgs) -> anyhow::Result<()> {
         2 * MARGIN + panels.iter().map(Panel::height).sum::<usize>() + 10 * (panels.len() - 1);
     let mut canvas = Canvas::new(width, height, WHITE);
     let mut y = MARGIN;
-    let mut titles = Vec::new();
+    let mut placed = Vec::new();
     for panel in &panels {
-        titles.push(panel.draw_tiles(&mut canvas, MARGIN, y));
+        placed.push((panel, (MARGIN, y)));
         y += panel.height() + 10;
     }
-    write_titles(&mut canvas, &titles)?;
+    draw_panels(&mut canvas, &placed)?;
     write_png(canvas, &args.output)
 }
