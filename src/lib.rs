@@ -19,6 +19,7 @@
 //! | [`data`] | §3.6 MNIST |
 //! | [`train`] | §4.5, `common/trainer.py` |
 //! | [`checkpoint`] | `pickle` of the parameters, as safetensors |
+//! | [`visualize`] | §7.6.1 `visualize_filter.py` |
 
 pub mod checkpoint;
 pub mod cpu;
@@ -34,6 +35,7 @@ pub mod optim;
 pub mod rng;
 pub mod tensor;
 pub mod train;
+pub mod visualize;
 
 pub use error::{Error, Result};
 pub use rng::Rng;

@@ -6,7 +6,7 @@ pub mod simple_convnet;
 pub mod spec;
 pub mod summary;
 
-pub use sequential::{NamedLayer, Network};
+pub use sequential::{LayerOutput, NamedLayer, Network};
 pub use simple_convnet::{simple_convnet, SimpleConvNetConfig};
 pub use spec::{build_from_spec, parse_spec, LayerSpec};
 

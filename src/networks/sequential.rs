@@ -34,6 +34,16 @@ pub struct NamedLayer<T> {
     pub layer: Box<dyn Layer<T>>,
 }
 
+/// One layer's output for an input, as [`Network::layer_outputs`] gives it.
+#[derive(Clone, Debug)]
+pub struct LayerOutput<T> {
+    /// The layer's name (`conv1`, `pool1`, ...).
+    pub name: String,
+    /// The layer's type (`"Convolution"`, `"MaxPooling"`, ...).
+    pub kind: &'static str,
+    pub output: Tensor<T>,
+}
+
 /// A sequential classifier.
 pub struct Network<T> {
     /// One input image: (C, H, W).
@@ -111,6 +121,35 @@ impl<T: Float> Network<T> {
     pub fn predict<'a>(&'a mut self, x: &'a Tensor<T>, train: bool) -> Result<&'a Tensor<T>> {
         self.check_input(x)?;
         forward_layers(&mut self.layers, x, train)
+    }
+
+    /// Runs `x` through the network in evaluation mode and returns a copy of
+    /// every layer's output, in order (the feature maps of `convnet
+    /// visualize activations`).
+    ///
+    /// ```
+    /// use convnet::networks::{simple_convnet, SimpleConvNetConfig};
+    /// use convnet::{Rng, Tensor};
+    /// let mut net = simple_convnet::<f32>(&SimpleConvNetConfig::default(), &mut Rng::new(0)).unwrap();
+    /// let outputs = net.layer_outputs(&Tensor::zeros(&[1, 1, 28, 28])).unwrap();
+    /// let names: Vec<_> = outputs.iter().map(|o| (o.name.as_str(), o.kind)).collect();
+    /// assert_eq!(names[..3], [("conv1", "Convolution"), ("relu1", "Relu"), ("pool1", "MaxPooling")]);
+    /// assert_eq!(outputs[2].output.shape(), [1, 30, 12, 12]);
+    /// assert_eq!(outputs.last().unwrap().output.shape(), [1, 10]);
+    /// ```
+    pub fn layer_outputs(&mut self, x: &Tensor<T>) -> Result<Vec<LayerOutput<T>>> {
+        self.check_input(x)?;
+        let mut outputs: Vec<LayerOutput<T>> = Vec::with_capacity(self.layers.len());
+        for named in self.layers.iter_mut() {
+            let input = outputs.last().map_or(x, |o| &o.output);
+            let output = named.layer.forward(input, false)?.clone();
+            outputs.push(LayerOutput {
+                name: named.name.clone(),
+                kind: named.layer.kind(),
+                output,
+            });
+        }
+        Ok(outputs)
     }
 
     /// The mean cross-entropy loss of `x` against `labels`.

@@ -57,3 +57,26 @@ pub fn convnet_ok(args: &[&str], files: &[&Path]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Runs the `convnet` binary with `args` followed by `files`, asserts that
+/// it fails cleanly — a non-zero exit code and exactly one line on stderr,
+/// `convnet: error: ...`, no panic — and returns that line.
+pub fn convnet_fails(args: &[&str], files: &[&Path]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_convnet"));
+    command.args(args);
+    for f in files {
+        command.arg(f);
+    }
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.code().is_some_and(|c| c != 0),
+        "expected a non-zero exit code: {:?}\n{stderr}",
+        out.status
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr:\n{stderr}");
+    assert!(lines[0].starts_with("convnet: error: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    lines[0].to_string()
+}

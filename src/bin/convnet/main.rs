@@ -1,12 +1,17 @@
-//! `convnet`: train, evaluate, check and benchmark the book's CNNs from the
-//! command line. Every failure is one line on stderr and a non-zero exit.
+//! `convnet`: train, evaluate, check, benchmark and draw the book's CNNs
+//! from the command line. Every failure is one line on stderr and a non-zero exit.
 
 mod bench;
+mod confusion_plot;
 mod data;
+mod drawing;
 mod gradcheck;
+mod image_input;
+mod plot;
 mod predict;
 mod summary;
 mod train;
+mod visualize;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -36,6 +41,10 @@ enum Command {
     Summary(summary::SummaryArgs),
     /// Classify PNG/JPEG files with a saved network (top-k classes).
     Predict(predict::PredictArgs),
+    /// Draw a saved network's filters or one image's feature maps (PNG).
+    Visualize(visualize::VisualizeArgs),
+    /// Draw loss and accuracy per epoch from a `train --metrics` file (PNG, 960×400).
+    Plot(plot::PlotArgs),
 }
 
 /// Starts rayon's global thread pool (`None`: one thread per core) with
@@ -73,6 +82,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Visualize(args) => visualize::run(args),
+        Command::Plot(args) => plot::run(args),
     };
     match result {
         Ok(code) => code,

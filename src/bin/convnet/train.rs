@@ -95,6 +95,11 @@ pub struct EvalArgs {
     batch_size: usize,
     #[arg(long)]
     threads: Option<usize>,
+    /// Also draw the confusion matrix as a PNG heat-map (640×640 pixels):
+    /// class names on the axes, counts in the cells, colour by share of the
+    /// true class.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 fn metrics_json(m: &EpochMetrics) -> String {
@@ -205,7 +210,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
                 options,
                 input_shape,
                 class_names: data.class_names.clone(),
-                extra: BTreeMap::new(),
+                // `visualize filters --compare` rebuilds the untrained
+                // network from it.
+                extra: BTreeMap::from([("seed".to_string(), args.seed.to_string())]),
             };
             (net, info, None)
         }
@@ -331,6 +338,9 @@ pub fn print_evaluation(eval: &Evaluation, class_names: &[String]) {
 }
 
 pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.plot {
+        crate::drawing::check_png_path(path)?;
+    }
     crate::set_threads(args.threads)?;
     let (mut net, info) = checkpoint::load(&args.checkpoint)?;
     let data = args.data.load()?;
@@ -349,5 +359,20 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         data.test.len()
     );
     print_evaluation(&eval, &data.class_names);
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} on {}: accuracy {:.2}% of {} images",
+            info.model,
+            data.name,
+            100.0 * eval.accuracy,
+            data.test.len()
+        );
+        crate::confusion_plot::write_confusion_plot(
+            &eval.confusion,
+            &data.class_names,
+            &title,
+            path,
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,199 @@
+//! `convnet plot`: loss and accuracy per epoch, train and test, from the
+//! JSON lines `convnet train --metrics FILE` writes, as a PNG of two charts
+//! (960×400 pixels).
+
+use crate::drawing::{check_png_path, draw_on, text_style, write_png, FONT};
+use anyhow::Context;
+use clap::Args;
+use convnet::visualize::Canvas;
+use plotters::prelude::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The picture's size in pixels.
+pub const METRICS_PLOT_SIZE: (usize, usize) = (960, 400);
+
+#[derive(Args)]
+pub struct PlotArgs {
+    /// A file written by `convnet train --metrics`: one JSON object per epoch.
+    metrics: PathBuf,
+    /// Where to write the PNG (960×400 pixels).
+    #[arg(long, default_value = "metrics.png")]
+    output: PathBuf,
+}
+
+/// One line of a metrics file.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct EpochPoint {
+    epoch: u32,
+    train_loss: f64,
+    test_loss: f64,
+    train_acc: f64,
+    test_acc: f64,
+}
+
+/// Parses the metrics file's text; an error names the line at fault.
+fn parse_metrics(text: &str, source: &Path) -> anyhow::Result<Vec<EpochPoint>> {
+    let mut points = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{} line {}", source.display(), index + 1);
+        let value: Value =
+            serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
+        let number = |key: &str| {
+            value
+                .get(key)
+                .and_then(Value::as_f64)
+                .filter(|v| v.is_finite())
+                .with_context(|| format!("{}: no number '{key}'", at()))
+        };
+        let epoch = value
+            .get("epoch")
+            .and_then(Value::as_u64)
+            .and_then(|e| u32::try_from(e).ok())
+            .with_context(|| format!("{}: no whole number 'epoch'", at()))?;
+        points.push(EpochPoint {
+            epoch,
+            train_loss: number("train_loss")?,
+            test_loss: number("test_loss")?,
+            train_acc: number("train_acc")?,
+            test_acc: number("test_acc")?,
+        });
+    }
+    anyhow::ensure!(!points.is_empty(), "{} holds no epochs", source.display());
+    Ok(points)
+}
+
+pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
+    check_png_path(&args.output)?;
+    let text = std::fs::read_to_string(&args.metrics)
+        .with_context(|| format!("cannot read {}", args.metrics.display()))?;
+    let points = parse_metrics(&text, &args.metrics)?;
+    let (width, height) = METRICS_PLOT_SIZE;
+    let mut canvas = Canvas::new(width, height, convnet::visualize::WHITE);
+    draw_on(&mut canvas, |area| {
+        let (left, right) = area.split_horizontally(width as u32 / 2);
+        let loss_max = points
+            .iter()
+            .map(|p| p.train_loss.max(p.test_loss))
+            .fold(0.0, f64::max);
+        chart(
+            &left,
+            &points,
+            "loss",
+            "cross-entropy loss",
+            (0.0, loss_max * 1.08),
+            SeriesLabelPosition::UpperRight,
+            |p| (p.train_loss, p.test_loss),
+        )?;
+        // Accuracy in %, from a multiple of 5 below the lowest value to 100.
+        let acc_min = points
+            .iter()
+            .map(|p| p.train_acc.min(p.test_acc))
+            .fold(1.0, f64::min);
+        let low = ((100.0 * acc_min - 1.0) / 5.0).floor().max(0.0) * 5.0;
+        chart(
+            &right,
+            &points,
+            "accuracy",
+            "accuracy (%)",
+            (low, 100.0),
+            SeriesLabelPosition::LowerRight,
+            |p| (100.0 * p.train_acc, 100.0 * p.test_acc),
+        )
+    })?;
+    write_png(canvas, &args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One chart: the train and test values `value(point)` against the epoch.
+fn chart<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    points: &[EpochPoint],
+    caption: &str,
+    y_label: &str,
+    (y_low, y_high): (f64, f64),
+    legend_at: SeriesLabelPosition,
+    value: impl Fn(&EpochPoint) -> (f64, f64),
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let first = points.iter().map(|p| p.epoch).min().unwrap_or(1);
+    let last = points
+        .iter()
+        .map(|p| p.epoch)
+        .max()
+        .unwrap_or(1)
+        .max(first + 1);
+    let y_high = if y_high > y_low { y_high } else { y_low + 1.0 };
+    // Enough decimals to tell the tick labels apart.
+    let decimals = match y_high - y_low {
+        r if r >= 10.0 => 0,
+        r if r >= 1.0 => 1,
+        _ => 2,
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(first..last, y_low..y_high)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_label)
+        .x_labels((last - first + 1).min(16) as usize)
+        .y_label_formatter(&|y| format!("{y:.decimals$}"))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    let series = [
+        ("train", RGBColor(31, 119, 180), 0),
+        ("test", RGBColor(255, 127, 14), 1),
+    ];
+    for (name, colour, which) in series {
+        let pick = |p: &EpochPoint| {
+            let (train, test) = value(p);
+            (p.epoch, if which == 0 { train } else { test })
+        };
+        let line = ShapeStyle::from(&colour).stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(points.iter().map(pick), line))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], line));
+        chart.draw_series(
+            points
+                .iter()
+                .map(|p| Circle::new(pick(p), 3, colour.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(legend_at)
+        .label_font(text_style(13.0, BLACK))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_lines_train_writes_and_names_a_bad_one() {
+        let good = r#"{"epoch":1,"train_loss":0.5,"train_acc":0.8,"test_loss":0.4,"test_acc":0.85,"seconds":1.0}"#;
+        let text = format!("{good}\n\n{}\n", good.replace("\"epoch\":1", "\"epoch\":2"));
+        let points = parse_metrics(&text, Path::new("m.jsonl")).unwrap();
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[1].epoch, 2);
+        assert_eq!(points[0].test_acc, 0.85);
+        let bad = format!("{good}\n{{\"epoch\":2}}\n");
+        let e = parse_metrics(&bad, Path::new("m.jsonl")).unwrap_err();
+        assert_eq!(e.to_string(), "m.jsonl line 2: no number 'train_loss'");
+        let e = parse_metrics("", Path::new("m.jsonl")).unwrap_err();
+        assert_eq!(e.to_string(), "m.jsonl holds no epochs");
+    }
+}
