@@ -53,6 +53,32 @@ impl<'a, T> MatRef<'a, T> {
         }
     }
 
+    /// Columns `start..end` of the matrix, without copying.
+    pub fn cols(self, start: usize, end: usize) -> Self {
+        assert!(
+            start <= end && end <= self.cols,
+            "MatRef::cols out of range"
+        );
+        MatRef {
+            data: &self.data[(start * self.col_stride).min(self.data.len())..],
+            cols: end - start,
+            ..self
+        }
+    }
+
+    /// Rows `start..end` of the matrix, without copying.
+    pub fn rows(self, start: usize, end: usize) -> Self {
+        assert!(
+            start <= end && end <= self.rows,
+            "MatRef::rows out of range"
+        );
+        MatRef {
+            data: &self.data[(start * self.row_stride).min(self.data.len())..],
+            rows: end - start,
+            ..self
+        }
+    }
+
     fn last_index(&self) -> usize {
         (self.rows.max(1) - 1) * self.row_stride + (self.cols.max(1) - 1) * self.col_stride
     }
@@ -146,6 +172,63 @@ pub fn matmul<T: Float>(
     }
 }
 
+/// `C = A·B` (or `C += A·B`) for a long inner dimension K and a small C
+/// (an affine layer's forward: K = 4,320 inputs, C = 100 images × 100
+/// outputs). Splitting C between threads leaves each too little work, so
+/// the K dimension is cut into `parts` slices instead, whose products are
+/// computed in parallel into `scratch` and then added in order. `parts` is
+/// fixed by the caller, not by the thread count, so the sums, and the
+/// result, are the same on any machine.
+///
+/// ```
+/// use convnet::gemm::{matmul_split_k, MatMut, MatRef};
+/// let a = [1.0f32, 2.0, 3.0, 4.0]; // 1×4
+/// let b = [1.0f32, 1.0, 1.0, 1.0]; // 4×1
+/// let (mut c, mut scratch) = ([0.0f32], Vec::new());
+/// matmul_split_k(MatMut::new(&mut c, 1, 1), MatRef::new(&a, 1, 4), MatRef::new(&b, 4, 1), false, 2, &mut scratch);
+/// assert_eq!(c, [10.0]);
+/// ```
+pub fn matmul_split_k<T: Float>(
+    c: MatMut<'_, T>,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    accumulate: bool,
+    parts: usize,
+    scratch: &mut Vec<T>,
+) {
+    use rayon::prelude::*;
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let parts = parts.clamp(1, k.max(1));
+    if parts == 1 {
+        return matmul(c, a, b, accumulate, false);
+    }
+    assert!(
+        c.rows == m && c.cols == n,
+        "matmul_split_k: C is not {m}x{n}"
+    );
+    scratch.resize(parts * m * n, T::zero());
+    scratch
+        .par_chunks_mut(m * n)
+        .enumerate()
+        .for_each(|(part, partial)| {
+            let (start, end) = (part * k / parts, (part + 1) * k / parts);
+            matmul(
+                MatMut::new(partial, m, n),
+                a.cols(start, end),
+                b.rows(start, end),
+                false,
+                false,
+            );
+        });
+    let c = &mut c.data[..m * n];
+    if !accumulate {
+        c.fill(T::zero());
+    }
+    for partial in scratch.chunks(m * n) {
+        c.iter_mut().zip(partial).for_each(|(c, &p)| *c += p);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +242,37 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn split_k_matches_the_plain_product() {
+        let mut rng = Rng::new(5);
+        let (m, k, n) = (7, 53, 9);
+        let a: Vec<f64> = (0..m * k).map(|_| rng.normal()).collect();
+        let b: Vec<f64> = (0..k * n).map(|_| rng.normal()).collect();
+        let want = naive(&a, &b, m, k, n);
+        let mut scratch = Vec::new();
+        for parts in [1, 2, 5, 53, 100] {
+            let mut c = vec![1.0; m * n];
+            let (a, b) = (MatRef::new(&a, m, k), MatRef::new(&b, k, n));
+            matmul_split_k(MatMut::new(&mut c, m, n), a, b, false, parts, &mut scratch);
+            for (x, y) in c.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-12, "{parts} parts");
+            }
+            matmul_split_k(MatMut::new(&mut c, m, n), a, b, true, parts, &mut scratch);
+            for (x, y) in c.iter().zip(&want) {
+                assert!((x - 2.0 * y).abs() < 1e-12, "{parts} parts");
+            }
+        }
+        // Transposed views: C^T = B^T · A^T.
+        let mut ct = vec![0.0; n * m];
+        let (at, bt) = (MatRef::new(&a, m, k).t(), MatRef::new(&b, k, n).t());
+        matmul_split_k(MatMut::new(&mut ct, n, m), bt, at, false, 4, &mut scratch);
+        for i in 0..m {
+            for j in 0..n {
+                assert!((ct[j * m + i] - want[i * n + j]).abs() < 1e-12);
+            }
+        }
     }
 
     #[test]

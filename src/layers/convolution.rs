@@ -182,7 +182,6 @@ impl<T: Float> Convolution<T> {
         self.partial_grads.resize(chunks * grad_len, T::zero());
 
         let weight = self.weight.data();
-        let parallel_gemm = chunks < rayon::current_num_threads();
         let shared = self
             .partial_grads
             .par_chunks_mut(grad_len)
@@ -195,19 +194,11 @@ impl<T: Float> Convolution<T> {
                 .zip(self.dx.data_mut().par_chunks_mut(chunk * g.image_len()))
                 .zip(self.dcol.par_chunks_mut(chunk * pixels * k))
                 .for_each(|((((grads, col), dout), dx), dcol)| {
-                    backward_chunk(
-                        &g,
-                        weight,
-                        grads,
-                        col,
-                        dout,
-                        Some((dx, dcol)),
-                        parallel_gemm,
-                    );
+                    backward_chunk(&g, weight, grads, col, dout, Some((dx, dcol)));
                 });
         } else {
             shared.for_each(|((grads, col), dout)| {
-                backward_chunk(&g, weight, grads, col, dout, None, parallel_gemm);
+                backward_chunk(&g, weight, grads, col, dout, None);
             });
         }
 
@@ -284,9 +275,6 @@ impl<T: Float> Layer<T> for Convolution<T> {
             .resize(chunks * col_per_chunk * pixels * k, T::zero());
         self.out.resize(&[n, filters, g.out_h, g.out_w]);
 
-        // Fewer chunks than threads (a batch of 1 at inference): let the
-        // matrix products themselves use the idle threads.
-        let parallel_gemm = chunks < rayon::current_num_threads();
         let (weight, bias) = (self.weight.data(), self.bias.data());
         self.out
             .data_mut()
@@ -312,7 +300,7 @@ impl<T: Float> Layer<T> for Convolution<T> {
                         MatRef::new(weight, filters, k),
                         MatRef::new(col_n, k, pixels),
                         true,
-                        parallel_gemm,
+                        false,
                     );
                 }
             });
@@ -350,7 +338,6 @@ fn backward_chunk<T: Float>(
     col_chunk: &[T],
     dout_chunk: &[T],
     mut dx_and_dcol: Option<(&mut [T], &mut [T])>,
-    parallel_gemm: bool,
 ) {
     let (k, pixels) = (g.col_width(), g.out_pixels());
     let filters = weight.len() / k;
@@ -367,7 +354,7 @@ fn backward_chunk<T: Float>(
             MatRef::new(dout_n, filters, pixels),
             MatRef::new(col_n, k, pixels).t(),
             true,
-            parallel_gemm,
+            false,
         );
         // db += row sums of dout_n
         for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
@@ -381,7 +368,7 @@ fn backward_chunk<T: Float>(
                 MatRef::new(weight, filters, k).t(),
                 MatRef::new(dout_n, filters, pixels),
                 false,
-                parallel_gemm,
+                false,
             );
             let dx_n = &mut dx_chunk[i * g.image_len()..(i + 1) * g.image_len()];
             col2im_image(dcol_n, g, dx_n);
