@@ -15,7 +15,7 @@ use convnet::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -222,6 +222,19 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         optimizer.load_state(state)?;
     }
     let save_path = args.save.clone().or(args.resume.clone());
+    if let Some(path) = &save_path {
+        // Fail now, not after the first epoch's work.
+        let folder = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        anyhow::ensure!(
+            folder.is_dir(),
+            "cannot save to {}: folder {} does not exist",
+            path.display(),
+            folder.display()
+        );
+    }
     let mut metrics_file = match &args.metrics {
         Some(path) => Some(
             std::fs::File::create(path)
