@@ -87,7 +87,39 @@ fn k_parts(n: usize, d: usize, m: usize) -> usize {
     }
 }
 
+/// dW: (D, M) = x^T · dout and db: (M) = Σ_n dout[n], for x: (N, D).
+fn param_grads<T: Float>(
+    x: &Tensor<T>,
+    dout: &Tensor<T>,
+    grad_weight: &mut Tensor<T>,
+    grad_bias: &mut Tensor<T>,
+    parallel: bool,
+) {
+    let (n, d) = (x.batch(), x.len() / x.batch().max(1));
+    let m = grad_bias.len();
+    matmul(
+        MatMut::new(grad_weight.data_mut(), d, m),
+        MatRef::new(x.data(), n, d).t(),
+        MatRef::new(dout.data(), n, m),
+        false,
+        parallel,
+    );
+    let db = grad_bias.data_mut();
+    db.fill(T::zero());
+    for row in dout.data().chunks(m) {
+        db.iter_mut().zip(row).for_each(|(b, &g)| *b += g);
+    }
+}
+
 impl<T: Float> Affine<T> {
+    /// Backward needs a training forward and a `dout` of the output's shape.
+    fn check_backward(&self, dout: &Tensor<T>) -> Result<()> {
+        if self.input_shape.is_empty() {
+            return Err(Error::BackwardBeforeForward("Affine"));
+        }
+        check_dout("Affine", Some(self.out.shape()), dout)
+    }
+
     /// A layer with weights drawn by `config.init` (fan-in D) and zero biases.
     pub fn new(config: &AffineConfig, rng: &mut Rng) -> Self {
         let weight = config.init.tensor(
@@ -182,44 +214,41 @@ impl<T: Float> Layer<T> for Affine<T> {
     }
 
     fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
-        // Checks the call and fills dW and db.
-        self.backward_params_only(dout)?;
+        self.check_backward(dout)?;
         let (d, m) = self.dims();
         let n = self.x.batch();
-        // dx: (N, D) = dout · W^T, then back to the input's shape.
         self.dx.resize(&[n, d]);
-        matmul(
-            MatMut::new(self.dx.data_mut(), n, d),
-            MatRef::new(dout.data(), n, m),
-            MatRef::new(self.weight.data(), d, m).t(),
-            false,
-            true,
+        // dx and dW do not depend on each other: compute them side by side,
+        // each product on one thread.
+        let (x, weight, dx) = (&self.x, &self.weight, &mut self.dx);
+        let (grad_weight, grad_bias) = (&mut self.grad_weight, &mut self.grad_bias);
+        rayon::join(
+            || {
+                // dx: (N, D) = dout · W^T
+                matmul(
+                    MatMut::new(dx.data_mut(), n, d),
+                    MatRef::new(dout.data(), n, m),
+                    MatRef::new(weight.data(), d, m).t(),
+                    false,
+                    false,
+                )
+            },
+            || param_grads(x, dout, grad_weight, grad_bias, false),
         );
+        // Back to the input's shape.
         self.dx.reshape(&self.input_shape)?;
         Ok(&self.dx)
     }
 
     fn backward_params_only(&mut self, dout: &Tensor<T>) -> Result<()> {
-        if self.input_shape.is_empty() {
-            return Err(Error::BackwardBeforeForward("Affine"));
-        }
-        check_dout("Affine", Some(self.out.shape()), dout)?;
-        let (d, m) = self.dims();
-        let n = self.x.batch();
-        // dW: (D, M) = x^T · dout
-        matmul(
-            MatMut::new(self.grad_weight.data_mut(), d, m),
-            MatRef::new(self.x.data(), n, d).t(),
-            MatRef::new(dout.data(), n, m),
-            false,
+        self.check_backward(dout)?;
+        param_grads(
+            &self.x,
+            dout,
+            &mut self.grad_weight,
+            &mut self.grad_bias,
             true,
         );
-        // db: (M) = Σ_n dout[n]
-        let db = self.grad_bias.data_mut();
-        db.fill(T::zero());
-        for row in dout.data().chunks(m) {
-            db.iter_mut().zip(row).for_each(|(b, &g)| *b += g);
-        }
         Ok(())
     }
 

@@ -66,9 +66,14 @@ impl<T: Float> Network<T> {
             let start = Instant::now();
             let mut dout = self.loss_layer.backward()?;
             times[loss_index].backward += start.elapsed();
-            for (named, time) in self.layers.iter_mut().zip(&mut times).rev() {
+            // As in `gradient`: the first layer computes no dx.
+            for (i, (named, time)) in self.layers.iter_mut().zip(&mut times).enumerate().rev() {
                 let start = Instant::now();
-                dout = named.layer.backward(dout)?;
+                if i == 0 {
+                    named.layer.backward_params_only(dout)?;
+                } else {
+                    dout = named.layer.backward(dout)?;
+                }
                 time.backward += start.elapsed();
             }
         }
