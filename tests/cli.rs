@@ -665,13 +665,7 @@ fn missing_checkpoint_error_states_the_cause_once() {
 fn save_into_a_missing_folder_fails_before_training() {
     let dir = TempDir::new("savefolder");
     let target = dir.join("no-such-folder").join("m.safetensors");
-    let line = run_fails_cleanly(&[
-        "train",
-        "--epochs",
-        "1",
-        "--save",
-        target.to_str().unwrap(),
-    ]);
+    let line = run_fails_cleanly(&["train", "--epochs", "1", "--save", target.to_str().unwrap()]);
     assert!(line.contains("does not exist"), "{line}");
     assert!(!dir.join("no-such-folder").exists());
 }
