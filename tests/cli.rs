@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::TempDir;
+use common::{convnet_fails, idx_images, idx_labels, TempDir};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -82,24 +82,6 @@ fn synthetic_split(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     (pixels, labels)
 }
 
-fn idx_images(count: usize, rows: usize, cols: usize, pixels: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(16 + pixels.len());
-    for word in [0x0000_0803u32, count as u32, rows as u32, cols as u32] {
-        bytes.extend_from_slice(&word.to_be_bytes());
-    }
-    bytes.extend_from_slice(pixels);
-    bytes
-}
-
-fn idx_labels(labels: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(8 + labels.len());
-    for word in [0x0000_0801u32, labels.len() as u32] {
-        bytes.extend_from_slice(&word.to_be_bytes());
-    }
-    bytes.extend_from_slice(labels);
-    bytes
-}
-
 /// Writes the four raw IDX files of a learnable synthetic data set into `dir`.
 fn write_dataset(dir: &Path, n_train: usize, n_test: usize) {
     let (train_pixels, train_labels) = synthetic_split(n_train, 0x5EED_0001);
@@ -149,33 +131,6 @@ fn run_ok(args: &[&str]) -> String {
         describe(args, &out)
     );
     stdout(&out)
-}
-
-/// Runs `args`, requires a clean failure: a non-zero exit code, exactly one
-/// line on stderr starting with "convnet: error:", and no panic or backtrace.
-/// Returns that line.
-fn run_fails_cleanly(args: &[&str]) -> String {
-    let out = convnet(args);
-    let context = describe(args, &out);
-    assert!(!out.status.success(), "expected failure:\n{context}");
-    assert!(
-        out.status.code().is_some_and(|c| c != 0),
-        "expected a non-zero exit code (not a signal):\n{context}"
-    );
-    let err = stderr(&out);
-    let lower = err.to_lowercase();
-    assert!(!lower.contains("panicked"), "panic on stderr:\n{context}");
-    assert!(
-        !lower.contains("backtrace"),
-        "backtrace on stderr:\n{context}"
-    );
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr:\n{context}");
-    assert!(
-        lines[0].starts_with("convnet: error:"),
-        "stderr does not start with 'convnet: error:':\n{context}"
-    );
-    lines[0].to_string()
 }
 
 /// The JSON objects of a metrics file, one per line.
@@ -249,7 +204,7 @@ fn truncated_idx_file_is_a_clean_error() {
     // Keep the header and a bit more than one image.
     std::fs::write(&path, &bytes[..16 + SIDE * SIDE + 100]).unwrap();
     let data = dir.path().to_str().unwrap();
-    let line = run_fails_cleanly(&["train", "--data", data, "--epochs", "1"]);
+    let line = convnet_fails(&["train", "--data", data, "--epochs", "1"], &[]);
     assert!(
         line.contains(TRAIN_IMAGES),
         "the error should name the file: {line}"
@@ -261,7 +216,7 @@ fn truncated_idx_file_is_a_clean_error() {
 
     // A file cut inside its header.
     std::fs::write(&path, &bytes[..10]).unwrap();
-    let line = run_fails_cleanly(&["train", "--data", data, "--epochs", "1"]);
+    let line = convnet_fails(&["train", "--data", data, "--epochs", "1"], &[]);
     assert!(
         line.contains(TRAIN_IMAGES),
         "the error should name the file: {line}"
@@ -277,7 +232,7 @@ fn wrong_magic_number_is_a_clean_error() {
     bytes[..4].copy_from_slice(&0x0000_0804u32.to_be_bytes());
     std::fs::write(&path, &bytes).unwrap();
     let data = dir.path().to_str().unwrap();
-    let line = run_fails_cleanly(&["train", "--data", data, "--epochs", "1"]);
+    let line = convnet_fails(&["train", "--data", data, "--epochs", "1"], &[]);
     assert!(
         line.contains(TRAIN_IMAGES),
         "the error should name the file: {line}"
@@ -289,7 +244,7 @@ fn wrong_magic_number_is_a_clean_error() {
 
     // A label file where the images belong.
     std::fs::write(&path, idx_labels(&[1, 2, 3])).unwrap();
-    run_fails_cleanly(&["train", "--data", data, "--epochs", "1"]);
+    convnet_fails(&["train", "--data", data, "--epochs", "1"], &[]);
 }
 
 #[test]
@@ -297,20 +252,23 @@ fn missing_data_folder_is_a_clean_error() {
     let dir = TempDir::new("missing");
     let missing = dir.join("no-such-folder");
     let missing = missing.to_str().unwrap();
-    let line = run_fails_cleanly(&["train", "--data", missing, "--epochs", "1"]);
+    let line = convnet_fails(&["train", "--data", missing, "--epochs", "1"], &[]);
     assert!(
         line.contains("no-such-folder"),
         "the error should name the folder: {line}"
     );
 
     // A folder that exists but lacks the IDX files.
-    let line = run_fails_cleanly(&[
-        "train",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--epochs",
-        "1",
-    ]);
+    let line = convnet_fails(
+        &[
+            "train",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--epochs",
+            "1",
+        ],
+        &[],
+    );
     assert!(
         line.contains(TRAIN_IMAGES),
         "the error should name the missing file: {line}"
@@ -322,21 +280,24 @@ fn zero_batch_size_is_a_clean_error() {
     let dir = TempDir::new("batch0");
     write_dataset(dir.path(), 20, 10);
     let data = dir.path().to_str().unwrap();
-    let line = run_fails_cleanly(&[
-        "train",
-        "--data",
-        data,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "0",
-    ]);
+    let line = convnet_fails(
+        &[
+            "train",
+            "--data",
+            data,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "0",
+        ],
+        &[],
+    );
     assert!(
         line.contains("batch"),
         "the error should mention the batch size: {line}"
     );
     // Also without --data (the embedded digits).
-    run_fails_cleanly(&["train", "--epochs", "1", "--batch-size", "0"]);
+    convnet_fails(&["train", "--epochs", "1", "--batch-size", "0"], &[]);
 }
 
 #[test]
@@ -344,37 +305,46 @@ fn impossible_filter_geometry_is_a_clean_error() {
     let dir = TempDir::new("geometry");
     write_dataset(dir.path(), 20, 10);
     let data = dir.path().to_str().unwrap();
-    let line = run_fails_cleanly(&[
-        "train",
-        "--data",
-        data,
-        "--epochs",
-        "1",
-        "--filter-size",
-        "40",
-    ]);
+    let line = convnet_fails(
+        &[
+            "train",
+            "--data",
+            data,
+            "--epochs",
+            "1",
+            "--filter-size",
+            "40",
+        ],
+        &[],
+    );
     assert!(
         line.contains("40"),
         "the error should give the filter size: {line}"
     );
-    run_fails_cleanly(&[
-        "train",
-        "--data",
-        data,
-        "--epochs",
-        "1",
-        "--filter-size",
-        "0",
-    ]);
-    run_fails_cleanly(&[
-        "train",
-        "--data",
-        data,
-        "--epochs",
-        "1",
-        "--hidden-size",
-        "0",
-    ]);
+    convnet_fails(
+        &[
+            "train",
+            "--data",
+            data,
+            "--epochs",
+            "1",
+            "--filter-size",
+            "0",
+        ],
+        &[],
+    );
+    convnet_fails(
+        &[
+            "train",
+            "--data",
+            data,
+            "--epochs",
+            "1",
+            "--hidden-size",
+            "0",
+        ],
+        &[],
+    );
 }
 
 /// `--stride 0` and `--filters 0` are impossible geometries too: a clean
@@ -384,8 +354,14 @@ fn zero_stride_or_filters_is_a_clean_error() {
     let dir = TempDir::new("stride0");
     write_dataset(dir.path(), 20, 10);
     let data = dir.path().to_str().unwrap();
-    run_fails_cleanly(&["train", "--data", data, "--epochs", "1", "--stride", "0"]);
-    run_fails_cleanly(&["train", "--data", data, "--epochs", "1", "--filters", "0"]);
+    convnet_fails(
+        &["train", "--data", data, "--epochs", "1", "--stride", "0"],
+        &[],
+    );
+    convnet_fails(
+        &["train", "--data", data, "--epochs", "1", "--filters", "0"],
+        &[],
+    );
 }
 
 #[test]
@@ -395,7 +371,7 @@ fn eval_of_a_bad_or_missing_checkpoint_is_a_clean_error() {
     let garbage: Vec<u8> = (0..4096).map(|_| rng.next_u32() as u8).collect();
     let bad = dir.join("garbage.safetensors");
     std::fs::write(&bad, garbage).unwrap();
-    let line = run_fails_cleanly(&["eval", "--checkpoint", bad.to_str().unwrap()]);
+    let line = convnet_fails(&["eval", "--checkpoint", bad.to_str().unwrap()], &[]);
     assert!(
         line.contains("garbage.safetensors"),
         "the error should name the file: {line}"
@@ -404,10 +380,10 @@ fn eval_of_a_bad_or_missing_checkpoint_is_a_clean_error() {
     // An empty file.
     let empty = dir.join("empty.safetensors");
     std::fs::write(&empty, b"").unwrap();
-    run_fails_cleanly(&["eval", "--checkpoint", empty.to_str().unwrap()]);
+    convnet_fails(&["eval", "--checkpoint", empty.to_str().unwrap()], &[]);
 
     let missing = dir.join("missing.safetensors");
-    let line = run_fails_cleanly(&["eval", "--checkpoint", missing.to_str().unwrap()]);
+    let line = convnet_fails(&["eval", "--checkpoint", missing.to_str().unwrap()], &[]);
     assert!(
         line.contains("missing.safetensors"),
         "the error should name the file: {line}"
@@ -652,7 +628,7 @@ fn train_help_lists_the_main_options() {
 fn missing_checkpoint_error_states_the_cause_once() {
     let dir = TempDir::new("missing-once");
     let missing = dir.join("missing.safetensors");
-    let line = run_fails_cleanly(&["eval", "--checkpoint", missing.to_str().unwrap()]);
+    let line = convnet_fails(&["eval", "--checkpoint", missing.to_str().unwrap()], &[]);
     let os_message = line.rsplit(": ").next().unwrap_or_default().to_string();
     assert_eq!(
         line.matches(&os_message).count(),
@@ -665,7 +641,10 @@ fn missing_checkpoint_error_states_the_cause_once() {
 fn save_into_a_missing_folder_fails_before_training() {
     let dir = TempDir::new("savefolder");
     let target = dir.join("no-such-folder").join("m.safetensors");
-    let line = run_fails_cleanly(&["train", "--epochs", "1", "--save", target.to_str().unwrap()]);
+    let line = convnet_fails(
+        &["train", "--epochs", "1", "--save", target.to_str().unwrap()],
+        &[],
+    );
     assert!(line.contains("does not exist"), "{line}");
     assert!(!dir.join("no-such-folder").exists());
 }

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::TempDir;
+use common::{idx_images, idx_labels, TempDir};
 use convnet::data::cache::Cache;
 use convnet::data::catalog::{Layout, RemoteFile, Source};
 use convnet::data::download::{sha256_hex, Event};
@@ -132,32 +132,27 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
-fn idx_images(count: u32, side: u32, seed: u8) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for word in [0x0803u32, count, side, side] {
-        bytes.extend_from_slice(&word.to_be_bytes());
-    }
-    bytes.extend((0..count * side * side).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
-    bytes
+/// `count` images of `side × side` bytes, the pixels varied by `seed`.
+fn image_file(count: usize, side: usize, seed: u8) -> Vec<u8> {
+    let pixels: Vec<u8> = (0..count * side * side)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    idx_images(count, side, side, &pixels)
 }
 
-fn idx_labels(count: u32) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for word in [0x0801u32, count] {
-        bytes.extend_from_slice(&word.to_be_bytes());
-    }
-    bytes.extend((0..count).map(|i| (i % 10) as u8));
-    bytes
+/// `count` labels 0, 1, ..., 9, 0, 1, ...
+fn label_file(count: usize) -> Vec<u8> {
+    idx_labels(&(0..count).map(|i| (i % 10) as u8).collect::<Vec<_>>())
 }
 
 /// The four gzipped IDX files of a 20 + 10 image set of 8×8 images, named
 /// as in [`IDX_NAMES`].
 fn idx_files() -> Vec<(&'static str, Vec<u8>)> {
     let bodies = [
-        gzip(&idx_images(20, 8, 1)),
-        gzip(&idx_labels(20)),
-        gzip(&idx_images(10, 8, 2)),
-        gzip(&idx_labels(10)),
+        gzip(&image_file(20, 8, 1)),
+        gzip(&label_file(20)),
+        gzip(&image_file(10, 8, 2)),
+        gzip(&label_file(10)),
     ];
     IDX_NAMES.into_iter().zip(bodies).collect()
 }
@@ -274,7 +269,7 @@ fn good_files_are_downloaded_verified_loaded_and_then_reused() {
 fn progress_is_reported_from_start_to_finish() {
     let server = Server::start(idx_routes("/mnist"));
     let cache = TempDir::new("dl-progress");
-    let (body, mut sha) = (gzip(&idx_images(20, 8, 1)), String::new());
+    let (body, mut sha) = (gzip(&image_file(20, 8, 1)), String::new());
     let file = entry(IDX_NAMES[0], &body, &mut sha);
     let url = format!("{}/mnist/{}", server.base(), IDX_NAMES[0]);
     let dest = cache.join(IDX_NAMES[0]);
@@ -302,7 +297,7 @@ fn a_wrong_checksum_is_an_error_and_leaves_no_file() {
     let mut routes = idx_routes("/mnist");
     routes.insert(
         format!("/mnist/{}", IDX_NAMES[0]),
-        Reply::Ok(gzip(&idx_images(20, 8, 99))),
+        Reply::Ok(gzip(&image_file(20, 8, 99))),
     );
     let server = Server::start(routes);
     let cache = TempDir::new("dl-checksum");

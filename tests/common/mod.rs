@@ -59,8 +59,9 @@ pub fn convnet_ok(args: &[&str], files: &[&Path]) -> String {
 }
 
 /// Runs the `convnet` binary with `args` followed by `files`, asserts that
-/// it fails cleanly — a non-zero exit code and exactly one line on stderr,
-/// `convnet: error: ...`, no panic — and returns that line.
+/// it fails cleanly — a non-zero exit code (not a signal) and exactly one
+/// line on stderr, `convnet: error: ...`, no panic and no backtrace — and
+/// returns that line.
 pub fn convnet_fails(args: &[&str], files: &[&Path]) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_convnet"));
     command.args(args);
@@ -69,14 +70,48 @@ pub fn convnet_fails(args: &[&str], files: &[&Path]) -> String {
     }
     let out = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let context = format!(
+        "convnet {} {files:?}\nexit status: {:?}\n--- stdout ---\n{}--- stderr ---\n{stderr}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(
         out.status.code().is_some_and(|c| c != 0),
-        "expected a non-zero exit code: {:?}\n{stderr}",
-        out.status
+        "expected a non-zero exit code (not a signal):\n{context}"
+    );
+    let lower = stderr.to_lowercase();
+    assert!(!lower.contains("panicked"), "panic on stderr:\n{context}");
+    assert!(
+        !lower.contains("backtrace"),
+        "backtrace on stderr:\n{context}"
     );
     let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr:\n{stderr}");
-    assert!(lines[0].starts_with("convnet: error: "), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(lines.len(), 1, "expected one line on stderr:\n{context}");
+    assert!(
+        lines[0].starts_with("convnet: error: "),
+        "stderr does not start with 'convnet: error: ':\n{context}"
+    );
     lines[0].to_string()
+}
+
+/// A raw IDX image file (magic 0x0803): `count` images of `rows × cols`
+/// bytes, `pixels` image after image.
+pub fn idx_images(count: usize, rows: usize, cols: usize, pixels: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16 + pixels.len());
+    for word in [0x0000_0803u32, count as u32, rows as u32, cols as u32] {
+        bytes.extend_from_slice(&word.to_be_bytes());
+    }
+    bytes.extend_from_slice(pixels);
+    bytes
+}
+
+/// A raw IDX label file (magic 0x0801).
+pub fn idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + labels.len());
+    for word in [0x0000_0801u32, labels.len() as u32] {
+        bytes.extend_from_slice(&word.to_be_bytes());
+    }
+    bytes.extend_from_slice(labels);
+    bytes
 }
