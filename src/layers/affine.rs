@@ -218,8 +218,9 @@ impl<T: Float> Layer<T> for Affine<T> {
         let (d, m) = self.dims();
         let n = self.x.batch();
         self.dx.resize(&[n, d]);
-        // dx and dW do not depend on each other: compute them side by side,
-        // each product on one thread.
+        // dx and dW do not depend on each other: compute them side by side.
+        // Each product may still split further, so that machines with more
+        // than two cores use them all.
         let (x, weight, dx) = (&self.x, &self.weight, &mut self.dx);
         let (grad_weight, grad_bias) = (&mut self.grad_weight, &mut self.grad_bias);
         rayon::join(
@@ -230,10 +231,10 @@ impl<T: Float> Layer<T> for Affine<T> {
                     MatRef::new(dout.data(), n, m),
                     MatRef::new(weight.data(), d, m).t(),
                     false,
-                    false,
+                    true,
                 )
             },
-            || param_grads(x, dout, grad_weight, grad_bias, false),
+            || param_grads(x, dout, grad_weight, grad_bias, true),
         );
         // Back to the input's shape.
         self.dx.reshape(&self.input_shape)?;
