@@ -23,7 +23,9 @@ import tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CONVNET = os.path.join(ROOT, "target", "release", "convnet")
-DATA_DIRS = [os.path.join(ROOT, "..", "shared", "data", "fashion-mnist"), "/usr/share/datasets/fashion-mnist"]
+# The PyTorch comparison's runner knows where Fashion-MNIST lives.
+sys.path.insert(0, os.path.join(ROOT, "benches", "compare"))
+from run import find_data  # noqa: E402
 # (threads, batch size)
 CONFIGS = [(1, 100), (2, 100), (2, 32), (2, 256), (1, 32), (1, 256)]
 
@@ -43,10 +45,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="simple")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--data", default=next((d for d in DATA_DIRS if os.path.isdir(d)), None))
+    parser.add_argument("--data", help="an MNIST-format IDX folder (default: Fashion-MNIST)")
     args = parser.parse_args()
-    if not args.data:
-        sys.exit("no Fashion-MNIST folder found: pass --data DIR")
+    args.data = str(find_data(args.data))
     if not os.path.exists(CONVNET):
         sys.exit("build first: cargo build --release")
     seconds = {c: [] for c in CONFIGS}
