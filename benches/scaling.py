@@ -51,6 +51,7 @@ def main():
     if not os.path.exists(CONVNET):
         sys.exit("build first: cargo build --release")
     seconds = {c: [] for c in CONFIGS}
+    images = 0
     accuracy = {c: [] for c in CONFIGS}
     with tempfile.TemporaryDirectory() as tmp:
         metrics = os.path.join(tmp, "metrics.jsonl")
@@ -58,10 +59,11 @@ def main():
             for threads, batch in CONFIGS:
                 m = epoch(args.model, args.data, threads, batch, metrics)
                 seconds[(threads, batch)].append(m["seconds"])
+                # Training images per epoch, from the line itself.
+                images = round(m["seconds"] * m["images_per_second"])
                 accuracy[(threads, batch)].append(100 * m["test_acc"])
                 print(f"round {r + 1}: {threads} thread(s), batch {batch}: {m['seconds']:.2f} s", file=sys.stderr)
-    images = 60000
-    print(f"\n{args.model}, one Fashion-MNIST epoch, median of {args.rounds} rounds "
+    print(f"\n{args.model}, one epoch of {images:,} images, median of {args.rounds} rounds "
           f"(load average at the end {os.getloadavg()[0]:.2f})\n")
     print("| threads | batch | s/epoch | images/s | 1→2 threads | test acc % |")
     print("|---:|---:|---:|---:|---:|---:|")
