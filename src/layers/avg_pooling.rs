@@ -23,7 +23,7 @@
 //! assert_eq!(dx.data(), [1.0, 1.0, 1.0, 1.0]);
 //! ```
 
-use super::pooling::PLANES_PER_TASK;
+use super::elementwise::planes_per_task;
 use super::pooling::{window, PoolingConfig};
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
@@ -77,7 +77,7 @@ impl<T: Float> Layer<T> for AvgPooling<T> {
             .data_mut()
             .par_chunks_mut(g.out_pixels())
             .zip(x.data().par_chunks(h * w))
-            .with_min_len(PLANES_PER_TASK)
+            .with_min_len(planes_per_task(h * w))
             .for_each(|(out_p, x_p)| {
                 for oy in 0..g.out_h {
                     let (y0, y1) = window(oy, &g, g.filter_h, h);
@@ -111,7 +111,7 @@ impl<T: Float> Layer<T> for AvgPooling<T> {
             .data_mut()
             .par_chunks_mut(h * w)
             .zip(dout.data().par_chunks(g.out_pixels()))
-            .with_min_len(PLANES_PER_TASK)
+            .with_min_len(planes_per_task(h * w))
             .for_each(|(dx_p, dout_p)| {
                 dx_p.fill(T::zero());
                 for oy in 0..g.out_h {

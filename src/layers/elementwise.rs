@@ -13,6 +13,14 @@ use rayon::prelude::*;
 /// the work.
 pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 15;
 
+/// Channel planes of `plane` values each per rayon task, for the layers that
+/// work plane by plane (pooling, LRN): at least [`ELEMENTWISE_CHUNK`] values,
+/// so that a small input (one image at inference) stays on one thread
+/// instead of paying to wake another.
+pub(crate) fn planes_per_task(plane: usize) -> usize {
+    (ELEMENTWISE_CHUNK / plane.max(1)).max(1)
+}
+
 /// `out[i] = f(x[i])`; `out` takes `x`'s shape.
 pub(crate) fn map<T: Float>(x: &Tensor<T>, out: &mut Tensor<T>, f: impl Fn(T) -> T + Sync) {
     out.resize(x.shape());

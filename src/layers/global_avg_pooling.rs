@@ -20,13 +20,12 @@
 //! assert_eq!(dx.data(), [2.0, 2.0, 0.5, 0.5]);
 //! ```
 
+use super::elementwise::planes_per_task;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 
-/// Elements per rayon task: whole planes adding up to about this many values.
-const ELEMENTS_PER_TASK: usize = 1 << 15;
 
 /// Mean over each channel plane: (N, C, H, W) → (N, C).
 pub struct GlobalAvgPooling<T> {
@@ -60,11 +59,6 @@ fn plane(input: &[usize]) -> Result<usize> {
             "GlobalAvgPooling expects (N, C, H, W) input with H, W > 0, got {input:?}"
         ))),
     }
-}
-
-/// Rayon's minimum number of planes per task for planes of `plane` values.
-fn planes_per_task(plane: usize) -> usize {
-    (ELEMENTS_PER_TASK / plane).max(1)
 }
 
 impl<T: Float> Layer<T> for GlobalAvgPooling<T> {

@@ -34,15 +34,13 @@
 //! assert!((dx.data()[0] - 0.125).abs() < 1e-15);
 //! ```
 
-use super::elementwise::ELEMENTWISE_CHUNK;
+use super::elementwise::{planes_per_task, ELEMENTWISE_CHUNK};
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// Elements per rayon task: whole channel planes adding up to about this many.
-const ELEMENTS_PER_TASK: usize = 1 << 14;
 
 /// Hyper-parameters of [`LocalResponseNorm`], in PyTorch's convention.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,11 +134,6 @@ impl<T: Float> LocalResponseNorm<T> {
             has_forward: false,
         })
     }
-}
-
-/// Planes per rayon task for planes of `plane` values.
-fn planes_per_task(plane: usize) -> usize {
-    (ELEMENTS_PER_TASK / plane.max(1)).max(1)
 }
 
 impl<T: Float> Layer<T> for LocalResponseNorm<T> {

@@ -20,6 +20,7 @@
 //! assert_eq!(pool.forward(&x, false).unwrap().data(), [3.0]);
 //! ```
 
+use super::elementwise::planes_per_task;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::im2col::ConvGeometry;
@@ -103,9 +104,6 @@ pub(crate) fn window(o: usize, g: &ConvGeometry, size: usize, len: usize) -> (us
     (start.max(0) as usize, end)
 }
 
-/// Channel planes per rayon task: enough work to outweigh the scheduling.
-pub(crate) const PLANES_PER_TASK: usize = 16;
-
 /// The common 2×2, stride-2, unpadded case with no window clipping: the same
 /// result as the general loop, with fixed offsets the compiler can unroll.
 fn max_pool_2x2<T: Float>(
@@ -169,7 +167,7 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
             .par_chunks_mut(out_plane)
             .zip(self.arg_max.par_chunks_mut(out_plane))
             .zip(x.data().par_chunks(h * w))
-            .with_min_len(PLANES_PER_TASK)
+            .with_min_len(planes_per_task(h * w))
             .for_each(|((out_p, arg_p), x_p)| {
                 if g.filter_h == 2 && g.filter_w == 2 && g.stride == 2 && g.pad == 0 {
                     max_pool_2x2(x_p, w, &g, out_p, arg_p);
@@ -216,7 +214,7 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
             .par_chunks_mut(plane)
             .zip(self.arg_max.par_chunks(out_plane))
             .zip(dout.data().par_chunks(out_plane))
-            .with_min_len(PLANES_PER_TASK)
+            .with_min_len(planes_per_task(plane))
             .for_each(|((dx_p, arg_p), dout_p)| {
                 dx_p.fill(T::zero());
                 // Overlapping windows may share a maximum: add, don't assign.
