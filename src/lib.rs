@@ -28,6 +28,7 @@ pub mod error;
 pub mod gemm;
 pub mod gradient_check;
 pub mod im2col;
+pub mod im2col_wide;
 pub mod init;
 pub mod layers;
 pub mod networks;

@@ -7,20 +7,27 @@
 //! out[n, f, oy, ox] = b[f] + Σ_{c, fy, fx} W[f, c, fy, fx] · x_pad[n, c, oy·S + fy, ox·S + fx]
 //! ```
 //!
-//! As in the book, the input is unrolled by [`im2col`](crate::im2col) so
-//! that the whole convolution is one matrix product per image. Each image's
-//! `col` is kept as the transpose of the book's rows, `(C·FH·FW, OH·OW)`, so
-//! that the product is already in NCHW order (the book needs a transpose):
+//! As in the book, the input is unrolled by im2col so that the whole
+//! convolution is one matrix product per image. Each image's `col` is kept
+//! as the transpose of the book's rows, `(C·FH·FW, pixels)`, so that the
+//! product is already in NCHW order (the book needs a transpose):
 //!
 //! ```text
-//! col_n: (C·FH·FW, OH·OW)           W viewed as (FN, C·FH·FW)
-//! out_n = W · col_n + b             (FN, OH·OW)
+//! col_n: (C·FH·FW, pixels)          W viewed as (FN, C·FH·FW)
+//! out_n = W · col_n + b             (FN, pixels)
 //!
-//! backward, for dout_n: (FN, OH·OW)
+//! backward, for dout_n: (FN, pixels)
 //! dW     = Σ_n dout_n · col_n^T     (FN, C·FH·FW)
 //! db     = Σ_n Σ_pixels dout_n      (FN)
-//! dcol_n = W^T · dout_n             (C·FH·FW, OH·OW)  →  dx_n = col2im(dcol_n)
+//! dcol_n = W^T · dout_n             (C·FH·FW, pixels)  →  dx_n = col2im(dcol_n)
 //! ```
+//!
+//! The unrolling is [`im2col_wide`](crate::im2col_wide): the image is padded
+//! first and, for stride 1, the pixels run over a grid as wide as the padded
+//! row (OH × (W + 2P)), so that each row of `col` is one contiguous copy
+//! instead of one short copy per output row. The few junk columns this adds
+//! are dropped from the output ([`narrow`]) and are zero in `dout` ([`widen`]),
+//! so they change nothing.
 //!
 //! The batch is split into a fixed number of chunks that run in parallel; each
 //! chunk sums its own `dW`, `db` and the chunks are added in order, so the
@@ -31,7 +38,7 @@
 //! `deep`'s second layer), and writing it out to memory and reading it back
 //! cost more than the products themselves. The layer keeps the input `x`
 //! instead and unrolls each image again in backward, into one `col` per chunk
-//! that stays in the core's cache; `dcol` is reused the same way.
+//! that stays in the core's cache; the other buffers are reused the same way.
 //!
 //! ```
 //! use convnet::layers::{Convolution, ConvolutionConfig, Layer};
@@ -45,7 +52,10 @@
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::gemm::{matmul, MatMut, MatRef};
-use crate::im2col::{col2im_image, im2col_image, ConvGeometry};
+use crate::im2col::ConvGeometry;
+use crate::im2col_wide::{
+    col2im_wide, im2col_wide, narrow, pad_image, unpad_image, widen, WideGeometry,
+};
 use crate::init::Init;
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
@@ -118,13 +128,11 @@ pub struct Convolution<T> {
     /// x: (N, C, H, W), the input of the last training forward.
     x: Tensor<T>,
     // Buffers kept across iterations.
-    /// col: (chunks, C·FH·FW, OH·OW), one unrolled image per chunk.
-    col: Vec<T>,
+    /// One set of one-image buffers per parallel chunk.
+    scratch: Vec<Scratch<T>>,
     out: Tensor<T>,
     dx: Tensor<T>,
-    /// dcol: (chunks, C·FH·FW, OH·OW), one image's col gradient per chunk.
-    dcol: Vec<T>,
-    /// Per-chunk partial sums of dW and db: (chunks, FN·C·FH·FW + FN).
+    /// Per-chunk partial sums of dW^T and db: (chunks, C·FH·FW·FN + FN).
     partial_grads: Vec<T>,
 }
 
@@ -170,10 +178,9 @@ impl<T: Float> Convolution<T> {
             pad,
             geometry: None,
             x: Tensor::default(),
-            col: Vec::new(),
+            scratch: Vec::new(),
             out: Tensor::default(),
             dx: Tensor::default(),
-            dcol: Vec::new(),
             partial_grads: Vec::new(),
         })
     }
@@ -190,29 +197,25 @@ impl<T: Float> Convolution<T> {
         let chunks = n.div_ceil(chunk);
         let grad_len = filters * k + filters;
         self.partial_grads.resize(chunks * grad_len, T::zero());
-
-        self.col.resize(chunks * pixels * k, T::zero());
+        let wg = WideGeometry::new(g);
+        resize_scratch(&mut self.scratch, chunks, &wg, filters);
         let weight = self.weight.data();
         let shared = self
             .partial_grads
             .par_chunks_mut(grad_len)
-            .zip(self.col.par_chunks_mut(pixels * k))
+            .zip(&mut self.scratch)
             .zip(self.x.data().par_chunks(chunk * g.image_len()))
             .zip(dout.data().par_chunks(chunk * filters * pixels));
         if with_dx {
-            self.dcol.resize(chunks * pixels * k, T::zero());
             self.dx.resize(&[n, g.channels, g.in_h, g.in_w]);
             shared
                 .zip(self.dx.data_mut().par_chunks_mut(chunk * g.image_len()))
-                .zip(self.dcol.par_chunks_mut(pixels * k))
-                .for_each(|(((((grads, col), x), dout), dx), dcol)| {
-                    let scratch = ChunkScratch { col, dcol };
-                    backward_chunk(&g, weight, grads, x, dout, scratch, Some(dx));
+                .for_each(|((((grads, scratch), x), dout), dx)| {
+                    backward_chunk(&wg, weight, grads, scratch, x, dout, Some(dx));
                 });
         } else {
-            shared.for_each(|(((grads, col), x), dout)| {
-                let scratch = ChunkScratch { col, dcol: &mut [] };
-                backward_chunk(&g, weight, grads, x, dout, scratch, None);
+            shared.for_each(|(((grads, scratch), x), dout)| {
+                backward_chunk(&wg, weight, grads, scratch, x, dout, None);
             });
         }
 
@@ -221,8 +224,13 @@ impl<T: Float> Convolution<T> {
         gw.fill(T::zero());
         gb.fill(T::zero());
         for grads in self.partial_grads.chunks(grad_len) {
-            let (dw, db) = grads.split_at(filters * k);
-            gw.iter_mut().zip(dw).for_each(|(a, &b)| *a += b);
+            let (dw_t, db) = grads.split_at(filters * k);
+            // dW[f, j] += dW^T[j, f]
+            for (j, row) in dw_t.chunks(filters).enumerate() {
+                for (f, &v) in row.iter().enumerate() {
+                    gw[f * k + j] += v;
+                }
+            }
             gb.iter_mut().zip(db).for_each(|(a, &b)| *a += b);
         }
         Ok(())
@@ -281,34 +289,37 @@ impl<T: Float> Layer<T> for Convolution<T> {
         let (k, pixels) = (g.col_width(), g.out_pixels());
         let chunk = chunk_size(n);
         let chunks = n.div_ceil(chunk);
-        // One col per chunk, reused image after image: it stays in cache.
-        self.col.resize(chunks * pixels * k, T::zero());
+        // One set of buffers per chunk, reused image after image: they stay
+        // in the core's cache.
+        let wg = WideGeometry::new(g);
+        resize_scratch(&mut self.scratch, chunks, &wg, filters);
         self.out.resize(&[n, filters, g.out_h, g.out_w]);
 
         let (weight, bias) = (self.weight.data(), self.bias.data());
         self.out
             .data_mut()
             .par_chunks_mut(chunk * filters * pixels)
-            .zip(self.col.par_chunks_mut(pixels * k))
+            .zip(&mut self.scratch)
             .zip(x.data().par_chunks(chunk * g.image_len()))
-            .for_each(|((out_chunk, col), x_chunk)| {
+            .for_each(|((out_chunk, scratch), x_chunk)| {
+                let Scratch { xpad, col, wide, .. } = scratch;
                 let images = out_chunk
                     .chunks_mut(filters * pixels)
                     .zip(x_chunk.chunks(g.image_len()));
                 for (out_n, x_n) in images {
-                    // col: (C·FH·FW, OH·OW)
-                    im2col_image(x_n, &g, col);
-                    // out_n: (FN, OH·OW) = b (broadcast) + W · col
-                    for (row, &b) in out_n.chunks_mut(pixels).zip(bias) {
-                        row.fill(b);
-                    }
+                    // col: (C·FH·FW, OH·OWW)
+                    pad_image(x_n, &wg, xpad);
+                    im2col_wide(xpad, &wg, col);
+                    // wide: (FN, OH·OWW) = W · col
                     matmul(
-                        MatMut::new(out_n, filters, pixels),
+                        MatMut::new(wide, filters, wg.wide_pixels()),
                         MatRef::new(weight, filters, k),
-                        MatRef::new(col, k, pixels),
-                        true,
+                        MatRef::new(col, k, wg.wide_pixels()),
+                        false,
                         false,
                     );
+                    // out_n: (FN, OH·OW) = wide without its junk columns + b
+                    narrow(wide, &wg, bias, out_n);
                 }
             });
         // Backward unrolls the input of a training forward again.
@@ -339,42 +350,75 @@ impl<T: Float> Layer<T> for Convolution<T> {
     }
 }
 
-/// One chunk's scratch buffers for backward, each one image long:
-/// `col` and `dcol`: (C·FH·FW, OH·OW).
-struct ChunkScratch<'a, T> {
-    col: &'a mut [T],
-    dcol: &'a mut [T],
+/// One chunk's buffers, each for one image, reused image after image.
+#[derive(Default)]
+struct Scratch<T> {
+    /// xpad: (C, HP, WP), the padded image; in backward, then dxpad.
+    xpad: Vec<T>,
+    /// col: (C·FH·FW, OH·OWW)
+    col: Vec<T>,
+    /// out, or dout in backward, on the wide grid: (FN, OH·OWW)
+    wide: Vec<T>,
+    /// dcol: (C·FH·FW, OH·OWW)
+    dcol: Vec<T>,
 }
 
-/// Backward for one chunk of images: this chunk's `dW` and `db` into
-/// `grads` (FN·C·FH·FW values, then FN), and `dx` for each image when it is
+/// One [`Scratch`] per chunk, sized for `wg` and `filters`.
+fn resize_scratch<T: Float>(
+    scratch: &mut Vec<Scratch<T>>,
+    chunks: usize,
+    wg: &WideGeometry,
+    filters: usize,
+) {
+    scratch.resize_with(chunks, Scratch::default);
+    for s in scratch {
+        s.xpad.resize(wg.padded_len(), T::zero());
+        s.col.resize(wg.col_len(), T::zero());
+        s.wide.resize(filters * wg.wide_pixels(), T::zero());
+        s.dcol.resize(wg.col_len(), T::zero());
+    }
+}
+
+/// Backward for one chunk of images: this chunk's `dW^T` and `db` into
+/// `grads` (C·FH·FW·FN values, then FN), and `dx` for each image when it is
 /// wanted.
 fn backward_chunk<T: Float>(
-    g: &ConvGeometry,
+    wg: &WideGeometry,
     weight: &[T],
     grads: &mut [T],
+    scratch: &mut Scratch<T>,
     x_chunk: &[T],
     dout_chunk: &[T],
-    scratch: ChunkScratch<'_, T>,
     mut dx_chunk: Option<&mut [T]>,
 ) {
-    let (k, pixels) = (g.col_width(), g.out_pixels());
+    let g = &wg.g;
+    let (k, pixels, wide_pixels) = (g.col_width(), g.out_pixels(), wg.wide_pixels());
     let filters = weight.len() / k;
-    let (dw, db) = grads.split_at_mut(filters * k);
-    dw.fill(T::zero());
+    let (dw_t, db) = grads.split_at_mut(filters * k);
+    dw_t.fill(T::zero());
     db.fill(T::zero());
-    let ChunkScratch { col, dcol } = scratch;
+    let Scratch {
+        xpad,
+        col,
+        wide,
+        dcol,
+    } = scratch;
     let images = x_chunk
         .chunks(g.image_len())
         .zip(dout_chunk.chunks(filters * pixels));
     for (i, (x_n, dout_n)) in images.enumerate() {
-        // col: (C·FH·FW, OH·OW), the same unrolling as in forward
-        im2col_image(x_n, g, col);
-        // dW += dout_n · col^T          (FN, C·FH·FW)
+        // col: (C·FH·FW, OH·OWW), the same unrolling as in forward
+        pad_image(x_n, wg, xpad);
+        im2col_wide(xpad, wg, col);
+        // wide: (FN, OH·OWW), dout_n with zeros in the junk columns
+        widen(dout_n, wg, wide);
+        // dW^T += col · dout_n^T        (C·FH·FW, FN)
+        // (the transpose of dW = dout_n · col^T: the same sums, and the
+        // `gemm` crate runs this orientation 10–50 % faster on these shapes)
         matmul(
-            MatMut::new(dw, filters, k),
-            MatRef::new(dout_n, filters, pixels),
-            MatRef::new(col, k, pixels).t(),
+            MatMut::new(dw_t, k, filters),
+            MatRef::new(col, k, wide_pixels),
+            MatRef::new(wide, filters, wide_pixels).t(),
             true,
             false,
         );
@@ -383,16 +427,18 @@ fn backward_chunk<T: Float>(
             *d += sum(row);
         }
         if let Some(dx_chunk) = dx_chunk.as_mut() {
-            // dcol = W^T · dout_n           (C·FH·FW, OH·OW)
+            // dcol = W^T · dout_n           (C·FH·FW, OH·OWW)
             matmul(
-                MatMut::new(dcol, k, pixels),
+                MatMut::new(dcol, k, wide_pixels),
                 MatRef::new(weight, filters, k).t(),
-                MatRef::new(dout_n, filters, pixels),
+                MatRef::new(wide, filters, wide_pixels),
                 false,
                 false,
             );
+            // dx_n = col2im(dcol), through the padded plane
+            col2im_wide(dcol, wg, xpad);
             let dx_n = &mut dx_chunk[i * g.image_len()..(i + 1) * g.image_len()];
-            col2im_image(dcol, g, dx_n);
+            unpad_image(xpad, wg, dx_n);
         }
     }
 }
@@ -520,8 +566,9 @@ mod tests {
         )
         .unwrap();
         let trained = conv.forward(&x, true).unwrap().clone();
-        // 40 images in 14 chunks of (up to) 3: one col per chunk.
-        assert_eq!(conv.col.len(), 14 * 25 * 24 * 24);
+        // 40 images in 14 chunks of (up to) 3: one set of buffers per chunk.
+        assert_eq!(conv.scratch.len(), 14);
+        assert_eq!(conv.scratch[0].col.len(), 25 * 24 * 28);
         assert_eq!(conv.forward(&x, false).unwrap(), &trained);
         assert!(matches!(
             conv.backward(&trained),
