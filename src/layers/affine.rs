@@ -23,6 +23,7 @@
 //! assert_eq!(fc.forward(&x, false).unwrap().data(), [11.5]);
 //! ```
 
+use super::elementwise::keep_copy;
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::gemm::{matmul, matmul_split_k, MatMut, MatRef};
@@ -86,6 +87,10 @@ fn k_parts(n: usize, d: usize, m: usize) -> usize {
         1
     }
 }
+
+/// Multiply-adds (N·D·M) from which backward runs its two products side by
+/// side: below it, one thread is faster.
+const PARALLEL_MIN_PRODUCT: usize = 1 << 18;
 
 /// dW: (D, M) = x^T · dout and db: (M) = Σ_n dout[n], for x: (N, D).
 fn param_grads<T: Float>(
@@ -192,8 +197,8 @@ impl<T: Float> Layer<T> for Affine<T> {
         // inference forward leaves nothing for backward.
         self.input_shape.clear();
         if train {
-            self.x.resize(&[n, d]);
-            self.x.data_mut().copy_from_slice(x.data());
+            keep_copy(x, &mut self.x);
+            self.x.reshape(&[n, d])?;
             self.input_shape.extend_from_slice(x.shape());
         }
         // out: (N, M) = b (broadcast) + x · W
@@ -220,22 +225,28 @@ impl<T: Float> Layer<T> for Affine<T> {
         self.dx.resize(&[n, d]);
         // dx and dW do not depend on each other: compute them side by side.
         // Each product may still split further, so that machines with more
-        // than two cores use them all.
+        // than two cores use them all. A small layer (fc2, or a batch of
+        // one) runs on this thread: waking another costs more than its work.
+        let parallel = n * d * m >= PARALLEL_MIN_PRODUCT;
         let (x, weight, dx) = (&self.x, &self.weight, &mut self.dx);
         let (grad_weight, grad_bias) = (&mut self.grad_weight, &mut self.grad_bias);
-        rayon::join(
-            || {
-                // dx: (N, D) = dout · W^T
-                matmul(
-                    MatMut::new(dx.data_mut(), n, d),
-                    MatRef::new(dout.data(), n, m),
-                    MatRef::new(weight.data(), d, m).t(),
-                    false,
-                    true,
-                )
-            },
-            || param_grads(x, dout, grad_weight, grad_bias, true),
-        );
+        let mut dx_product = || {
+            // dx: (N, D) = dout · W^T
+            matmul(
+                MatMut::new(dx.data_mut(), n, d),
+                MatRef::new(dout.data(), n, m),
+                MatRef::new(weight.data(), d, m).t(),
+                false,
+                parallel,
+            )
+        };
+        let mut dw_product = || param_grads(x, dout, grad_weight, grad_bias, parallel);
+        if parallel {
+            rayon::join(dx_product, dw_product);
+        } else {
+            dx_product();
+            dw_product();
+        }
         // Back to the input's shape.
         self.dx.reshape(&self.input_shape)?;
         Ok(&self.dx)

@@ -49,6 +49,7 @@
 //! assert_eq!(conv.forward(&x, true).unwrap().shape(), &[2, 30, 24, 24]);
 //! ```
 
+use super::elementwise::keep_copy;
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::gemm::{matmul, MatMut, MatRef};
@@ -324,8 +325,7 @@ impl<T: Float> Layer<T> for Convolution<T> {
             });
         // Backward unrolls the input of a training forward again.
         if train {
-            self.x.resize(x.shape());
-            self.x.data_mut().copy_from_slice(x.data());
+            keep_copy(x, &mut self.x);
         }
         self.geometry = train.then_some((g, n));
         Ok(&self.out)

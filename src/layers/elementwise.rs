@@ -21,6 +21,13 @@ pub(crate) fn planes_per_task(plane: usize) -> usize {
     (ELEMENTWISE_CHUNK / plane.max(1)).max(1)
 }
 
+/// `kept = x` (shape and values), copied in parallel: Convolution and
+/// Affine keep their training input for backward, and a serial copy of a
+/// few megabytes was a tenth of a convolution's forward.
+pub(crate) fn keep_copy<T: Float>(x: &Tensor<T>, kept: &mut Tensor<T>) {
+    map(x, kept, |v| v);
+}
+
 /// `out[i] = f(x[i])`; `out` takes `x`'s shape.
 pub(crate) fn map<T: Float>(x: &Tensor<T>, out: &mut Tensor<T>, f: impl Fn(T) -> T + Sync) {
     out.resize(x.shape());
