@@ -50,6 +50,7 @@
 //! ```
 
 use super::elementwise::keep_copy;
+use super::relu::{relu, relu_backward};
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::gemm::{matmul, MatMut, MatRef};
@@ -122,6 +123,10 @@ pub struct Convolution<T> {
     pub grad_bias: Tensor<T>,
     pub stride: usize,
     pub pad: usize,
+    /// Whether the layer applies the ReLU that follows it (see
+    /// [`Layer::fuse_relu`]): then `out` is `max(0, conv(x))`, and backward
+    /// first masks `dout` where `out` is 0.
+    fused_relu: bool,
     // Caches from forward for backward.
     /// Geometry and batch size of the last training forward; `None` before
     /// one (an inference forward keeps nothing for backward).
@@ -177,6 +182,7 @@ impl<T: Float> Convolution<T> {
             bias,
             stride,
             pad,
+            fused_relu: false,
             geometry: None,
             x: Tensor::default(),
             scratch: Vec::new(),
@@ -201,22 +207,28 @@ impl<T: Float> Convolution<T> {
         let wg = WideGeometry::new(g);
         resize_scratch(&mut self.scratch, chunks, &wg, filters);
         let weight = self.weight.data();
+        let fused_relu = self.fused_relu;
         let shared = self
             .partial_grads
             .par_chunks_mut(grad_len)
             .zip(&mut self.scratch)
             .zip(self.x.data().par_chunks(chunk * g.image_len()))
-            .zip(dout.data().par_chunks(chunk * filters * pixels));
+            .zip(dout.data().par_chunks(chunk * filters * pixels))
+            .zip(self.out.data().par_chunks(chunk * filters * pixels));
         if with_dx {
             self.dx.resize(&[n, g.channels, g.in_h, g.in_w]);
             shared
                 .zip(self.dx.data_mut().par_chunks_mut(chunk * g.image_len()))
-                .for_each(|((((grads, scratch), x), dout), dx)| {
-                    backward_chunk(&wg, weight, grads, scratch, x, dout, Some(dx));
+                .for_each(|(((((grads, scratch), x), dout), out), dx)| {
+                    let relu_out = fused_relu.then_some(out);
+                    let chunk = ChunkData { x, dout, relu_out };
+                    backward_chunk(&wg, weight, grads, scratch, chunk, Some(dx));
                 });
         } else {
-            shared.for_each(|(((grads, scratch), x), dout)| {
-                backward_chunk(&wg, weight, grads, scratch, x, dout, None);
+            shared.for_each(|((((grads, scratch), x), dout), out)| {
+                let relu_out = fused_relu.then_some(out);
+                let chunk = ChunkData { x, dout, relu_out };
+                backward_chunk(&wg, weight, grads, scratch, chunk, None);
             });
         }
 
@@ -297,6 +309,7 @@ impl<T: Float> Layer<T> for Convolution<T> {
         self.out.resize(&[n, filters, g.out_h, g.out_w]);
 
         let (weight, bias) = (self.weight.data(), self.bias.data());
+        let fused_relu = self.fused_relu;
         self.out
             .data_mut()
             .par_chunks_mut(chunk * filters * pixels)
@@ -321,6 +334,9 @@ impl<T: Float> Layer<T> for Convolution<T> {
                     );
                     // out_n: (FN, OH·OW) = wide without its junk columns + b
                     narrow(wide, &wg, bias, out_n);
+                    if fused_relu {
+                        out_n.iter_mut().for_each(|v| *v = relu(*v));
+                    }
                 }
             });
         // Backward unrolls the input of a training forward again.
@@ -338,6 +354,13 @@ impl<T: Float> Layer<T> for Convolution<T> {
 
     fn backward_params_only(&mut self, dout: &Tensor<T>) -> Result<()> {
         self.backward_impl(dout, false)
+    }
+
+    fn fuse_relu(&mut self, fuse: bool) -> bool {
+        self.fused_relu = fuse;
+        // A forward made before the change would be backpropagated wrongly.
+        self.geometry = None;
+        fuse
     }
 
     fn params(&mut self) -> Vec<Param<'_, T>> {
@@ -361,6 +384,16 @@ struct Scratch<T> {
     wide: Vec<T>,
     /// dcol: (C·FH·FW, OH·OWW)
     dcol: Vec<T>,
+    /// dout after the fused ReLU's backward: (FN, OH·OW)
+    masked: Vec<T>,
+}
+
+/// One chunk's slices of the layer's input, `dout`, and, with a fused
+/// ReLU, output (to mask `dout` by).
+struct ChunkData<'a, T> {
+    x: &'a [T],
+    dout: &'a [T],
+    relu_out: Option<&'a [T]>,
 }
 
 /// One [`Scratch`] per chunk, sized for `wg` and `filters`.
@@ -376,6 +409,7 @@ fn resize_scratch<T: Float>(
         s.col.resize(wg.col_len(), T::zero());
         s.wide.resize(filters * wg.wide_pixels(), T::zero());
         s.dcol.resize(wg.col_len(), T::zero());
+        s.masked.resize(filters * wg.g.out_pixels(), T::zero());
     }
 }
 
@@ -387,8 +421,7 @@ fn backward_chunk<T: Float>(
     weight: &[T],
     grads: &mut [T],
     scratch: &mut Scratch<T>,
-    x_chunk: &[T],
-    dout_chunk: &[T],
+    chunk: ChunkData<'_, T>,
     mut dx_chunk: Option<&mut [T]>,
 ) {
     let g = &wg.g;
@@ -402,11 +435,23 @@ fn backward_chunk<T: Float>(
         col,
         wide,
         dcol,
+        masked,
     } = scratch;
-    let images = x_chunk
+    let images = chunk
+        .x
         .chunks(g.image_len())
-        .zip(dout_chunk.chunks(filters * pixels));
+        .zip(chunk.dout.chunks(filters * pixels));
     for (i, (x_n, dout_n)) in images.enumerate() {
+        // The fused ReLU's backward: dout_n where out_n > 0, else 0.
+        let dout_n = match chunk.relu_out {
+            Some(out) => {
+                let out_n = &out[i * filters * pixels..(i + 1) * filters * pixels];
+                let masked_dout = masked.iter_mut().zip(dout_n).zip(out_n);
+                masked_dout.for_each(|((m, &g), &y)| *m = relu_backward(y, g));
+                &masked[..]
+            }
+            None => dout_n,
+        };
         // col: (C·FH·FW, OH·OWW), the same unrolling as in forward
         pad_image(x_n, wg, xpad);
         im2col_wide(xpad, wg, col);
@@ -553,6 +598,30 @@ mod tests {
             for (name, err) in report {
                 assert!(err <= 1e-6, "n={n} stride={stride} pad={pad}: {name} {err}");
             }
+        }
+    }
+
+    #[test]
+    fn fused_relu_gradients_match_numerical() {
+        let config = ConvolutionConfig {
+            in_channels: 2,
+            filters: 3,
+            filter_size: 3,
+            stride: 1,
+            pad: 1,
+            init: Init::Std(0.5),
+        };
+        let mut rng = Rng::new(4);
+        let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
+        assert!(conv.fuse_relu(true));
+        let x = Tensor::from_vec(&[2, 2, 4, 4], (0..64).map(|_| rng.normal()).collect()).unwrap();
+        let out = conv.forward(&x, false).unwrap();
+        assert!(out.data().iter().all(|&v| v >= 0.0));
+        assert!(out.data().contains(&0.0) && out.data().iter().any(|&v| v > 0.0));
+        let report = check_layer(&mut conv, &[2, 2, 4, 4], 4).unwrap();
+        assert_eq!(report.len(), 3);
+        for (name, err) in report {
+            assert!(err <= 1e-6, "{name} {err}");
         }
     }
 

@@ -80,6 +80,16 @@ pub trait Layer<T: Float>: Send {
         self.backward(dout).map(|_| ())
     }
 
+    /// With `fuse` true, asks the layer to apply a ReLU to its own output,
+    /// and to pass its `dout` through that ReLU's backward first, so that
+    /// the ReLU layer after it can be skipped (it would otherwise read and
+    /// write the whole output twice for one comparison per value). Returns
+    /// whether the layer now does so: Convolution can, the default cannot.
+    /// `fuse` false turns it off again.
+    fn fuse_relu(&mut self, _fuse: bool) -> bool {
+        false
+    }
+
     /// The learnable parameters with their gradients (none by default).
     fn params(&mut self) -> Vec<Param<'_, T>> {
         Vec::new()

@@ -7,6 +7,11 @@
 //! the cached output plays that part (`out > 0` exactly where `x > 0`), which
 //! saves writing a separate mask on every forward.
 //!
+//! A ReLU straight after a convolution costs two passes over a large tensor
+//! for almost no arithmetic, so [`Network`](crate::networks::Network) lets
+//! the convolution apply it to its own output instead (see
+//! [`Layer::fuse_relu`]); the results are the same to the bit.
+//!
 //! ```
 //! use convnet::layers::{Layer, Relu};
 //! use convnet::Tensor;
@@ -19,6 +24,26 @@ use super::elementwise::{map, map2};
 use super::{check_dout, Layer};
 use crate::error::Result;
 use crate::tensor::{Float, Tensor};
+
+/// `max(0, v)`; NaN gives 0.
+#[inline(always)]
+pub(crate) fn relu<T: Float>(v: T) -> T {
+    if v > T::zero() {
+        v
+    } else {
+        T::zero()
+    }
+}
+
+/// `dx` for one element from the ReLU's output `y` and `dout` `g`.
+#[inline(always)]
+pub(crate) fn relu_backward<T: Float>(y: T, g: T) -> T {
+    if y > T::zero() {
+        g
+    } else {
+        T::zero()
+    }
+}
 
 /// Rectified linear unit.
 pub struct Relu<T> {
@@ -54,24 +79,14 @@ impl<T: Float> Layer<T> for Relu<T> {
     }
 
     fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
-        map(
-            x,
-            &mut self.out,
-            |v| if v > T::zero() { v } else { T::zero() },
-        );
+        map(x, &mut self.out, relu);
         self.has_forward = true;
         Ok(&self.out)
     }
 
     fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
         check_dout("Relu", self.has_forward.then_some(self.out.shape()), dout)?;
-        map2(&self.out, dout, &mut self.dx, |y, g| {
-            if y > T::zero() {
-                g
-            } else {
-                T::zero()
-            }
-        });
+        map2(&self.out, dout, &mut self.dx, relu_backward);
         Ok(&self.dx)
     }
 }

@@ -1,6 +1,8 @@
 //! Where a training step spends its time: each layer's forward and backward
 //! timed separately (`convnet bench --layers`). The step is the same as
-//! [`Network::gradient`]; only clocks are added between the layers.
+//! [`Network::gradient`]; only clocks are added between the layers. A ReLU
+//! fused into the convolution before it shows 0: its time is the
+//! convolution's.
 //!
 //! ```
 //! use convnet::networks::{simple_convnet, SimpleConvNetConfig};
@@ -55,6 +57,9 @@ impl<T: Float> Network<T> {
             self.check_input(x)?;
             let mut out = x;
             for (named, time) in self.layers.iter_mut().zip(&mut times) {
+                if named.fused_into_previous {
+                    continue;
+                }
                 let start = Instant::now();
                 out = named.layer.forward(out, true)?;
                 time.forward += start.elapsed();
@@ -68,6 +73,9 @@ impl<T: Float> Network<T> {
             times[loss_index].backward += start.elapsed();
             // As in `gradient`: the first layer computes no dx.
             for (i, (named, time)) in self.layers.iter_mut().zip(&mut times).enumerate().rev() {
+                if named.fused_into_previous {
+                    continue;
+                }
                 let start = Instant::now();
                 if i == 0 {
                     named.layer.backward_params_only(dout)?;

@@ -10,6 +10,12 @@
 //! Each layer has a name (`conv1`, `relu1`, `pool1`, `fc1`, …); a parameter
 //! is named `layer.weight` or `layer.bias`.
 //!
+//! A ReLU pushed straight after a convolution is *fused* into it: the
+//! convolution applies the ReLU to its own output (and its backward to its
+//! `dout`), and the ReLU layer is skipped. The numbers are the same to the
+//! bit; what is saved is two passes over the largest tensor of the network
+//! (see [`Layer::fuse_relu`]). [`Network::set_relu_fusion`] turns it off.
+//!
 //! ```
 //! use convnet::layers::{Affine, AffineConfig, Relu};
 //! use convnet::networks::Network;
@@ -32,6 +38,9 @@ use crate::tensor::{Float, Tensor};
 pub struct NamedLayer<T> {
     pub name: String,
     pub layer: Box<dyn Layer<T>>,
+    /// A ReLU that the layer before it applies (see [`Layer::fuse_relu`]):
+    /// forward and backward skip it.
+    pub fused_into_previous: bool,
 }
 
 /// One layer's output for an input, as [`Network::layer_outputs`] gives it.
@@ -50,6 +59,8 @@ pub struct Network<T> {
     pub input_shape: [usize; 3],
     pub layers: Vec<NamedLayer<T>>,
     pub loss_layer: SoftmaxWithLoss<T>,
+    /// Whether a ReLU after a convolution is fused into it (the default).
+    relu_fusion: bool,
 }
 
 /// Runs `x` through `layers` in order; each layer's output feeds the next.
@@ -60,7 +71,10 @@ fn forward_layers<'a, T: Float>(
 ) -> Result<&'a Tensor<T>> {
     let mut out = x;
     for named in layers.iter_mut() {
-        out = named.layer.forward(out, train)?;
+        // A fused ReLU already ran inside the layer before it.
+        if !named.fused_into_previous {
+            out = named.layer.forward(out, train)?;
+        }
     }
     Ok(out)
 }
@@ -72,6 +86,7 @@ impl<T: Float> Network<T> {
             input_shape,
             layers: Vec::new(),
             loss_layer: SoftmaxWithLoss::new(),
+            relu_fusion: true,
         }
     }
 
@@ -84,8 +99,31 @@ impl<T: Float> Network<T> {
         self.layers.push(NamedLayer {
             name: name.to_string(),
             layer: Box::new(layer),
+            fused_into_previous: false,
         });
+        self.fuse_relu_at(self.layers.len() - 1, self.relu_fusion);
         Ok(())
+    }
+
+    /// Turns the fusion of each ReLU into the convolution before it on or
+    /// off (it is on for a new network). Off, every layer runs on its own,
+    /// as in the book; the results are the same either way.
+    pub fn set_relu_fusion(&mut self, on: bool) {
+        self.relu_fusion = on;
+        for i in 0..self.layers.len() {
+            self.fuse_relu_at(i, on);
+        }
+    }
+
+    /// Fuses (or unfuses) layer `i` into the layer before it, if layer `i`
+    /// is a ReLU and that layer can apply it.
+    fn fuse_relu_at(&mut self, i: usize, on: bool) {
+        if i == 0 || self.layers[i].layer.kind() != "Relu" {
+            return;
+        }
+        let (before, from_i) = self.layers.split_at_mut(i);
+        let fused = before[i - 1].layer.fuse_relu(on);
+        from_i[0].fused_into_previous = fused;
     }
 
     /// The shape after every layer for a batch of `batch` images, input first.
@@ -139,6 +177,15 @@ impl<T: Float> Network<T> {
     /// ```
     pub fn layer_outputs(&mut self, x: &Tensor<T>) -> Result<Vec<LayerOutput<T>>> {
         self.check_input(x)?;
+        // Every layer's own output, as in the book: unfused for this call.
+        let fusion = self.relu_fusion;
+        self.set_relu_fusion(false);
+        let outputs = self.unfused_layer_outputs(x);
+        self.set_relu_fusion(fusion);
+        outputs
+    }
+
+    fn unfused_layer_outputs(&mut self, x: &Tensor<T>) -> Result<Vec<LayerOutput<T>>> {
         let mut outputs: Vec<LayerOutput<T>> = Vec::with_capacity(self.layers.len());
         for named in self.layers.iter_mut() {
             let input = outputs.last().map_or(x, |o| &o.output);
@@ -169,7 +216,10 @@ impl<T: Float> Network<T> {
             return Ok(loss);
         };
         for named in rest.iter_mut().rev() {
-            dout = named.layer.backward(dout)?;
+            // A fused ReLU's backward runs inside the layer before it.
+            if !named.fused_into_previous {
+                dout = named.layer.backward(dout)?;
+            }
         }
         first.layer.backward_params_only(dout)?;
         Ok(loss)
@@ -259,7 +309,9 @@ mod tests {
             net.loss(&x, &labels, true).unwrap();
             let mut dout = net.loss_layer.backward().unwrap();
             for named in net.layers.iter_mut().rev() {
-                dout = named.layer.backward(dout).unwrap();
+                if !named.fused_into_previous {
+                    dout = named.layer.backward(dout).unwrap();
+                }
             }
             let full: Vec<Vec<f64>> = net
                 .params()
@@ -268,6 +320,54 @@ mod tests {
                 .collect();
             assert_eq!(fast, full, "{spec}");
             assert!(full.iter().flatten().any(|&g| g != 0.0));
+        }
+    }
+
+    /// A ReLU fused into the convolution before it changes no number: the
+    /// same scores, loss and gradients, to the bit, as every layer on its own.
+    #[test]
+    fn fused_relu_gives_the_same_numbers() {
+        fn run<T: crate::tensor::Float>(spec: &str) {
+            let build = || {
+                let options = ModelOptions::default();
+                build_model::<T>(spec, &options, [2, 7, 7], 4, &mut Rng::new(5)).unwrap()
+            };
+            let (mut fused, mut plain) = (build(), build());
+            plain.set_relu_fusion(false);
+            assert!(fused.layers[1].fused_into_previous, "{spec}");
+            assert!(!plain.layers[1].fused_into_previous, "{spec}");
+            let mut rng = Rng::new(6);
+            let values = (0..5 * 98).map(|_| T::cast(rng.normal())).collect();
+            let x = Tensor::from_vec(&[5, 2, 7, 7], values).unwrap();
+            let labels = [0, 3, 1, 2, 3];
+            for _ in 0..2 {
+                // Twice: the kept buffers must be right the second time too.
+                assert_eq!(
+                    fused.gradient(&x, &labels).unwrap(),
+                    plain.gradient(&x, &labels).unwrap()
+                );
+                for (a, b) in fused.params().iter().zip(plain.params().iter()) {
+                    assert_eq!(a.grad.data(), b.grad.data(), "{spec}: {}", a.name);
+                }
+                assert!(fused.params().iter().any(|p| p.grad.data().iter().any(|&g| g != T::zero())));
+                let scores = fused.predict(&x, false).unwrap().clone();
+                assert_eq!(&scores, plain.predict(&x, false).unwrap(), "{spec}");
+            }
+            // Feature maps are every layer's own output, fused or not.
+            let maps = fused.layer_outputs(&x).unwrap();
+            let plain_maps = plain.layer_outputs(&x).unwrap();
+            for (a, b) in maps.iter().zip(&plain_maps) {
+                assert_eq!(a.output, b.output, "{spec}: {}", a.name);
+            }
+            assert!(maps[0].output.data().iter().any(|&v| v < T::zero()));
+            assert!(fused.layers[1].fused_into_previous);
+        }
+        for spec in [
+            "conv(6,3,pad=1)-relu-conv(5,3,stride=2)-relu-maxpool(2)-affine(8)-relu-affine(4)",
+            "conv(3,2)-relu-avgpool(2)-affine(4)",
+        ] {
+            run::<f64>(spec);
+            run::<f32>(spec);
         }
     }
 }
