@@ -13,7 +13,11 @@
 //!   Throughput is `2·M·N·K` elements, so criterion's "elem/s" reads as FLOP/s.
 //! * `im2col`: `im2col_batch` and `col2im_batch` on 100 images, for the
 //!   network's 1×28×28 with a 5×5 filter, and a padded case (16×14×14, 3×3,
-//!   pad 1) with stride 1 and 2.
+//!   pad 1) with stride 1 and 2; and, on one thread, image after image, the
+//!   book-layout kernels the layer used to call (`im2col_image`,
+//!   `col2im_image`) against the padded wide-row ones it calls now
+//!   (`pad_image` + `im2col_wide`, `col2im_wide` + `unpad_image`), also on
+//!   `deep`'s second layer (16×28×28, 3×3, pad 1).
 //! * `convolution`: one `Convolution` layer (30 filters 5×5 on 1×28×28)
 //!   forward, and forward + backward.
 //! * `pooling`: `MaxPooling` 2×2 stride 2 on (100, 30, 24, 24), forward and
@@ -31,7 +35,8 @@
 //! ```
 
 use convnet::gemm::{matmul, MatMut, MatRef};
-use convnet::im2col::{col2im_batch, im2col_batch, ConvGeometry};
+use convnet::im2col::{col2im_batch, col2im_image, im2col_batch, im2col_image, ConvGeometry};
+use convnet::im2col_wide::{col2im_wide, im2col_wide, pad_image, unpad_image, WideGeometry};
 use convnet::layers::{Convolution, ConvolutionConfig, Layer, MaxPooling, PoolingConfig};
 use convnet::networks::{simple_convnet, SimpleConvNetConfig};
 use convnet::optim::{Adam, AdamConfig, Optimizer};
@@ -223,6 +228,48 @@ fn bench_im2col(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("col2im_batch", &label), |bench| {
             bench.iter(|| col2im_batch(black_box(&col), &g, black_box(&mut dx)))
+        });
+    }
+    // One thread, one image's buffers reused image after image, as in the layer.
+    let cases = [((1, 28, 28), 5, 0), ((16, 28, 28), 3, 1), ((16, 14, 14), 3, 1)];
+    for ((channels, h, w), filter, pad) in cases {
+        let g = ConvGeometry::new((channels, h, w), (filter, filter), 1, pad)
+            .expect("valid geometry");
+        let wg = WideGeometry::new(g);
+        let label = format!("{channels}x{h}x{w}_f{filter}_p{pad}");
+        let x = random_vec(BATCH * g.image_len(), &mut rng);
+        let mut col = vec![0.0f32; wg.col_len()];
+        let mut xpad = vec![0.0f32; wg.padded_len()];
+        let mut dx = vec![0.0f32; g.image_len()];
+        group.bench_function(BenchmarkId::new("im2col_image", &label), |bench| {
+            bench.iter(|| {
+                for x_n in x.chunks(g.image_len()) {
+                    im2col_image(black_box(x_n), &g, black_box(&mut col));
+                }
+            })
+        });
+        group.bench_function(BenchmarkId::new("pad_im2col_wide", &label), |bench| {
+            bench.iter(|| {
+                for x_n in x.chunks(g.image_len()) {
+                    pad_image(black_box(x_n), &wg, &mut xpad);
+                    im2col_wide(&xpad, &wg, black_box(&mut col));
+                }
+            })
+        });
+        group.bench_function(BenchmarkId::new("col2im_image", &label), |bench| {
+            bench.iter(|| {
+                for _ in 0..BATCH {
+                    col2im_image(black_box(&col), &g, black_box(&mut dx));
+                }
+            })
+        });
+        group.bench_function(BenchmarkId::new("col2im_wide_unpad", &label), |bench| {
+            bench.iter(|| {
+                for _ in 0..BATCH {
+                    col2im_wide(black_box(&col), &wg, &mut xpad);
+                    unpad_image(&xpad, &wg, black_box(&mut dx));
+                }
+            })
         });
     }
     group.finish();

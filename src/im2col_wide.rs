@@ -18,28 +18,34 @@
 //!                               = xpad_c[fy·WP + fx + (oy·OWW + ox)]
 //! ```
 //!
-//! so each row of `col` is one contiguous copy. (For a stride S > 1 a row
-//! is OH runs with step S, and the grid keeps OWW = OW: no junk columns.) The product
-//! `W · col` then gives an output `(FN, OH·OWW)` whose junk columns
-//! ([`narrow`] drops them) cost `OWW/OW − 1` more work: 7 % for a 3×3 filter on
-//! 28×28, 25 % on 8×8. Backward runs the same way: [`widen`] puts `dout` on the
-//! wide grid with zeros in the junk columns, so they add nothing to `dW` or
-//! `dcol`, and [`col2im_wide`], the adjoint of [`im2col_wide`], adds each row
-//! of `dcol` back as one run.
+//! so each row of `col` is one contiguous copy. The product `W · col` then
+//! gives an output `(FN, OH·OWW)` whose junk columns ([`narrow`] drops them)
+//! cost `OWW/OW − 1` more work: 7 % for a 3×3 filter on 28×28, 25 % on 8×8.
+//! Backward runs the same way: [`widen`] puts `dout` on the wide grid with
+//! zeros in the junk columns, so they add nothing to `dW` or `dcol`, and
+//! [`col2im_wide`], the adjoint of [`im2col_wide`], adds each row of `dcol`
+//! back as one run.
+//!
+//! Where the junk would cost more than the copies save — more than a
+//! quarter of extra columns, as for a 5×5 filter on a 14×14 map (OWW/OW =
+//! 14/10) — and for strides above 1, the grid keeps OWW = OW: each row of
+//! `col` is then OH runs (with step S) out of the padded plane, the book's
+//! layout, still without any bounds checks.
 //!
 //! ```
 //! use convnet::im2col::ConvGeometry;
 //! use convnet::im2col_wide::{im2col_wide, pad_image, WideGeometry};
-//! // One 3×3 image, a 2×2 filter, stride 1, no padding: OWW = 3, OW = 2.
-//! let g = WideGeometry::new(ConvGeometry::new((1, 3, 3), (2, 2), 1, 0).unwrap());
-//! let x = [1.0f32, 2., 3., 4., 5., 6., 7., 8., 9.];
+//! // One 5×5 image, a 2×2 filter, stride 1, no padding: OW = 4, OWW = 5.
+//! let g = WideGeometry::new(ConvGeometry::new((1, 5, 5), (2, 2), 1, 0).unwrap());
+//! assert_eq!((g.g.out_w, g.wide_w), (4, 5));
+//! let x: Vec<f32> = (1..=25).map(|v| v as f32).collect();
 //! let mut xpad = vec![0.0; g.padded_len()];
 //! pad_image(&x, &g, &mut xpad);
 //! let mut col = vec![0.0; g.col_len()];
 //! im2col_wide(&xpad, &g, &mut col);
-//! // Tap (0, 0) sees 1 2 | 4 5, with a junk column after each output row
-//! // (the last one past the end of the image reads as 0).
-//! assert_eq!(col[..6], [1., 2., 3., 4., 5., 0.]);
+//! // Tap (0, 0) sees 1 2 3 4 in output row 0 and 6 7 8 9 in row 1; the
+//! // junk column between them holds the 5 the copy runs over.
+//! assert_eq!(col[..10], [1., 2., 3., 4., 5., 6., 7., 8., 9., 10.]);
 //! ```
 
 use crate::im2col::ConvGeometry;
@@ -53,8 +59,8 @@ pub struct WideGeometry {
     pub padded_h: usize,
     /// WP = W + 2P
     pub padded_w: usize,
-    /// OWW ≥ OW, output columns per row of the wide grid: WP for stride 1,
-    /// OW otherwise.
+    /// OWW ≥ OW, output columns per row of the wide grid: WP for stride 1
+    /// when WP ≤ 1.25·OW, OW otherwise.
     pub wide_w: usize,
 }
 
@@ -65,7 +71,12 @@ impl WideGeometry {
             g,
             padded_h: g.in_h + 2 * g.pad,
             padded_w,
-            wide_w: if g.stride == 1 { padded_w } else { g.out_w },
+            // One run per col row, if the junk columns it brings are few.
+            wide_w: if g.stride == 1 && 4 * padded_w <= 5 * g.out_w {
+                padded_w
+            } else {
+                g.out_w
+            },
         }
     }
 
@@ -84,8 +95,14 @@ impl WideGeometry {
         self.g.col_width() * self.wide_pixels()
     }
 
-    /// For stride 1, the first `run` columns of each `col` row come from the
-    /// plane; the rest of the last output row is past it and reads as zero.
+    /// Whether each `col` row is one run through the plane (else OH runs).
+    fn one_run(&self) -> bool {
+        self.g.stride == 1 && self.wide_w == self.padded_w
+    }
+
+    /// With [`one_run`](Self::one_run), the first `run` columns of each `col`
+    /// row come from the plane; the rest of the last output row is past it
+    /// and reads as zero.
     fn run(&self) -> usize {
         (self.g.out_h - 1) * self.wide_w + self.g.out_w
     }
@@ -131,7 +148,7 @@ pub fn im2col_wide<T: Float>(xpad: &[T], wg: &WideGeometry, col: &mut [T]) {
             for fx in 0..g.filter_w {
                 let row = rows.next().expect("col has C·FH·FW rows");
                 let src = &xpad_c[fy * wg.padded_w + fx..];
-                if s == 1 {
+                if wg.one_run() {
                     row[..run].copy_from_slice(&src[..run]);
                     row[run..].fill(T::zero());
                     continue;
@@ -139,8 +156,15 @@ pub fn im2col_wide<T: Float>(xpad: &[T], wg: &WideGeometry, col: &mut [T]) {
                 // Output row oy reads input row oy·S + fy, every S-th value.
                 for (oy, dst) in row.chunks_exact_mut(g.out_w).enumerate() {
                     let line = &src[oy * s * wg.padded_w..];
-                    for (d, &v) in dst.iter_mut().zip(line.iter().step_by(s)) {
-                        *d = v;
+                    if s == 1 {
+                        // A plain loop: short runs, where memcpy's call costs more.
+                        for (d, &v) in dst.iter_mut().zip(&line[..g.out_w]) {
+                            *d = v;
+                        }
+                    } else {
+                        for (d, &v) in dst.iter_mut().zip(line.iter().step_by(s)) {
+                            *d = v;
+                        }
                     }
                 }
             }
@@ -160,7 +184,7 @@ pub fn col2im_wide<T: Float>(col: &[T], wg: &WideGeometry, dxpad: &mut [T]) {
             for fx in 0..g.filter_w {
                 let row = rows.next().expect("col has C·FH·FW rows");
                 let dst = &mut dxpad_c[fy * wg.padded_w + fx..];
-                if s == 1 {
+                if wg.one_run() {
                     // Contiguous: the compiler vectorises this add.
                     for (d, &v) in dst[..run].iter_mut().zip(&row[..run]) {
                         *d += v;
@@ -169,8 +193,14 @@ pub fn col2im_wide<T: Float>(col: &[T], wg: &WideGeometry, dxpad: &mut [T]) {
                 }
                 for (oy, src) in row.chunks_exact(g.out_w).enumerate() {
                     let line = &mut dst[oy * s * wg.padded_w..];
-                    for (d, &v) in line.iter_mut().step_by(s).zip(src) {
-                        *d += v;
+                    if s == 1 {
+                        for (d, &v) in line[..g.out_w].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    } else {
+                        for (d, &v) in line.iter_mut().step_by(s).zip(src) {
+                            *d += v;
+                        }
                     }
                 }
             }
@@ -285,12 +315,20 @@ mod tests {
     }
 
     #[test]
-    fn junk_columns_only_for_stride_1() {
+    fn junk_columns_only_where_few() {
         // 3×3 "same" on 28×28: rows of 30, of which 28 are output.
         let g = ConvGeometry::new((16, 28, 28), (3, 3), 1, 1).unwrap();
         let wg = WideGeometry::new(g);
         assert_eq!((wg.padded_h, wg.padded_w, wg.wide_w), (30, 30, 30));
         assert_eq!(wg.wide_pixels(), 28 * 30);
+        assert!(wg.one_run());
+        // On 8×8: 10 for 8, a quarter more, still one run.
+        let wg = WideGeometry::new(ConvGeometry::new((64, 8, 8), (3, 3), 1, 1).unwrap());
+        assert_eq!(wg.wide_w, 10);
+        // LeNet's second layer, 5×5 on 14×14: 14 for 10 would be too many.
+        let wg = WideGeometry::new(ConvGeometry::new((6, 14, 14), (5, 5), 1, 0).unwrap());
+        assert_eq!(wg.wide_w, 10);
+        assert!(!wg.one_run());
         // AlexNet's first layer: 227 wide, 11×11, stride 4 → OW 55, no junk.
         let g = ConvGeometry::new((3, 227, 227), (11, 11), 4, 0).unwrap();
         let wg = WideGeometry::new(g);
