@@ -129,6 +129,10 @@ fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     crate::set_threads(args.threads)?;
+    crate::on_pool(|| train_on_pool(args))
+}
+
+fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
     // Without --lr: the model's Adam rate (0.0005 for alexnet-small, which
     // is unstable at 0.001), else the optimizer's book default.
     let learning_rate = args.lr.or_else(|| {
