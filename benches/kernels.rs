@@ -231,10 +231,14 @@ fn bench_im2col(c: &mut Criterion) {
         });
     }
     // One thread, one image's buffers reused image after image, as in the layer.
-    let cases = [((1, 28, 28), 5, 0), ((16, 28, 28), 3, 1), ((16, 14, 14), 3, 1)];
+    let cases = [
+        ((1, 28, 28), 5, 0),
+        ((16, 28, 28), 3, 1),
+        ((16, 14, 14), 3, 1),
+    ];
     for ((channels, h, w), filter, pad) in cases {
-        let g = ConvGeometry::new((channels, h, w), (filter, filter), 1, pad)
-            .expect("valid geometry");
+        let g =
+            ConvGeometry::new((channels, h, w), (filter, filter), 1, pad).expect("valid geometry");
         let wg = WideGeometry::new(g);
         let label = format!("{channels}x{h}x{w}_f{filter}_p{pad}");
         let x = random_vec(BATCH * g.image_len(), &mut rng);

@@ -319,7 +319,9 @@ impl<T: Float> Layer<T> for Convolution<T> {
             .zip(x.data().par_chunks(chunk * g.image_len()))
             .for_each(|(out_chunk, x_chunk)| {
                 let mut scratch = thread_scratch(scratch);
-                let Scratch { xpad, col, wide, .. } = &mut *scratch;
+                let Scratch {
+                    xpad, col, wide, ..
+                } = &mut *scratch;
                 let images = out_chunk
                     .chunks_mut(filters * pixels)
                     .zip(x_chunk.chunks(g.image_len()));

@@ -26,7 +26,6 @@ use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 
-
 /// Mean over each channel plane: (N, C, H, W) → (N, C).
 pub struct GlobalAvgPooling<T> {
     /// The last input's shape; empty before the first forward.

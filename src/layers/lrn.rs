@@ -41,7 +41,6 @@ use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
 
-
 /// Hyper-parameters of [`LocalResponseNorm`], in PyTorch's convention.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LrnConfig {

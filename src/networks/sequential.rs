@@ -349,7 +349,11 @@ mod tests {
                 for (a, b) in fused.params().iter().zip(plain.params().iter()) {
                     assert_eq!(a.grad.data(), b.grad.data(), "{spec}: {}", a.name);
                 }
-                assert!(fused.params().iter().any(|p| p.grad.data().iter().any(|&g| g != T::zero())));
+                assert!(fused.params().iter().any(|p| p
+                    .grad
+                    .data()
+                    .iter()
+                    .any(|&g| g != T::zero())));
                 let scores = fused.predict(&x, false).unwrap().clone();
                 assert_eq!(&scores, plain.predict(&x, false).unwrap(), "{spec}");
             }
