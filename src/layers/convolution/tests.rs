@@ -1,0 +1,194 @@
+//! Tests of the convolution layer: the definition term by term, numerical
+//! gradients (plain and with a fused ReLU), inference against training, errors.
+
+use super::*;
+use crate::gradient_check::check_layer;
+
+#[test]
+fn forward_by_hand() {
+    // One 3x3 image, one 2x2 filter of ones, bias 0.5: each output is the
+    // window sum plus 0.5.
+    let w = Tensor::from_vec(&[1, 1, 2, 2], vec![1.0; 4]).unwrap();
+    let b = Tensor::from_vec(&[1], vec![0.5]).unwrap();
+    let mut conv = Convolution::<f64>::from_params(w, b, 1, 0).unwrap();
+    let x = Tensor::from_vec(&[1, 1, 3, 3], (1..=9).map(f64::from).collect()).unwrap();
+    let y = conv.forward(&x, false).unwrap();
+    assert_eq!(y.shape(), &[1, 1, 2, 2]);
+    assert_eq!(y.data(), [12.5, 16.5, 24.5, 28.5]);
+}
+
+/// The definition, term by term, for comparison.
+fn direct_convolution(x: &Tensor<f64>, conv: &Convolution<f64>) -> Vec<f64> {
+    let (n, c, h, w) = x.dims4().unwrap();
+    let (f, _, fh, fw) = conv.weight.dims4().unwrap();
+    let (s, p) = (conv.stride, conv.pad);
+    let (oh, ow) = ((h + 2 * p - fh) / s + 1, (w + 2 * p - fw) / s + 1);
+    let at = |t: &[f64], i: usize, j: usize, k: usize, l: usize, d: [usize; 3]| {
+        t[((i * d[0] + j) * d[1] + k) * d[2] + l]
+    };
+    let mut out = Vec::new();
+    for ni in 0..n {
+        for fi in 0..f {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut v = conv.bias.data()[fi];
+                    for ci in 0..c {
+                        for ky in 0..fh {
+                            for kx in 0..fw {
+                                let (iy, ix) = (
+                                    (oy * s + ky) as isize - p as isize,
+                                    (ox * s + kx) as isize - p as isize,
+                                );
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                v += at(conv.weight.data(), fi, ci, ky, kx, [c, fh, fw])
+                                    * at(x.data(), ni, ci, iy as usize, ix as usize, [c, h, w]);
+                            }
+                        }
+                    }
+                    out.push(v);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn forward_matches_the_definition() {
+    for (stride, pad) in [(1, 0), (2, 1), (1, 2), (3, 0)] {
+        let config = ConvolutionConfig {
+            in_channels: 2,
+            filters: 3,
+            filter_size: 3,
+            stride,
+            pad,
+            init: Init::Std(1.0),
+        };
+        let mut rng = Rng::new(8);
+        let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
+        conv.bias
+            .data_mut()
+            .iter_mut()
+            .for_each(|b| *b = rng.normal());
+        let x =
+            Tensor::from_vec(&[17, 2, 7, 6], (0..17 * 84).map(|_| rng.normal()).collect()).unwrap();
+        let want = direct_convolution(&x, &conv);
+        let got = conv.forward(&x, false).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.data().iter().zip(&want) {
+            assert!(
+                (a - b).abs() < 1e-12,
+                "stride {stride} pad {pad}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gradients_match_numerical() {
+    // Several images (more than one chunk), channels, filters, stride and padding.
+    for (n, stride, pad) in [(3, 1, 0), (20, 2, 1), (2, 1, 2)] {
+        let config = ConvolutionConfig {
+            in_channels: 2,
+            filters: 3,
+            filter_size: 3,
+            stride,
+            pad,
+            init: Init::Std(0.5),
+        };
+        let mut rng = Rng::new(1);
+        let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
+        conv.bias
+            .data_mut()
+            .iter_mut()
+            .for_each(|b| *b = rng.normal());
+        let report = check_layer(&mut conv, &[n, 2, 5, 6], 2).unwrap();
+        assert_eq!(report.len(), 3); // x, weight, bias
+        for (name, err) in report {
+            assert!(err <= 1e-6, "n={n} stride={stride} pad={pad}: {name} {err}");
+        }
+    }
+}
+
+#[test]
+fn fused_relu_gradients_match_numerical() {
+    let config = ConvolutionConfig {
+        in_channels: 2,
+        filters: 3,
+        filter_size: 3,
+        stride: 1,
+        pad: 1,
+        init: Init::Std(0.5),
+    };
+    let mut rng = Rng::new(4);
+    let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
+    assert!(conv.fuse_relu(true));
+    let x = Tensor::from_vec(&[2, 2, 4, 4], (0..64).map(|_| rng.normal()).collect()).unwrap();
+    let out = conv.forward(&x, false).unwrap();
+    assert!(out.data().iter().all(|&v| v >= 0.0));
+    assert!(out.data().contains(&0.0) && out.data().iter().any(|&v| v > 0.0));
+    let report = check_layer(&mut conv, &[2, 2, 4, 4], 4).unwrap();
+    assert_eq!(report.len(), 3);
+    for (name, err) in report {
+        assert!(err <= 1e-6, "{name} {err}");
+    }
+}
+
+#[test]
+fn inference_gives_the_training_output_and_keeps_nothing_for_backward() {
+    let mut rng = Rng::new(2);
+    let mut conv = Convolution::<f64>::new(&ConvolutionConfig::default(), &mut rng).unwrap();
+    let x = Tensor::from_vec(
+        &[40, 1, 28, 28],
+        (0..40 * 784).map(|_| rng.normal()).collect(),
+    )
+    .unwrap();
+    let trained = conv.forward(&x, true).unwrap().clone();
+    // One set of buffers per thread.
+    assert_eq!(conv.scratch.len(), rayon::current_num_threads());
+    assert_eq!(conv.scratch[0].lock().unwrap().col.len(), 25 * 24 * 28);
+    assert_eq!(conv.forward(&x, false).unwrap(), &trained);
+    assert!(matches!(
+        conv.backward(&trained),
+        Err(Error::BackwardBeforeForward(_))
+    ));
+}
+
+#[test]
+fn errors_instead_of_panics() {
+    let mut conv =
+        Convolution::<f32>::new(&ConvolutionConfig::default(), &mut Rng::new(0)).unwrap();
+    let zero = ConvolutionConfig {
+        filters: 0,
+        ..Default::default()
+    };
+    assert!(Convolution::<f32>::new(&zero, &mut Rng::new(0)).is_err());
+    let no_stride = ConvolutionConfig {
+        stride: 0,
+        ..Default::default()
+    };
+    assert!(Convolution::<f32>::new(&no_stride, &mut Rng::new(0)).is_err());
+    let dout = Tensor::zeros(&[1, 30, 24, 24]);
+    assert!(matches!(
+        conv.backward(&dout),
+        Err(Error::BackwardBeforeForward(_))
+    ));
+    let small = Tensor::zeros(&[1, 1, 4, 4]);
+    assert!(matches!(
+        conv.forward(&small, true),
+        Err(Error::Geometry(_))
+    ));
+    let wrong_channels = Tensor::zeros(&[1, 3, 28, 28]);
+    assert!(matches!(
+        conv.forward(&wrong_channels, true),
+        Err(Error::Shape(_))
+    ));
+    let x = Tensor::zeros(&[1, 1, 28, 28]);
+    conv.forward(&x, true).unwrap();
+    assert!(matches!(
+        conv.backward(&Tensor::zeros(&[1, 30, 24, 23])),
+        Err(Error::Shape(_))
+    ));
+}
