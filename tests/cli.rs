@@ -275,23 +275,21 @@ fn missing_data_folder_is_a_clean_error() {
     );
 }
 
+/// `convnet train --data DATA --epochs 1 FLAG VALUE` must fail cleanly;
+/// returns its one error line.
+fn one_epoch_fails(data: &str, flag: &str, value: &str) -> String {
+    convnet_fails(
+        &["train", "--data", data, "--epochs", "1", flag, value],
+        &[],
+    )
+}
+
 #[test]
 fn zero_batch_size_is_a_clean_error() {
     let dir = TempDir::new("batch0");
     write_dataset(dir.path(), 20, 10);
     let data = dir.path().to_str().unwrap();
-    let line = convnet_fails(
-        &[
-            "train",
-            "--data",
-            data,
-            "--epochs",
-            "1",
-            "--batch-size",
-            "0",
-        ],
-        &[],
-    );
+    let line = one_epoch_fails(data, "--batch-size", "0");
     assert!(
         line.contains("batch"),
         "the error should mention the batch size: {line}"
@@ -305,46 +303,13 @@ fn impossible_filter_geometry_is_a_clean_error() {
     let dir = TempDir::new("geometry");
     write_dataset(dir.path(), 20, 10);
     let data = dir.path().to_str().unwrap();
-    let line = convnet_fails(
-        &[
-            "train",
-            "--data",
-            data,
-            "--epochs",
-            "1",
-            "--filter-size",
-            "40",
-        ],
-        &[],
-    );
+    let line = one_epoch_fails(data, "--filter-size", "40");
     assert!(
         line.contains("40"),
         "the error should give the filter size: {line}"
     );
-    convnet_fails(
-        &[
-            "train",
-            "--data",
-            data,
-            "--epochs",
-            "1",
-            "--filter-size",
-            "0",
-        ],
-        &[],
-    );
-    convnet_fails(
-        &[
-            "train",
-            "--data",
-            data,
-            "--epochs",
-            "1",
-            "--hidden-size",
-            "0",
-        ],
-        &[],
-    );
+    one_epoch_fails(data, "--filter-size", "0");
+    one_epoch_fails(data, "--hidden-size", "0");
 }
 
 /// `--stride 0` and `--filters 0` are impossible geometries too: a clean
@@ -354,14 +319,8 @@ fn zero_stride_or_filters_is_a_clean_error() {
     let dir = TempDir::new("stride0");
     write_dataset(dir.path(), 20, 10);
     let data = dir.path().to_str().unwrap();
-    convnet_fails(
-        &["train", "--data", data, "--epochs", "1", "--stride", "0"],
-        &[],
-    );
-    convnet_fails(
-        &["train", "--data", data, "--epochs", "1", "--filters", "0"],
-        &[],
-    );
+    one_epoch_fails(data, "--stride", "0");
+    one_epoch_fails(data, "--filters", "0");
 }
 
 #[test]
