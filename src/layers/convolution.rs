@@ -378,7 +378,7 @@ impl<T: Float> Layer<T> for Convolution<T> {
     }
 }
 
-/// One chunk's buffers, each for one image, reused image after image.
+/// One thread's buffers, each for one image, reused image after image.
 #[derive(Default)]
 struct Scratch<T> {
     /// xpad: (C, HP, WP), the padded image; in backward, then dxpad.

@@ -55,23 +55,29 @@ fn direct_convolution(x: &Tensor<f64>, conv: &Convolution<f64>) -> Vec<f64> {
     out
 }
 
+/// 3 filters of 3×3 over 2 channels, weights N(0, std²), random biases.
+fn small_convolution(stride: usize, pad: usize, std: f64, rng: &mut Rng) -> Convolution<f64> {
+    let config = ConvolutionConfig {
+        in_channels: 2,
+        filters: 3,
+        filter_size: 3,
+        stride,
+        pad,
+        init: Init::Std(std),
+    };
+    let mut conv = Convolution::<f64>::new(&config, rng).unwrap();
+    conv.bias
+        .data_mut()
+        .iter_mut()
+        .for_each(|b| *b = rng.normal());
+    conv
+}
+
 #[test]
 fn forward_matches_the_definition() {
     for (stride, pad) in [(1, 0), (2, 1), (1, 2), (3, 0)] {
-        let config = ConvolutionConfig {
-            in_channels: 2,
-            filters: 3,
-            filter_size: 3,
-            stride,
-            pad,
-            init: Init::Std(1.0),
-        };
         let mut rng = Rng::new(8);
-        let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
-        conv.bias
-            .data_mut()
-            .iter_mut()
-            .for_each(|b| *b = rng.normal());
+        let mut conv = small_convolution(stride, pad, 1.0, &mut rng);
         let x =
             Tensor::from_vec(&[17, 2, 7, 6], (0..17 * 84).map(|_| rng.normal()).collect()).unwrap();
         let want = direct_convolution(&x, &conv);
@@ -90,20 +96,7 @@ fn forward_matches_the_definition() {
 fn gradients_match_numerical() {
     // Several images (more than one chunk), channels, filters, stride and padding.
     for (n, stride, pad) in [(3, 1, 0), (20, 2, 1), (2, 1, 2)] {
-        let config = ConvolutionConfig {
-            in_channels: 2,
-            filters: 3,
-            filter_size: 3,
-            stride,
-            pad,
-            init: Init::Std(0.5),
-        };
-        let mut rng = Rng::new(1);
-        let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
-        conv.bias
-            .data_mut()
-            .iter_mut()
-            .for_each(|b| *b = rng.normal());
+        let mut conv = small_convolution(stride, pad, 0.5, &mut Rng::new(1));
         let report = check_layer(&mut conv, &[n, 2, 5, 6], 2).unwrap();
         assert_eq!(report.len(), 3); // x, weight, bias
         for (name, err) in report {
