@@ -56,9 +56,8 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
 
 /// Runs `work` on one of the pool's threads (after [`set_threads`]). Every
 /// layer starts a parallel loop; from a thread outside the pool, each one
-/// hands its work to the pool and sleeps until it is done, even when the
-/// loop has a single task (one image), which costs tens of microseconds per
-/// layer. From inside the pool, a loop starts on the calling thread.
+/// hands its work to the pool and sleeps until a worker has finished it.
+/// From inside the pool, a loop starts at once on the calling thread.
 pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
 }
