@@ -37,6 +37,7 @@ pub mod rng;
 pub mod tensor;
 pub mod train;
 pub mod visualize;
+pub mod winograd;
 
 pub use error::{Error, Result};
 pub use rng::Rng;
