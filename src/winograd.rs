@@ -39,12 +39,12 @@
 //! let wg = WinogradGeometry::new(g).unwrap();
 //! let x: Vec<f64> = (0..16).map(f64::from).collect();
 //! let weight = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
-//! let (t, mut plane) = (wg.tiles(), Vec::new());
+//! let (t, mut work) = (wg.tiles(), Vec::new());
 //! let (mut u, mut v, mut m, mut out) = (vec![0.0; 16], vec![0.0; 16 * t], vec![0.0; 16 * t], vec![0.0; 16]);
-//! transform_filters(&weight, 1, 1, false, &mut u);
-//! transform_input(&x, &wg, &mut plane, &mut v, t, 0);
+//! transform_filters(&weight, 1, 1, false, &mut work, &mut u);
+//! transform_input(&x, &wg, &mut work, &mut v, t, 0);
 //! multiply(&u, &v, &mut m, 1, 1, t);
-//! transform_output(&m, &wg, 1, t, 0, None, &mut out);
+//! transform_output(&m, &wg, 1, t, 0, None, &mut work, &mut out);
 //! assert_eq!(out, x);
 //! ```
 
@@ -56,14 +56,21 @@ use crate::tensor::Float;
 pub const TILE_POSITIONS: usize = 16;
 
 /// A 3×3, stride-1 convolution cut into 2×2 output tiles.
+///
+/// Each row of tiles has one junk tile at its end (`row_tiles` = ⌈OW/2⌉ + 1),
+/// so that tile `(ty, tx)` is number `ty · row_tiles + tx` and the plane rows
+/// it reads start at the same offset: every transform step is then one
+/// vector operation over the whole image. The output transform skips the
+/// junk tiles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WinogradGeometry {
     pub g: ConvGeometry,
-    /// Tiles down and across: ⌈OH/2⌉, ⌈OW/2⌉.
+    /// Rows of tiles, ⌈OH/2⌉.
     pub tiles_h: usize,
-    pub tiles_w: usize,
-    /// The padded plane the tiles read, 2·tiles + 2 each way: the padding P,
-    /// then zeros below and to the right where the last tile overhangs.
+    /// Tiles in a row, ⌈OW/2⌉ + 1 (the last is junk).
+    pub row_tiles: usize,
+    /// The padded plane the tiles read, 2·tiles_h + 2 by 2·row_tiles: the
+    /// padding P, then zeros below and to the right.
     pub plane_h: usize,
     pub plane_w: usize,
 }
@@ -74,19 +81,19 @@ impl WinogradGeometry {
         if (g.filter_h, g.filter_w, g.stride) != (3, 3, 1) {
             return None;
         }
-        let (tiles_h, tiles_w) = (g.out_h.div_ceil(2), g.out_w.div_ceil(2));
+        let (tiles_h, row_tiles) = (g.out_h.div_ceil(2), g.out_w.div_ceil(2) + 1);
         Some(WinogradGeometry {
             g,
             tiles_h,
-            tiles_w,
+            row_tiles,
             plane_h: 2 * tiles_h + 2,
-            plane_w: 2 * tiles_w + 2,
+            plane_w: 2 * row_tiles,
         })
     }
 
-    /// Tiles per image (and channel).
+    /// Tiles per image (and channel), junk tiles included.
     pub fn tiles(&self) -> usize {
-        self.tiles_h * self.tiles_w
+        self.tiles_h * self.row_tiles
     }
 
     /// The convolution that gives backward's `dx` from `dout`: input
@@ -103,87 +110,133 @@ impl WinogradGeometry {
 /// `u = G g Gᵀ` for every filter and channel of `weight: (FN, C, 3, 3)`,
 /// into `u: (16, FN, C)`. With `rotate`, the filters of backward to the
 /// input instead: each 3×3 rotated by 180° and `u: (16, C, FN)`.
+/// `tiles` is a buffer for the transformed filters, tile by tile.
 pub fn transform_filters<T: Float>(
     weight: &[T],
     filters: usize,
     channels: usize,
     rotate: bool,
+    tiles: &mut Vec<T>,
     u: &mut [T],
 ) {
     let half = T::from(0.5).expect("0.5 is a float");
-    for f in 0..filters {
-        for c in 0..channels {
-            let w = &weight[(f * channels + c) * 9..][..9];
-            let g = |i: usize, j: usize| if rotate { w[8 - 3 * i - j] } else { w[3 * i + j] };
-            // t = G g: (4, 3)
-            let mut t = [[T::zero(); 3]; 4];
-            for j in 0..3 {
-                t[0][j] = g(0, j);
-                t[1][j] = half * (g(0, j) + g(1, j) + g(2, j));
-                t[2][j] = half * (g(0, j) - g(1, j) + g(2, j));
-                t[3][j] = g(2, j);
+    // tiles: (FN, C, 16), written tile by tile
+    tiles.resize(filters * channels * TILE_POSITIONS, T::zero());
+    let filters_3x3 = weight.chunks_exact(9);
+    for (w, tile) in filters_3x3.zip(tiles.chunks_exact_mut(TILE_POSITIONS)) {
+        let g = |i: usize, j: usize| {
+            if rotate {
+                w[8 - 3 * i - j]
+            } else {
+                w[3 * i + j]
             }
-            // u = t Gᵀ: (4, 4)
-            let (row, col, row_len) = if rotate { (c, f, filters) } else { (f, c, channels) };
-            for (i, t) in t.iter().enumerate() {
-                let tile = [
-                    t[0],
-                    half * (t[0] + t[1] + t[2]),
-                    half * (t[0] - t[1] + t[2]),
-                    t[2],
-                ];
-                for (j, &value) in tile.iter().enumerate() {
-                    let xi = 4 * i + j;
-                    let per_position = filters * channels;
-                    u[xi * per_position + row * row_len + col] = value;
-                }
+        };
+        // t = G g: (4, 3)
+        let t: [[T; 3]; 4] = std::array::from_fn(|i| {
+            std::array::from_fn(|j| match i {
+                0 => g(0, j),
+                1 => half * (g(0, j) + g(1, j) + g(2, j)),
+                2 => half * (g(0, j) - g(1, j) + g(2, j)),
+                _ => g(2, j),
+            })
+        });
+        // u = t Gᵀ: (4, 4)
+        for (row, t) in tile.chunks_exact_mut(4).zip(&t) {
+            row[0] = t[0];
+            row[1] = half * (t[0] + t[1] + t[2]);
+            row[2] = half * (t[0] - t[1] + t[2]);
+            row[3] = t[2];
+        }
+    }
+    // Scatter the tiles into the 16 matrices, one contiguous row at a time.
+    let (rows, row_len) = if rotate {
+        (channels, filters)
+    } else {
+        (filters, channels)
+    };
+    for (xi, u) in u.chunks_exact_mut(rows * row_len).enumerate() {
+        for (r, u_row) in u.chunks_exact_mut(row_len).enumerate() {
+            for (s, value) in u_row.iter_mut().enumerate() {
+                let (f, c) = if rotate { (s, r) } else { (r, s) };
+                *value = tiles[(f * channels + c) * TILE_POSITIONS + xi];
             }
         }
     }
 }
 
+/// Bᵀ as (a, b, add): row i of `Bᵀ d` is `d[a] + d[b]` or `d[a] − d[b]`;
+/// `B` does the same to the columns.
+const BT: [(usize, usize, bool); 4] = [(0, 2, false), (1, 2, true), (2, 1, false), (1, 3, false)];
+
+/// `dst = a + b`, or `a − b`: one vector operation.
+fn add_or_sub<T: Float>(dst: &mut [T], a: &[T], b: &[T], add: bool) {
+    let n = dst.len();
+    let (a, b) = (&a[..n], &b[..n]);
+    if add {
+        (0..n).for_each(|k| dst[k] = a[k] + b[k]);
+    } else {
+        (0..n).for_each(|k| dst[k] = a[k] - b[k]);
+    }
+}
+
 /// `V = Bᵀ d B` for every tile of one image `x: (C, H, W)`, into columns
 /// `first_tile..first_tile + tiles()` of `v: (16, C, group_tiles)` (several
-/// images share one `v`, so that the products are wider). `plane` is a
+/// images share one `v`, so that the products are wider). `work` is a
 /// buffer for one padded channel.
+///
+/// Tile `(ty, tx)` reads rows 2·ty … 2·ty + 3 and columns 2·tx … 2·tx + 3 of
+/// the padded plane. With the plane split into four quarters by the parity
+/// of row and column, "row 2·ty + a of every tile" is one contiguous block
+/// of a quarter, and so is "column 2·tx + b": each of the 16 values is one
+/// vector operation over the image.
 pub fn transform_input<T: Float>(
     x: &[T],
     wg: &WinogradGeometry,
-    plane: &mut Vec<T>,
+    work: &mut Vec<T>,
     v: &mut [T],
     group_tiles: usize,
     first_tile: usize,
 ) {
     let g = &wg.g;
-    let (pw, pad) = (wg.plane_w, g.pad);
-    plane.resize(wg.plane_h * pw, T::zero());
-    // Rows of (B^T d) for one row of tiles, across the whole plane.
-    let mut t = [vec![T::zero(); pw], vec![T::zero(); pw], vec![T::zero(); pw], vec![T::zero(); pw]];
-    for (c, x_c) in x.chunks(g.in_h * g.in_w).enumerate() {
-        // The padded channel, zero outside the image.
-        plane.fill(T::zero());
-        for (y, row) in x_c.chunks(g.in_w).enumerate() {
-            let start = (y + pad) * pw + pad;
-            plane[start..start + g.in_w].copy_from_slice(row);
-        }
-        for ty in 0..wg.tiles_h {
-            let d = |i: usize| &plane[(2 * ty + i) * pw..][..pw];
-            let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
-            for x in 0..pw {
-                t[0][x] = d0[x] - d2[x];
-                t[1][x] = d1[x] + d2[x];
-                t[2][x] = d2[x] - d1[x];
-                t[3][x] = d1[x] - d3[x];
+    let (half_w, pad, tiles) = (wg.row_tiles, g.pad, wg.tiles());
+    let quarter_len = (wg.tiles_h + 1) * half_w;
+    // work: one padded row; the four quarters, (tiles_h + 1, half_w) each,
+    // [even row, even column], [even, odd], [odd, even], [odd, odd]; a row
+    // of Bᵀ d on the even and on the odd columns (one spare value each).
+    work.resize(wg.plane_w + 4 * quarter_len + 2 * (tiles + 1), T::zero());
+    let (row, rest) = work.split_at_mut(wg.plane_w);
+    let (quarters, bt_d) = rest.split_at_mut(4 * quarter_len);
+    let (bt_even, bt_odd) = bt_d.split_at_mut(tiles + 1);
+    for (c, x_c) in x.chunks_exact(g.in_h * g.in_w).enumerate() {
+        quarters.fill(T::zero());
+        for (y, x_row) in x_c.chunks_exact(g.in_w).enumerate() {
+            row[pad..pad + g.in_w].copy_from_slice(x_row);
+            let (py, line) = (y + pad, ((y + pad) / 2) * half_w);
+            let (even, odd) = quarters[2 * (py % 2) * quarter_len..].split_at_mut(quarter_len);
+            let columns = even[line..line + half_w]
+                .iter_mut()
+                .zip(&mut odd[line..line + half_w]);
+            for ((e, o), pair) in columns.zip(row.chunks_exact(2)) {
+                (*e, *o) = (pair[0], pair[1]);
             }
-            for tx in 0..wg.tiles_w {
-                let tile = first_tile + ty * wg.tiles_w + tx;
-                for (i, t) in t.iter().enumerate() {
-                    let r = &t[2 * tx..2 * tx + 4];
-                    let row = [r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]];
-                    for (j, &value) in row.iter().enumerate() {
-                        v[((4 * i + j) * g.channels + c) * group_tiles + tile] = value;
-                    }
-                }
+        }
+        // Row a of every tile, on the columns of parity p.
+        let rows = |a: usize, p: usize| {
+            let quarter = &quarters[(2 * (a % 2) + p) * quarter_len..][..quarter_len];
+            &quarter[(a / 2) * half_w..][..tiles]
+        };
+        for (i, &(a, b, add)) in BT.iter().enumerate() {
+            // Row i of Bᵀ d, on the even and on the odd columns.
+            add_or_sub(&mut bt_even[..tiles], rows(a, 0), rows(b, 0), add);
+            add_or_sub(&mut bt_odd[..tiles], rows(a, 1), rows(b, 1), add);
+            // Column k of every tile.
+            let column = |k: usize| {
+                let side: &[T] = if k % 2 == 0 { bt_even } else { bt_odd };
+                &side[k / 2..k / 2 + tiles]
+            };
+            for (j, &(a, b, add)) in BT.iter().enumerate() {
+                let start = ((4 * i + j) * g.channels + c) * group_tiles + first_tile;
+                add_or_sub(&mut v[start..start + tiles], column(a), column(b), add);
             }
         }
     }
@@ -213,9 +266,24 @@ pub fn multiply<T: Float>(
     }
 }
 
+/// Row i of `Aᵀ r` for four rows r: `r0 + r1 + r2` (i = 0) or
+/// `r1 − r2 − r3` (i = 1); `A` does the same to the columns.
+fn at_row<T: Float>(dst: &mut [T], r: [&[T]; 4], i: usize) {
+    let n = dst.len();
+    let [r0, r1, r2, r3] = r.map(|r| &r[..n]);
+    if i == 0 {
+        (0..n).for_each(|k| dst[k] = r0[k] + r1[k] + r2[k]);
+    } else {
+        (0..n).for_each(|k| dst[k] = r1[k] - r2[k] - r3[k]);
+    }
+}
+
 /// `out = Aᵀ M A (+ b)` for the tiles `first_tile..first_tile + tiles()` of
-/// `m: (16, FN, group_tiles)`, into one image `out: (FN, OH, OW)`; the parts
-/// of the last tiles that overhang the output are dropped.
+/// `m: (16, FN, group_tiles)`, into one image `out: (FN, OH, OW)`; the junk
+/// tiles, and the parts of the last tiles that overhang the output, are
+/// dropped. Each step but the last is one vector operation over the image;
+/// `work` holds the steps.
+#[allow(clippy::too_many_arguments)] // the four shapes, the bias and two buffers
 pub fn transform_output<T: Float>(
     m: &[T],
     wg: &WinogradGeometry,
@@ -223,40 +291,47 @@ pub fn transform_output<T: Float>(
     group_tiles: usize,
     first_tile: usize,
     bias: Option<&[T]>,
+    work: &mut Vec<T>,
     out: &mut [T],
 ) {
-    let (out_h, out_w) = (wg.g.out_h, wg.g.out_w);
-    for (f, out_f) in out.chunks_mut(out_h * out_w).take(filters).enumerate() {
+    let (out_h, out_w, tiles) = (wg.g.out_h, wg.g.out_w, wg.tiles());
+    // work: Aᵀ M, (2, 4) rows of every tile; then Y, (2, 2)
+    work.resize(12 * tiles, T::zero());
+    let (at_m, y) = work.split_at_mut(8 * tiles);
+    for (f, out_f) in out
+        .chunks_exact_mut(out_h * out_w)
+        .take(filters)
+        .enumerate()
+    {
+        // Position ξ of every tile.
+        let m_xi = |xi: usize| &m[(xi * filters + f) * group_tiles + first_tile..][..tiles];
+        for (i, at_m_i) in at_m.chunks_exact_mut(4 * tiles).enumerate() {
+            for (j, dst) in at_m_i.chunks_exact_mut(tiles).enumerate() {
+                at_row(dst, [0, 1, 2, 3].map(|r| m_xi(4 * r + j)), i);
+            }
+        }
+        for (i, (at_m_i, y_i)) in at_m
+            .chunks_exact(4 * tiles)
+            .zip(y.chunks_exact_mut(2 * tiles))
+            .enumerate()
+        {
+            let s: [&[T]; 4] = std::array::from_fn(|j| &at_m_i[j * tiles..][..tiles]);
+            let (y_i0, y_i1) = y_i.split_at_mut(tiles);
+            at_row(y_i0, s, 0);
+            at_row(y_i1, s, 1);
+            let _ = i;
+        }
+        // Out pixel (2·ty + i, 2·tx + j) is Y[i][j] of tile (ty, tx), + b.
         let b = bias.map_or(T::zero(), |b| b[f]);
-        let stream = |xi: usize| &m[(xi * filters + f) * group_tiles..][..group_tiles];
-        let streams: [&[T]; TILE_POSITIONS] = std::array::from_fn(stream);
-        for ty in 0..wg.tiles_h {
-            for tx in 0..wg.tiles_w {
-                let tile = first_tile + ty * wg.tiles_w + tx;
-                let m = |i: usize, j: usize| streams[4 * i + j][tile];
-                // s = Aᵀ m: (2, 4), then y = s A: (2, 2)
-                let mut y = [[T::zero(); 2]; 2];
-                for (i, y) in y.iter_mut().enumerate() {
-                    let s: [T; 4] = std::array::from_fn(|j| {
-                        if i == 0 {
-                            m(0, j) + m(1, j) + m(2, j)
-                        } else {
-                            m(1, j) - m(2, j) - m(3, j)
-                        }
-                    });
-                    *y = [s[0] + s[1] + s[2], s[1] - s[2] - s[3]];
-                }
-                for (i, y) in y.iter().enumerate() {
-                    let oy = 2 * ty + i;
-                    if oy >= out_h {
-                        break;
-                    }
-                    for (j, &value) in y.iter().enumerate() {
-                        let ox = 2 * tx + j;
-                        if ox < out_w {
-                            out_f[oy * out_w + ox] = value + b;
-                        }
-                    }
+        for (oy, out_row) in out_f.chunks_exact_mut(out_w).enumerate() {
+            let first = (oy / 2) * wg.row_tiles;
+            let y_i = &y[(oy % 2) * 2 * tiles..][..2 * tiles];
+            let (y_i0, y_i1) = y_i.split_at(tiles);
+            let tiles_in_row = y_i0[first..].iter().zip(&y_i1[first..]);
+            for (pair, (&y0, &y1)) in out_row.chunks_mut(2).zip(tiles_in_row) {
+                pair[0] = y0 + b;
+                if let Some(second) = pair.get_mut(1) {
+                    *second = y1 + b;
                 }
             }
         }
@@ -278,7 +353,10 @@ mod tests {
         let mut out = vec![0.0; bias.len() * pixels];
         for (f, out_f) in out.chunks_mut(pixels).enumerate() {
             for (p, o) in out_f.iter_mut().enumerate() {
-                *o = bias[f] + (0..k).map(|j| weight[f * k + j] * col[j * pixels + p]).sum::<f64>();
+                *o = bias[f]
+                    + (0..k)
+                        .map(|j| weight[f * k + j] * col[j * pixels + p])
+                        .sum::<f64>();
             }
         }
         out
@@ -305,7 +383,16 @@ mod tests {
         (0..images.len())
             .map(|i| {
                 let mut out = vec![f64::NAN; out_len];
-                transform_output(&m, wg, filters, group_tiles, i * t, bias, &mut out);
+                transform_output(
+                    &m,
+                    wg,
+                    filters,
+                    group_tiles,
+                    i * t,
+                    bias,
+                    &mut plane,
+                    &mut out,
+                );
                 out
             })
             .collect()
@@ -338,7 +425,7 @@ mod tests {
             let xs: Vec<Vec<f64>> = (0..images).map(|_| normals(g.image_len())).collect();
 
             let mut u = vec![f64::NAN; 16 * filters * c];
-            transform_filters(&weight, filters, c, false, &mut u);
+            transform_filters(&weight, filters, c, false, &mut Vec::new(), &mut u);
             let got = winograd_convolution(&xs, &wg, &u, filters, Some(&bias));
             for (x, got) in xs.iter().zip(&got) {
                 assert_close(got, &book_convolution(x, &g, &weight, &bias))?;
@@ -362,7 +449,7 @@ mod tests {
             let douts: Vec<Vec<f64>> = (0..images).map(|_| normals(filters * pixels)).collect();
 
             let mut u = vec![f64::NAN; 16 * filters * c];
-            transform_filters(&weight, filters, c, true, &mut u);
+            transform_filters(&weight, filters, c, true, &mut Vec::new(), &mut u);
             let got = winograd_convolution(&douts, &wg_dx, &u, c, None);
             for (dout, got) in douts.iter().zip(&got) {
                 // dcol = Wᵀ · dout: (C·9, pixels)
@@ -385,6 +472,6 @@ mod tests {
         // dx needs pad 2 − P ≥ 0
         let wg = WinogradGeometry::new(geometry(3, 1, 3)).unwrap();
         assert!(wg.for_dx(4).is_none());
-        assert_eq!(wg.tiles(), 36); // 12×12 output
+        assert_eq!(wg.tiles(), 6 * 7); // 12×12 output, one junk tile a row
     }
 }
