@@ -206,6 +206,9 @@ pub fn transform_input<T: Float>(
     work.resize(wg.plane_w + 4 * quarter_len + 2 * (tiles + 1), T::zero());
     let (row, rest) = work.split_at_mut(wg.plane_w);
     let (quarters, bt_d) = rest.split_at_mut(4 * quarter_len);
+    // `work` may hold anything: zero the row's padding and the spare values.
+    row.fill(T::zero());
+    bt_d.fill(T::zero());
     let (bt_even, bt_odd) = bt_d.split_at_mut(tiles + 1);
     for (c, x_c) in x.chunks_exact(g.in_h * g.in_w).enumerate() {
         quarters.fill(T::zero());
@@ -303,23 +306,22 @@ pub fn transform_output<T: Float>(
         .take(filters)
         .enumerate()
     {
-        // Position ξ of every tile.
+        // Position ξ of every tile; Aᵀ M, row by row
         let m_xi = |xi: usize| &m[(xi * filters + f) * group_tiles + first_tile..][..tiles];
         for (i, at_m_i) in at_m.chunks_exact_mut(4 * tiles).enumerate() {
             for (j, dst) in at_m_i.chunks_exact_mut(tiles).enumerate() {
                 at_row(dst, [0, 1, 2, 3].map(|r| m_xi(4 * r + j)), i);
             }
         }
-        for (i, (at_m_i, y_i)) in at_m
+        // Y = (Aᵀ M) A, row i of Y from row i of Aᵀ M
+        for (at_m_i, y_i) in at_m
             .chunks_exact(4 * tiles)
             .zip(y.chunks_exact_mut(2 * tiles))
-            .enumerate()
         {
             let s: [&[T]; 4] = std::array::from_fn(|j| &at_m_i[j * tiles..][..tiles]);
             let (y_i0, y_i1) = y_i.split_at_mut(tiles);
             at_row(y_i0, s, 0);
             at_row(y_i1, s, 1);
-            let _ = i;
         }
         // Out pixel (2·ty + i, 2·tx + j) is Y[i][j] of tile (ty, tx), + b.
         let b = bias.map_or(T::zero(), |b| b[f]);
@@ -374,7 +376,8 @@ mod tests {
         let group_tiles = t * images.len();
         let mut v = vec![f64::NAN; 16 * c * group_tiles];
         let mut m = vec![f64::NAN; 16 * filters * group_tiles];
-        let mut plane = Vec::new();
+        // A used buffer: the transforms must not count on zeros in it.
+        let mut plane = vec![f64::NAN; 4096];
         for (i, x) in images.iter().enumerate() {
             transform_input(x, wg, &mut plane, &mut v, group_tiles, i * t);
         }
