@@ -62,7 +62,7 @@ fn bench_winograd(c: &mut Criterion) {
                         false,
                         false,
                     );
-                    narrow(&wide_out, &wide, &bias, black_box(&mut out));
+                    narrow(&wide_out, &wide, &bias, black_box(&mut out), |v| v);
                 }
             })
         });

@@ -209,8 +209,15 @@ pub fn col2im_wide<T: Float>(col: &[T], wg: &WideGeometry, dxpad: &mut [T]) {
 }
 
 /// `wide: (rows, OH·OWW)` → `out: (rows, OH, OW)`, dropping the junk
-/// columns and adding `bias[row]` to every value of a row.
-pub fn narrow<T: Float>(wide: &[T], wg: &WideGeometry, bias: &[T], out: &mut [T]) {
+/// columns and writing `activation(value + bias[row])`: the epilogue of the
+/// convolution's product, in one pass (pass `|v| v` for none).
+pub fn narrow<T: Float>(
+    wide: &[T],
+    wg: &WideGeometry,
+    bias: &[T],
+    out: &mut [T],
+    activation: impl Fn(T) -> T,
+) {
     let g = &wg.g;
     let rows = out
         .chunks_exact_mut(g.out_pixels())
@@ -221,7 +228,7 @@ pub fn narrow<T: Float>(wide: &[T], wg: &WideGeometry, bias: &[T], out: &mut [T]
             .zip(wide_r.chunks_exact(wg.wide_w));
         for (dst, src) in lines {
             for (d, &v) in dst.iter_mut().zip(src) {
-                *d = v + b;
+                *d = activation(v + b);
             }
         }
     }
@@ -277,7 +284,7 @@ mod tests {
             let mut col = vec![f64::NAN; wg.col_len()];
             im2col_wide(&xpad, &wg, &mut col);
             let mut got = vec![f64::NAN; k * pixels];
-            narrow(&col, &wg, &vec![0.0; k], &mut got);
+            narrow(&col, &wg, &vec![0.0; k], &mut got, |v| v);
             prop_assert_eq!(&got, &want);
 
             let dcol: Vec<f64> = (0..k * pixels).map(|_| rng.normal()).collect();

@@ -337,10 +337,12 @@ impl<T: Float> Layer<T> for Convolution<T> {
                         false,
                         false,
                     );
-                    // out_n: (FN, OH·OW) = wide without its junk columns + b
-                    narrow(wide, &wg, bias, out_n);
+                    // out_n: (FN, OH·OW) = wide without its junk columns + b,
+                    // through the fused ReLU if there is one
                     if fused_relu {
-                        out_n.iter_mut().for_each(|v| *v = relu(*v));
+                        narrow(wide, &wg, bias, out_n, relu);
+                    } else {
+                        narrow(wide, &wg, bias, out_n, |v| v);
                     }
                 }
             });
