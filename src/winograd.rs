@@ -61,7 +61,8 @@ pub const TILE_POSITIONS: usize = 16;
 /// so that tile `(ty, tx)` is number `ty · row_tiles + tx` and the plane rows
 /// it reads start at the same offset: every transform step is then one
 /// vector operation over the whole image. The output transform skips the
-/// junk tiles.
+/// junk tiles. The tiles read a padded plane of 2·tiles_h + 2 rows by
+/// 2·row_tiles columns: the padding P, then zeros below and to the right.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WinogradGeometry {
     pub g: ConvGeometry,
@@ -69,10 +70,6 @@ pub struct WinogradGeometry {
     pub tiles_h: usize,
     /// Tiles in a row, ⌈OW/2⌉ + 1 (the last is junk).
     pub row_tiles: usize,
-    /// The padded plane the tiles read, 2·tiles_h + 2 by 2·row_tiles: the
-    /// padding P, then zeros below and to the right.
-    pub plane_h: usize,
-    pub plane_w: usize,
 }
 
 impl WinogradGeometry {
@@ -86,8 +83,6 @@ impl WinogradGeometry {
             g,
             tiles_h,
             row_tiles,
-            plane_h: 2 * tiles_h + 2,
-            plane_w: 2 * row_tiles,
         })
     }
 
@@ -198,13 +193,14 @@ pub fn transform_input<T: Float>(
     first_tile: usize,
 ) {
     let g = &wg.g;
+    // The padded plane is 2·half_w wide; each quarter is half as wide and high.
     let (half_w, pad, tiles) = (wg.row_tiles, g.pad, wg.tiles());
-    let quarter_len = (wg.tiles_h + 1) * half_w;
+    let (plane_w, quarter_len) = (2 * half_w, (wg.tiles_h + 1) * half_w);
     // work: one padded row; the four quarters, (tiles_h + 1, half_w) each,
     // [even row, even column], [even, odd], [odd, even], [odd, odd]; a row
     // of Bᵀ d on the even and on the odd columns (one spare value each).
-    work.resize(wg.plane_w + 4 * quarter_len + 2 * (tiles + 1), T::zero());
-    let (row, rest) = work.split_at_mut(wg.plane_w);
+    work.resize(plane_w + 4 * quarter_len + 2 * (tiles + 1), T::zero());
+    let (row, rest) = work.split_at_mut(plane_w);
     let (quarters, bt_d) = rest.split_at_mut(4 * quarter_len);
     // `work` may hold anything: zero the row's padding and the spare values.
     row.fill(T::zero());
