@@ -69,9 +69,6 @@ pub struct WideGeometry {
     /// OWW ≥ OW, output columns per row of the wide grid: WP for stride 1
     /// when WP ≤ 1.25·OW, OW otherwise.
     pub wide_w: usize,
-    /// Values in a row of `col` and of the wide output: OH·OWW, rounded up
-    /// to a multiple of [`ROW_ALIGN`] when that adds at most an eighth.
-    pub row_len: usize,
 }
 
 /// Row lengths the `gemm` crate reads in place (16 `f32` in an AVX-512
@@ -87,18 +84,11 @@ impl WideGeometry {
         } else {
             g.out_w
         };
-        let grid = g.out_h * wide_w;
-        let aligned = grid.next_multiple_of(ROW_ALIGN);
         WideGeometry {
             g,
             padded_h: g.in_h + 2 * g.pad,
             padded_w,
             wide_w,
-            row_len: if 8 * (aligned - grid) <= grid {
-                aligned
-            } else {
-                grid
-            },
         }
     }
 
@@ -107,10 +97,17 @@ impl WideGeometry {
         self.g.channels * self.padded_h * self.padded_w
     }
 
-    /// Columns of `col` and of the wide output: [`row_len`](Self::row_len),
-    /// the `OH · OWW` pixels of the wide grid and the zeros after them.
+    /// Columns of `col` and of the wide output: the `OH · OWW` pixels of
+    /// the wide grid, rounded up to a multiple of [`ROW_ALIGN`] with zeros
+    /// when that adds at most an eighth.
     pub fn wide_pixels(&self) -> usize {
-        self.row_len
+        let grid = self.grid_pixels();
+        let aligned = grid.next_multiple_of(ROW_ALIGN);
+        if 8 * (aligned - grid) <= grid {
+            aligned
+        } else {
+            grid
+        }
     }
 
     /// Pixels of the wide grid itself, `OH · OWW`.
@@ -118,7 +115,7 @@ impl WideGeometry {
         self.g.out_h * self.wide_w
     }
 
-    /// Values in one image's wide `col`: `C·FH·FW · row_len`.
+    /// Values in one image's wide `col`: `C·FH·FW · wide_pixels`.
     pub fn col_len(&self) -> usize {
         self.g.col_width() * self.wide_pixels()
     }
@@ -166,7 +163,7 @@ pub fn unpad_image<T: Float>(xpad: &[T], wg: &WideGeometry, x: &mut [T]) {
     }
 }
 
-/// `xpad: (C, HP, WP)` → `col: (C·FH·FW, row_len)`, every element overwritten.
+/// `xpad: (C, HP, WP)` → `col: (C·FH·FW, wide_pixels)`, every element overwritten.
 pub fn im2col_wide<T: Float>(xpad: &[T], wg: &WideGeometry, col: &mut [T]) {
     let g = &wg.g;
     let (plane, run, s) = (wg.padded_h * wg.padded_w, wg.run(), g.stride);
@@ -202,7 +199,7 @@ pub fn im2col_wide<T: Float>(xpad: &[T], wg: &WideGeometry, col: &mut [T]) {
     }
 }
 
-/// The adjoint of [`im2col_wide`]: `col: (C·FH·FW, row_len)` → `dxpad: (C, HP, WP)`,
+/// The adjoint of [`im2col_wide`]: `col: (C·FH·FW, wide_pixels)` → `dxpad: (C, HP, WP)`,
 /// overwritten with the sum of every row added back onto the run it came from.
 pub fn col2im_wide<T: Float>(col: &[T], wg: &WideGeometry, dxpad: &mut [T]) {
     let g = &wg.g;
@@ -239,7 +236,7 @@ pub fn col2im_wide<T: Float>(col: &[T], wg: &WideGeometry, dxpad: &mut [T]) {
     }
 }
 
-/// `wide: (rows, row_len)` → `out: (rows, OH, OW)`, dropping the junk
+/// `wide: (rows, wide_pixels)` → `out: (rows, OH, OW)`, dropping the junk
 /// columns and writing `activation(value + bias[row])`: the epilogue of the
 /// convolution's product, in one pass (pass `|v| v` for none).
 pub fn narrow<T: Float>(
@@ -266,7 +263,7 @@ pub fn narrow<T: Float>(
 }
 
 /// The adjoint of [`narrow`] without the bias: `out: (rows, OH, OW)` →
-/// `wide: (rows, row_len)` with zeros in the junk columns and at the end.
+/// `wide: (rows, wide_pixels)` with zeros in the junk columns and at the end.
 pub fn widen<T: Float>(out: &[T], wg: &WideGeometry, wide: &mut [T]) {
     let g = &wg.g;
     let rows = wide
