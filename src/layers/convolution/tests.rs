@@ -107,16 +107,8 @@ fn gradients_match_numerical() {
 
 #[test]
 fn fused_relu_gradients_match_numerical() {
-    let config = ConvolutionConfig {
-        in_channels: 2,
-        filters: 3,
-        filter_size: 3,
-        stride: 1,
-        pad: 1,
-        init: Init::Std(0.5),
-    };
     let mut rng = Rng::new(4);
-    let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
+    let mut conv = small_convolution(1, 1, 0.5, &mut rng);
     assert!(conv.fuse_relu(true));
     let x = Tensor::from_vec(&[2, 2, 4, 4], (0..64).map(|_| rng.normal()).collect()).unwrap();
     let out = conv.forward(&x, false).unwrap();
