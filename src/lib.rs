@@ -34,6 +34,7 @@ pub mod layers;
 pub mod networks;
 pub mod optim;
 pub mod rng;
+pub mod team;
 pub mod tensor;
 pub mod train;
 pub mod visualize;

@@ -60,6 +60,7 @@ use crate::im2col_wide::{
 };
 use crate::init::Init;
 use crate::rng::Rng;
+use crate::team::{with_current_team, Team};
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -302,7 +303,7 @@ impl<T: Float> Layer<T> for Convolution<T> {
     fn forward(&mut self, x: &Tensor<T>, train: bool) -> Result<&Tensor<T>> {
         let (g, n) = self.geometry_for(x.shape())?;
         let filters = self.weight.shape()[0];
-        let (k, pixels) = (g.col_width(), g.out_pixels());
+        let pixels = g.out_pixels();
         let chunk = chunk_size(n);
         // One set of buffers per thread, reused image after image: they stay
         // in the core's cache.
@@ -310,42 +311,37 @@ impl<T: Float> Layer<T> for Convolution<T> {
         resize_scratch(&mut self.scratch, &wg, filters);
         self.out.resize(&[n, filters, g.out_h, g.out_w]);
 
-        let (weight, bias) = (self.weight.data(), self.bias.data());
+        let params = (self.weight.data(), self.bias.data());
         let fused_relu = self.fused_relu;
         let scratch = &self.scratch[..];
-        self.out
-            .data_mut()
-            .par_chunks_mut(chunk * filters * pixels)
-            .zip(x.data().par_chunks(chunk * g.image_len()))
-            .for_each(|(out_chunk, x_chunk)| {
-                let mut scratch = thread_scratch(scratch);
-                let Scratch {
-                    xpad, col, wide, ..
-                } = &mut *scratch;
-                let images = out_chunk
+        let out = self.out.data_mut();
+        // Fewer images than threads (inference at batch 1): the filters
+        // are shared out within each image instead, if a team is running.
+        let by_team = n < rayon::current_num_threads()
+            && filters >= 2 * TEAM_MIN_FILTERS
+            && with_current_team(|team| {
+                let Some(team) = team else { return false };
+                let images = out
                     .chunks_mut(filters * pixels)
-                    .zip(x_chunk.chunks(g.image_len()));
+                    .zip(x.data().chunks(g.image_len()));
                 for (out_n, x_n) in images {
-                    // col: (C·FH·FW, OH·OWW)
-                    pad_image(x_n, &wg, xpad);
-                    im2col_wide(xpad, &wg, col);
-                    // wide: (FN, OH·OWW) = W · col
-                    matmul(
-                        MatMut::new(wide, filters, wg.wide_pixels()),
-                        MatRef::new(weight, filters, k),
-                        MatRef::new(col, k, wg.wide_pixels()),
-                        false,
-                        false,
-                    );
-                    // out_n: (FN, OH·OW) = wide without its junk columns + b,
-                    // through the fused ReLU if there is one
-                    if fused_relu {
-                        narrow(wide, &wg, bias, out_n, relu);
-                    } else {
-                        narrow(wide, &wg, bias, out_n, |v| v);
-                    }
+                    forward_image_by_team(team, &wg, params, fused_relu, scratch, x_n, out_n);
                 }
+                true
             });
+        if !by_team {
+            out.par_chunks_mut(chunk * filters * pixels)
+                .zip(x.data().par_chunks(chunk * g.image_len()))
+                .for_each(|(out_chunk, x_chunk)| {
+                    let mut scratch = thread_scratch(scratch);
+                    let images = out_chunk
+                        .chunks_mut(filters * pixels)
+                        .zip(x_chunk.chunks(g.image_len()));
+                    for (out_n, x_n) in images {
+                        forward_image(&wg, params, fused_relu, &mut scratch, x_n, out_n);
+                    }
+                });
+        }
         // Backward unrolls the input of a training forward again.
         if train {
             keep_copy(x, &mut self.x);
@@ -378,6 +374,73 @@ impl<T: Float> Layer<T> for Convolution<T> {
             &mut self.grad_bias,
         )
     }
+}
+
+/// Filters per member when a [`Team`] shares out a layer's filters: one
+/// column block of `gemm`'s AVX-512 microkernel. Layers with fewer than twice
+/// this run on one thread.
+const TEAM_MIN_FILTERS: usize = 8;
+
+/// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`,
+/// for the filters whose weights and biases `(weight, bias)` hold.
+fn forward_image<T: Float>(
+    wg: &WideGeometry,
+    (weight, bias): (&[T], &[T]),
+    fused_relu: bool,
+    scratch: &mut Scratch<T>,
+    x_n: &[T],
+    out_n: &mut [T],
+) {
+    let Scratch {
+        xpad, col, wide, ..
+    } = scratch;
+    let (k, filters) = (wg.g.col_width(), bias.len());
+    // col: (C·FH·FW, wide_pixels)
+    pad_image(x_n, wg, xpad);
+    im2col_wide(xpad, wg, col);
+    // wide: (FN, wide_pixels) = W · col
+    matmul(
+        MatMut::new(wide, filters, wg.wide_pixels()),
+        MatRef::new(&weight[..filters * k], filters, k),
+        MatRef::new(col, k, wg.wide_pixels()),
+        false,
+        false,
+    );
+    // out_n: (FN, OH·OW) = wide without its junk columns + b, through the
+    // fused ReLU if there is one
+    if fused_relu {
+        narrow(wide, wg, bias, out_n, relu);
+    } else {
+        narrow(wide, wg, bias, out_n, |v| v);
+    }
+}
+
+/// [`forward_image`] with the filters in two groups, one per member of
+/// `team` (see [`crate::team`]). Each member unrolls the image into its own
+/// `col`: the copies are made twice, but at the same time. Every output is
+/// the same sum in the same order as on one thread.
+fn forward_image_by_team<T: Float>(
+    team: &Team,
+    wg: &WideGeometry,
+    (weight, bias): (&[T], &[T]),
+    fused_relu: bool,
+    scratch: &[Mutex<Scratch<T>>],
+    x_n: &[T],
+    out_n: &mut [T],
+) {
+    let (k, pixels, filters) = (wg.g.col_width(), wg.g.out_pixels(), bias.len());
+    let split = (filters / 2)
+        .next_multiple_of(TEAM_MIN_FILTERS)
+        .min(filters);
+    let (out_0, out_1) = out_n.split_at_mut(split * pixels);
+    let outs = [Mutex::new(out_0), Mutex::new(out_1)];
+    team.run(&|part| {
+        let filters = if part == 0 { 0..split } else { split..filters };
+        let params = (&weight[filters.start * k..], &bias[filters]);
+        let mut out = outs[part].lock().unwrap_or_else(PoisonError::into_inner);
+        let mut scratch = thread_scratch(scratch);
+        forward_image(wg, params, fused_relu, &mut scratch, x_n, &mut out);
+    });
 }
 
 /// One thread's buffers, each for one image, reused image after image.

@@ -32,6 +32,7 @@
 
 use crate::error::{Error, Result};
 use crate::layers::{Layer, Param, SoftmaxWithLoss};
+use crate::team::with_team;
 use crate::tensor::{Float, Tensor};
 
 /// A layer with its name in the network.
@@ -156,9 +157,17 @@ impl<T: Float> Network<T> {
     }
 
     /// Class scores for `x: (N, C, H, W)`; `train` switches dropout and batch norm.
+    ///
+    /// With fewer images than threads (one image to classify), the layers
+    /// share each image's work out within a [`team`](crate::team) instead.
     pub fn predict<'a>(&'a mut self, x: &'a Tensor<T>, train: bool) -> Result<&'a Tensor<T>> {
         self.check_input(x)?;
-        forward_layers(&mut self.layers, x, train)
+        let layers = &mut self.layers;
+        if x.shape()[0] < rayon::current_num_threads() {
+            with_team(|| forward_layers(layers, x, train))
+        } else {
+            forward_layers(layers, x, train)
+        }
     }
 
     /// Runs `x` through the network in evaluation mode and returns a copy of
@@ -321,6 +330,28 @@ mod tests {
             assert_eq!(fast, full, "{spec}");
             assert!(full.iter().flatten().any(|&g| g != 0.0));
         }
+    }
+
+    /// Below one image per thread, `predict` runs in a team (the filters of
+    /// each convolution shared between two threads): the same scores, to the
+    /// bit, as on one thread.
+    #[test]
+    fn predicting_one_image_in_a_team_changes_no_number() {
+        let spec = "conv(16,3,pad=1)-relu-maxpool(2)-conv(24,3,pad=1)-relu-affine(5)";
+        let mut rng = Rng::new(5);
+        let mut net =
+            build_model::<f32>(spec, &ModelOptions::default(), [2, 8, 8], 5, &mut rng).unwrap();
+        let x = (0..128).map(|_| rng.normal() as f32).collect();
+        let x = Tensor::from_vec(&[1, 2, 8, 8], x).unwrap();
+        let pool = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+        };
+        let one = pool(1).install(|| net.predict(&x, false).unwrap().clone());
+        let two = pool(2).install(|| net.predict(&x, false).unwrap().clone());
+        assert_eq!(one, two);
     }
 
     /// A ReLU fused into the convolution before it changes no number: the

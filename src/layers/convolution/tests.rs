@@ -177,3 +177,43 @@ fn errors_instead_of_panics() {
         Err(Error::Shape(_))
     ));
 }
+
+/// Inside a team (inference at batch 1), the two threads each compute a
+/// group of filters: the same numbers, to the bit, as one thread.
+#[test]
+fn a_team_shares_out_the_filters_with_the_same_result() {
+    fn check<T: Float>(filters: usize, relu: bool, rng: &mut Rng) {
+        let config = ConvolutionConfig {
+            in_channels: 3,
+            filters,
+            filter_size: 3,
+            pad: 1,
+            ..Default::default()
+        };
+        let mut conv = Convolution::<T>::new(&config, rng).unwrap();
+        conv.bias
+            .data_mut()
+            .iter_mut()
+            .for_each(|b| *b = T::from(rng.normal()).unwrap());
+        conv.fuse_relu(relu);
+        let x: Vec<T> = (0..3 * 9 * 11)
+            .map(|_| T::from(rng.normal()).unwrap())
+            .collect();
+        let x = Tensor::from_vec(&[1, 3, 9, 11], x).unwrap();
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let alone = two.install(|| conv.forward(&x, false).unwrap().clone());
+        let shared =
+            two.install(|| crate::team::with_team(|| conv.forward(&x, false).unwrap().clone()));
+        assert_eq!(alone, shared, "{filters} filters, relu {relu}");
+        assert!(alone.data().iter().any(|&v| v != T::zero()));
+    }
+    let mut rng = Rng::new(6);
+    // 16 filters: 8 + 8; 20: 16 + 4 (whole microkernel columns first).
+    for relu in [false, true] {
+        check::<f32>(16, relu, &mut rng);
+        check::<f64>(20, relu, &mut rng);
+    }
+}

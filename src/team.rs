@@ -1,0 +1,243 @@
+//! A two-thread team for work too small for rayon's hand-over: one image
+//! through a network (inference at batch 1).
+//!
+//! The layers split a batch into rayon tasks, which suits batches of many
+//! images. For one image, splitting each layer's work between the cores
+//! costs more than it saves: rayon's idle workers go to sleep after a few
+//! microseconds without work, and waking one costs tens of microseconds on
+//! this project's 2-core test machine (a virtual machine). `deep`'s first
+//! convolution at batch 1 took 46 µs split into rayon tasks, 11 µs on one
+//! thread. Libraries built on OpenMP keep their threads spinning instead.
+//!
+//! A [`Team`] does that for the length of one call. [`with_team`] takes a
+//! second rayon worker, which spins, waiting for jobs, until the call
+//! returns; meanwhile [`Team::run`] hands it part of a job and takes the
+//! rest itself, with no system call on either side. Code inside the call
+//! finds the team with [`with_current_team`]. The team has two members (the
+//! caller and one helper), the machine this was measured on; where no
+//! second worker is free (a one-thread pool), `run` does both parts itself.
+//!
+//! ```
+//! use convnet::team::{with_current_team, with_team};
+//! use std::sync::Mutex;
+//! let parts = Mutex::new(Vec::new());
+//! with_team(|| {
+//!     with_current_team(|team| {
+//!         let team = team.expect("inside with_team");
+//!         team.run(&|part| parts.lock().unwrap().push(part));
+//!     })
+//! });
+//! let mut parts = parts.into_inner().unwrap();
+//! parts.sort();
+//! assert_eq!(parts, [0, 1]); // each part ran once, here or on the helper
+//! ```
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+/// A job: called once with 0 and once with 1, at the same time on the two members.
+pub type Job<'a> = &'a (dyn Fn(usize) + Sync);
+
+/// The caller of [`with_team`] and one spinning helper.
+#[derive(Default)]
+pub struct Team {
+    /// Jobs posted so far; the helper runs part 1 of each once.
+    posted: AtomicUsize,
+    /// Jobs whose part 1 the helper has finished.
+    done: AtomicUsize,
+    /// Whether the helper is serving (else `run` does both parts).
+    helper_ready: AtomicBool,
+    /// Set when the caller's work has returned: the helper stops.
+    finished: AtomicBool,
+    /// Whether a part 1 panicked on the helper.
+    helper_panicked: AtomicBool,
+    /// The job being run, while `run` waits for it.
+    job: Mutex<Option<JobPtr>>,
+}
+
+/// A job's address, handed to the helper.
+struct JobPtr(*const (dyn Fn(usize) + Sync + 'static));
+
+// SAFETY: the closure behind the pointer is `Sync`, and `run` keeps it alive
+// until the helper has finished with it (see `run`).
+unsafe impl Send for JobPtr {}
+
+thread_local! {
+    /// The team of the `with_team` call running on this thread, if any.
+    static CURRENT: Cell<*const Team> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Runs `work` with a [`Team`]: a second rayon worker spins, ready for
+/// [`Team::run`]'s jobs, until `work` returns. Inside a team already, `work`
+/// runs in that one.
+pub fn with_team<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    if CURRENT.with(|current| !current.get().is_null()) {
+        return work();
+    }
+    let team = Team::default();
+    let (result, ()) = rayon::join(
+        || {
+            // Stops the helper however `work` ends, panics included.
+            let _stop = StopOnDrop(&team);
+            CURRENT.with(|current| current.set(&team));
+            let _unset = UnsetOnDrop;
+            work()
+        },
+        || team.serve(),
+    );
+    result
+}
+
+/// Calls `f` with the team of the enclosing [`with_team`], or `None`.
+pub fn with_current_team<R>(f: impl FnOnce(Option<&Team>) -> R) -> R {
+    let team = CURRENT.with(|current| current.get());
+    // SAFETY: CURRENT is set only while `with_team`'s `work` runs on this
+    // thread, and `team` lives on `with_team`'s stack until after it returns.
+    f(unsafe { team.as_ref() })
+}
+
+impl Team {
+    /// Runs `job(0)` on this thread and `job(1)` on the helper, and returns
+    /// when both have finished (both here when no helper is serving).
+    pub fn run(&self, job: Job<'_>) {
+        if !self.helper_ready.load(Ordering::Acquire) {
+            job(0);
+            job(1);
+            return;
+        }
+        // SAFETY: only the lifetime changes. The helper calls the job only
+        // between `posted` reaching this ticket and its `done` reaching it,
+        // and this function does not return before `done` does, so the job
+        // outlives every use. A panic in `job(0)` is caught and resumed
+        // after the wait for the same reason.
+        let ptr: *const (dyn Fn(usize) + Sync + 'static) =
+            unsafe { std::mem::transmute(job as *const (dyn Fn(usize) + Sync + '_)) };
+        *self.lock_job() = Some(JobPtr(ptr));
+        let ticket = self.posted.fetch_add(1, Ordering::AcqRel) + 1;
+        let mine = catch_unwind(AssertUnwindSafe(|| job(0)));
+        while self.done.load(Ordering::Acquire) < ticket {
+            std::hint::spin_loop();
+        }
+        *self.lock_job() = None;
+        if let Err(panic) = mine {
+            std::panic::resume_unwind(panic);
+        }
+        if self.helper_panicked.swap(false, Ordering::AcqRel) {
+            panic!("a team job panicked on the helper thread");
+        }
+    }
+
+    /// The helper's loop: part 1 of each posted job, until `finished`.
+    fn serve(&self) {
+        self.helper_ready.store(true, Ordering::Release);
+        let mut seen = 0;
+        loop {
+            let posted = self.posted.load(Ordering::Acquire);
+            if posted > seen {
+                if let Some(job) = self.lock_job().as_ref().map(|job| job.0) {
+                    // SAFETY: see `run`: the job stays alive until `done`
+                    // reaches `posted`, which happens below.
+                    let result = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)(1) }));
+                    if result.is_err() {
+                        self.helper_panicked.store(true, Ordering::Release);
+                    }
+                }
+                seen = posted;
+                self.done.store(seen, Ordering::Release);
+            } else if self.finished.load(Ordering::Acquire) {
+                return;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    fn lock_job(&self) -> std::sync::MutexGuard<'_, Option<JobPtr>> {
+        self.job.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sets `finished` when dropped, so the helper stops even if `work` panics.
+struct StopOnDrop<'a>(&'a Team);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.finished.store(true, Ordering::Release);
+    }
+}
+
+/// Clears this thread's current team when dropped.
+struct UnsetOnDrop;
+
+impl Drop for UnsetOnDrop {
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.set(std::ptr::null()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_part_runs_once_per_job() {
+        for threads in [1, 2, 3] {
+            let counts = [AtomicU64::new(0), AtomicU64::new(0)];
+            pool(threads).install(|| {
+                with_team(|| {
+                    with_current_team(|team| {
+                        let team = team.unwrap();
+                        for _ in 0..1000 {
+                            team.run(&|part| {
+                                counts[part].fetch_add(1, Ordering::Relaxed);
+                            });
+                        }
+                    })
+                })
+            });
+            let counts = counts.map(|c| c.into_inner());
+            assert_eq!(counts, [1000, 1000], "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn no_team_outside_with_team_and_none_nested() {
+        assert!(with_current_team(|team| team.is_none()));
+        let address = |team: Option<&Team>| team.map(|t| t as *const Team as usize);
+        pool(2).install(|| {
+            with_team(|| {
+                let outer = with_current_team(address);
+                let inner = with_team(|| with_current_team(address));
+                assert!(outer.is_some());
+                assert_eq!(outer, inner, "a nested call joins the outer team");
+            })
+        });
+        assert!(with_current_team(|team| team.is_none()));
+    }
+
+    #[test]
+    fn a_panicking_part_panics_the_caller_and_frees_the_helper() {
+        for failing_part in [0, 1] {
+            let result = pool(2).install(|| {
+                catch_unwind(AssertUnwindSafe(|| {
+                    with_team(|| {
+                        with_current_team(|team| {
+                            team.unwrap().run(&|part| assert_ne!(part, failing_part));
+                        })
+                    })
+                }))
+            });
+            assert!(result.is_err(), "part {failing_part}");
+        }
+    }
+}
