@@ -129,6 +129,22 @@ impl Team {
         }
     }
 
+    /// Runs `work(0, parts[0])` here and `work(1, parts[1])` on the helper
+    /// (see [`run`](Self::run)): [`run`](Self::run) for work on two disjoint
+    /// pieces of data, such as the two halves of an output.
+    pub fn run_parts<P: Send>(&self, parts: [P; 2], work: impl Fn(usize, P) + Sync) {
+        let parts = parts.map(|part| Mutex::new(Some(part)));
+        self.run(&|i| {
+            let part = parts[i]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(part) = part {
+                work(i, part);
+            }
+        });
+    }
+
     /// The helper's loop: part 1 of each posted job, until `finished`.
     fn serve(&self) {
         self.helper_ready.store(true, Ordering::Release);
@@ -208,6 +224,22 @@ mod tests {
             let counts = counts.map(|c| c.into_inner());
             assert_eq!(counts, [1000, 1000], "{threads} threads");
         }
+    }
+
+    #[test]
+    fn run_parts_hands_each_member_its_part() {
+        let mut data = [0u32; 10];
+        pool(2).install(|| {
+            with_team(|| {
+                with_current_team(|team| {
+                    let (left, right) = data.split_at_mut(4);
+                    team.unwrap().run_parts([left, right], |part, slice| {
+                        slice.iter_mut().for_each(|v| *v = part as u32 + 1);
+                    });
+                })
+            })
+        });
+        assert_eq!(data, [1, 1, 1, 1, 2, 2, 2, 2, 2, 2]);
     }
 
     #[test]

@@ -432,14 +432,12 @@ fn forward_image_by_team<T: Float>(
     let split = (filters / 2)
         .next_multiple_of(TEAM_MIN_FILTERS)
         .min(filters);
-    let (out_0, out_1) = out_n.split_at_mut(split * pixels);
-    let outs = [Mutex::new(out_0), Mutex::new(out_1)];
-    team.run(&|part| {
+    let outs = out_n.split_at_mut(split * pixels);
+    team.run_parts([outs.0, outs.1], |part, out| {
         let filters = if part == 0 { 0..split } else { split..filters };
         let params = (&weight[filters.start * k..], &bias[filters]);
-        let mut out = outs[part].lock().unwrap_or_else(PoisonError::into_inner);
         let mut scratch = thread_scratch(scratch);
-        forward_image(wg, params, fused_relu, &mut scratch, x_n, &mut out);
+        forward_image(wg, params, fused_relu, &mut scratch, x_n, out);
     });
 }
 

@@ -24,6 +24,7 @@ use super::elementwise::planes_per_task;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::im2col::ConvGeometry;
+use crate::team::with_current_team;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 
@@ -104,6 +105,44 @@ pub(crate) fn window(o: usize, g: &ConvGeometry, size: usize, len: usize) -> (us
     (start.max(0) as usize, end)
 }
 
+/// Max pooling of one plane `x_p: (H, W)` into `out_p: (OH, OW)`, with the
+/// index of each maximum in `arg_p`.
+fn max_pool_plane<T: Float>(
+    x_p: &[T],
+    w: usize,
+    g: &ConvGeometry,
+    out_p: &mut [T],
+    arg_p: &mut [u32],
+) {
+    let h = x_p.len() / w;
+    if g.filter_h == 2 && g.filter_w == 2 && g.stride == 2 && g.pad == 0 {
+        max_pool_2x2(x_p, w, g, out_p, arg_p);
+        return;
+    }
+    for oy in 0..g.out_h {
+        let (y0, y1) = window(oy, g, g.filter_h, h);
+        for ox in 0..g.out_w {
+            let (x0, x1) = window(ox, g, g.filter_w, w);
+            let mut best = y0 * w + x0;
+            let mut best_value = x_p[best];
+            for iy in y0..y1 {
+                let row = &x_p[iy * w..][..w];
+                for (ix, &v) in row.iter().enumerate().take(x1).skip(x0) {
+                    // `>` keeps the first maximum, like NumPy's argmax.
+                    // Written as selects, not a branch: on real
+                    // data the comparison is a coin toss, and a
+                    // mispredicted branch costs more than the work.
+                    let better = v > best_value;
+                    best_value = if better { v } else { best_value };
+                    best = if better { iy * w + ix } else { best };
+                }
+            }
+            out_p[oy * g.out_w + ox] = best_value;
+            arg_p[oy * g.out_w + ox] = best as u32;
+        }
+    }
+}
+
 /// The common 2×2, stride-2, unpadded case with no window clipping: the same
 /// result as the general loop, with fixed offsets the compiler can unroll.
 fn max_pool_2x2<T: Float>(
@@ -161,41 +200,39 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
         let out_plane = g.out_pixels();
         self.out.resize(&[n, c, g.out_h, g.out_w]);
         self.arg_max.resize(n * c * out_plane, 0);
-        // One rayon task per (image, channel) plane.
-        self.out
-            .data_mut()
-            .par_chunks_mut(out_plane)
-            .zip(self.arg_max.par_chunks_mut(out_plane))
-            .zip(x.data().par_chunks(h * w))
-            .with_min_len(planes_per_task(h * w))
-            .for_each(|((out_p, arg_p), x_p)| {
-                if g.filter_h == 2 && g.filter_w == 2 && g.stride == 2 && g.pad == 0 {
-                    max_pool_2x2(x_p, w, &g, out_p, arg_p);
-                    return;
-                }
-                for oy in 0..g.out_h {
-                    let (y0, y1) = window(oy, &g, g.filter_h, h);
-                    for ox in 0..g.out_w {
-                        let (x0, x1) = window(ox, &g, g.filter_w, w);
-                        let mut best = y0 * w + x0;
-                        let mut best_value = x_p[best];
-                        for iy in y0..y1 {
-                            let row = &x_p[iy * w..][..w];
-                            for (ix, &v) in row.iter().enumerate().take(x1).skip(x0) {
-                                // `>` keeps the first maximum, like NumPy's argmax.
-                                // Written as selects, not a branch: on real
-                                // data the comparison is a coin toss, and a
-                                // mispredicted branch costs more than the work.
-                                let better = v > best_value;
-                                best_value = if better { v } else { best_value };
-                                best = if better { iy * w + ix } else { best };
-                            }
-                        }
-                        out_p[oy * g.out_w + ox] = best_value;
-                        arg_p[oy * g.out_w + ox] = best as u32;
+        let planes = n * c;
+        // Fewer images than threads (inference at batch 1): half the planes
+        // to each member of the team, if one is running.
+        let by_team = n < rayon::current_num_threads()
+            && planes >= 2
+            && with_current_team(|team| {
+                let Some(team) = team else { return false };
+                let half = planes / 2;
+                let outs = self.out.data_mut().split_at_mut(half * out_plane);
+                let args = self.arg_max.split_at_mut(half * out_plane);
+                let xs = x.data().split_at(half * h * w);
+                let parts = [(outs.0, args.0, xs.0), (outs.1, args.1, xs.1)];
+                team.run_parts(parts, |_, (out, arg_max, x)| {
+                    let planes = out
+                        .chunks_mut(out_plane)
+                        .zip(arg_max.chunks_mut(out_plane))
+                        .zip(x.chunks(h * w));
+                    for ((out_p, arg_p), x_p) in planes {
+                        max_pool_plane(x_p, w, &g, out_p, arg_p);
                     }
-                }
+                });
+                true
             });
+        if !by_team {
+            // One rayon task per (image, channel) plane.
+            self.out
+                .data_mut()
+                .par_chunks_mut(out_plane)
+                .zip(self.arg_max.par_chunks_mut(out_plane))
+                .zip(x.data().par_chunks(h * w))
+                .with_min_len(planes_per_task(h * w))
+                .for_each(|((out_p, arg_p), x_p)| max_pool_plane(x_p, w, &g, out_p, arg_p));
+        }
         self.input_shape.clear();
         self.input_shape.extend_from_slice(x.shape());
         Ok(&self.out)
@@ -232,6 +269,35 @@ mod tests {
     use crate::gradient_check::check_layer;
     use crate::im2col::im2col;
     use crate::rng::Rng;
+
+    /// Inside a team (inference at batch 1) each thread pools half the
+    /// planes: the same outputs and, for backward, the same `arg_max`.
+    #[test]
+    fn a_team_pools_the_same() {
+        let mut rng = Rng::new(3);
+        let x = (0..5 * 9 * 8).map(|_| rng.normal()).collect();
+        let x = Tensor::from_vec(&[1, 5, 9, 8], x).unwrap();
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for config in [
+            PoolingConfig::default(),
+            PoolingConfig {
+                size: 3,
+                stride: 2,
+                pad: 1,
+            },
+        ] {
+            let mut pool = MaxPooling::<f64>::new(&config);
+            let alone = two.install(|| pool.forward(&x, true).unwrap().clone());
+            let arg_alone = pool.arg_max.clone();
+            let shared =
+                two.install(|| crate::team::with_team(|| pool.forward(&x, true).unwrap().clone()));
+            assert_eq!(alone, shared, "{config:?}");
+            assert_eq!(arg_alone, pool.arg_max, "{config:?}");
+        }
+    }
 
     #[test]
     fn forward_and_backward_by_hand() {
