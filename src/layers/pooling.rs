@@ -270,6 +270,16 @@ mod tests {
     use crate::im2col::im2col;
     use crate::rng::Rng;
 
+    /// The book's 2×2 windows, and overlapping, padded 3×3 ones.
+    fn book_and_overlapping() -> [PoolingConfig; 2] {
+        let overlapping = PoolingConfig {
+            size: 3,
+            stride: 2,
+            pad: 1,
+        };
+        [PoolingConfig::default(), overlapping]
+    }
+
     /// Inside a team (inference at batch 1) each thread pools half the
     /// planes: the same outputs and, for backward, the same `arg_max`.
     #[test]
@@ -281,14 +291,7 @@ mod tests {
             .num_threads(2)
             .build()
             .unwrap();
-        for config in [
-            PoolingConfig::default(),
-            PoolingConfig {
-                size: 3,
-                stride: 2,
-                pad: 1,
-            },
-        ] {
+        for config in book_and_overlapping() {
             let mut pool = MaxPooling::<f64>::new(&config);
             let alone = two.install(|| pool.forward(&x, true).unwrap().clone());
             let arg_alone = pool.arg_max.clone();
@@ -368,14 +371,7 @@ mod tests {
 
     #[test]
     fn gradients_match_numerical() {
-        for config in [
-            PoolingConfig::default(),
-            PoolingConfig {
-                size: 3,
-                stride: 2,
-                pad: 1,
-            },
-        ] {
+        for config in book_and_overlapping() {
             let mut pool = MaxPooling::<f64>::new(&config);
             for (name, err) in check_layer(&mut pool, &[2, 3, 6, 6], 3).unwrap() {
                 assert!(err <= 1e-6, "{config:?} {name}: {err}");
