@@ -100,7 +100,8 @@ pub fn with_current_team<R>(f: impl FnOnce(Option<&Team>) -> R) -> R {
 
 impl Team {
     /// Runs `job(0)` on this thread and `job(1)` on the helper, and returns
-    /// when both have finished (both here when no helper is serving).
+    /// when both have finished (both here when no helper is serving). A job
+    /// must not call `run` itself: the helper takes one job at a time.
     pub fn run(&self, job: Job<'_>) {
         if !self.helper_ready.load(Ordering::Acquire) {
             job(0);
