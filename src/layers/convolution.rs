@@ -376,9 +376,10 @@ impl<T: Float> Layer<T> for Convolution<T> {
     }
 }
 
-/// Filters per member when a [`Team`] shares out a layer's filters: one
-/// column block of `gemm`'s AVX-512 microkernel. Layers with fewer than twice
-/// this run on one thread.
+/// The granularity, and the smallest group, when a [`Team`] shares out a
+/// layer's filters: the first group is half the filters rounded up to a
+/// multiple of 8 (16 → 8 + 8, 20 → 16 + 4), so that narrow products are not
+/// made narrower still. Layers with fewer than twice this run on one thread.
 const TEAM_MIN_FILTERS: usize = 8;
 
 /// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`,
