@@ -90,6 +90,19 @@ pub fn with_team<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     result
 }
 
+/// Whether `images` is a batch for a team: fewer images than the pool has
+/// threads, so that splitting the batch would leave threads idle.
+pub fn is_small_batch(images: usize) -> bool {
+    images < rayon::current_num_threads()
+}
+
+/// Calls `work` with the team of the enclosing [`with_team`] when `images`
+/// [`is_small_batch`] and a team is running; returns whether it did (else
+/// the caller splits the batch as usual).
+pub fn run_in_team(images: usize, work: impl FnOnce(&Team)) -> bool {
+    is_small_batch(images) && with_current_team(|team| team.map(work).is_some())
+}
+
 /// Calls `f` with the team of the enclosing [`with_team`], or `None`.
 pub fn with_current_team<R>(f: impl FnOnce(Option<&Team>) -> R) -> R {
     let team = CURRENT.with(|current| current.get());

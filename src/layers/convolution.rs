@@ -60,7 +60,7 @@ use crate::im2col_wide::{
 };
 use crate::init::Init;
 use crate::rng::Rng;
-use crate::team::{with_current_team, Team};
+use crate::team::{run_in_team, Team};
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -317,17 +317,14 @@ impl<T: Float> Layer<T> for Convolution<T> {
         let out = self.out.data_mut();
         // Fewer images than threads (inference at batch 1): the filters
         // are shared out within each image instead, if a team is running.
-        let by_team = n < rayon::current_num_threads()
-            && filters >= 2 * TEAM_MIN_FILTERS
-            && with_current_team(|team| {
-                let Some(team) = team else { return false };
+        let by_team = filters >= 2 * TEAM_MIN_FILTERS
+            && run_in_team(n, |team| {
                 let images = out
                     .chunks_mut(filters * pixels)
                     .zip(x.data().chunks(g.image_len()));
                 for (out_n, x_n) in images {
                     forward_image_by_team(team, &wg, params, fused_relu, scratch, x_n, out_n);
                 }
-                true
             });
         if !by_team {
             out.par_chunks_mut(chunk * filters * pixels)

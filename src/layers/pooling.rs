@@ -24,7 +24,7 @@ use super::elementwise::planes_per_task;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::im2col::ConvGeometry;
-use crate::team::with_current_team;
+use crate::team::run_in_team;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 
@@ -203,10 +203,8 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
         let planes = n * c;
         // Fewer images than threads (inference at batch 1): half the planes
         // to each member of the team, if one is running.
-        let by_team = n < rayon::current_num_threads()
-            && planes >= 2
-            && with_current_team(|team| {
-                let Some(team) = team else { return false };
+        let by_team = planes >= 2
+            && run_in_team(n, |team| {
                 let half = planes / 2;
                 let outs = self.out.data_mut().split_at_mut(half * out_plane);
                 let args = self.arg_max.split_at_mut(half * out_plane);
@@ -221,7 +219,6 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
                         max_pool_plane(x_p, w, &g, out_p, arg_p);
                     }
                 });
-                true
             });
         if !by_team {
             // One rayon task per (image, channel) plane.

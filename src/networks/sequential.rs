@@ -32,7 +32,7 @@
 
 use crate::error::{Error, Result};
 use crate::layers::{Layer, Param, SoftmaxWithLoss};
-use crate::team::with_team;
+use crate::team::{is_small_batch, with_team};
 use crate::tensor::{Float, Tensor};
 
 /// A layer with its name in the network.
@@ -163,7 +163,7 @@ impl<T: Float> Network<T> {
     pub fn predict<'a>(&'a mut self, x: &'a Tensor<T>, train: bool) -> Result<&'a Tensor<T>> {
         self.check_input(x)?;
         let layers = &mut self.layers;
-        if x.shape()[0] < rayon::current_num_threads() {
+        if is_small_batch(x.shape()[0]) {
             with_team(|| forward_layers(layers, x, train))
         } else {
             forward_layers(layers, x, train)

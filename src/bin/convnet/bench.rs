@@ -191,7 +191,7 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
         // Below one image per thread, `predict` shares each image out within
         // a team (convnet::team); one team for the whole measurement keeps
         // its helper spinning between calls, as OpenMP's threads do.
-        let calls = if batch < rayon::current_num_threads() {
+        let calls = if convnet::team::is_small_batch(batch) {
             convnet::team::with_team(measure)
         } else {
             measure()

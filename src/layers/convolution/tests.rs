@@ -211,7 +211,7 @@ fn a_team_shares_out_the_filters_with_the_same_result() {
         assert!(alone.data().iter().any(|&v| v != T::zero()));
     }
     let mut rng = Rng::new(6);
-    // 16 filters: 8 + 8; 20: 16 + 4 (whole microkernel columns first).
+    // 16 filters: 8 + 8; 20: 16 + 4 (a multiple of 8 first).
     for relu in [false, true] {
         check::<f32>(16, relu, &mut rng);
         check::<f64>(20, relu, &mut rng);
