@@ -92,6 +92,32 @@ impl WideGeometry {
         }
     }
 
+    /// The geometry of a band of output rows `rows` (`oy` from `rows.start`
+    /// to `rows.end`) computed on its own: its input is the padded rows the
+    /// band reads, `(rows.len() − 1)·S + FH` of them, already padded (see
+    /// [`pad_band`]). Its `col` and wide output are the band's columns of the
+    /// whole image's, each row of the wide grid as wide as before.
+    ///
+    /// ```
+    /// use convnet::im2col::ConvGeometry;
+    /// use convnet::im2col_wide::WideGeometry;
+    /// let wg = WideGeometry::new(ConvGeometry::new((16, 28, 28), (3, 3), 1, 1).unwrap());
+    /// let band = wg.band(14..28);
+    /// assert_eq!((band.padded_h, band.padded_w, band.g.out_h), (16, 30, 14));
+    /// assert_eq!(band.wide_w, wg.wide_w);
+    /// ```
+    pub fn band(&self, rows: std::ops::Range<usize>) -> Self {
+        let g = &self.g;
+        let band_h = (rows.len() - 1) * g.stride + g.filter_h;
+        WideGeometry::new(ConvGeometry {
+            in_h: band_h,
+            in_w: self.padded_w,
+            pad: 0,
+            out_h: rows.len(),
+            ..*g
+        })
+    }
+
     /// Values in one padded image: `C · HP · WP`.
     pub fn padded_len(&self) -> usize {
         self.g.channels * self.padded_h * self.padded_w
@@ -148,6 +174,35 @@ pub fn pad_image<T: Float>(x: &[T], wg: &WideGeometry, xpad: &mut [T]) {
             row[p + g.in_w..].fill(T::zero());
         }
         xpad_c[(g.in_h + p) * wp..].fill(T::zero());
+    }
+}
+
+/// [`pad_image`] for the band of output rows `rows` only: `x: (C, H, W)` →
+/// `xpad: (C, (rows.len() − 1)·S + FH, WP)`, the padded rows those output
+/// rows read (geometry [`WideGeometry::band`]), every element overwritten.
+pub fn pad_band<T: Float>(
+    x: &[T],
+    wg: &WideGeometry,
+    rows: std::ops::Range<usize>,
+    xpad: &mut [T],
+) {
+    let g = &wg.g;
+    let (p, wp) = (g.pad, wg.padded_w);
+    let band = wg.band(rows.clone());
+    let first_row = rows.start * g.stride;
+    let planes = xpad[..band.padded_len()].chunks_exact_mut(band.padded_h * wp);
+    for (xpad_c, x_c) in planes.zip(x.chunks_exact(g.in_h * g.in_w)) {
+        for (r, row) in xpad_c.chunks_exact_mut(wp).enumerate() {
+            // Padded row first_row + r is input row first_row + r − P, if any.
+            match (first_row + r).checked_sub(p).filter(|&iy| iy < g.in_h) {
+                Some(iy) => {
+                    row[..p].fill(T::zero());
+                    row[p..p + g.in_w].copy_from_slice(&x_c[iy * g.in_w..][..g.in_w]);
+                    row[p + g.in_w..].fill(T::zero());
+                }
+                None => row.fill(T::zero()),
+            }
+        }
     }
 }
 
@@ -246,12 +301,28 @@ pub fn narrow<T: Float>(
     out: &mut [T],
     activation: impl Fn(T) -> T,
 ) {
+    narrow_planes(
+        wide,
+        wg,
+        bias,
+        out.chunks_exact_mut(wg.g.out_pixels()),
+        activation,
+    );
+}
+
+/// [`narrow`] into one slice per row of `wide` (each `OH·OW` long), wherever
+/// they lie: a band of rows writes into every output plane.
+pub fn narrow_planes<'a, T: Float>(
+    wide: &[T],
+    wg: &WideGeometry,
+    bias: &[T],
+    out: impl IntoIterator<Item = &'a mut [T]>,
+    activation: impl Fn(T) -> T,
+) {
     let g = &wg.g;
-    let rows = out
-        .chunks_exact_mut(g.out_pixels())
-        .zip(wide.chunks_exact(wg.wide_pixels()));
+    let rows = out.into_iter().zip(wide.chunks_exact(wg.wide_pixels()));
     for ((out_r, wide_r), &b) in rows.zip(bias) {
-        let lines = out_r
+        let lines = out_r[..g.out_pixels()]
             .chunks_exact_mut(g.out_w)
             .zip(wide_r.chunks_exact(wg.wide_w));
         for (dst, src) in lines {
@@ -330,6 +401,40 @@ mod tests {
             let mut dx = vec![f64::NAN; g.image_len()];
             unpad_image(&dxpad, &wg, &mut dx);
             prop_assert_eq!(dx, want_dx);
+        }
+
+        /// A band of output rows unrolled on its own ([`pad_band`],
+        /// [`WideGeometry::band`]) is those rows' columns of the whole col.
+        #[test]
+        fn a_band_unrolls_to_its_columns_of_the_whole(
+            c in 1usize..4, h in 1usize..32, w in 1usize..32,
+            fh in 1usize..5, fw in 1usize..5, stride in 1usize..5, pad in 0usize..3,
+            cut in 0.0f64..1.0, seed in any::<u64>(),
+        ) {
+            prop_assume!(fh <= h + 2 * pad && fw <= w + 2 * pad);
+            let g = ConvGeometry::new((c, h, w), (fh, fw), stride, pad).unwrap();
+            prop_assume!(g.out_h >= 2);
+            let wg = WideGeometry::new(g);
+            let mut rng = Rng::new(seed);
+            let x: Vec<f64> = (0..g.image_len()).map(|_| rng.normal()).collect();
+            let mut whole = vec![f64::NAN; g.col_width() * g.out_pixels()];
+            im2col_image(&x, &g, &mut whole);
+            let split = 1 + (cut * (g.out_h - 1) as f64) as usize;
+            for rows in [0..split, split..g.out_h] {
+                let band = wg.band(rows.clone());
+                let mut xpad = vec![f64::NAN; band.padded_len()];
+                pad_band(&x, &wg, rows.clone(), &mut xpad);
+                let mut col = vec![f64::NAN; band.col_len()];
+                im2col_wide(&xpad, &band, &mut col);
+                let mut got = vec![f64::NAN; g.col_width() * band.g.out_pixels()];
+                narrow(&col, &band, &vec![0.0; g.col_width()], &mut got, |v| v);
+                let columns = rows.start * g.out_w..rows.end * g.out_w;
+                let want: Vec<f64> = whole
+                    .chunks_exact(g.out_pixels())
+                    .flat_map(|row| row[columns.clone()].iter().copied())
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
         }
 
         /// <im2col_wide(xpad), y> = <xpad, col2im_wide(y)> for any y.

@@ -60,7 +60,7 @@ use crate::im2col_wide::{
 };
 use crate::init::Init;
 use crate::rng::Rng;
-use crate::team::{run_in_team, Team};
+use crate::team::run_in_team;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -315,15 +315,17 @@ impl<T: Float> Layer<T> for Convolution<T> {
         let fused_relu = self.fused_relu;
         let scratch = &self.scratch[..];
         let out = self.out.data_mut();
-        // Fewer images than threads (inference at batch 1): the filters
-        // are shared out within each image instead, if a team is running.
-        let by_team = filters >= 2 * TEAM_MIN_FILTERS
+        // Fewer images than threads (inference at batch 1): each image's
+        // output rows are shared out instead, if a team is running.
+        let by_team = bands::can_split(&wg)
             && run_in_team(n, |team| {
                 let images = out
                     .chunks_mut(filters * pixels)
                     .zip(x.data().chunks(g.image_len()));
                 for (out_n, x_n) in images {
-                    forward_image_by_team(team, &wg, params, fused_relu, scratch, x_n, out_n);
+                    bands::forward_image_by_team(
+                        team, &wg, params, fused_relu, scratch, x_n, out_n,
+                    );
                 }
             });
         if !by_team {
@@ -373,12 +375,6 @@ impl<T: Float> Layer<T> for Convolution<T> {
     }
 }
 
-/// The granularity, and the smallest group, when a [`Team`] shares out a
-/// layer's filters: the first group is half the filters rounded up to a
-/// multiple of 8 (16 → 8 + 8, 20 → 16 + 4), so that narrow products are not
-/// made narrower still. Layers with fewer than twice this run on one thread.
-const TEAM_MIN_FILTERS: usize = 8;
-
 /// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`,
 /// for the filters whose weights and biases `(weight, bias)` hold.
 fn forward_image<T: Float>(
@@ -411,32 +407,6 @@ fn forward_image<T: Float>(
     } else {
         narrow(wide, wg, bias, out_n, |v| v);
     }
-}
-
-/// [`forward_image`] with the filters in two groups, one per member of
-/// `team` (see [`crate::team`]). Each member unrolls the image into its own
-/// `col`: the copies are made twice, but at the same time. Every output is
-/// the same sum in the same order as on one thread.
-fn forward_image_by_team<T: Float>(
-    team: &Team,
-    wg: &WideGeometry,
-    (weight, bias): (&[T], &[T]),
-    fused_relu: bool,
-    scratch: &[Mutex<Scratch<T>>],
-    x_n: &[T],
-    out_n: &mut [T],
-) {
-    let (k, pixels, filters) = (wg.g.col_width(), wg.g.out_pixels(), bias.len());
-    let split = (filters / 2)
-        .next_multiple_of(TEAM_MIN_FILTERS)
-        .min(filters);
-    let outs = out_n.split_at_mut(split * pixels);
-    team.run_parts([outs.0, outs.1], |part, out| {
-        let filters = if part == 0 { 0..split } else { split..filters };
-        let params = (&weight[filters.start * k..], &bias[filters]);
-        let mut scratch = thread_scratch(scratch);
-        forward_image(wg, params, fused_relu, &mut scratch, x_n, out);
-    });
 }
 
 /// One thread's buffers, each for one image, reused image after image.
@@ -564,5 +534,6 @@ fn backward_chunk<T: Float>(
     }
 }
 
+mod bands;
 #[cfg(test)]
 mod tests;

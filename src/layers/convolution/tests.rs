@@ -179,15 +179,19 @@ fn errors_instead_of_panics() {
 }
 
 /// Inside a team (inference at batch 1), the two threads each compute a
-/// group of filters: the same numbers, to the bit, as one thread.
+/// band of output rows: the same numbers, to the bit, as one thread.
 #[test]
-fn a_team_shares_out_the_filters_with_the_same_result() {
-    fn check<T: Float>(filters: usize, relu: bool, rng: &mut Rng) {
+fn a_team_shares_out_the_rows_with_the_same_result() {
+    // (C, H, W), filters, filter size, pad, stride
+    type Case = ((usize, usize, usize), usize, usize, usize, usize);
+    fn check<T: Float>(case: Case, relu: bool, rng: &mut Rng) {
+        let ((c, h, w), filters, filter_size, pad, stride) = case;
         let config = ConvolutionConfig {
-            in_channels: 3,
+            in_channels: c,
             filters,
-            filter_size: 3,
-            pad: 1,
+            filter_size,
+            pad,
+            stride,
             ..Default::default()
         };
         let mut conv = Convolution::<T>::new(&config, rng).unwrap();
@@ -196,10 +200,10 @@ fn a_team_shares_out_the_filters_with_the_same_result() {
             .iter_mut()
             .for_each(|b| *b = T::from(rng.normal()).unwrap());
         conv.fuse_relu(relu);
-        let x: Vec<T> = (0..3 * 9 * 11)
+        let x: Vec<T> = (0..c * h * w)
             .map(|_| T::from(rng.normal()).unwrap())
             .collect();
-        let x = Tensor::from_vec(&[1, 3, 9, 11], x).unwrap();
+        let x = Tensor::from_vec(&[1, c, h, w], x).unwrap();
         let two = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
@@ -207,13 +211,22 @@ fn a_team_shares_out_the_filters_with_the_same_result() {
         let alone = two.install(|| conv.forward(&x, false).unwrap().clone());
         let shared =
             two.install(|| crate::team::with_team(|| conv.forward(&x, false).unwrap().clone()));
-        assert_eq!(alone, shared, "{filters} filters, relu {relu}");
+        assert_eq!(alone, shared, "{case:?}, relu {relu}");
         assert!(alone.data().iter().any(|&v| v != T::zero()));
     }
     let mut rng = Rng::new(6);
-    // 16 filters: 8 + 8; 20: 16 + 4 (a multiple of 8 first).
-    for relu in [false, true] {
-        check::<f32>(16, relu, &mut rng);
-        check::<f64>(20, relu, &mut rng);
+    let cases: [Case; 6] = [
+        ((16, 28, 28), 16, 3, 1, 1), // deep's conv2: bands of 14 rows of 30
+        ((32, 8, 8), 64, 3, 1, 1),   // deep's conv5: bands of 40 pixels
+        ((1, 28, 28), 16, 3, 1, 1),  // one channel
+        ((3, 9, 11), 20, 3, 1, 1),   // an odd number of rows: 5 + 4
+        ((2, 13, 13), 5, 5, 0, 2),   // stride 2: the book's grid, OW wide
+        ((4, 3, 7), 6, 3, 0, 1),     // one output row: no bands
+    ];
+    for case in cases {
+        for relu in [false, true] {
+            check::<f32>(case, relu, &mut rng);
+            check::<f64>(case, relu, &mut rng);
+        }
     }
 }
