@@ -33,13 +33,11 @@
 //! layout, still without any bounds checks.
 //!
 //! Each row of `col` (and of the wide output) is then rounded up to a
-//! multiple of 16 values, with zeros at the end, where that adds at most a
-//! quarter: the `gemm` crate reads `col` in place only when its length is a
+//! multiple of 16 values, with zeros at the end, where that adds at most an
+//! eighth: the `gemm` crate reads `col` in place only when its length is a
 //! multiple of the SIMD width, and otherwise first copies ("packs") all of
 //! it. On `deep`'s second layer (28 rows of 30: 840 → 848) that copy made
-//! the product 1.3–1.6× slower; on a band of 4 rows of 10 of its sixth
-//! (40 → 48, see [`WideGeometry::band`]) the product with 20 % more columns
-//! is still 12 % faster.
+//! the product 1.3–1.6× slower.
 //!
 //! ```
 //! use convnet::im2col::ConvGeometry;
@@ -97,8 +95,16 @@ impl WideGeometry {
     /// The geometry of a band of output rows `rows` (`oy` from `rows.start`
     /// to `rows.end`) computed on its own: its input is the padded rows the
     /// band reads, `(rows.len() − 1)·S + FH` of them, already padded (see
-    /// [`pad_band`]). Its `col` and wide output are the band's columns of the
-    /// whole image's, each row of the wide grid as wide as before.
+    /// [`pad_band`]). Its `col` and output are the band's pixels of the
+    /// whole image's.
+    ///
+    /// The band's grid is as wide as the whole's, unless the book's grid
+    /// (OWW = OW, one run per output row) has at least a fifth fewer
+    /// columns: a band of 4 rows of an 8×8 map is then 32 columns, a
+    /// multiple of 16 that `gemm` reads in place, instead of 40. (The whole
+    /// 8×8 map keeps its 80, already a multiple of 16, and one run per row.)
+    /// One thread's share of `deep`'s two 8×8 layers at batch 1 (pad,
+    /// unroll, multiply, narrow) took 9–10 % less time so.
     ///
     /// ```
     /// use convnet::im2col::ConvGeometry;
@@ -106,18 +112,30 @@ impl WideGeometry {
     /// let wg = WideGeometry::new(ConvGeometry::new((16, 28, 28), (3, 3), 1, 1).unwrap());
     /// let band = wg.band(14..28);
     /// assert_eq!((band.padded_h, band.padded_w, band.g.out_h), (16, 30, 14));
-    /// assert_eq!(band.wide_w, wg.wide_w);
+    /// assert_eq!((band.wide_w, band.wide_pixels()), (30, 432));
+    /// let wg = WideGeometry::new(ConvGeometry::new((64, 8, 8), (3, 3), 1, 1).unwrap());
+    /// assert_eq!((wg.wide_w, wg.wide_pixels()), (10, 80));
+    /// assert_eq!((wg.band(0..4).wide_w, wg.band(0..4).wide_pixels()), (8, 32));
     /// ```
     pub fn band(&self, rows: std::ops::Range<usize>) -> Self {
         let g = &self.g;
         let band_h = (rows.len() - 1) * g.stride + g.filter_h;
-        WideGeometry::new(ConvGeometry {
+        let band = WideGeometry::new(ConvGeometry {
             in_h: band_h,
             in_w: self.padded_w,
             pad: 0,
             out_h: rows.len(),
             ..*g
-        })
+        });
+        let narrow = WideGeometry {
+            wide_w: g.out_w,
+            ..band
+        };
+        if 5 * narrow.wide_pixels() <= 4 * band.wide_pixels() {
+            narrow
+        } else {
+            band
+        }
     }
 
     /// Values in one padded image: `C · HP · WP`.
@@ -127,11 +145,11 @@ impl WideGeometry {
 
     /// Columns of `col` and of the wide output: the `OH · OWW` pixels of
     /// the wide grid, rounded up to a multiple of [`ROW_ALIGN`] with zeros
-    /// when that adds at most a quarter.
+    /// when that adds at most an eighth.
     pub fn wide_pixels(&self) -> usize {
         let grid = self.grid_pixels();
         let aligned = grid.next_multiple_of(ROW_ALIGN);
-        if 4 * (aligned - grid) <= grid {
+        if 8 * (aligned - grid) <= grid {
             aligned
         } else {
             grid
@@ -473,8 +491,6 @@ mod tests {
         // On 8×8: 10 for 8, a quarter more, still one run.
         let wg = WideGeometry::new(ConvGeometry::new((64, 8, 8), (3, 3), 1, 1).unwrap());
         assert_eq!((wg.wide_w, wg.wide_pixels()), (10, 80));
-        // Half of it, 4 rows of 10: 40 → 48, a fifth more.
-        assert_eq!(wg.band(0..4).wide_pixels(), 48);
         // A 2×2 output is not padded to 16: that would be 4× the work.
         let wg = WideGeometry::new(ConvGeometry::new((1, 2, 2), (1, 1), 1, 0).unwrap());
         assert_eq!(wg.wide_pixels(), 4);
