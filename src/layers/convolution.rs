@@ -26,8 +26,8 @@
 //! first and, for stride 1, the pixels run over a grid as wide as the padded
 //! row (OH × (W + 2P)), so that each row of `col` is one contiguous copy
 //! instead of one short copy per output row. The few junk columns this adds
-//! are dropped from the output ([`narrow`]) and are zero in `dout` ([`widen`]),
-//! so they change nothing.
+//! are dropped from the output ([`narrow`]) and are zero in `dout`
+//! ([`widen`](crate::im2col_wide::widen)), so they change nothing.
 //!
 //! The batch is split into a fixed number of chunks that run in parallel; each
 //! chunk sums its own `dW`, `db` and the chunks are added in order, so the
@@ -40,6 +40,11 @@
 //! core's cache (the other buffers are reused the same way). Unrolling again
 //! costs little next to the products, and `deep`'s peak memory halves.
 //!
+//! Beside this file: `convolution/backward.rs` (backward for one chunk of
+//! images), `convolution/bands.rs` (one image on the two threads of a
+//! [`Team`](crate::team::Team), at batch 1) and `convolution/scratch.rs`
+//! (the per-thread buffers).
+//!
 //! ```
 //! use convnet::layers::{Convolution, ConvolutionConfig, Layer};
 //! use convnet::{Rng, Tensor};
@@ -50,20 +55,21 @@
 //! ```
 
 use super::elementwise::keep_copy;
-use super::relu::{relu, relu_backward};
+use super::relu::relu;
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::gemm::{matmul, MatMut, MatRef};
 use crate::im2col::ConvGeometry;
-use crate::im2col_wide::{
-    col2im_wide, im2col_wide, narrow, pad_image, unpad_image, widen, WideGeometry,
-};
+use crate::im2col_wide::{im2col_wide, narrow, pad_image, WideGeometry};
 use crate::init::Init;
 use crate::rng::Rng;
 use crate::team::run_in_team;
 use crate::tensor::{Float, Tensor};
+use backward::{backward_chunk, ChunkData};
+use rayon::iter::Either;
 use rayon::prelude::*;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use scratch::{resize_scratch, thread_scratch, Scratch};
+use std::sync::Mutex;
 
 /// The batch is cut into at most this many chunks for parallel work. Fixed
 /// (not the thread count) so that gradient sums are the same on any machine.
@@ -211,30 +217,26 @@ impl<T: Float> Convolution<T> {
         let weight = self.weight.data();
         let fused_relu = self.fused_relu;
         let scratch = &self.scratch[..];
-        let shared = self
-            .partial_grads
+        // dx: (N, C, H, W), one slice per chunk; or none at all.
+        let dx_chunks = if with_dx {
+            self.dx.resize(&[n, g.channels, g.in_h, g.in_w]);
+            let dx = self.dx.data_mut().par_chunks_mut(chunk * g.image_len());
+            Either::Left(dx.map(Some))
+        } else {
+            Either::Right((0..chunks).into_par_iter().map(|_| None))
+        };
+        self.partial_grads
             .par_chunks_mut(grad_len)
             .zip(self.x.data().par_chunks(chunk * g.image_len()))
             .zip(dout.data().par_chunks(chunk * filters * pixels))
-            .zip(self.out.data().par_chunks(chunk * filters * pixels));
-        if with_dx {
-            self.dx.resize(&[n, g.channels, g.in_h, g.in_w]);
-            shared
-                .zip(self.dx.data_mut().par_chunks_mut(chunk * g.image_len()))
-                .for_each(|((((grads, x), dout), out), dx)| {
-                    let relu_out = fused_relu.then_some(out);
-                    let chunk = ChunkData { x, dout, relu_out };
-                    let mut scratch = thread_scratch(scratch);
-                    backward_chunk(&wg, weight, grads, &mut scratch, chunk, Some(dx));
-                });
-        } else {
-            shared.for_each(|(((grads, x), dout), out)| {
+            .zip(self.out.data().par_chunks(chunk * filters * pixels))
+            .zip(dx_chunks)
+            .for_each(|((((grads, x), dout), out), dx)| {
                 let relu_out = fused_relu.then_some(out);
                 let chunk = ChunkData { x, dout, relu_out };
                 let mut scratch = thread_scratch(scratch);
-                backward_chunk(&wg, weight, grads, &mut scratch, chunk, None);
+                backward_chunk(&wg, weight, grads, &mut scratch, chunk, dx);
             });
-        }
 
         // Add the chunks' partial gradients in a fixed order.
         let (gw, gb) = (self.grad_weight.data_mut(), self.grad_bias.data_mut());
@@ -409,131 +411,8 @@ fn forward_image<T: Float>(
     }
 }
 
-/// One thread's buffers, each for one image, reused image after image.
-#[derive(Default)]
-struct Scratch<T> {
-    /// xpad: (C, HP, WP), the padded image; in backward, then dxpad.
-    xpad: Vec<T>,
-    /// col: (C·FH·FW, OH·OWW)
-    col: Vec<T>,
-    /// out, or dout in backward, on the wide grid: (FN, OH·OWW)
-    wide: Vec<T>,
-    /// dcol: (C·FH·FW, OH·OWW)
-    dcol: Vec<T>,
-    /// dout after the fused ReLU's backward: (FN, OH·OW)
-    masked: Vec<T>,
-}
-
-/// One chunk's slices of the layer's input, `dout`, and, with a fused
-/// ReLU, output (to mask `dout` by).
-struct ChunkData<'a, T> {
-    x: &'a [T],
-    dout: &'a [T],
-    relu_out: Option<&'a [T]>,
-}
-
-/// One [`Scratch`] per pool thread, sized for `wg` and `filters`.
-fn resize_scratch<T: Float>(
-    scratch: &mut Vec<Mutex<Scratch<T>>>,
-    wg: &WideGeometry,
-    filters: usize,
-) {
-    scratch.resize_with(rayon::current_num_threads(), Default::default);
-    for s in scratch {
-        let s = s.get_mut().unwrap_or_else(PoisonError::into_inner);
-        s.xpad.resize(wg.padded_len(), T::zero());
-        s.col.resize(wg.col_len(), T::zero());
-        s.wide.resize(filters * wg.wide_pixels(), T::zero());
-        s.dcol.resize(wg.col_len(), T::zero());
-        s.masked.resize(filters * wg.g.out_pixels(), T::zero());
-    }
-}
-
-/// The calling thread's buffers. The chunks go to whichever thread is free,
-/// but each thread keeps using its own set, which stays in its core's cache
-/// (one set per chunk spread 16 sets over both caches, several megabytes).
-/// Nothing run under the lock starts parallel work, so a thread never waits
-/// for itself; a pool larger than the set count only shares sets.
-fn thread_scratch<T>(scratch: &[Mutex<Scratch<T>>]) -> MutexGuard<'_, Scratch<T>> {
-    let i = rayon::current_thread_index().unwrap_or(0) % scratch.len();
-    scratch[i].lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Backward for one chunk of images: this chunk's `dW^T` and `db` into
-/// `grads` (C·FH·FW·FN values, then FN), and `dx` for each image when it is
-/// wanted.
-fn backward_chunk<T: Float>(
-    wg: &WideGeometry,
-    weight: &[T],
-    grads: &mut [T],
-    scratch: &mut Scratch<T>,
-    chunk: ChunkData<'_, T>,
-    mut dx_chunk: Option<&mut [T]>,
-) {
-    let g = &wg.g;
-    let (k, pixels, wide_pixels) = (g.col_width(), g.out_pixels(), wg.wide_pixels());
-    let filters = weight.len() / k;
-    let (dw_t, db) = grads.split_at_mut(filters * k);
-    dw_t.fill(T::zero());
-    db.fill(T::zero());
-    let Scratch {
-        xpad,
-        col,
-        wide,
-        dcol,
-        masked,
-    } = scratch;
-    let images = chunk
-        .x
-        .chunks(g.image_len())
-        .zip(chunk.dout.chunks(filters * pixels));
-    for (i, (x_n, dout_n)) in images.enumerate() {
-        // The fused ReLU's backward: dout_n where out_n > 0, else 0.
-        let dout_n = match chunk.relu_out {
-            Some(out) => {
-                let out_n = &out[i * filters * pixels..(i + 1) * filters * pixels];
-                let masked_dout = masked.iter_mut().zip(dout_n).zip(out_n);
-                masked_dout.for_each(|((m, &g), &y)| *m = relu_backward(y, g));
-                &masked[..]
-            }
-            None => dout_n,
-        };
-        // col: (C·FH·FW, OH·OWW), the same unrolling as in forward
-        pad_image(x_n, wg, xpad);
-        im2col_wide(xpad, wg, col);
-        // wide: (FN, OH·OWW), dout_n with zeros in the junk columns
-        widen(dout_n, wg, wide);
-        // dW^T += col · dout_n^T        (C·FH·FW, FN)
-        // (the transpose of dW = dout_n · col^T: the same sums, and the
-        // `gemm` crate runs this orientation 10–50 % faster on these shapes)
-        matmul(
-            MatMut::new(dw_t, k, filters),
-            MatRef::new(col, k, wide_pixels),
-            MatRef::new(wide, filters, wide_pixels).t(),
-            true,
-            false,
-        );
-        // db += row sums of dout_n
-        for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
-            *d += sum(row);
-        }
-        if let Some(dx_chunk) = dx_chunk.as_mut() {
-            // dcol = W^T · dout_n           (C·FH·FW, OH·OWW)
-            matmul(
-                MatMut::new(dcol, k, wide_pixels),
-                MatRef::new(weight, filters, k).t(),
-                MatRef::new(wide, filters, wide_pixels),
-                false,
-                false,
-            );
-            // dx_n = col2im(dcol), through the padded plane
-            col2im_wide(dcol, wg, xpad);
-            let dx_n = &mut dx_chunk[i * g.image_len()..(i + 1) * g.image_len()];
-            unpad_image(xpad, wg, dx_n);
-        }
-    }
-}
-
+mod backward;
 mod bands;
+mod scratch;
 #[cfg(test)]
 mod tests;

@@ -22,7 +22,7 @@
 //! Each output is the same sum, in the same order, as on one thread: it is
 //! one dot product over C·FH·FW, whatever the number of pixels in the product.
 
-use super::{thread_scratch, Scratch};
+use super::scratch::{thread_scratch, Scratch};
 use crate::gemm::{matmul, MatMut, MatRef};
 use crate::im2col_wide::{im2col_wide, narrow_planes, pad_band, WideGeometry};
 use crate::layers::relu::relu;
