@@ -424,11 +424,12 @@ mod tests {
         }
 
         /// A band of output rows unrolled on its own ([`pad_band`],
-        /// [`WideGeometry::band`]) is those rows' columns of the whole col.
+        /// [`WideGeometry::band`]) is those rows' columns of the whole col,
+        /// and fits in the whole image's buffers.
         #[test]
         fn a_band_unrolls_to_its_columns_of_the_whole(
-            c in 1usize..4, h in 1usize..32, w in 1usize..32,
-            fh in 1usize..5, fw in 1usize..5, stride in 1usize..5, pad in 0usize..3,
+            c in 1usize..4, h in 1usize..40, w in 1usize..40,
+            fh in 1usize..6, fw in 1usize..6, stride in 1usize..5, pad in 0usize..3,
             cut in 0.0f64..1.0, seed in any::<u64>(),
         ) {
             prop_assume!(fh <= h + 2 * pad && fw <= w + 2 * pad);
@@ -442,6 +443,9 @@ mod tests {
             let split = 1 + (cut * (g.out_h - 1) as f64) as usize;
             for rows in [0..split, split..g.out_h] {
                 let band = wg.band(rows.clone());
+                // A band fits in the buffers sized for the whole image.
+                prop_assert!(band.padded_len() <= wg.padded_len());
+                prop_assert!(band.wide_pixels() <= wg.wide_pixels());
                 let mut xpad = vec![f64::NAN; band.padded_len()];
                 pad_band(&x, &wg, rows.clone(), &mut xpad);
                 let mut col = vec![f64::NAN; band.col_len()];
