@@ -26,8 +26,9 @@
 //! first and, for stride 1, the pixels run over a grid as wide as the padded
 //! row (OH × (W + 2P)), so that each row of `col` is one contiguous copy
 //! instead of one short copy per output row. The few junk columns this adds
-//! are dropped from the output ([`narrow`]) and are zero in `dout`
-//! ([`widen`](crate::im2col_wide::widen)), so they change nothing.
+//! are dropped from the output ([`narrow`](crate::im2col_wide::narrow)) and
+//! are zero in `dout` ([`widen`](crate::im2col_wide::widen)), so they change
+//! nothing.
 //!
 //! The batch is split into a fixed number of chunks that run in parallel; each
 //! chunk sums its own `dW`, `db` and the chunks are added in order, so the
@@ -60,7 +61,7 @@ use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::gemm::{matmul, MatMut, MatRef};
 use crate::im2col::ConvGeometry;
-use crate::im2col_wide::{im2col_wide, narrow, pad_image, WideGeometry};
+use crate::im2col_wide::{im2col_wide, narrow_planes, pad_image, WideGeometry};
 use crate::init::Init;
 use crate::rng::Rng;
 use crate::team::run_in_team;
@@ -381,7 +382,7 @@ impl<T: Float> Layer<T> for Convolution<T> {
 /// for the filters whose weights and biases `(weight, bias)` hold.
 fn forward_image<T: Float>(
     wg: &WideGeometry,
-    (weight, bias): (&[T], &[T]),
+    params: (&[T], &[T]),
     fused_relu: bool,
     scratch: &mut Scratch<T>,
     x_n: &[T],
@@ -390,11 +391,26 @@ fn forward_image<T: Float>(
     let Scratch {
         xpad, col, wide, ..
     } = scratch;
-    let (k, filters) = (wg.g.col_width(), bias.len());
     // col: (C·FH·FW, wide_pixels)
     pad_image(x_n, wg, xpad);
     im2col_wide(xpad, wg, col);
-    // wide: (FN, wide_pixels) = W · col
+    let planes = out_n.chunks_exact_mut(wg.g.out_pixels());
+    multiply_and_narrow(wg, params, fused_relu, col, wide, planes);
+}
+
+/// The rest of a forward once `col` is unrolled (for the whole image, or a
+/// band of its rows: `wg`'s pixels): `wide: (FN, wide_pixels) = W · col`,
+/// then each filter's plane of `out_planes` = its row of `wide` without the
+/// junk columns + b, through the fused ReLU if there is one.
+pub(super) fn multiply_and_narrow<'a, T: Float>(
+    wg: &WideGeometry,
+    (weight, bias): (&[T], &[T]),
+    fused_relu: bool,
+    col: &[T],
+    wide: &mut [T],
+    out_planes: impl IntoIterator<Item = &'a mut [T]>,
+) {
+    let (k, filters) = (wg.g.col_width(), bias.len());
     matmul(
         MatMut::new(wide, filters, wg.wide_pixels()),
         MatRef::new(&weight[..filters * k], filters, k),
@@ -402,12 +418,10 @@ fn forward_image<T: Float>(
         false,
         false,
     );
-    // out_n: (FN, OH·OW) = wide without its junk columns + b, through the
-    // fused ReLU if there is one
     if fused_relu {
-        narrow(wide, wg, bias, out_n, relu);
+        narrow_planes(wide, wg, bias, out_planes, relu);
     } else {
-        narrow(wide, wg, bias, out_n, |v| v);
+        narrow_planes(wide, wg, bias, out_planes, |v| v);
     }
 }
 

@@ -22,10 +22,9 @@
 //! Each output is the same sum, in the same order, as on one thread: it is
 //! one dot product over C·FH·FW, whatever the number of pixels in the product.
 
+use super::multiply_and_narrow;
 use super::scratch::{thread_scratch, Scratch};
-use crate::gemm::{matmul, MatMut, MatRef};
-use crate::im2col_wide::{im2col_wide, narrow_planes, pad_band, WideGeometry};
-use crate::layers::relu::relu;
+use crate::im2col_wide::{im2col_wide, pad_band, WideGeometry};
 use crate::team::Team;
 use crate::tensor::Float;
 use std::sync::Mutex;
@@ -40,14 +39,14 @@ pub(super) fn can_split(wg: &WideGeometry) -> bool {
 pub(super) fn forward_image_by_team<T: Float>(
     team: &Team,
     wg: &WideGeometry,
-    (weight, bias): (&[T], &[T]),
+    params: (&[T], &[T]),
     fused_relu: bool,
     scratch: &[Mutex<Scratch<T>>],
     x_n: &[T],
     out_n: &mut [T],
 ) {
     let g = &wg.g;
-    let (k, filters) = (g.col_width(), bias.len());
+    let filters = params.1.len();
     let split = g.out_h.div_ceil(2);
     let bands = [0..split, split..g.out_h];
     // Each member's rows of every output plane. (Two short lists of slices
@@ -68,18 +67,6 @@ pub(super) fn forward_image_by_team<T: Float>(
         // col: (C·FH·FW, band pixels)
         pad_band(x_n, wg, rows, xpad);
         im2col_wide(xpad, &band, col);
-        // wide: (FN, band pixels) = W · col
-        matmul(
-            MatMut::new(wide, filters, band.wide_pixels()),
-            MatRef::new(&weight[..filters * k], filters, k),
-            MatRef::new(col, k, band.wide_pixels()),
-            false,
-            false,
-        );
-        if fused_relu {
-            narrow_planes(wide, &band, bias, planes, relu);
-        } else {
-            narrow_planes(wide, &band, bias, planes, |v| v);
-        }
+        multiply_and_narrow(&band, params, fused_relu, col, wide, planes);
     });
 }
