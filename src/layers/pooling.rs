@@ -12,6 +12,11 @@
 //! the im2col formulation) with a fraction of the memory traffic. Padding, as
 //! in PyTorch, never wins the max: windows only look at real pixels.
 //!
+//! Only a training forward records `arg_max`, the index of each window's
+//! maximum that backward needs; in inference the book's 2×2 windows take
+//! their maximum with the same comparisons and no index (`deep` at batch 1:
+//! its three poolings 16–18 → 10 µs per image).
+//!
 //! ```
 //! use convnet::layers::{Layer, MaxPooling, PoolingConfig};
 //! use convnet::Tensor;
@@ -115,7 +120,7 @@ fn max_pool_plane<T: Float>(
     arg_p: &mut [u32],
 ) {
     let h = x_p.len() / w;
-    if g.filter_h == 2 && g.filter_w == 2 && g.stride == 2 && g.pad == 0 {
+    if is_2x2(g) {
         max_pool_2x2(x_p, w, g, out_p, arg_p);
         return;
     }
@@ -177,6 +182,30 @@ fn max_pool_2x2<T: Float>(
     }
 }
 
+/// [`max_pool_2x2`] without the indices, for inference: each window's
+/// four values in the same order with the same comparisons, so the same
+/// maximum, but nothing for backward to write or read.
+fn max_pool_2x2_values<T: Float>(x_p: &[T], w: usize, g: &ConvGeometry, out_p: &mut [T]) {
+    for (oy, out_row) in out_p.chunks_exact_mut(g.out_w).enumerate() {
+        let top = 2 * oy * w;
+        let (row0, row1) = (&x_p[top..][..2 * g.out_w], &x_p[top + w..][..2 * g.out_w]);
+        let windows = row0.chunks_exact(2).zip(row1.chunks_exact(2));
+        for (out, (pair0, pair1)) in out_row.iter_mut().zip(windows) {
+            let mut best = pair0[0];
+            for v in [pair0[1], pair1[0], pair1[1]] {
+                best = if v > best { v } else { best };
+            }
+            *out = best;
+        }
+    }
+}
+
+/// Whether `g` is the book's 2×2, stride-2 window with no padding and no
+/// clipping, which [`max_pool_2x2`] handles.
+fn is_2x2(g: &ConvGeometry) -> bool {
+    g.filter_h == 2 && g.filter_w == 2 && g.stride == 2 && g.pad == 0
+}
+
 impl<T: Float> Layer<T> for MaxPooling<T> {
     fn kind(&self) -> &'static str {
         "MaxPooling"
@@ -194,13 +223,23 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
             .map_or(0, |out| out.iter().product::<usize>() as u64 * window)
     }
 
-    fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
+    fn forward(&mut self, x: &Tensor<T>, train: bool) -> Result<&Tensor<T>> {
         let g = self.config.geometry("MaxPooling", x.shape())?;
         let (n, c, h, w) = x.dims4()?;
         let out_plane = g.out_pixels();
         self.out.resize(&[n, c, g.out_h, g.out_w]);
         self.arg_max.resize(n * c * out_plane, 0);
         let planes = n * c;
+        // In inference the 2×2 windows need no arg_max: nothing will
+        // backpropagate through this forward.
+        let values_only = !train && is_2x2(&g);
+        let pool_plane = |x_p: &[T], out_p: &mut [T], arg_p: &mut [u32]| {
+            if values_only {
+                max_pool_2x2_values(x_p, w, &g, out_p);
+            } else {
+                max_pool_plane(x_p, w, &g, out_p, arg_p);
+            }
+        };
         // Fewer images than threads (inference at batch 1): half the planes
         // to each member of the team, if one is running.
         let by_team = planes >= 2
@@ -216,7 +255,7 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
                         .zip(arg_max.chunks_mut(out_plane))
                         .zip(x.chunks(h * w));
                     for ((out_p, arg_p), x_p) in planes {
-                        max_pool_plane(x_p, w, &g, out_p, arg_p);
+                        pool_plane(x_p, out_p, arg_p);
                     }
                 });
             });
@@ -228,10 +267,12 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
                 .zip(self.arg_max.par_chunks_mut(out_plane))
                 .zip(x.data().par_chunks(h * w))
                 .with_min_len(planes_per_task(h * w))
-                .for_each(|((out_p, arg_p), x_p)| max_pool_plane(x_p, w, &g, out_p, arg_p));
+                .for_each(|((out_p, arg_p), x_p)| pool_plane(x_p, out_p, arg_p));
         }
         self.input_shape.clear();
-        self.input_shape.extend_from_slice(x.shape());
+        if train {
+            self.input_shape.extend_from_slice(x.shape());
+        }
         Ok(&self.out)
     }
 
@@ -296,6 +337,37 @@ mod tests {
                 two.install(|| crate::team::with_team(|| pool.forward(&x, true).unwrap().clone()));
             assert_eq!(alone, shared, "{config:?}");
             assert_eq!(arg_alone, pool.arg_max, "{config:?}");
+        }
+    }
+
+    /// An inference forward gives the training forward's output (the 2×2
+    /// windows by a kernel without indices; ties, −0 and +0 included) and
+    /// leaves nothing for backward.
+    #[test]
+    fn inference_gives_the_training_output_and_keeps_nothing_for_backward() {
+        let mut rng = Rng::new(8);
+        // Values rounded to one step of 0.5: many ties, and some −0.0.
+        let x = (0..2 * 3 * 8 * 6)
+            .map(|_| {
+                (2.0 * rng.normal()).round() / 2.0 * if rng.uniform() < 0.5 { 1.0 } else { -1.0 }
+            })
+            .collect();
+        let x = Tensor::from_vec(&[2, 3, 8, 6], x).unwrap();
+        assert!(x
+            .data()
+            .iter()
+            .any(|v: &f64| *v == 0.0 && v.is_sign_negative()));
+        for config in book_and_overlapping() {
+            let mut pool = MaxPooling::<f64>::new(&config);
+            let trained = pool.forward(&x, true).unwrap().clone();
+            let inferred = pool.forward(&x, false).unwrap();
+            let bits = |t: &Tensor<f64>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&trained), bits(inferred), "{config:?}");
+            let dout = Tensor::zeros(trained.shape());
+            assert!(matches!(
+                pool.backward(&dout),
+                Err(Error::BackwardBeforeForward(_))
+            ));
         }
     }
 
