@@ -560,6 +560,37 @@ fn training_is_deterministic_across_runs_and_thread_counts() {
 }
 
 // ---------------------------------------------------------------------------
+// bench
+// ---------------------------------------------------------------------------
+
+/// `bench --layers` prints one table for the training step (forward and
+/// backward per layer) and one per inference batch size (forward per image),
+/// each listing the network's layers. No time is checked, only the tables.
+#[test]
+fn bench_layers_prints_a_table_per_figure() {
+    let args = [
+        "bench",
+        "--model",
+        "simple",
+        "--layers",
+        "--batch-size",
+        "4",
+        "--inference-batches",
+        "1,3",
+        "--seconds",
+        "0.05",
+    ];
+    let text = run_ok(&args);
+    assert_eq!(text.matches("forward ms  backward ms").count(), 1, "{text}");
+    assert_eq!(text.matches("µs per image").count(), 2, "{text}");
+    // conv1, pool1, fc1 and fc2 in all three tables (relu1 is fused away
+    // in inference and shows 0 in training).
+    for layer in ["conv1 ", "pool1 ", "fc1 ", "fc2 "] {
+        assert_eq!(text.matches(layer).count(), 3, "{layer}:\n{text}");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // --help
 // ---------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
-//! Where a training step spends its time: each layer's forward and backward
-//! timed separately (`convnet bench --layers`). The step is the same as
-//! [`Network::gradient`]; only clocks are added between the layers. A ReLU
-//! fused into the convolution before it shows 0: its time is the
-//! convolution's.
+//! Where a training step, or an inference, spends its time: each layer's
+//! forward and backward timed separately (`convnet bench --layers`). The
+//! step is the same as [`Network::gradient`], the inference the same as
+//! [`Network::predict`] (in a team below one image per thread); only clocks
+//! are added between the layers. A ReLU fused into the convolution before
+//! it shows 0: its time is the convolution's.
 //!
 //! ```
 //! use convnet::networks::{simple_convnet, SimpleConvNetConfig};
@@ -11,10 +12,14 @@
 //! let x = Tensor::zeros(&[2, 1, 28, 28]);
 //! let times = net.profile(&x, &[3, 5], 2).unwrap();
 //! assert_eq!(times.len(), net.layers.len() + 1); // the layers and the loss
+//! let times = net.profile_inference(&x, 2).unwrap();
+//! assert_eq!(times.len(), net.layers.len()); // the layers, forward only
+//! assert!(!times[0].forward.is_zero() && times.iter().all(|t| t.backward.is_zero()));
 //! ```
 
 use super::Network;
 use crate::error::Result;
+use crate::team::{is_small_batch, with_team};
 use crate::tensor::{Float, Tensor};
 use std::time::{Duration, Instant};
 
@@ -84,6 +89,43 @@ impl<T: Float> Network<T> {
                 }
                 time.backward += start.elapsed();
             }
+        }
+        Ok(times)
+    }
+    /// Runs `passes` inference forwards of `x` (as [`Network::predict`]
+    /// with `train` false) and returns each layer's forward time, summed
+    /// over the passes; `backward` stays zero.
+    pub fn profile_inference(&mut self, x: &Tensor<T>, passes: usize) -> Result<Vec<LayerTime>> {
+        self.check_input(x)?;
+        let mut times: Vec<LayerTime> = self
+            .layers
+            .iter()
+            .map(|named| LayerTime {
+                name: named.name.clone(),
+                kind: named.layer.kind(),
+                forward: Duration::ZERO,
+                backward: Duration::ZERO,
+            })
+            .collect();
+        let layers = &mut self.layers;
+        let mut run = || -> Result<()> {
+            for _ in 0..passes {
+                let mut out = x;
+                for (named, time) in layers.iter_mut().zip(&mut times) {
+                    if named.fused_into_previous {
+                        continue;
+                    }
+                    let start = Instant::now();
+                    out = named.layer.forward(out, false)?;
+                    time.forward += start.elapsed();
+                }
+            }
+            Ok(())
+        };
+        if is_small_batch(x.shape()[0]) {
+            with_team(run)?;
+        } else {
+            run()?;
         }
         Ok(times)
     }

@@ -38,7 +38,8 @@ pub struct BenchArgs {
     /// Print one JSON object per network (and one for the GEMM) instead of text.
     #[arg(long)]
     json: bool,
-    /// Also print the time of each layer's forward and backward.
+    /// Also print the time of each layer's forward and backward in the
+    /// training step, and of its forward per image at each inference batch size.
     #[arg(long)]
     layers: bool,
 }
@@ -204,6 +205,9 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
                 100.0 * gflops / gemm_peak
             );
         }
+        if args.layers && text {
+            print_inference_layer_times(&mut net, &x, calls, args.seconds)?;
+        }
         inference.push(serde_json::json!({
             "batch": batch, "images_per_s": images, "gflops": gflops,
         }));
@@ -255,6 +259,31 @@ fn print_layer_times(
             1e3 * forward / steps as f64,
             1e3 * backward / steps as f64,
             100.0 * (forward + backward) / total
+        );
+    }
+    Ok(())
+}
+
+/// A table of each layer's share of an inference forward, per image.
+fn print_inference_layer_times(
+    net: &mut convnet::networks::Network<f32>,
+    x: &Tensor<f32>,
+    calls_per_second: f64,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let passes = ((calls_per_second * seconds) as usize).max(3);
+    let images = (passes * x.shape()[0]) as f64;
+    let times = net.profile_inference(x, passes)?;
+    let total: f64 = times.iter().map(|t| t.forward.as_secs_f64()).sum();
+    println!("  layer              kind               µs per image  share");
+    for t in times.iter().filter(|t| !t.forward.is_zero()) {
+        let forward = t.forward.as_secs_f64();
+        println!(
+            "  {:<18} {:<18} {:>12.1} {:>5.1} %",
+            t.name,
+            t.kind,
+            1e6 * forward / images,
+            100.0 * forward / total
         );
     }
     Ok(())
