@@ -33,6 +33,19 @@ pub struct LayerTime {
 }
 
 impl<T: Float> Network<T> {
+    /// One zero [`LayerTime`] per layer, in order.
+    fn zero_times(&self) -> Vec<LayerTime> {
+        self.layers
+            .iter()
+            .map(|named| LayerTime {
+                name: named.name.clone(),
+                kind: named.layer.kind(),
+                forward: Duration::ZERO,
+                backward: Duration::ZERO,
+            })
+            .collect()
+    }
+
     /// Runs `steps` forward+backward passes on `x` and returns the time of
     /// each layer (in order, the loss last), summed over the steps.
     pub fn profile(
@@ -41,16 +54,7 @@ impl<T: Float> Network<T> {
         labels: &[usize],
         steps: usize,
     ) -> Result<Vec<LayerTime>> {
-        let mut times: Vec<LayerTime> = self
-            .layers
-            .iter()
-            .map(|named| LayerTime {
-                name: named.name.clone(),
-                kind: named.layer.kind(),
-                forward: Duration::ZERO,
-                backward: Duration::ZERO,
-            })
-            .collect();
+        let mut times = self.zero_times();
         times.push(LayerTime {
             name: "loss".into(),
             kind: "SoftmaxWithLoss",
@@ -97,16 +101,7 @@ impl<T: Float> Network<T> {
     /// over the passes; `backward` stays zero.
     pub fn profile_inference(&mut self, x: &Tensor<T>, passes: usize) -> Result<Vec<LayerTime>> {
         self.check_input(x)?;
-        let mut times: Vec<LayerTime> = self
-            .layers
-            .iter()
-            .map(|named| LayerTime {
-                name: named.name.clone(),
-                kind: named.layer.kind(),
-                forward: Duration::ZERO,
-                backward: Duration::ZERO,
-            })
-            .collect();
+        let mut times = self.zero_times();
         let layers = &mut self.layers;
         let mut run = || -> Result<()> {
             for _ in 0..passes {
