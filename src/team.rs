@@ -96,6 +96,16 @@ pub fn is_small_batch(images: usize) -> bool {
     images < rayon::current_num_threads()
 }
 
+/// Runs `work` in a team ([`with_team`]) when `images` [`is_small_batch`],
+/// else as it is: the one rule by which `predict` and the benchmarks choose.
+pub fn with_team_if_small_batch<R: Send>(images: usize, work: impl FnOnce() -> R + Send) -> R {
+    if is_small_batch(images) {
+        with_team(work)
+    } else {
+        work()
+    }
+}
+
 /// Calls `work` with the team of the enclosing [`with_team`] when `images`
 /// [`is_small_batch`] and a team is running; returns whether it did (else
 /// the caller splits the batch as usual).

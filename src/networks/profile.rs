@@ -17,9 +17,9 @@
 //! assert!(!times[0].forward.is_zero() && times.iter().all(|t| t.backward.is_zero()));
 //! ```
 
-use super::Network;
+use super::{NamedLayer, Network};
 use crate::error::Result;
-use crate::team::{is_small_batch, with_team};
+use crate::team::with_team_if_small_batch;
 use crate::tensor::{Float, Tensor};
 use std::time::{Duration, Instant};
 
@@ -64,15 +64,7 @@ impl<T: Float> Network<T> {
         let loss_index = self.layers.len();
         for _ in 0..steps {
             self.check_input(x)?;
-            let mut out = x;
-            for (named, time) in self.layers.iter_mut().zip(&mut times) {
-                if named.fused_into_previous {
-                    continue;
-                }
-                let start = Instant::now();
-                out = named.layer.forward(out, true)?;
-                time.forward += start.elapsed();
-            }
+            let out = timed_forward(&mut self.layers, &mut times, x, true)?;
             let start = Instant::now();
             self.loss_layer.forward(out, labels)?;
             times[loss_index].forward += start.elapsed();
@@ -96,6 +88,7 @@ impl<T: Float> Network<T> {
         }
         Ok(times)
     }
+
     /// Runs `passes` inference forwards of `x` (as [`Network::predict`]
     /// with `train` false) and returns each layer's forward time, summed
     /// over the passes; `backward` stays zero.
@@ -103,25 +96,33 @@ impl<T: Float> Network<T> {
         self.check_input(x)?;
         let mut times = self.zero_times();
         let layers = &mut self.layers;
-        let mut run = || -> Result<()> {
+        with_team_if_small_batch(x.shape()[0], || -> Result<()> {
             for _ in 0..passes {
-                let mut out = x;
-                for (named, time) in layers.iter_mut().zip(&mut times) {
-                    if named.fused_into_previous {
-                        continue;
-                    }
-                    let start = Instant::now();
-                    out = named.layer.forward(out, false)?;
-                    time.forward += start.elapsed();
-                }
+                timed_forward(layers, &mut times, x, false)?;
             }
             Ok(())
-        };
-        if is_small_batch(x.shape()[0]) {
-            with_team(run)?;
-        } else {
-            run()?;
-        }
+        })?;
         Ok(times)
     }
+}
+
+/// One forward through `layers`, as `Network::predict` runs it, adding each
+/// layer's time to its entry of `times` (a fused ReLU is skipped: its time
+/// is the layer's before it).
+fn timed_forward<'a, T: Float>(
+    layers: &'a mut [NamedLayer<T>],
+    times: &mut [LayerTime],
+    x: &'a Tensor<T>,
+    train: bool,
+) -> Result<&'a Tensor<T>> {
+    let mut out = x;
+    for (named, time) in layers.iter_mut().zip(times) {
+        if named.fused_into_previous {
+            continue;
+        }
+        let start = Instant::now();
+        out = named.layer.forward(out, train)?;
+        time.forward += start.elapsed();
+    }
+    Ok(out)
 }

@@ -32,7 +32,7 @@
 
 use crate::error::{Error, Result};
 use crate::layers::{Layer, Param, SoftmaxWithLoss};
-use crate::team::{is_small_batch, with_team};
+use crate::team::with_team_if_small_batch;
 use crate::tensor::{Float, Tensor};
 
 /// A layer with its name in the network.
@@ -163,11 +163,7 @@ impl<T: Float> Network<T> {
     pub fn predict<'a>(&'a mut self, x: &'a Tensor<T>, train: bool) -> Result<&'a Tensor<T>> {
         self.check_input(x)?;
         let layers = &mut self.layers;
-        if is_small_batch(x.shape()[0]) {
-            with_team(|| forward_layers(layers, x, train))
-        } else {
-            forward_layers(layers, x, train)
-        }
+        with_team_if_small_batch(x.shape()[0], || forward_layers(layers, x, train))
     }
 
     /// Runs `x` through the network in evaluation mode and returns a copy of
@@ -332,9 +328,9 @@ mod tests {
         }
     }
 
-    /// Below one image per thread, `predict` runs in a team (the filters of
-    /// each convolution shared between two threads): the same scores, to the
-    /// bit, as on one thread.
+    /// Below one image per thread, `predict` runs in a team (each
+    /// convolution's output rows shared between two threads): the same
+    /// scores, to the bit, as on one thread.
     #[test]
     fn predicting_one_image_in_a_team_changes_no_number() {
         let spec = "conv(16,3,pad=1)-relu-maxpool(2)-conv(24,3,pad=1)-relu-affine(5)";

@@ -183,20 +183,15 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
     let mut inference = Vec::new();
     for &batch in &args.inference_batches {
         let (x, _) = random_batch(batch, shape, classes, &mut rng)?;
-        let mut measure = || {
+        // Below one image per thread, `predict` shares each image out within
+        // a team (convnet::team); one team for the whole measurement keeps
+        // its helper spinning between calls, as OpenMP's threads do.
+        let calls = convnet::team::with_team_if_small_batch(batch, || {
             rate(args.seconds, || {
                 net.predict(&x, false)?;
                 Ok(())
             })
-        };
-        // Below one image per thread, `predict` shares each image out within
-        // a team (convnet::team); one team for the whole measurement keeps
-        // its helper spinning between calls, as OpenMP's threads do.
-        let calls = if convnet::team::is_small_batch(batch) {
-            convnet::team::with_team(measure)
-        } else {
-            measure()
-        }?;
+        })?;
         let images = calls * batch as f64;
         let gflops = flops * images / 1e9;
         if text {
