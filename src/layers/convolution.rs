@@ -36,10 +36,12 @@
 //!
 //! Unlike the book, backward does not keep every image's `col` from forward:
 //! for a 3×3 filter `col` is 9× the input (45 MB for a batch of 100 in
-//! `deep`'s second layer). The layer keeps the input `x` instead and unrolls
-//! each image again in backward, into one `col` per thread that stays in the
-//! core's cache (the other buffers are reused the same way). Unrolling again
-//! costs little next to the products, and `deep`'s peak memory halves.
+//! `deep`'s second layer). The layer keeps the padded input `xpad` instead
+//! (forward pads each image straight into it, so keeping the input costs no
+//! copy) and unrolls each image again in backward, into one `col` per thread
+//! that stays in the core's cache (the other buffers are reused the same
+//! way). Unrolling again costs little next to the products, and `deep`'s
+//! peak memory halves.
 //!
 //! Beside this file: `convolution/backward.rs` (backward for one chunk of
 //! images), `convolution/bands.rs` (one image on the two threads of a
@@ -55,7 +57,6 @@
 //! assert_eq!(conv.forward(&x, true).unwrap().shape(), &[2, 30, 24, 24]);
 //! ```
 
-use super::elementwise::keep_copy;
 use super::relu::relu;
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
@@ -140,8 +141,11 @@ pub struct Convolution<T> {
     /// Geometry and batch size of the last training forward; `None` before
     /// one (an inference forward keeps nothing for backward).
     geometry: Option<(ConvGeometry, usize)>,
-    /// x: (N, C, H, W), the input of the last training forward.
-    x: Tensor<T>,
+    /// xpad: (N, C, HP, WP), the input of the last training forward, padded:
+    /// forward pads each image here and unrolls it from here, so keeping
+    /// the input costs no copy of its own, and backward unrolls it again
+    /// without padding it again.
+    xpad: Vec<T>,
     // Buffers kept across iterations.
     /// One set of one-image buffers per pool thread (see [`thread_scratch`]).
     scratch: Vec<Mutex<Scratch<T>>>,
@@ -193,7 +197,7 @@ impl<T: Float> Convolution<T> {
             pad,
             fused_relu: false,
             geometry: None,
-            x: Tensor::default(),
+            xpad: Vec::new(),
             scratch: Vec::new(),
             out: Tensor::default(),
             dx: Tensor::default(),
@@ -228,13 +232,17 @@ impl<T: Float> Convolution<T> {
         };
         self.partial_grads
             .par_chunks_mut(grad_len)
-            .zip(self.x.data().par_chunks(chunk * g.image_len()))
+            .zip(self.xpad.par_chunks(chunk * wg.padded_len()))
             .zip(dout.data().par_chunks(chunk * filters * pixels))
             .zip(self.out.data().par_chunks(chunk * filters * pixels))
             .zip(dx_chunks)
-            .for_each(|((((grads, x), dout), out), dx)| {
+            .for_each(|((((grads, xpad), dout), out), dx)| {
                 let relu_out = fused_relu.then_some(out);
-                let chunk = ChunkData { x, dout, relu_out };
+                let chunk = ChunkData {
+                    xpad,
+                    dout,
+                    relu_out,
+                };
                 let mut scratch = thread_scratch(scratch);
                 backward_chunk(&wg, weight, grads, &mut scratch, chunk, dx);
             });
@@ -332,21 +340,40 @@ impl<T: Float> Layer<T> for Convolution<T> {
                 }
             });
         if !by_team {
+            // Training keeps every padded image (for backward); inference
+            // pads each image into the thread's own buffer.
+            let kept = if train {
+                self.xpad.resize(n * wg.padded_len(), T::zero());
+                Some(self.xpad.par_chunks_mut(chunk * wg.padded_len()))
+            } else {
+                None
+            };
+            let kept = match kept {
+                Some(kept) => Either::Left(kept.map(Some)),
+                None => Either::Right((0..n.div_ceil(chunk)).into_par_iter().map(|_| None)),
+            };
             out.par_chunks_mut(chunk * filters * pixels)
                 .zip(x.data().par_chunks(chunk * g.image_len()))
-                .for_each(|(out_chunk, x_chunk)| {
+                .zip(kept)
+                .for_each(|((out_chunk, x_chunk), mut xpad_chunk)| {
                     let mut scratch = thread_scratch(scratch);
                     let images = out_chunk
                         .chunks_mut(filters * pixels)
                         .zip(x_chunk.chunks(g.image_len()));
-                    for (out_n, x_n) in images {
-                        forward_image(&wg, params, fused_relu, &mut scratch, x_n, out_n);
+                    for (i, (out_n, x_n)) in images.enumerate() {
+                        let xpad_n = xpad_chunk
+                            .as_mut()
+                            .map(|kept| &mut kept[i * wg.padded_len()..][..wg.padded_len()]);
+                        forward_image(&wg, params, fused_relu, &mut scratch, x_n, xpad_n, out_n);
                     }
                 });
-        }
-        // Backward unrolls the input of a training forward again.
-        if train {
-            keep_copy(x, &mut self.x);
+        } else if train {
+            // (A training forward in a team: rare; pad for backward here.)
+            self.xpad.resize(n * wg.padded_len(), T::zero());
+            let kept = self.xpad.chunks_mut(wg.padded_len());
+            for (xpad_n, x_n) in kept.zip(x.data().chunks(g.image_len())) {
+                pad_image(x_n, &wg, xpad_n);
+            }
         }
         self.geometry = train.then_some((g, n));
         Ok(&self.out)
@@ -378,19 +405,22 @@ impl<T: Float> Layer<T> for Convolution<T> {
     }
 }
 
-/// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`,
-/// for the filters whose weights and biases `(weight, bias)` hold.
+/// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`.
+/// The padded image goes to `kept_xpad` when given (a training forward),
+/// else to the thread's own buffer.
 fn forward_image<T: Float>(
     wg: &WideGeometry,
     params: (&[T], &[T]),
     fused_relu: bool,
     scratch: &mut Scratch<T>,
     x_n: &[T],
+    kept_xpad: Option<&mut [T]>,
     out_n: &mut [T],
 ) {
     let Scratch {
         xpad, col, wide, ..
     } = scratch;
+    let xpad = kept_xpad.unwrap_or(xpad);
     // col: (C·FH·FW, wide_pixels)
     pad_image(x_n, wg, xpad);
     im2col_wide(xpad, wg, col);

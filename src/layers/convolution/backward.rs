@@ -8,20 +8,20 @@
 //! dcol   = W^T · wide       (C·FH·FW, OH·OWW)  →  dx_n = unpad(col2im(dcol))
 //! ```
 //!
-//! `col` is the image unrolled again, as in forward (the layer keeps `x`,
-//! not every image's `col`).
+//! `col` is the image unrolled again, as in forward, from the padded image
+//! that forward kept (the layer keeps `xpad`, not every image's `col`).
 
 use super::scratch::Scratch;
 use super::sum;
 use crate::gemm::{matmul, MatMut, MatRef};
-use crate::im2col_wide::{col2im_wide, im2col_wide, pad_image, unpad_image, widen, WideGeometry};
+use crate::im2col_wide::{col2im_wide, im2col_wide, unpad_image, widen, WideGeometry};
 use crate::layers::relu::relu_backward;
 use crate::tensor::Float;
 
-/// One chunk's slices of the layer's input, `dout`, and, with a fused
-/// ReLU, output (to mask `dout` by).
+/// One chunk's slices of the layer's padded input, `dout`, and, with a
+/// fused ReLU, output (to mask `dout` by).
 pub(super) struct ChunkData<'a, T> {
-    pub x: &'a [T],
+    pub xpad: &'a [T],
     pub dout: &'a [T],
     pub relu_out: Option<&'a [T]>,
 }
@@ -51,10 +51,10 @@ pub(super) fn backward_chunk<T: Float>(
         masked,
     } = scratch;
     let images = chunk
-        .x
-        .chunks(g.image_len())
+        .xpad
+        .chunks(wg.padded_len())
         .zip(chunk.dout.chunks(filters * pixels));
-    for (i, (x_n, dout_n)) in images.enumerate() {
+    for (i, (xpad_n, dout_n)) in images.enumerate() {
         // The fused ReLU's backward: dout_n where out_n > 0, else 0.
         let dout_n = match chunk.relu_out {
             Some(out) => {
@@ -66,8 +66,7 @@ pub(super) fn backward_chunk<T: Float>(
             None => dout_n,
         };
         // col: (C·FH·FW, OH·OWW), the same unrolling as in forward
-        pad_image(x_n, wg, xpad);
-        im2col_wide(xpad, wg, col);
+        im2col_wide(xpad_n, wg, col);
         // wide: (FN, OH·OWW), dout_n with zeros in the junk columns
         widen(dout_n, wg, wide);
         // dW^T += col · dout_n^T        (C·FH·FW, FN)

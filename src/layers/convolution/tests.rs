@@ -179,7 +179,8 @@ fn errors_instead_of_panics() {
 }
 
 /// Inside a team (inference at batch 1), the two threads each compute a
-/// band of output rows: the same numbers, to the bit, as one thread.
+/// band of output rows: the same numbers, to the bit, as one thread. A
+/// training forward there still keeps what backward needs.
 #[test]
 fn a_team_shares_out_the_rows_with_the_same_result() {
     // (C, H, W), filters, filter size, pad, stride
@@ -213,6 +214,31 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
             two.install(|| crate::team::with_team(|| conv.forward(&x, false).unwrap().clone()));
         assert_eq!(alone, shared, "{case:?}, relu {relu}");
         assert!(alone.data().iter().any(|&v| v != T::zero()));
+        // A training forward in a team keeps its padded input for backward
+        // too: the same gradients.
+        let dout: Vec<T> = (0..alone.len())
+            .map(|_| T::from(rng.normal()).unwrap())
+            .collect();
+        let dout = Tensor::from_vec(alone.shape(), dout).unwrap();
+        let mut step = |in_team: bool| {
+            let mut run = || {
+                conv.forward(&x, true).unwrap();
+                let dx = conv.backward(&dout).unwrap().clone();
+                (dx, conv.grad_weight.clone(), conv.grad_bias.clone())
+            };
+            two.install(|| {
+                if in_team {
+                    crate::team::with_team(run)
+                } else {
+                    run()
+                }
+            })
+        };
+        // (The team first, so that nothing of the other run is left in the layer.)
+        let shared = step(true);
+        let alone = step(false);
+        assert!(alone.1.data().iter().any(|&v| v != T::zero()));
+        assert_eq!(alone, shared, "{case:?}, relu {relu}: gradients");
     }
     let mut rng = Rng::new(6);
     let cases: [Case; 6] = [
