@@ -583,10 +583,13 @@ fn bench_layers_prints_a_table_per_figure() {
     let text = run_ok(&args);
     assert_eq!(text.matches("forward ms  backward ms").count(), 1, "{text}");
     assert_eq!(text.matches("µs per image").count(), 2, "{text}");
-    // conv1, pool1, fc1 and fc2 in all three tables (relu1 is fused away
-    // in inference and shows 0 in training).
-    for layer in ["conv1 ", "pool1 ", "fc1 ", "fc2 "] {
+    // conv1, fc1 and fc2 in all three tables; relu1 and pool1, fused into
+    // conv1, only in the training table (with 0).
+    for layer in ["conv1 ", "fc1 ", "fc2 "] {
         assert_eq!(text.matches(layer).count(), 3, "{layer}:\n{text}");
+    }
+    for layer in ["relu1 ", "pool1 "] {
+        assert_eq!(text.matches(layer).count(), 1, "{layer}:\n{text}");
     }
 }
 

@@ -57,6 +57,7 @@
 //! assert_eq!(conv.forward(&x, true).unwrap().shape(), &[2, 30, 24, 24]);
 //! ```
 
+use super::pooling::{values_only, PoolingConfig};
 use super::relu::relu;
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
@@ -68,6 +69,7 @@ use crate::rng::Rng;
 use crate::team::run_in_team;
 use crate::tensor::{Float, Tensor};
 use backward::{backward_chunk, ChunkData};
+use fused_pool::FusedPool;
 use rayon::iter::Either;
 use rayon::prelude::*;
 use scratch::{resize_scratch, thread_scratch, Scratch};
@@ -137,6 +139,12 @@ pub struct Convolution<T> {
     /// [`Layer::fuse_relu`]): then `out` is `max(0, conv(x))`, and backward
     /// first masks `dout` where `out` is 0.
     fused_relu: bool,
+    /// The max pooling after it that the layer applies (see
+    /// [`Layer::fuse_max_pool`] and `convolution/fused_pool.rs`): then `out`
+    /// is the pooled output, and backward takes its `dout`.
+    fused_pool: Option<PoolingConfig>,
+    /// The fused pooling's window over the last forward's output planes.
+    pool: Option<FusedPool>,
     // Caches from forward for backward.
     /// Geometry and batch size of the last training forward; `None` before
     /// one (an inference forward keeps nothing for backward).
@@ -153,6 +161,12 @@ pub struct Convolution<T> {
     dx: Tensor<T>,
     /// Per-chunk partial sums of dW^T and db: (chunks, C·FH·FW·FN + FN).
     partial_grads: Vec<T>,
+    /// With a fused pooling: for every pooled output, the index within its
+    /// plane of the window's maximum, (N, FN, POH, POW).
+    arg_max: Vec<u32>,
+    /// With a fused pooling at batch 1 in a team: one image's output planes
+    /// before pooling, (FN, OH, OW).
+    team_planes: Vec<T>,
 }
 
 impl<T: Float> Convolution<T> {
@@ -196,12 +210,16 @@ impl<T: Float> Convolution<T> {
             stride,
             pad,
             fused_relu: false,
+            fused_pool: None,
+            pool: None,
             geometry: None,
             xpad: Vec::new(),
             scratch: Vec::new(),
             out: Tensor::default(),
             dx: Tensor::default(),
             partial_grads: Vec::new(),
+            arg_max: Vec::new(),
+            team_planes: Vec::new(),
         })
     }
 
@@ -222,26 +240,37 @@ impl<T: Float> Convolution<T> {
         let weight = self.weight.data();
         let fused_relu = self.fused_relu;
         let scratch = &self.scratch[..];
-        // dx: (N, C, H, W), one slice per chunk; or none at all.
-        let dx_chunks = if with_dx {
-            self.dx.resize(&[n, g.channels, g.in_h, g.in_w]);
-            let dx = self.dx.data_mut().par_chunks_mut(chunk * g.image_len());
-            Either::Left(dx.map(Some))
-        } else {
-            Either::Right((0..chunks).into_par_iter().map(|_| None))
+        // Values of one image's output (and dout): pooled, or the full planes.
+        let out_len = self
+            .pool
+            .map_or(filters * pixels, |pool| pool.out_len(filters));
+        let pool = self.pool.as_ref();
+        let arg_max_chunks = match pool {
+            Some(pool) => {
+                let chunks = self.arg_max.par_chunks(chunk * out_len);
+                Either::Left(chunks.map(move |arg_max| Some((pool, arg_max))))
+            }
+            None => Either::Right((0..chunks).into_par_iter().map(|_| None)),
         };
+        // dx: (N, C, H, W), one slice per chunk; or none at all.
+        let dx = with_dx.then(|| {
+            self.dx.resize(&[n, g.channels, g.in_h, g.in_w]);
+            self.dx.data_mut()
+        });
         self.partial_grads
             .par_chunks_mut(grad_len)
             .zip(self.xpad.par_chunks(chunk * wg.padded_len()))
-            .zip(dout.data().par_chunks(chunk * filters * pixels))
-            .zip(self.out.data().par_chunks(chunk * filters * pixels))
-            .zip(dx_chunks)
-            .for_each(|((((grads, xpad), dout), out), dx)| {
+            .zip(dout.data().par_chunks(chunk * out_len))
+            .zip(self.out.data().par_chunks(chunk * out_len))
+            .zip(arg_max_chunks)
+            .zip(optional_chunks(dx, chunk * g.image_len(), chunks))
+            .for_each(|(((((grads, xpad), dout), out), pool), dx)| {
                 let relu_out = fused_relu.then_some(out);
                 let chunk = ChunkData {
                     xpad,
                     dout,
                     relu_out,
+                    pool,
                 };
                 let mut scratch = thread_scratch(scratch);
                 backward_chunk(&wg, weight, grads, &mut scratch, chunk, dx);
@@ -314,13 +343,33 @@ impl<T: Float> Layer<T> for Convolution<T> {
     fn forward(&mut self, x: &Tensor<T>, train: bool) -> Result<&Tensor<T>> {
         let (g, n) = self.geometry_for(x.shape())?;
         let filters = self.weight.shape()[0];
-        let pixels = g.out_pixels();
         let chunk = chunk_size(n);
         // One set of buffers per thread, reused image after image: they stay
         // in the core's cache.
         let wg = WideGeometry::new(g);
         resize_scratch(&mut self.scratch, &wg, filters);
-        self.out.resize(&[n, filters, g.out_h, g.out_w]);
+        self.pool = match &self.fused_pool {
+            Some(config) => {
+                let planes = [n, filters, g.out_h, g.out_w];
+                let pool_g = config.geometry("MaxPooling", &planes)?;
+                let values_only = values_only(train, &pool_g);
+                let pool = FusedPool {
+                    g: pool_g,
+                    values_only,
+                };
+                self.out.resize(&[n, filters, pool_g.out_h, pool_g.out_w]);
+                self.arg_max.resize(n * pool.out_len(filters), 0);
+                Some(pool)
+            }
+            None => {
+                self.out.resize(&[n, filters, g.out_h, g.out_w]);
+                None
+            }
+        };
+        // Values of one image's output: pooled, or the full planes.
+        let out_len = self.out.len() / n.max(1);
+        let pool = self.pool.as_ref();
+        let mut arg_max = pool.map(|_| &mut self.arg_max[..]);
 
         let params = (self.weight.data(), self.bias.data());
         let fused_relu = self.fused_relu;
@@ -328,43 +377,59 @@ impl<T: Float> Layer<T> for Convolution<T> {
         let out = self.out.data_mut();
         // Fewer images than threads (inference at batch 1): each image's
         // output rows are shared out instead, if a team is running.
+        let team_planes = &mut self.team_planes;
         let by_team = bands::can_split(&wg)
             && run_in_team(n, |team| {
-                let images = out
-                    .chunks_mut(filters * pixels)
-                    .zip(x.data().chunks(g.image_len()));
-                for (out_n, x_n) in images {
-                    bands::forward_image_by_team(
-                        team, &wg, params, fused_relu, scratch, x_n, out_n,
-                    );
+                let images = out.chunks_mut(out_len).zip(x.data().chunks(g.image_len()));
+                for (i, (out_n, x_n)) in images.enumerate() {
+                    let Some(pool) = pool else {
+                        let f = (params, fused_relu);
+                        bands::forward_image_by_team(team, &wg, f, scratch, x_n, out_n);
+                        continue;
+                    };
+                    // The planes first, then the pooling on this thread.
+                    team_planes.resize(filters * g.out_pixels(), T::zero());
+                    let f = (params, fused_relu);
+                    bands::forward_image_by_team(team, &wg, f, scratch, x_n, team_planes);
+                    let arg_max = arg_max.as_deref_mut().expect("sized with the pool");
+                    pool.forward(team_planes, out_n, &mut arg_max[i * out_len..][..out_len]);
                 }
             });
         if !by_team {
             // Training keeps every padded image (for backward); inference
             // pads each image into the thread's own buffer.
-            let kept = if train {
+            let kept = train.then(|| {
                 self.xpad.resize(n * wg.padded_len(), T::zero());
-                Some(self.xpad.par_chunks_mut(chunk * wg.padded_len()))
-            } else {
-                None
-            };
-            let kept = match kept {
-                Some(kept) => Either::Left(kept.map(Some)),
-                None => Either::Right((0..n.div_ceil(chunk)).into_par_iter().map(|_| None)),
-            };
-            out.par_chunks_mut(chunk * filters * pixels)
+                &mut self.xpad[..]
+            });
+            out.par_chunks_mut(chunk * out_len)
                 .zip(x.data().par_chunks(chunk * g.image_len()))
-                .zip(kept)
-                .for_each(|((out_chunk, x_chunk), mut xpad_chunk)| {
+                .zip(optional_chunks(
+                    kept,
+                    chunk * wg.padded_len(),
+                    n.div_ceil(chunk),
+                ))
+                .zip(optional_chunks(arg_max, chunk * out_len, n.div_ceil(chunk)))
+                .for_each(|(((out_chunk, x_chunk), mut xpad_chunk), mut arg_chunk)| {
                     let mut scratch = thread_scratch(scratch);
                     let images = out_chunk
-                        .chunks_mut(filters * pixels)
+                        .chunks_mut(out_len)
                         .zip(x_chunk.chunks(g.image_len()));
                     for (i, (out_n, x_n)) in images.enumerate() {
                         let xpad_n = xpad_chunk
-                            .as_mut()
+                            .as_deref_mut()
                             .map(|kept| &mut kept[i * wg.padded_len()..][..wg.padded_len()]);
-                        forward_image(&wg, params, fused_relu, &mut scratch, x_n, xpad_n, out_n);
+                        let f = (params, fused_relu);
+                        let Some(pool) = pool else {
+                            forward_image(&wg, f, &mut scratch, x_n, xpad_n, out_n);
+                            continue;
+                        };
+                        // The planes in this thread's buffer, then pooled.
+                        let mut planes = std::mem::take(&mut scratch.planes);
+                        forward_image(&wg, f, &mut scratch, x_n, xpad_n, &mut planes);
+                        let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
+                        pool.forward(&planes, out_n, &mut arg_chunk[i * out_len..][..out_len]);
+                        scratch.planes = planes;
                     }
                 });
         } else if train {
@@ -395,6 +460,12 @@ impl<T: Float> Layer<T> for Convolution<T> {
         fuse
     }
 
+    fn fuse_max_pool(&mut self, pool: Option<&PoolingConfig>) -> bool {
+        self.fused_pool = pool.cloned();
+        self.geometry = None;
+        pool.is_some()
+    }
+
     fn params(&mut self) -> Vec<Param<'_, T>> {
         weight_and_bias(
             &mut self.weight,
@@ -405,13 +476,13 @@ impl<T: Float> Layer<T> for Convolution<T> {
     }
 }
 
-/// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`.
-/// The padded image goes to `kept_xpad` when given (a training forward),
-/// else to the thread's own buffer.
+/// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`,
+/// through the fused ReLU if there is one. The padded image goes to
+/// `kept_xpad` when given (a training forward), else to the thread's own
+/// buffer.
 fn forward_image<T: Float>(
     wg: &WideGeometry,
-    params: (&[T], &[T]),
-    fused_relu: bool,
+    (params, fused_relu): ((&[T], &[T]), bool),
     scratch: &mut Scratch<T>,
     x_n: &[T],
     kept_xpad: Option<&mut [T]>,
@@ -426,6 +497,19 @@ fn forward_image<T: Float>(
     im2col_wide(xpad, wg, col);
     let planes = out_n.chunks_exact_mut(wg.g.out_pixels());
     multiply_and_narrow(wg, params, fused_relu, col, wide, planes);
+}
+
+/// `buffer` cut into `chunks` parallel chunks of `len`, each as `Some`; or,
+/// without a buffer, `None` for each chunk.
+fn optional_chunks<T: Send>(
+    buffer: Option<&mut [T]>,
+    len: usize,
+    chunks: usize,
+) -> impl IndexedParallelIterator<Item = Option<&mut [T]>> {
+    match buffer {
+        Some(buffer) => Either::Left(buffer.par_chunks_mut(len).map(Some)),
+        None => Either::Right((0..chunks).into_par_iter().map(|_| None)),
+    }
 }
 
 /// The rest of a forward once `col` is unrolled (for the whole image, or a
@@ -457,6 +541,7 @@ pub(super) fn multiply_and_narrow<'a, T: Float>(
 
 mod backward;
 mod bands;
+mod fused_pool;
 mod scratch;
 #[cfg(test)]
 mod tests;

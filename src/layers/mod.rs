@@ -90,6 +90,22 @@ pub trait Layer<T: Float>: Send {
         false
     }
 
+    /// With `pool` given, asks the layer to apply that max pooling to its
+    /// own output (after its fused ReLU, if any) and to take the pooled
+    /// output's `dout` in backward, so that the pooling layer after it can
+    /// be skipped: the full-size output then never leaves the core's cache.
+    /// Returns whether the layer now does so: Convolution can, the default
+    /// cannot. `None` turns it off again.
+    fn fuse_max_pool(&mut self, _pool: Option<&PoolingConfig>) -> bool {
+        false
+    }
+
+    /// A max pooling layer's window (`None` for every other kind), for
+    /// [`fuse_max_pool`](Self::fuse_max_pool) on the layer before it.
+    fn max_pool_config(&self) -> Option<&PoolingConfig> {
+        None
+    }
+
     /// The learnable parameters with their gradients (none by default).
     fn params(&mut self) -> Vec<Param<'_, T>> {
         Vec::new()

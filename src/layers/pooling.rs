@@ -200,6 +200,45 @@ fn max_pool_2x2_values<T: Float>(x_p: &[T], w: usize, g: &ConvGeometry, out_p: &
     }
 }
 
+/// One plane's forward, as [`MaxPooling`] runs it: `x_p: (H, W)` →
+/// `out_p: (OH, OW)`, with each maximum's index in `arg_p` unless
+/// `values_only` (an inference forward of 2×2 windows, see
+/// [`values_only`]). A convolution with a fused pooling runs it too.
+pub(crate) fn pool_plane<T: Float>(
+    x_p: &[T],
+    w: usize,
+    g: &ConvGeometry,
+    values_only: bool,
+    out_p: &mut [T],
+    arg_p: &mut [u32],
+) {
+    if values_only {
+        max_pool_2x2_values(x_p, w, g, out_p);
+    } else {
+        max_pool_plane(x_p, w, g, out_p, arg_p);
+    }
+}
+
+/// Whether a forward can skip `arg_max`: in inference nothing will
+/// backpropagate, and the 2×2 windows have a kernel without the indices.
+pub(crate) fn values_only(train: bool, g: &ConvGeometry) -> bool {
+    !train && is_2x2(g)
+}
+
+/// One plane's backward: `dx_p` is zero except at each window's maximum,
+/// which gets that window's `dout` value (`dout_p`, in `arg_p`'s order).
+pub(crate) fn unpool_plane<T: Float>(
+    dx_p: &mut [T],
+    arg_p: &[u32],
+    dout_p: impl Iterator<Item = T>,
+) {
+    dx_p.fill(T::zero());
+    // Overlapping windows may share a maximum: add, don't assign.
+    for (&arg, d) in arg_p.iter().zip(dout_p) {
+        dx_p[arg as usize] += d;
+    }
+}
+
 /// Whether `g` is the book's 2×2, stride-2 window with no padding and no
 /// clipping, which [`max_pool_2x2`] handles.
 fn is_2x2(g: &ConvGeometry) -> bool {
@@ -209,6 +248,10 @@ fn is_2x2(g: &ConvGeometry) -> bool {
 impl<T: Float> Layer<T> for MaxPooling<T> {
     fn kind(&self) -> &'static str {
         "MaxPooling"
+    }
+
+    fn max_pool_config(&self) -> Option<&PoolingConfig> {
+        Some(&self.config)
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -232,13 +275,9 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
         let planes = n * c;
         // In inference the 2×2 windows need no arg_max: nothing will
         // backpropagate through this forward.
-        let values_only = !train && is_2x2(&g);
+        let values_only = values_only(train, &g);
         let pool_plane = |x_p: &[T], out_p: &mut [T], arg_p: &mut [u32]| {
-            if values_only {
-                max_pool_2x2_values(x_p, w, &g, out_p);
-            } else {
-                max_pool_plane(x_p, w, &g, out_p, arg_p);
-            }
+            pool_plane(x_p, w, &g, values_only, out_p, arg_p)
         };
         // Fewer images than threads (inference at batch 1): half the planes
         // to each member of the team, if one is running.
@@ -290,13 +329,7 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
             .zip(self.arg_max.par_chunks(out_plane))
             .zip(dout.data().par_chunks(out_plane))
             .with_min_len(planes_per_task(plane))
-            .for_each(|((dx_p, arg_p), dout_p)| {
-                dx_p.fill(T::zero());
-                // Overlapping windows may share a maximum: add, don't assign.
-                for (&arg, &d) in arg_p.iter().zip(dout_p) {
-                    dx_p[arg as usize] += d;
-                }
-            });
+            .for_each(|((dx_p, arg_p), dout_p)| unpool_plane(dx_p, arg_p, dout_p.iter().copied()));
         Ok(&self.dx)
     }
 }

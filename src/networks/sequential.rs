@@ -12,9 +12,12 @@
 //!
 //! A ReLU pushed straight after a convolution is *fused* into it: the
 //! convolution applies the ReLU to its own output (and its backward to its
-//! `dout`), and the ReLU layer is skipped. The numbers are the same to the
-//! bit; what is saved is two passes over the largest tensor of the network
-//! (see [`Layer::fuse_relu`]). [`Network::set_relu_fusion`] turns it off.
+//! `dout`), and the ReLU layer is skipped. A max pooling after them is fused
+//! too: the convolution pools each image's output while it is still in the
+//! core's cache. The numbers are the same to the bit; what is saved is
+//! several passes over the largest tensors of the network (see
+//! [`Layer::fuse_relu`], [`Layer::fuse_max_pool`]). [`Network::set_fusion`]
+//! turns it off.
 //!
 //! ```
 //! use convnet::layers::{Affine, AffineConfig, Relu};
@@ -39,8 +42,9 @@ use crate::tensor::{Float, Tensor};
 pub struct NamedLayer<T> {
     pub name: String,
     pub layer: Box<dyn Layer<T>>,
-    /// A ReLU that the layer before it applies (see [`Layer::fuse_relu`]):
-    /// forward and backward skip it.
+    /// A ReLU or max pooling that the layer before it applies (see
+    /// [`Layer::fuse_relu`], [`Layer::fuse_max_pool`]): forward and backward
+    /// skip it.
     pub fused_into_previous: bool,
 }
 
@@ -60,8 +64,9 @@ pub struct Network<T> {
     pub input_shape: [usize; 3],
     pub layers: Vec<NamedLayer<T>>,
     pub loss_layer: SoftmaxWithLoss<T>,
-    /// Whether a ReLU after a convolution is fused into it (the default).
-    relu_fusion: bool,
+    /// Whether a ReLU and a max pooling after a convolution are fused into
+    /// it (the default).
+    fusion: bool,
 }
 
 /// Runs `x` through `layers` in order; each layer's output feeds the next.
@@ -72,7 +77,7 @@ fn forward_layers<'a, T: Float>(
 ) -> Result<&'a Tensor<T>> {
     let mut out = x;
     for named in layers.iter_mut() {
-        // A fused ReLU already ran inside the layer before it.
+        // A fused layer already ran inside the layer before it.
         if !named.fused_into_previous {
             out = named.layer.forward(out, train)?;
         }
@@ -87,7 +92,7 @@ impl<T: Float> Network<T> {
             input_shape,
             layers: Vec::new(),
             loss_layer: SoftmaxWithLoss::new(),
-            relu_fusion: true,
+            fusion: true,
         }
     }
 
@@ -102,28 +107,49 @@ impl<T: Float> Network<T> {
             layer: Box::new(layer),
             fused_into_previous: false,
         });
-        self.fuse_relu_at(self.layers.len() - 1, self.relu_fusion);
+        self.fuse_at(self.layers.len() - 1, self.fusion);
         Ok(())
     }
 
-    /// Turns the fusion of each ReLU into the convolution before it on or
-    /// off (it is on for a new network). Off, every layer runs on its own,
-    /// as in the book; the results are the same either way.
-    pub fn set_relu_fusion(&mut self, on: bool) {
-        self.relu_fusion = on;
-        for i in 0..self.layers.len() {
-            self.fuse_relu_at(i, on);
+    /// Turns the fusion of each ReLU and max pooling into the convolution
+    /// before it on or off (it is on for a new network). Off, every layer
+    /// runs on its own, as in the book; the results are the same either way.
+    pub fn set_fusion(&mut self, on: bool) {
+        self.fusion = on;
+        // A pooling is fused into the layer that its ReLU is fused into:
+        // fuse front to back, unfuse back to front.
+        if on {
+            (0..self.layers.len()).for_each(|i| self.fuse_at(i, true));
+        } else {
+            (0..self.layers.len())
+                .rev()
+                .for_each(|i| self.fuse_at(i, false));
         }
     }
 
-    /// Fuses (or unfuses) layer `i` into the layer before it, if layer `i`
-    /// is a ReLU and that layer can apply it.
-    fn fuse_relu_at(&mut self, i: usize, on: bool) {
-        if i == 0 || self.layers[i].layer.kind() != "Relu" {
+    /// Fuses (or unfuses) layer `i` into the layer that runs before it, if
+    /// layer `i` is a ReLU or a max pooling and that layer can apply it.
+    fn fuse_at(&mut self, i: usize, on: bool) {
+        let kind = self.layers[i].layer.kind();
+        let pool = self.layers[i].layer.max_pool_config().cloned();
+        if i == 0 || (kind != "Relu" && pool.is_none()) {
+            return;
+        }
+        // The nearest layer before `i` that runs: a ReLU fuses only straight
+        // after it, a pooling also after the ReLU fused into it.
+        let Some(j) = (0..i).rev().find(|&j| !self.layers[j].fused_into_previous) else {
+            return;
+        };
+        let between = &self.layers[j + 1..i];
+        if (pool.is_none() && j + 1 != i) || between.iter().any(|l| l.layer.kind() != "Relu") {
             return;
         }
         let (before, from_i) = self.layers.split_at_mut(i);
-        let fused = before[i - 1].layer.fuse_relu(on);
+        let runs = &mut before[j].layer;
+        let fused = match pool {
+            None => runs.fuse_relu(on),
+            Some(pool) => runs.fuse_max_pool(on.then_some(&pool)),
+        };
         from_i[0].fused_into_previous = fused;
     }
 
@@ -183,10 +209,10 @@ impl<T: Float> Network<T> {
     pub fn layer_outputs(&mut self, x: &Tensor<T>) -> Result<Vec<LayerOutput<T>>> {
         self.check_input(x)?;
         // Every layer's own output, as in the book: unfused for this call.
-        let fusion = self.relu_fusion;
-        self.set_relu_fusion(false);
+        let fusion = self.fusion;
+        self.set_fusion(false);
         let outputs = self.unfused_layer_outputs(x);
-        self.set_relu_fusion(fusion);
+        self.set_fusion(fusion);
         outputs
     }
 
@@ -221,7 +247,7 @@ impl<T: Float> Network<T> {
             return Ok(loss);
         };
         for named in rest.iter_mut().rev() {
-            // A fused ReLU's backward runs inside the layer before it.
+            // A fused layer's backward runs inside the layer before it.
             if !named.fused_into_previous {
                 dout = named.layer.backward(dout)?;
             }
@@ -350,19 +376,25 @@ mod tests {
         assert_eq!(one, two);
     }
 
-    /// A ReLU fused into the convolution before it changes no number: the
-    /// same scores, loss and gradients, to the bit, as every layer on its own.
+    /// A ReLU and a max pooling fused into the convolution before them
+    /// change no number: the same scores, loss and gradients, to the bit, as
+    /// every layer on its own.
     #[test]
-    fn fused_relu_gives_the_same_numbers() {
-        fn run<T: crate::tensor::Float>(spec: &str) {
+    fn fused_layers_give_the_same_numbers() {
+        fn run<T: crate::tensor::Float>(spec: &str, fused_pools: &[usize]) {
             let build = || {
                 let options = ModelOptions::default();
                 build_model::<T>(spec, &options, [2, 7, 7], 4, &mut Rng::new(5)).unwrap()
             };
             let (mut fused, mut plain) = (build(), build());
-            plain.set_relu_fusion(false);
+            plain.set_fusion(false);
             assert!(fused.layers[1].fused_into_previous, "{spec}");
             assert!(!plain.layers[1].fused_into_previous, "{spec}");
+            for &i in fused_pools {
+                assert_eq!(fused.layers[i].layer.kind(), "MaxPooling");
+                assert!(fused.layers[i].fused_into_previous, "{spec}: layer {i}");
+                assert!(!plain.layers[i].fused_into_previous, "{spec}: layer {i}");
+            }
             let mut rng = Rng::new(6);
             let values = (0..5 * 98).map(|_| T::cast(rng.normal())).collect();
             let x = Tensor::from_vec(&[5, 2, 7, 7], values).unwrap();
@@ -393,12 +425,24 @@ mod tests {
             assert!(maps[0].output.data().iter().any(|&v| v < T::zero()));
             assert!(fused.layers[1].fused_into_previous);
         }
-        for spec in [
-            "conv(6,3,pad=1)-relu-conv(5,3,stride=2)-relu-maxpool(2)-affine(8)-relu-affine(4)",
-            "conv(3,2)-relu-avgpool(2)-affine(4)",
-        ] {
-            run::<f64>(spec);
-            run::<f32>(spec);
+        let specs: [(&str, &[usize]); 4] = [
+            (
+                "conv(6,3,pad=1)-relu-conv(5,3,stride=2)-relu-maxpool(2)-affine(8)-relu-affine(4)",
+                &[4],
+            ),
+            ("conv(3,2)-relu-avgpool(2)-affine(4)", &[]),
+            // Overlapping, padded windows; a pooling straight after a
+            // convolution (no ReLU); a second pooling, not fused.
+            (
+                "conv(6,3,pad=1)-relu-maxpool(3,stride=2,pad=1)-conv(4,2)-maxpool(2,stride=1)-maxpool(2,stride=1)-affine(4)",
+                &[2, 4],
+            ),
+            // The book's 2×2 windows on an even plane, 6×6 → 3×3.
+            ("conv(5,2)-relu-maxpool(2)-affine(4)", &[2]),
+        ];
+        for (spec, fused_pools) in specs {
+            run::<f64>(spec, fused_pools);
+            run::<f32>(spec, fused_pools);
         }
     }
 }

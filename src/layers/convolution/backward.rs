@@ -11,6 +11,7 @@
 //! `col` is the image unrolled again, as in forward, from the padded image
 //! that forward kept (the layer keeps `xpad`, not every image's `col`).
 
+use super::fused_pool::FusedPool;
 use super::scratch::Scratch;
 use super::sum;
 use crate::gemm::{matmul, MatMut, MatRef};
@@ -19,11 +20,13 @@ use crate::layers::relu::relu_backward;
 use crate::tensor::Float;
 
 /// One chunk's slices of the layer's padded input, `dout`, and, with a
-/// fused ReLU, output (to mask `dout` by).
+/// fused ReLU, output (to mask `dout` by). With a fused pooling, `dout` and
+/// the output are the pooled ones, and `pool` holds the chunk's `arg_max`.
 pub(super) struct ChunkData<'a, T> {
     pub xpad: &'a [T],
     pub dout: &'a [T],
     pub relu_out: Option<&'a [T]>,
+    pub pool: Option<(&'a FusedPool, &'a [u32])>,
 }
 
 /// Backward for one chunk of images: this chunk's `dW^T` and `db` into
@@ -40,6 +43,10 @@ pub(super) fn backward_chunk<T: Float>(
     let g = &wg.g;
     let (k, pixels, wide_pixels) = (g.col_width(), g.out_pixels(), wg.wide_pixels());
     let filters = weight.len() / k;
+    // Values of one image's dout: pooled, or the full output planes.
+    let out_len = chunk
+        .pool
+        .map_or(filters * pixels, |(pool, _)| pool.out_len(filters));
     let (dw_t, db) = grads.split_at_mut(filters * k);
     dw_t.fill(T::zero());
     db.fill(T::zero());
@@ -48,22 +55,28 @@ pub(super) fn backward_chunk<T: Float>(
         col,
         wide,
         dcol,
-        masked,
+        planes,
     } = scratch;
     let images = chunk
         .xpad
         .chunks(wg.padded_len())
-        .zip(chunk.dout.chunks(filters * pixels));
+        .zip(chunk.dout.chunks(out_len));
     for (i, (xpad_n, dout_n)) in images.enumerate() {
-        // The fused ReLU's backward: dout_n where out_n > 0, else 0.
-        let dout_n = match chunk.relu_out {
-            Some(out) => {
-                let out_n = &out[i * filters * pixels..(i + 1) * filters * pixels];
-                let masked_dout = masked.iter_mut().zip(dout_n).zip(out_n);
-                masked_dout.for_each(|((m, &g), &y)| *m = relu_backward(y, g));
-                &masked[..]
+        let relu_out_n = chunk.relu_out.map(|out| &out[i * out_len..][..out_len]);
+        // dout_n: (FN, OH, OW), after the fused layers' backward.
+        let dout_n = match (chunk.pool, relu_out_n) {
+            (Some((pool, arg_max)), _) => {
+                let arg_n = &arg_max[i * out_len..][..out_len];
+                pool.backward(dout_n, relu_out_n, arg_n, planes);
+                &planes[..]
             }
-            None => dout_n,
+            // The fused ReLU's backward: dout_n where out_n > 0, else 0.
+            (None, Some(out_n)) => {
+                let masked_dout = planes.iter_mut().zip(dout_n).zip(out_n);
+                masked_dout.for_each(|((m, &g), &y)| *m = relu_backward(y, g));
+                &planes[..]
+            }
+            (None, None) => dout_n,
         };
         // col: (C·FH·FW, OH·OWW), the same unrolling as in forward
         im2col_wide(xpad_n, wg, col);

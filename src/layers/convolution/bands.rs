@@ -39,8 +39,7 @@ pub(super) fn can_split(wg: &WideGeometry) -> bool {
 pub(super) fn forward_image_by_team<T: Float>(
     team: &Team,
     wg: &WideGeometry,
-    params: (&[T], &[T]),
-    fused_relu: bool,
+    (params, fused_relu): ((&[T], &[T]), bool),
     scratch: &[Mutex<Scratch<T>>],
     x_n: &[T],
     out_n: &mut [T],

@@ -17,8 +17,9 @@ pub(super) struct Scratch<T> {
     pub wide: Vec<T>,
     /// dcol: (C·FH·FW, OH·OWW)
     pub dcol: Vec<T>,
-    /// dout after the fused ReLU's backward: (FN, OH·OW)
-    pub masked: Vec<T>,
+    /// One image's output planes (FN, OH, OW): before the fused pooling in
+    /// forward; `dout` after the fused ReLU's (and pooling's) backward.
+    pub planes: Vec<T>,
 }
 
 /// One [`Scratch`] per pool thread, sized for `wg` and `filters`.
@@ -34,7 +35,7 @@ pub(super) fn resize_scratch<T: Float>(
         s.col.resize(wg.col_len(), T::zero());
         s.wide.resize(filters * wg.wide_pixels(), T::zero());
         s.dcol.resize(wg.col_len(), T::zero());
-        s.masked.resize(filters * wg.g.out_pixels(), T::zero());
+        s.planes.resize(filters * wg.g.out_pixels(), T::zero());
     }
 }
 

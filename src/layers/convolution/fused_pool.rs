@@ -1,0 +1,82 @@
+//! A max pooling fused into the convolution before it (book §7.4.4): the
+//! network's `conv → relu → pool` run as one layer, image by image.
+//!
+//! ```text
+//! forward, per image:   planes = relu(W · col + b)      (FN, OH, OW), in the thread's cache
+//!                       out_n  = maxpool(planes)        (FN, POH, POW), arg_max_n
+//! backward, per image:  dplanes = 0; dplanes[arg_max] += relu'(out_n) · dout_n
+//!                       then the convolution's backward from dplanes
+//! ```
+//!
+//! The numbers are those of the three layers run one after the other, to
+//! the bit: the same pooling kernels ([`pool_plane`], [`unpool_plane`]) on
+//! the same values. The ReLU's backward needs only the pooled output: the
+//! maximum of a window *is* the ReLU's output at `arg_max`, and every other
+//! position of `dplanes` is 0 either way.
+//!
+//! What fusing saves is memory traffic: the convolution's full-size output
+//! (four times the pooled one) is neither written out, read back by the
+//! pooling, nor met again in backward as the pooling's `dx` and the ReLU's
+//! mask; it stays in one image's buffer in the core's cache.
+
+use crate::im2col::ConvGeometry;
+use crate::layers::pooling::{pool_plane, unpool_plane};
+use crate::layers::relu::relu_backward;
+use crate::tensor::Float;
+
+/// The fused pooling's window over one output plane of the convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FusedPool {
+    /// The window: one channel, the convolution's output plane (OH, OW)
+    /// in, (POH, POW) out.
+    pub g: ConvGeometry,
+    /// An inference forward of 2×2 windows: the maxima without `arg_max`.
+    pub values_only: bool,
+}
+
+impl FusedPool {
+    /// Values per pooled image: `FN · POH · POW`.
+    pub fn out_len(&self, filters: usize) -> usize {
+        filters * self.g.out_pixels()
+    }
+
+    /// `planes: (FN, OH, OW)` → `out_n: (FN, POH, POW)`, with each
+    /// maximum's index within its plane in `arg_n` (unless `values_only`).
+    pub fn forward<T: Float>(&self, planes: &[T], out_n: &mut [T], arg_n: &mut [u32]) {
+        let (g, out_plane) = (&self.g, self.g.out_pixels());
+        let planes = planes.chunks_exact(g.in_h * g.in_w);
+        let outs = out_n
+            .chunks_exact_mut(out_plane)
+            .zip(arg_n.chunks_exact_mut(out_plane));
+        for (x_p, (out_p, arg_p)) in planes.zip(outs) {
+            pool_plane(x_p, g.in_w, g, self.values_only, out_p, arg_p);
+        }
+    }
+
+    /// `dout_n: (FN, POH, POW)` → `dplanes: (FN, OH, OW)`, the pooling's
+    /// backward, then the fused ReLU's when its pooled output `relu_out_n`
+    /// is given.
+    pub fn backward<T: Float>(
+        &self,
+        dout_n: &[T],
+        relu_out_n: Option<&[T]>,
+        arg_n: &[u32],
+        dplanes: &mut [T],
+    ) {
+        let out_plane = self.g.out_pixels();
+        let planes = dplanes.chunks_exact_mut(self.g.in_h * self.g.in_w);
+        let pooled = arg_n
+            .chunks_exact(out_plane)
+            .zip(dout_n.chunks_exact(out_plane));
+        for (p, (dx_p, (arg_p, dout_p))) in planes.zip(pooled).enumerate() {
+            match relu_out_n {
+                Some(out) => {
+                    let out_p = &out[p * out_plane..][..out_plane];
+                    let masked = dout_p.iter().zip(out_p).map(|(&g, &y)| relu_backward(y, g));
+                    unpool_plane(dx_p, arg_p, masked);
+                }
+                None => unpool_plane(dx_p, arg_p, dout_p.iter().copied()),
+            }
+        }
+    }
+}
