@@ -43,8 +43,13 @@
 //! way). Unrolling again costs little next to the products, and `deep`'s
 //! peak memory halves.
 //!
-//! Beside this file: `convolution/backward.rs` (backward for one chunk of
-//! images), `convolution/bands.rs` (one image on the two threads of a
+//! A ReLU and a max pooling after the layer can be fused into it (see
+//! [`Layer::fuse_relu`], [`Layer::fuse_max_pool`]): it then applies them to
+//! each image's output while that is still in the core's cache.
+//!
+//! Beside this file: `convolution/forward.rs` and `convolution/backward.rs`
+//! (the two passes, image by image), `convolution/fused_pool.rs` (the fused
+//! max pooling), `convolution/bands.rs` (one image on the two threads of a
 //! [`Team`](crate::team::Team), at batch 1) and `convolution/scratch.rs`
 //! (the per-thread buffers).
 //!
@@ -57,22 +62,15 @@
 //! assert_eq!(conv.forward(&x, true).unwrap().shape(), &[2, 30, 24, 24]);
 //! ```
 
-use super::pooling::{values_only, PoolingConfig};
-use super::relu::relu;
-use super::{check_dout, weight_and_bias, Layer, Param};
+use super::pooling::PoolingConfig;
+use super::{weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
-use crate::gemm::{matmul, MatMut, MatRef};
 use crate::im2col::ConvGeometry;
-use crate::im2col_wide::{im2col_wide, narrow_planes, pad_image, WideGeometry};
 use crate::init::Init;
 use crate::rng::Rng;
-use crate::team::run_in_team;
 use crate::tensor::{Float, Tensor};
-use backward::{backward_chunk, ChunkData};
 use fused_pool::FusedPool;
-use rayon::iter::Either;
-use rayon::prelude::*;
-use scratch::{resize_scratch, thread_scratch, Scratch};
+use scratch::Scratch;
 use std::sync::Mutex;
 
 /// The batch is cut into at most this many chunks for parallel work. Fixed
@@ -223,76 +221,6 @@ impl<T: Float> Convolution<T> {
         })
     }
 
-    /// The backward pass: parameter gradients, and `dx` only `with_dx`.
-    fn backward_impl(&mut self, dout: &Tensor<T>, with_dx: bool) -> Result<()> {
-        let Some((g, n)) = self.geometry else {
-            return Err(Error::BackwardBeforeForward("Convolution"));
-        };
-        check_dout("Convolution", Some(self.out.shape()), dout)?;
-        let filters = self.weight.shape()[0];
-        let (k, pixels) = (g.col_width(), g.out_pixels());
-        let chunk = chunk_size(n);
-        let chunks = n.div_ceil(chunk);
-        let grad_len = filters * k + filters;
-        self.partial_grads.resize(chunks * grad_len, T::zero());
-        let wg = WideGeometry::new(g);
-        resize_scratch(&mut self.scratch, &wg, filters);
-        let weight = self.weight.data();
-        let fused_relu = self.fused_relu;
-        let scratch = &self.scratch[..];
-        // Values of one image's output (and dout): pooled, or the full planes.
-        let out_len = self
-            .pool
-            .map_or(filters * pixels, |pool| pool.out_len(filters));
-        let pool = self.pool.as_ref();
-        let arg_max_chunks = match pool {
-            Some(pool) => {
-                let chunks = self.arg_max.par_chunks(chunk * out_len);
-                Either::Left(chunks.map(move |arg_max| Some((pool, arg_max))))
-            }
-            None => Either::Right((0..chunks).into_par_iter().map(|_| None)),
-        };
-        // dx: (N, C, H, W), one slice per chunk; or none at all.
-        let dx = with_dx.then(|| {
-            self.dx.resize(&[n, g.channels, g.in_h, g.in_w]);
-            self.dx.data_mut()
-        });
-        self.partial_grads
-            .par_chunks_mut(grad_len)
-            .zip(self.xpad.par_chunks(chunk * wg.padded_len()))
-            .zip(dout.data().par_chunks(chunk * out_len))
-            .zip(self.out.data().par_chunks(chunk * out_len))
-            .zip(arg_max_chunks)
-            .zip(optional_chunks(dx, chunk * g.image_len(), chunks))
-            .for_each(|(((((grads, xpad), dout), out), pool), dx)| {
-                let relu_out = fused_relu.then_some(out);
-                let chunk = ChunkData {
-                    xpad,
-                    dout,
-                    relu_out,
-                    pool,
-                };
-                let mut scratch = thread_scratch(scratch);
-                backward_chunk(&wg, weight, grads, &mut scratch, chunk, dx);
-            });
-
-        // Add the chunks' partial gradients in a fixed order.
-        let (gw, gb) = (self.grad_weight.data_mut(), self.grad_bias.data_mut());
-        gw.fill(T::zero());
-        gb.fill(T::zero());
-        for grads in self.partial_grads.chunks(grad_len) {
-            let (dw_t, db) = grads.split_at(filters * k);
-            // dW[f, j] += dW^T[j, f]
-            for (j, row) in dw_t.chunks(filters).enumerate() {
-                for (f, &v) in row.iter().enumerate() {
-                    gw[f * k + j] += v;
-                }
-            }
-            gb.iter_mut().zip(db).for_each(|(a, &b)| *a += b);
-        }
-        Ok(())
-    }
-
     /// The geometry for an input of shape `(N, C, H, W)`.
     fn geometry_for(&self, input: &[usize]) -> Result<(ConvGeometry, usize)> {
         let (filters, channels, filter_h, filter_w) = self.weight.dims4()?;
@@ -341,107 +269,7 @@ impl<T: Float> Layer<T> for Convolution<T> {
     }
 
     fn forward(&mut self, x: &Tensor<T>, train: bool) -> Result<&Tensor<T>> {
-        let (g, n) = self.geometry_for(x.shape())?;
-        let filters = self.weight.shape()[0];
-        let chunk = chunk_size(n);
-        // One set of buffers per thread, reused image after image: they stay
-        // in the core's cache.
-        let wg = WideGeometry::new(g);
-        resize_scratch(&mut self.scratch, &wg, filters);
-        self.pool = match &self.fused_pool {
-            Some(config) => {
-                let planes = [n, filters, g.out_h, g.out_w];
-                let pool_g = config.geometry("MaxPooling", &planes)?;
-                let values_only = values_only(train, &pool_g);
-                let pool = FusedPool {
-                    g: pool_g,
-                    values_only,
-                };
-                self.out.resize(&[n, filters, pool_g.out_h, pool_g.out_w]);
-                self.arg_max.resize(n * pool.out_len(filters), 0);
-                Some(pool)
-            }
-            None => {
-                self.out.resize(&[n, filters, g.out_h, g.out_w]);
-                None
-            }
-        };
-        // Values of one image's output: pooled, or the full planes.
-        let out_len = self.out.len() / n.max(1);
-        let pool = self.pool.as_ref();
-        let mut arg_max = pool.map(|_| &mut self.arg_max[..]);
-
-        let params = (self.weight.data(), self.bias.data());
-        let fused_relu = self.fused_relu;
-        let scratch = &self.scratch[..];
-        let out = self.out.data_mut();
-        // Fewer images than threads (inference at batch 1): each image's
-        // output rows are shared out instead, if a team is running.
-        let team_planes = &mut self.team_planes;
-        let by_team = bands::can_split(&wg)
-            && run_in_team(n, |team| {
-                let images = out.chunks_mut(out_len).zip(x.data().chunks(g.image_len()));
-                for (i, (out_n, x_n)) in images.enumerate() {
-                    let Some(pool) = pool else {
-                        let f = (params, fused_relu);
-                        bands::forward_image_by_team(team, &wg, f, scratch, x_n, out_n);
-                        continue;
-                    };
-                    // The planes first, then the pooling on this thread.
-                    team_planes.resize(filters * g.out_pixels(), T::zero());
-                    let f = (params, fused_relu);
-                    bands::forward_image_by_team(team, &wg, f, scratch, x_n, team_planes);
-                    let arg_max = arg_max.as_deref_mut().expect("sized with the pool");
-                    pool.forward(team_planes, out_n, &mut arg_max[i * out_len..][..out_len]);
-                }
-            });
-        if !by_team {
-            // Training keeps every padded image (for backward); inference
-            // pads each image into the thread's own buffer.
-            let kept = train.then(|| {
-                self.xpad.resize(n * wg.padded_len(), T::zero());
-                &mut self.xpad[..]
-            });
-            out.par_chunks_mut(chunk * out_len)
-                .zip(x.data().par_chunks(chunk * g.image_len()))
-                .zip(optional_chunks(
-                    kept,
-                    chunk * wg.padded_len(),
-                    n.div_ceil(chunk),
-                ))
-                .zip(optional_chunks(arg_max, chunk * out_len, n.div_ceil(chunk)))
-                .for_each(|(((out_chunk, x_chunk), mut xpad_chunk), mut arg_chunk)| {
-                    let mut scratch = thread_scratch(scratch);
-                    let images = out_chunk
-                        .chunks_mut(out_len)
-                        .zip(x_chunk.chunks(g.image_len()));
-                    for (i, (out_n, x_n)) in images.enumerate() {
-                        let xpad_n = xpad_chunk
-                            .as_deref_mut()
-                            .map(|kept| &mut kept[i * wg.padded_len()..][..wg.padded_len()]);
-                        let f = (params, fused_relu);
-                        let Some(pool) = pool else {
-                            forward_image(&wg, f, &mut scratch, x_n, xpad_n, out_n);
-                            continue;
-                        };
-                        // The planes in this thread's buffer, then pooled.
-                        let mut planes = std::mem::take(&mut scratch.planes);
-                        forward_image(&wg, f, &mut scratch, x_n, xpad_n, &mut planes);
-                        let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
-                        pool.forward(&planes, out_n, &mut arg_chunk[i * out_len..][..out_len]);
-                        scratch.planes = planes;
-                    }
-                });
-        } else if train {
-            // (A training forward in a team: rare; pad for backward here.)
-            self.xpad.resize(n * wg.padded_len(), T::zero());
-            let kept = self.xpad.chunks_mut(wg.padded_len());
-            for (xpad_n, x_n) in kept.zip(x.data().chunks(g.image_len())) {
-                pad_image(x_n, &wg, xpad_n);
-            }
-        }
-        self.geometry = train.then_some((g, n));
-        Ok(&self.out)
+        self.forward_impl(x, train)
     }
 
     fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
@@ -476,71 +304,9 @@ impl<T: Float> Layer<T> for Convolution<T> {
     }
 }
 
-/// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`,
-/// through the fused ReLU if there is one. The padded image goes to
-/// `kept_xpad` when given (a training forward), else to the thread's own
-/// buffer.
-fn forward_image<T: Float>(
-    wg: &WideGeometry,
-    (params, fused_relu): ((&[T], &[T]), bool),
-    scratch: &mut Scratch<T>,
-    x_n: &[T],
-    kept_xpad: Option<&mut [T]>,
-    out_n: &mut [T],
-) {
-    let Scratch {
-        xpad, col, wide, ..
-    } = scratch;
-    let xpad = kept_xpad.unwrap_or(xpad);
-    // col: (C·FH·FW, wide_pixels)
-    pad_image(x_n, wg, xpad);
-    im2col_wide(xpad, wg, col);
-    let planes = out_n.chunks_exact_mut(wg.g.out_pixels());
-    multiply_and_narrow(wg, params, fused_relu, col, wide, planes);
-}
-
-/// `buffer` cut into `chunks` parallel chunks of `len`, each as `Some`; or,
-/// without a buffer, `None` for each chunk.
-fn optional_chunks<T: Send>(
-    buffer: Option<&mut [T]>,
-    len: usize,
-    chunks: usize,
-) -> impl IndexedParallelIterator<Item = Option<&mut [T]>> {
-    match buffer {
-        Some(buffer) => Either::Left(buffer.par_chunks_mut(len).map(Some)),
-        None => Either::Right((0..chunks).into_par_iter().map(|_| None)),
-    }
-}
-
-/// The rest of a forward once `col` is unrolled (for the whole image, or a
-/// band of its rows: `wg`'s pixels): `wide: (FN, wide_pixels) = W · col`,
-/// then each filter's plane of `out_planes` = its row of `wide` without the
-/// junk columns + b, through the fused ReLU if there is one.
-pub(super) fn multiply_and_narrow<'a, T: Float>(
-    wg: &WideGeometry,
-    (weight, bias): (&[T], &[T]),
-    fused_relu: bool,
-    col: &[T],
-    wide: &mut [T],
-    out_planes: impl IntoIterator<Item = &'a mut [T]>,
-) {
-    let (k, filters) = (wg.g.col_width(), bias.len());
-    matmul(
-        MatMut::new(wide, filters, wg.wide_pixels()),
-        MatRef::new(&weight[..filters * k], filters, k),
-        MatRef::new(col, k, wg.wide_pixels()),
-        false,
-        false,
-    );
-    if fused_relu {
-        narrow_planes(wide, wg, bias, out_planes, relu);
-    } else {
-        narrow_planes(wide, wg, bias, out_planes, |v| v);
-    }
-}
-
 mod backward;
 mod bands;
+mod forward;
 mod fused_pool;
 mod scratch;
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The convolution's backward pass for one chunk of images (book §7.4.3,
+//! The convolution's backward pass, one chunk of images per task (book §7.4.3,
 //! `Convolution.backward`), on the wide grid of [`crate::im2col_wide`]:
 //!
 //! ```text
@@ -10,14 +10,25 @@
 //!
 //! `col` is the image unrolled again, as in forward, from the padded image
 //! that forward kept (the layer keeps `xpad`, not every image's `col`).
+//! With a fused ReLU or max pooling, `dout_n` first goes back through them
+//! (the pooled `dout` into the full planes, `fused_pool.rs`).
+//!
+//! The chunks' partial sums of `dW` and `db` are added in a fixed order, so
+//! the gradients do not depend on the number of threads.
 
+use super::forward::optional_chunks;
 use super::fused_pool::FusedPool;
-use super::scratch::Scratch;
-use super::sum;
+use super::scratch::{resize_scratch, thread_scratch, Scratch};
+use super::{chunk_size, sum, Convolution};
+use crate::error::{Error, Result};
 use crate::gemm::{matmul, MatMut, MatRef};
 use crate::im2col_wide::{col2im_wide, im2col_wide, unpad_image, widen, WideGeometry};
+use crate::layers::check_dout;
 use crate::layers::relu::relu_backward;
 use crate::tensor::Float;
+use crate::tensor::Tensor;
+use rayon::iter::Either;
+use rayon::prelude::*;
 
 /// One chunk's slices of the layer's padded input, `dout`, and, with a
 /// fused ReLU, output (to mask `dout` by). With a fused pooling, `dout` and
@@ -110,5 +121,77 @@ pub(super) fn backward_chunk<T: Float>(
             let dx_n = &mut dx_chunk[i * g.image_len()..(i + 1) * g.image_len()];
             unpad_image(xpad, wg, dx_n);
         }
+    }
+}
+
+impl<T: Float> Convolution<T> {
+    /// The backward pass: parameter gradients, and `dx` only `with_dx`.
+    pub(super) fn backward_impl(&mut self, dout: &Tensor<T>, with_dx: bool) -> Result<()> {
+        let Some((g, n)) = self.geometry else {
+            return Err(Error::BackwardBeforeForward("Convolution"));
+        };
+        check_dout("Convolution", Some(self.out.shape()), dout)?;
+        let filters = self.weight.shape()[0];
+        let (k, pixels) = (g.col_width(), g.out_pixels());
+        let chunk = chunk_size(n);
+        let chunks = n.div_ceil(chunk);
+        let grad_len = filters * k + filters;
+        self.partial_grads.resize(chunks * grad_len, T::zero());
+        let wg = WideGeometry::new(g);
+        resize_scratch(&mut self.scratch, &wg, filters);
+        let weight = self.weight.data();
+        let fused_relu = self.fused_relu;
+        let scratch = &self.scratch[..];
+        // Values of one image's output (and dout): pooled, or the full planes.
+        let out_len = self
+            .pool
+            .map_or(filters * pixels, |pool| pool.out_len(filters));
+        let pool = self.pool.as_ref();
+        let arg_max_chunks = match pool {
+            Some(pool) => {
+                let chunks = self.arg_max.par_chunks(chunk * out_len);
+                Either::Left(chunks.map(move |arg_max| Some((pool, arg_max))))
+            }
+            None => Either::Right((0..chunks).into_par_iter().map(|_| None)),
+        };
+        // dx: (N, C, H, W), one slice per chunk; or none at all.
+        let dx = with_dx.then(|| {
+            self.dx.resize(&[n, g.channels, g.in_h, g.in_w]);
+            self.dx.data_mut()
+        });
+        self.partial_grads
+            .par_chunks_mut(grad_len)
+            .zip(self.xpad.par_chunks(chunk * wg.padded_len()))
+            .zip(dout.data().par_chunks(chunk * out_len))
+            .zip(self.out.data().par_chunks(chunk * out_len))
+            .zip(arg_max_chunks)
+            .zip(optional_chunks(dx, chunk * g.image_len(), chunks))
+            .for_each(|(((((grads, xpad), dout), out), pool), dx)| {
+                let relu_out = fused_relu.then_some(out);
+                let chunk = ChunkData {
+                    xpad,
+                    dout,
+                    relu_out,
+                    pool,
+                };
+                let mut scratch = thread_scratch(scratch);
+                backward_chunk(&wg, weight, grads, &mut scratch, chunk, dx);
+            });
+
+        // Add the chunks' partial gradients in a fixed order.
+        let (gw, gb) = (self.grad_weight.data_mut(), self.grad_bias.data_mut());
+        gw.fill(T::zero());
+        gb.fill(T::zero());
+        for grads in self.partial_grads.chunks(grad_len) {
+            let (dw_t, db) = grads.split_at(filters * k);
+            // dW[f, j] += dW^T[j, f]
+            for (j, row) in dw_t.chunks(filters).enumerate() {
+                for (f, &v) in row.iter().enumerate() {
+                    gw[f * k + j] += v;
+                }
+            }
+            gb.iter_mut().zip(db).for_each(|(a, &b)| *a += b);
+        }
+        Ok(())
     }
 }

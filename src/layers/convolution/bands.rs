@@ -22,7 +22,7 @@
 //! Each output is the same sum, in the same order, as on one thread: it is
 //! one dot product over C·FH·FW, whatever the number of pixels in the product.
 
-use super::multiply_and_narrow;
+use super::forward::multiply_and_narrow;
 use super::scratch::{thread_scratch, Scratch};
 use crate::im2col_wide::{im2col_wide, pad_band, WideGeometry};
 use crate::team::Team;

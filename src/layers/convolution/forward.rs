@@ -1,0 +1,198 @@
+//! The convolution's forward pass (book §7.4.3, `Convolution.forward`), on
+//! the wide grid of [`crate::im2col_wide`], one image at a time:
+//!
+//! ```text
+//! x_n: (C, H, W)  →  xpad_n = pad(x_n)          (C, HP, WP), kept for backward in training
+//! col  = im2col_wide(xpad_n)                    (C·FH·FW, OH·OWW)
+//! wide = W · col                                (FN, OH·OWW)
+//! out_n = relu(narrow(wide) + b)                (FN, OH, OW), the ReLU if fused
+//!       → maxpool(out_n)                        (FN, POH, POW), if a pooling is fused
+//! ```
+//!
+//! The batch runs in parallel chunks of images, each thread in its own
+//! buffers ([`Scratch`]); at batch 1 in a team, the rows of one image are
+//! shared out instead (`bands.rs`).
+
+use super::bands;
+use super::fused_pool::FusedPool;
+use super::scratch::{resize_scratch, thread_scratch, Scratch};
+use super::{chunk_size, Convolution};
+use crate::error::Result;
+use crate::gemm::{matmul, MatMut, MatRef};
+use crate::im2col_wide::{im2col_wide, narrow_planes, pad_image, WideGeometry};
+use crate::layers::pooling::values_only;
+use crate::layers::relu::relu;
+use crate::team::run_in_team;
+use crate::tensor::{Float, Tensor};
+use rayon::iter::Either;
+use rayon::prelude::*;
+
+impl<T: Float> Convolution<T> {
+    /// The forward pass (see the module documentation).
+    pub(super) fn forward_impl(&mut self, x: &Tensor<T>, train: bool) -> Result<&Tensor<T>> {
+        let (g, n) = self.geometry_for(x.shape())?;
+        let filters = self.weight.shape()[0];
+        let chunk = chunk_size(n);
+        // One set of buffers per thread, reused image after image: they stay
+        // in the core's cache.
+        let wg = WideGeometry::new(g);
+        resize_scratch(&mut self.scratch, &wg, filters);
+        self.pool = match &self.fused_pool {
+            Some(config) => {
+                let planes = [n, filters, g.out_h, g.out_w];
+                let pool_g = config.geometry("MaxPooling", &planes)?;
+                let values_only = values_only(train, &pool_g);
+                let pool = FusedPool {
+                    g: pool_g,
+                    values_only,
+                };
+                self.out.resize(&[n, filters, pool_g.out_h, pool_g.out_w]);
+                self.arg_max.resize(n * pool.out_len(filters), 0);
+                Some(pool)
+            }
+            None => {
+                self.out.resize(&[n, filters, g.out_h, g.out_w]);
+                None
+            }
+        };
+        // Values of one image's output: pooled, or the full planes.
+        let out_len = self.out.len() / n.max(1);
+        let pool = self.pool.as_ref();
+        let mut arg_max = pool.map(|_| &mut self.arg_max[..]);
+
+        let params = (self.weight.data(), self.bias.data());
+        let fused_relu = self.fused_relu;
+        let scratch = &self.scratch[..];
+        let out = self.out.data_mut();
+        // Fewer images than threads (inference at batch 1): each image's
+        // output rows are shared out instead, if a team is running.
+        let team_planes = &mut self.team_planes;
+        let by_team = bands::can_split(&wg)
+            && run_in_team(n, |team| {
+                let images = out.chunks_mut(out_len).zip(x.data().chunks(g.image_len()));
+                for (i, (out_n, x_n)) in images.enumerate() {
+                    let Some(pool) = pool else {
+                        let f = (params, fused_relu);
+                        bands::forward_image_by_team(team, &wg, f, scratch, x_n, out_n);
+                        continue;
+                    };
+                    // The planes first, then the pooling on this thread.
+                    team_planes.resize(filters * g.out_pixels(), T::zero());
+                    let f = (params, fused_relu);
+                    bands::forward_image_by_team(team, &wg, f, scratch, x_n, team_planes);
+                    let arg_max = arg_max.as_deref_mut().expect("sized with the pool");
+                    pool.forward(team_planes, out_n, &mut arg_max[i * out_len..][..out_len]);
+                }
+            });
+        if !by_team {
+            // Training keeps every padded image (for backward); inference
+            // pads each image into the thread's own buffer.
+            let kept = train.then(|| {
+                self.xpad.resize(n * wg.padded_len(), T::zero());
+                &mut self.xpad[..]
+            });
+            out.par_chunks_mut(chunk * out_len)
+                .zip(x.data().par_chunks(chunk * g.image_len()))
+                .zip(optional_chunks(
+                    kept,
+                    chunk * wg.padded_len(),
+                    n.div_ceil(chunk),
+                ))
+                .zip(optional_chunks(arg_max, chunk * out_len, n.div_ceil(chunk)))
+                .for_each(|(((out_chunk, x_chunk), mut xpad_chunk), mut arg_chunk)| {
+                    let mut scratch = thread_scratch(scratch);
+                    let images = out_chunk
+                        .chunks_mut(out_len)
+                        .zip(x_chunk.chunks(g.image_len()));
+                    for (i, (out_n, x_n)) in images.enumerate() {
+                        let xpad_n = xpad_chunk
+                            .as_deref_mut()
+                            .map(|kept| &mut kept[i * wg.padded_len()..][..wg.padded_len()]);
+                        let f = (params, fused_relu);
+                        let Some(pool) = pool else {
+                            forward_image(&wg, f, &mut scratch, x_n, xpad_n, out_n);
+                            continue;
+                        };
+                        // The planes in this thread's buffer, then pooled.
+                        let mut planes = std::mem::take(&mut scratch.planes);
+                        forward_image(&wg, f, &mut scratch, x_n, xpad_n, &mut planes);
+                        let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
+                        pool.forward(&planes, out_n, &mut arg_chunk[i * out_len..][..out_len]);
+                        scratch.planes = planes;
+                    }
+                });
+        } else if train {
+            // (A training forward in a team: rare; pad for backward here.)
+            self.xpad.resize(n * wg.padded_len(), T::zero());
+            let kept = self.xpad.chunks_mut(wg.padded_len());
+            for (xpad_n, x_n) in kept.zip(x.data().chunks(g.image_len())) {
+                pad_image(x_n, &wg, xpad_n);
+            }
+        }
+        self.geometry = train.then_some((g, n));
+        Ok(&self.out)
+    }
+}
+
+/// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`,
+/// through the fused ReLU if there is one. The padded image goes to
+/// `kept_xpad` when given (a training forward), else to the thread's own
+/// buffer.
+fn forward_image<T: Float>(
+    wg: &WideGeometry,
+    (params, fused_relu): ((&[T], &[T]), bool),
+    scratch: &mut Scratch<T>,
+    x_n: &[T],
+    kept_xpad: Option<&mut [T]>,
+    out_n: &mut [T],
+) {
+    let Scratch {
+        xpad, col, wide, ..
+    } = scratch;
+    let xpad = kept_xpad.unwrap_or(xpad);
+    // col: (C·FH·FW, wide_pixels)
+    pad_image(x_n, wg, xpad);
+    im2col_wide(xpad, wg, col);
+    let planes = out_n.chunks_exact_mut(wg.g.out_pixels());
+    multiply_and_narrow(wg, params, fused_relu, col, wide, planes);
+}
+
+/// `buffer` cut into `chunks` parallel chunks of `len`, each as `Some`; or,
+/// without a buffer, `None` for each chunk.
+pub(super) fn optional_chunks<T: Send>(
+    buffer: Option<&mut [T]>,
+    len: usize,
+    chunks: usize,
+) -> impl IndexedParallelIterator<Item = Option<&mut [T]>> {
+    match buffer {
+        Some(buffer) => Either::Left(buffer.par_chunks_mut(len).map(Some)),
+        None => Either::Right((0..chunks).into_par_iter().map(|_| None)),
+    }
+}
+
+/// The rest of a forward once `col` is unrolled (for the whole image, or a
+/// band of its rows: `wg`'s pixels): `wide: (FN, wide_pixels) = W · col`,
+/// then each filter's plane of `out_planes` = its row of `wide` without the
+/// junk columns + b, through the fused ReLU if there is one.
+pub(super) fn multiply_and_narrow<'a, T: Float>(
+    wg: &WideGeometry,
+    (weight, bias): (&[T], &[T]),
+    fused_relu: bool,
+    col: &[T],
+    wide: &mut [T],
+    out_planes: impl IntoIterator<Item = &'a mut [T]>,
+) {
+    let (k, filters) = (wg.g.col_width(), bias.len());
+    matmul(
+        MatMut::new(wide, filters, wg.wide_pixels()),
+        MatRef::new(&weight[..filters * k], filters, k),
+        MatRef::new(col, k, wg.wide_pixels()),
+        false,
+        false,
+    );
+    if fused_relu {
+        narrow_planes(wide, wg, bias, out_planes, relu);
+    } else {
+        narrow_planes(wide, wg, bias, out_planes, |v| v);
+    }
+}
