@@ -256,3 +256,38 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
         }
     }
 }
+
+/// With a max pooling fused in, the layer gives what the convolution and
+/// the pooling layer give one after the other (the full comparison, with
+/// the ReLU and gradients, is the network's test); changing the fusion
+/// leaves nothing for backward.
+#[test]
+fn a_fused_max_pooling_pools_the_output() {
+    use crate::layers::{MaxPooling, PoolingConfig};
+    let mut rng = Rng::new(9);
+    let config = ConvolutionConfig {
+        in_channels: 2,
+        filters: 3,
+        filter_size: 3,
+        pad: 1,
+        ..Default::default()
+    };
+    let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
+    let x = Tensor::from_vec(&[2, 2, 6, 6], (0..144).map(|_| rng.normal()).collect()).unwrap();
+    let pool_config = PoolingConfig::default();
+    let mut pool = MaxPooling::new(&pool_config);
+    let planes = conv.forward(&x, true).unwrap().clone();
+    let pooled = pool.forward(&planes, true).unwrap().clone();
+    assert!(conv.fuse_max_pool(Some(&pool_config)));
+    let fused = conv.forward(&x, true).unwrap().clone();
+    assert_eq!(fused.shape(), [2, 3, 3, 3]);
+    assert_eq!(fused, pooled);
+    assert_eq!(conv.output_shape(x.shape()).unwrap(), [2, 3, 6, 6]);
+    assert!(conv.backward(&fused).is_ok());
+    assert!(!conv.fuse_max_pool(None));
+    assert!(matches!(
+        conv.backward(&fused),
+        Err(Error::BackwardBeforeForward(_))
+    ));
+    assert_eq!(conv.forward(&x, false).unwrap(), &planes);
+}
