@@ -56,8 +56,8 @@ impl<T: Float> Convolution<T> {
             }
         };
         // Values of one image's output: pooled, or the full planes.
-        let out_len = self.out.len() / n.max(1);
         let pool = self.pool.as_ref();
+        let out_len = pool.map_or(filters * g.out_pixels(), |pool| pool.out_len(filters));
         let mut arg_max = pool.map(|_| &mut self.arg_max[..]);
 
         let params = (self.weight.data(), self.bias.data());

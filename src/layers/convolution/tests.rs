@@ -291,3 +291,16 @@ fn a_fused_max_pooling_pools_the_output() {
     ));
     assert_eq!(conv.forward(&x, false).unwrap(), &planes);
 }
+
+/// An empty batch gives an empty output, fused pooling or not.
+#[test]
+fn an_empty_batch_is_an_empty_output() {
+    use crate::layers::PoolingConfig;
+    let mut conv =
+        Convolution::<f32>::new(&ConvolutionConfig::default(), &mut Rng::new(0)).unwrap();
+    let x = Tensor::zeros(&[0, 1, 28, 28]);
+    assert_eq!(conv.forward(&x, true).unwrap().shape(), [0, 30, 24, 24]);
+    conv.fuse_max_pool(Some(&PoolingConfig::default()));
+    assert_eq!(conv.forward(&x, true).unwrap().shape(), [0, 30, 12, 12]);
+    assert_eq!(conv.forward(&x, false).unwrap().shape(), [0, 30, 12, 12]);
+}
