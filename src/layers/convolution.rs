@@ -153,7 +153,7 @@ pub struct Convolution<T> {
     /// without padding it again.
     xpad: Vec<T>,
     // Buffers kept across iterations.
-    /// One set of one-image buffers per pool thread (see [`thread_scratch`]).
+    /// One set of one-image buffers per pool thread (see [`scratch::thread_scratch`]).
     scratch: Vec<Mutex<Scratch<T>>>,
     out: Tensor<T>,
     dx: Tensor<T>,

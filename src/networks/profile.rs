@@ -2,8 +2,8 @@
 //! forward and backward timed separately (`convnet bench --layers`). The
 //! step is the same as [`Network::gradient`], the inference the same as
 //! [`Network::predict`] (in a team below one image per thread); only clocks
-//! are added between the layers. A ReLU fused into the convolution before
-//! it shows 0: its time is the convolution's.
+//! are added between the layers. A ReLU or max pooling fused into the
+//! convolution before it shows 0: its time is the convolution's.
 //!
 //! ```
 //! use convnet::networks::{simple_convnet, SimpleConvNetConfig};
@@ -107,8 +107,8 @@ impl<T: Float> Network<T> {
 }
 
 /// One forward through `layers`, as `Network::predict` runs it, adding each
-/// layer's time to its entry of `times` (a fused ReLU is skipped: its time
-/// is the layer's before it).
+/// layer's time to its entry of `times` (a fused layer is skipped: its
+/// time is the layer's before it).
 fn timed_forward<'a, T: Float>(
     layers: &'a mut [NamedLayer<T>],
     times: &mut [LayerTime],

@@ -17,7 +17,7 @@
 //! the gradients do not depend on the number of threads.
 
 use super::forward::optional_chunks;
-use super::fused_pool::FusedPool;
+use super::fused_pool::{image_out_len, FusedPool};
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
 use super::{chunk_size, sum, Convolution};
 use crate::error::{Error, Result};
@@ -55,9 +55,7 @@ pub(super) fn backward_chunk<T: Float>(
     let (k, pixels, wide_pixels) = (g.col_width(), g.out_pixels(), wg.wide_pixels());
     let filters = weight.len() / k;
     // Values of one image's dout: pooled, or the full output planes.
-    let out_len = chunk
-        .pool
-        .map_or(filters * pixels, |(pool, _)| pool.out_len(filters));
+    let out_len = image_out_len(chunk.pool.map(|(pool, _)| pool), filters, pixels);
     let (dw_t, db) = grads.split_at_mut(filters * k);
     dw_t.fill(T::zero());
     db.fill(T::zero());
@@ -143,10 +141,8 @@ impl<T: Float> Convolution<T> {
         let fused_relu = self.fused_relu;
         let scratch = &self.scratch[..];
         // Values of one image's output (and dout): pooled, or the full planes.
-        let out_len = self
-            .pool
-            .map_or(filters * pixels, |pool| pool.out_len(filters));
         let pool = self.pool.as_ref();
+        let out_len = image_out_len(pool, filters, pixels);
         let arg_max_chunks = match pool {
             Some(pool) => {
                 let chunks = self.arg_max.par_chunks(chunk * out_len);

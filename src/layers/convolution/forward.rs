@@ -14,7 +14,7 @@
 //! shared out instead (`bands.rs`).
 
 use super::bands;
-use super::fused_pool::FusedPool;
+use super::fused_pool::{image_out_len, FusedPool};
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
 use super::{chunk_size, Convolution};
 use crate::error::Result;
@@ -57,11 +57,11 @@ impl<T: Float> Convolution<T> {
         };
         // Values of one image's output: pooled, or the full planes.
         let pool = self.pool.as_ref();
-        let out_len = pool.map_or(filters * g.out_pixels(), |pool| pool.out_len(filters));
+        let out_len = image_out_len(pool, filters, g.out_pixels());
         let mut arg_max = pool.map(|_| &mut self.arg_max[..]);
 
-        let params = (self.weight.data(), self.bias.data());
-        let fused_relu = self.fused_relu;
+        // (W, b) and whether the ReLU is fused: what each image's forward needs.
+        let params = ((self.weight.data(), self.bias.data()), self.fused_relu);
         let scratch = &self.scratch[..];
         let out = self.out.data_mut();
         // Fewer images than threads (inference at batch 1): each image's
@@ -72,14 +72,12 @@ impl<T: Float> Convolution<T> {
                 let images = out.chunks_mut(out_len).zip(x.data().chunks(g.image_len()));
                 for (i, (out_n, x_n)) in images.enumerate() {
                     let Some(pool) = pool else {
-                        let f = (params, fused_relu);
-                        bands::forward_image_by_team(team, &wg, f, scratch, x_n, out_n);
+                        bands::forward_image_by_team(team, &wg, params, scratch, x_n, out_n);
                         continue;
                     };
                     // The planes first, then the pooling on this thread.
                     team_planes.resize(filters * g.out_pixels(), T::zero());
-                    let f = (params, fused_relu);
-                    bands::forward_image_by_team(team, &wg, f, scratch, x_n, team_planes);
+                    bands::forward_image_by_team(team, &wg, params, scratch, x_n, team_planes);
                     let arg_max = arg_max.as_deref_mut().expect("sized with the pool");
                     pool.forward(team_planes, out_n, &mut arg_max[i * out_len..][..out_len]);
                 }
@@ -108,14 +106,13 @@ impl<T: Float> Convolution<T> {
                         let xpad_n = xpad_chunk
                             .as_deref_mut()
                             .map(|kept| &mut kept[i * wg.padded_len()..][..wg.padded_len()]);
-                        let f = (params, fused_relu);
                         let Some(pool) = pool else {
-                            forward_image(&wg, f, &mut scratch, x_n, xpad_n, out_n);
+                            forward_image(&wg, params, &mut scratch, x_n, xpad_n, out_n);
                             continue;
                         };
                         // The planes in this thread's buffer, then pooled.
                         let mut planes = std::mem::take(&mut scratch.planes);
-                        forward_image(&wg, f, &mut scratch, x_n, xpad_n, &mut planes);
+                        forward_image(&wg, params, &mut scratch, x_n, xpad_n, &mut planes);
                         let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
                         pool.forward(&planes, out_n, &mut arg_chunk[i * out_len..][..out_len]);
                         scratch.planes = planes;

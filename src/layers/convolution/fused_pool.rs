@@ -34,6 +34,12 @@ pub(super) struct FusedPool {
     pub values_only: bool,
 }
 
+/// Values of one image's output: pooled (`FN · POH · POW`) with a fused
+/// pooling, else the full planes (`FN · OH · OW`, `pixels` = OH · OW).
+pub(super) fn image_out_len(pool: Option<&FusedPool>, filters: usize, pixels: usize) -> usize {
+    pool.map_or(filters * pixels, |pool| pool.out_len(filters))
+}
+
 impl FusedPool {
     /// Values per pooled image: `FN · POH · POW`.
     pub fn out_len(&self, filters: usize) -> usize {
