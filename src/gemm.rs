@@ -42,6 +42,35 @@ impl<'a, T> MatRef<'a, T> {
         }
     }
 
+    /// A `rows × cols` view with element (i, j) at
+    /// `data[i * row_stride + j * col_stride]`. Rows may overlap (a stride
+    /// smaller than the row): the convolution reads every shifted window
+    /// of a channels-last image this way, without copying it.
+    ///
+    /// ```
+    /// use convnet::gemm::{matmul, MatMut, MatRef};
+    /// // Rows [1, 2], [2, 3], [3, 4] of one slice.
+    /// let a = MatRef::strided(&[1.0f32, 2.0, 3.0, 4.0], 3, 2, 1, 1);
+    /// let mut c = [0.0f32; 3];
+    /// matmul(MatMut::new(&mut c, 3, 1), a, MatRef::new(&[1.0, 1.0], 2, 1), false, false);
+    /// assert_eq!(c, [3.0, 5.0, 7.0]);
+    /// ```
+    pub fn strided(
+        data: &'a [T],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
     /// The transpose, without copying.
     pub fn t(self) -> Self {
         MatRef {
@@ -90,12 +119,38 @@ pub struct MatMut<'a, T> {
     data: &'a mut [T],
     rows: usize,
     cols: usize,
+    row_stride: usize,
 }
 
 impl<'a, T> MatMut<'a, T> {
     /// A row-major `rows × cols` view of the start of `data`.
     pub fn new(data: &'a mut [T], rows: usize, cols: usize) -> Self {
-        MatMut { data, rows, cols }
+        MatMut {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+        }
+    }
+
+    /// A row-major `rows × cols` view whose rows start `row_stride ≥ cols`
+    /// values apart: a block of columns of a wider matrix.
+    ///
+    /// ```
+    /// use convnet::gemm::{matmul, MatMut, MatRef};
+    /// let mut c = [0.0f32; 6]; // 2×3, fill its middle column
+    /// let (a, b) = ([1.0f32, 2.0], [10.0f32]);
+    /// matmul(MatMut::with_row_stride(&mut c[1..], 2, 1, 3), MatRef::new(&a, 2, 1), MatRef::new(&b, 1, 1), false, false);
+    /// assert_eq!(c, [0.0, 10.0, 0.0, 0.0, 20.0, 0.0]);
+    /// ```
+    pub fn with_row_stride(data: &'a mut [T], rows: usize, cols: usize, row_stride: usize) -> Self {
+        assert!(row_stride >= cols, "MatMut: rows overlap");
+        MatMut {
+            data,
+            rows,
+            cols,
+            row_stride,
+        }
     }
 }
 
@@ -129,10 +184,15 @@ pub fn matmul<T: Float>(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(c.data.len() >= m * n, "matmul: C view past its slice");
+    assert!(
+        c.data.len() >= (m - 1) * c.row_stride + n,
+        "matmul: C view past its slice"
+    );
     if k == 0 {
         if !accumulate {
-            c.data[..m * n].iter_mut().for_each(|v| *v = T::zero());
+            for row in c.data.chunks_mut(c.row_stride).take(m) {
+                row[..n].iter_mut().for_each(|v| *v = T::zero());
+            }
         }
         return;
     }
@@ -154,7 +214,7 @@ pub fn matmul<T: Float>(
             k,
             c.data.as_mut_ptr(),
             1,
-            n as isize,
+            c.row_stride as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
@@ -203,8 +263,8 @@ pub fn matmul_split_k<T: Float>(
         return matmul(c, a, b, accumulate, false);
     }
     assert!(
-        c.rows == m && c.cols == n,
-        "matmul_split_k: C is not {m}x{n}"
+        c.rows == m && c.cols == n && c.row_stride == n,
+        "matmul_split_k: C is not a contiguous {m}x{n}"
     );
     scratch.resize(parts * m * n, T::zero());
     scratch

@@ -311,3 +311,4 @@ mod fused_pool;
 mod scratch;
 #[cfg(test)]
 mod tests;
+mod weight_grad;

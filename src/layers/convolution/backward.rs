@@ -10,6 +10,9 @@
 //!
 //! `col` is the image unrolled again, as in forward, from the padded image
 //! that forward kept (the layer keeps `xpad`, not every image's `col`).
+//! Where `weight_grad.rs` applies (stride 1 on the wide grid, FW·C a
+//! multiple of 16), `dW` is computed from a channels-last copy of the
+//! padded image instead, with no `col` at all.
 //! With a fused ReLU or max pooling, `dout_n` first goes back through them
 //! (the pooled `dout` into the full planes, `fused_pool.rs`).
 //!
@@ -19,7 +22,7 @@
 use super::forward::optional_chunks;
 use super::fused_pool::{image_out_len, FusedPool};
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
-use super::{chunk_size, sum, Convolution};
+use super::{chunk_size, sum, weight_grad, Convolution};
 use crate::error::{Error, Result};
 use crate::gemm::{matmul, MatMut, MatRef};
 use crate::im2col_wide::{col2im_wide, im2col_wide, unpad_image, widen, WideGeometry};
@@ -40,9 +43,9 @@ pub(super) struct ChunkData<'a, T> {
     pub pool: Option<(&'a FusedPool, &'a [u32])>,
 }
 
-/// Backward for one chunk of images: this chunk's `dW^T` and `db` into
-/// `grads` (C·FH·FW·FN values, then FN), and `dx` for each image when it is
-/// wanted.
+/// Backward for one chunk of images: this chunk's `dW^T` (C·FH·FW × FN),
+/// or `dW` as `(FN, FH, FW, C)` where [`weight_grad::applies`], then `db`
+/// (FN) into `grads`, and `dx` for each image when it is wanted.
 pub(super) fn backward_chunk<T: Float>(
     wg: &WideGeometry,
     weight: &[T],
@@ -56,6 +59,7 @@ pub(super) fn backward_chunk<T: Float>(
     let filters = weight.len() / k;
     // Values of one image's dout: pooled, or the full output planes.
     let out_len = image_out_len(chunk.pool.map(|(pool, _)| pool), filters, pixels);
+    let channels_last = weight_grad::applies(wg);
     let (dw_t, db) = grads.split_at_mut(filters * k);
     dw_t.fill(T::zero());
     db.fill(T::zero());
@@ -87,20 +91,27 @@ pub(super) fn backward_chunk<T: Float>(
             }
             (None, None) => dout_n,
         };
-        // col: (C·FH·FW, OH·OWW), the same unrolling as in forward
-        im2col_wide(xpad_n, wg, col);
         // wide: (FN, OH·OWW), dout_n with zeros in the junk columns
         widen(dout_n, wg, wide);
-        // dW^T += col · dout_n^T        (C·FH·FW, FN)
-        // (the transpose of dW = dout_n · col^T: the same sums, and the
-        // `gemm` crate runs this orientation 10–50 % faster on these shapes)
-        matmul(
-            MatMut::new(dw_t, k, filters),
-            MatRef::new(col, k, wide_pixels),
-            MatRef::new(wide, filters, wide_pixels).t(),
-            true,
-            false,
-        );
+        if channels_last {
+            // dW (FN, FH, FW, C) += wide · (the channels-last image's views)
+            let xhwc = &mut col[..weight_grad::channels_last_len(wg)];
+            weight_grad::to_channels_last(xpad_n, wg, xhwc);
+            weight_grad::accumulate_dw(wg, xhwc, wide, dw_t);
+        } else {
+            // col: (C·FH·FW, OH·OWW), the same unrolling as in forward
+            im2col_wide(xpad_n, wg, col);
+            // dW^T += col · dout_n^T        (C·FH·FW, FN)
+            // (the transpose of dW = dout_n · col^T: the same sums, and the
+            // `gemm` crate runs this orientation 10–50 % faster on these shapes)
+            matmul(
+                MatMut::new(dw_t, k, filters),
+                MatRef::new(col, k, wide_pixels),
+                MatRef::new(wide, filters, wide_pixels).t(),
+                true,
+                false,
+            );
+        }
         // db += row sums of dout_n
         for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
             *d += sum(row);
@@ -178,12 +189,17 @@ impl<T: Float> Convolution<T> {
         let (gw, gb) = (self.grad_weight.data_mut(), self.grad_bias.data_mut());
         gw.fill(T::zero());
         gb.fill(T::zero());
+        let channels_last = weight_grad::applies(&wg);
         for grads in self.partial_grads.chunks(grad_len) {
             let (dw_t, db) = grads.split_at(filters * k);
-            // dW[f, j] += dW^T[j, f]
-            for (j, row) in dw_t.chunks(filters).enumerate() {
-                for (f, &v) in row.iter().enumerate() {
-                    gw[f * k + j] += v;
+            if channels_last {
+                weight_grad::add_reordered(&wg, dw_t, gw);
+            } else {
+                // dW[f, j] += dW^T[j, f]
+                for (j, row) in dw_t.chunks(filters).enumerate() {
+                    for (f, &v) in row.iter().enumerate() {
+                        gw[f * k + j] += v;
+                    }
                 }
             }
             gb.iter_mut().zip(db).for_each(|(a, &b)| *a += b);
