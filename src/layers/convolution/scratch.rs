@@ -11,7 +11,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 pub(super) struct Scratch<T> {
     /// xpad: (C, HP, WP), the padded image; in backward, then dxpad.
     pub xpad: Vec<T>,
-    /// col: (C·FH·FW, OH·OWW)
+    /// col: (C·FH·FW, OH·OWW); in backward, where `weight_grad.rs`
+    /// applies, the channels-last padded image instead (shorter).
     pub col: Vec<T>,
     /// out, or dout in backward, on the wide grid: (FN, OH·OWW)
     pub wide: Vec<T>,
