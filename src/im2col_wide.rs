@@ -32,7 +32,7 @@
 //! the grid keeps OWW = OW: each row of `col` is then OH runs (with step S)
 //! out of the padded plane, the book's layout, still without any bounds
 //! checks. (`deep`'s 8×8 layers took the wide grid until a quarter more
-//! columns was the limit; on the book's grid their products run 20–40 %
+//! columns was the limit; on the book's grid their products run 10–40 %
 //! faster, 64 columns being exactly one block of `gemm`'s kernel where 80
 //! leave a narrow remainder, and that outweighs the eight runs per row.)
 //!
@@ -314,7 +314,7 @@ pub fn col2im_wide<T: Float>(col: &[T], wg: &WideGeometry, dxpad: &mut [T]) {
 // filter tap on. Runs of 8 or 16 (an 8×8 or 16×16 map) go through
 // fixed-size arrays, which the compiler turns into a few vector moves with
 // no loop: on `deep`'s conv5 (8×8) that took the unrolling from 7.4 to
-// 3.1–3.6 µs per image (one thread, a throwaway timing program). Other
+// 2.8–4.1 µs per image (one thread, a throwaway timing program). Other
 // widths are a plain loop per run (memcpy's call costs more than such
 // short copies).
 
