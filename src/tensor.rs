@@ -181,14 +181,34 @@ impl<T: Float> Tensor<T> {
 /// Writes the transpose of the row-major `rows × cols` matrix `src` into
 /// `dst` (which becomes `cols × rows`).
 ///
+/// By tiles of 16 columns: each row's 16 values are read as one run, and
+/// the tile's writes land in 16 rows of `dst` that stay in the L1 cache.
+/// On a 16 × 900 matrix (`deep`'s conv2 image turned channels-last) that
+/// took 13 µs against 21 µs row by row (one thread, a throwaway timing
+/// program).
+///
 /// ```
 /// let mut t = [0; 6];
 /// convnet::tensor::transpose_into(&[1, 2, 3, 4, 5, 6], 2, 3, &mut t);
 /// assert_eq!(t, [1, 4, 2, 5, 3, 6]);
 /// ```
 pub fn transpose_into<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
-    for r in 0..rows {
-        for c in 0..cols {
+    const TILE: usize = 16;
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let full = cols / TILE * TILE;
+    let tiles = dst[..full * rows].chunks_exact_mut(TILE * rows);
+    for (t, tile) in tiles.enumerate() {
+        for (r, src_row) in src.chunks_exact(cols).take(rows).enumerate() {
+            let run: &[T; TILE] = src_row[t * TILE..][..TILE].try_into().expect("a tile");
+            for (j, &v) in run.iter().enumerate() {
+                tile[j * rows + r] = v;
+            }
+        }
+    }
+    for c in full..cols {
+        for r in 0..rows {
             dst[c * rows + r] = src[r * cols + c];
         }
     }
@@ -197,6 +217,20 @@ pub fn transpose_into<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transpose_by_tiles_and_the_columns_left() {
+        for (rows, cols) in [(3, 37), (16, 32), (1, 5), (5, 1), (0, 20), (20, 0)] {
+            let src: Vec<usize> = (0..rows * cols).collect();
+            let mut dst = vec![usize::MAX; rows * cols];
+            transpose_into(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}×{cols}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn resize_reuses_and_reshape_checks_count() {

@@ -31,7 +31,7 @@
 
 use crate::gemm::{matmul, MatMut, MatRef};
 use crate::im2col_wide::{WideGeometry, ROW_ALIGN};
-use crate::tensor::Float;
+use crate::tensor::{transpose_into, Float};
 
 /// Whether the weight gradient takes this route: stride 1 on the wide
 /// grid (one contiguous run per `col` row), and FW·C a multiple of 16,
@@ -49,36 +49,14 @@ pub(super) fn channels_last_len(wg: &WideGeometry) -> usize {
     g.channels * (wg.wide_pixels() + (g.filter_h - 1) * wg.padded_w + g.filter_w - 1)
 }
 
-/// `xpad: (C, HP, WP)` → `xhwc: (HP·WP, C)`, zeros after it.
-///
-/// By tiles of 16 pixels: 16 contiguous values of each channel go into one
-/// small block that stays in the L1 cache (13 against 21 µs for a plain
-/// pixel-by-channel loop on conv2's 16 × 30 × 30 image).
+/// `xpad: (C, HP, WP)` → `xhwc: (HP·WP, C)`, zeros after it: the transpose
+/// of the `C × HP·WP` matrix ([`transpose_into`], by tiles).
 pub(super) fn to_channels_last<T: Float>(xpad: &[T], wg: &WideGeometry, xhwc: &mut [T]) {
-    const TILE: usize = 16;
     let channels = wg.g.channels;
     let plane = wg.padded_h * wg.padded_w;
     let (body, tail) = xhwc[..channels_last_len(wg)].split_at_mut(plane * channels);
+    transpose_into(&xpad[..plane * channels], channels, plane, body);
     tail.fill(T::zero());
-    let mut tiles = body.chunks_exact_mut(TILE * channels);
-    for (t, tile) in (&mut tiles).enumerate() {
-        for (c, xpad_c) in xpad.chunks_exact(plane).enumerate() {
-            let src: &[T; TILE] = xpad_c[t * TILE..][..TILE].try_into().expect("a tile");
-            for (j, &v) in src.iter().enumerate() {
-                tile[j * channels + c] = v;
-            }
-        }
-    }
-    let start = plane / TILE * TILE;
-    for (j, pixel) in tiles
-        .into_remainder()
-        .chunks_exact_mut(channels)
-        .enumerate()
-    {
-        for (c, v) in pixel.iter_mut().enumerate() {
-            *v = xpad[c * plane + start + j];
-        }
-    }
 }
 
 /// `dw: (FN, FH, FW, C) += wide · X_fy` for each filter row (see the module
