@@ -62,7 +62,7 @@
 
 use crate::im2col::ConvGeometry;
 use crate::tensor::Float;
-use runs::{add_filter_row_3, add_runs, copy_runs};
+use runs::{add_filter_row_3, add_runs, copy_runs, copy_short, write_padded_row};
 
 mod runs;
 
@@ -194,10 +194,7 @@ pub fn pad_image<T: Float>(x: &[T], wg: &WideGeometry, xpad: &mut [T]) {
         // Top border, then each row with its left and right border, then the bottom.
         xpad_c[..p * wp].fill(T::zero());
         for (iy, src) in x_c.chunks_exact(g.in_w).enumerate() {
-            let row = &mut xpad_c[(iy + p) * wp..][..wp];
-            row[..p].fill(T::zero());
-            row[p..p + g.in_w].copy_from_slice(src);
-            row[p + g.in_w..].fill(T::zero());
+            write_padded_row(&mut xpad_c[(iy + p) * wp..][..wp], p, src);
         }
         xpad_c[(g.in_h + p) * wp..].fill(T::zero());
     }
@@ -221,11 +218,7 @@ pub fn pad_band<T: Float>(
         for (r, row) in xpad_c.chunks_exact_mut(wp).enumerate() {
             // Padded row first_row + r is input row first_row + r − P, if any.
             match (first_row + r).checked_sub(p).filter(|&iy| iy < g.in_h) {
-                Some(iy) => {
-                    row[..p].fill(T::zero());
-                    row[p..p + g.in_w].copy_from_slice(&x_c[iy * g.in_w..][..g.in_w]);
-                    row[p + g.in_w..].fill(T::zero());
-                }
+                Some(iy) => write_padded_row(row, p, &x_c[iy * g.in_w..][..g.in_w]),
                 None => row.fill(T::zero()),
             }
         }
@@ -239,7 +232,7 @@ pub fn unpad_image<T: Float>(xpad: &[T], wg: &WideGeometry, x: &mut [T]) {
     let planes = xpad[..wg.padded_len()].chunks_exact(wg.padded_h * wp);
     for (xpad_c, x_c) in planes.zip(x.chunks_exact_mut(g.in_h * g.in_w)) {
         for (iy, dst) in x_c.chunks_exact_mut(g.in_w).enumerate() {
-            dst.copy_from_slice(&xpad_c[(iy + p) * wp + p..][..g.in_w]);
+            copy_short(dst, &xpad_c[(iy + p) * wp + p..][..g.in_w]);
         }
     }
 }
@@ -396,8 +389,7 @@ pub fn widen<T: Float>(out: &[T], wg: &WideGeometry, wide: &mut [T]) {
             .chunks_exact_mut(wg.wide_w)
             .zip(out_r.chunks_exact(g.out_w));
         for (dst, src) in lines {
-            dst[..g.out_w].copy_from_slice(src);
-            dst[g.out_w..].fill(T::zero());
+            write_padded_row(dst, 0, src);
         }
     }
 }

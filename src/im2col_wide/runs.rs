@@ -10,6 +10,10 @@
 //! widths are a plain loop per run (memcpy's call costs more than such
 //! short copies).
 //!
+//! Rows of an image (28 values, say) are copied by [`copy_short`] and
+//! padded by [`write_padded_row`] in fixed-size chunks rather than through
+//! `memcpy` and `memset`, whose calls cost more than such short copies.
+//!
 //! On the wide grid each `col` row is one run through the plane, and a
 //! 3×3 filter's three rows of one filter row fy are the same run shifted
 //! by one value each: [`add_filter_row_3`] adds the three in one pass.
@@ -91,5 +95,72 @@ pub(super) fn add_filter_row_3<T: Float, const FIRST: bool>(
     let taps = r0[2..].iter().zip(&r1[1..run - 1]).zip(&r2[..run - 2]);
     for (d, ((&a, &b), &c)) in dst[2..run].iter_mut().zip(taps) {
         *d = ((start(*d) + a) + b) + c;
+    }
+}
+
+/// Values per chunk of [`copy_short`] and [`write_padded_row`].
+const CHUNK: usize = 8;
+
+/// `dst` ← `src` (as long): chunks of 8 values, the last one overlapping
+/// the one before when the length is not a multiple of 8. Each chunk is a
+/// fixed-size array, one or two vector moves, with no call into `memcpy`.
+#[inline(always)]
+pub(super) fn copy_short<T: Float>(dst: &mut [T], src: &[T]) {
+    let n = src.len();
+    if n < CHUNK {
+        dst.copy_from_slice(src);
+        return;
+    }
+    assert_eq!(dst.len(), n, "copy_short: lengths differ");
+    let copy_chunk = |dst: &mut [T], start: usize| {
+        let chunk: &[T; CHUNK] = src[start..start + CHUNK].try_into().expect("8 values");
+        *<&mut [T; CHUNK]>::try_from(&mut dst[start..start + CHUNK]).expect("8 values") = *chunk;
+    };
+    let mut start = 0;
+    while start + CHUNK < n {
+        copy_chunk(dst, start);
+        start += CHUNK;
+    }
+    copy_chunk(dst, n - CHUNK);
+}
+
+/// One row of a padded plane: `row` ← `pad` zeros, `src`, then zeros to
+/// its end. Where both borders are at most 8 values (and the row at least
+/// 8), 8 zeros are stored over each end first and `src` copied over them.
+#[inline(always)]
+pub(super) fn write_padded_row<T: Float>(row: &mut [T], pad: usize, src: &[T]) {
+    let (wp, w) = (row.len(), src.len());
+    let right = wp - pad - w;
+    if pad <= CHUNK && right <= CHUNK && wp >= CHUNK {
+        let zeros = [T::zero(); CHUNK];
+        *<&mut [T; CHUNK]>::try_from(&mut row[..CHUNK]).expect("8 values") = zeros;
+        *<&mut [T; CHUNK]>::try_from(&mut row[wp - CHUNK..]).expect("8 values") = zeros;
+    } else {
+        row[..pad].fill(T::zero());
+        row[pad + w..].fill(T::zero());
+    }
+    copy_short(&mut row[pad..pad + w], src);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_copies_and_padded_rows_of_every_length() {
+        for w in 0..20 {
+            let src: Vec<f32> = (1..=w).map(|v| v as f32).collect();
+            let mut dst = vec![-1.0; w];
+            copy_short(&mut dst, &src);
+            assert_eq!(dst, src, "copy of {w}");
+            for (pad, right) in [(0, 0), (0, 2), (1, 1), (2, 2), (8, 8), (9, 0), (0, 9)] {
+                let mut row = vec![-1.0; pad + w + right];
+                write_padded_row(&mut row, pad, &src);
+                let mut want = vec![0.0; pad];
+                want.extend(&src);
+                want.resize(pad + w + right, 0.0);
+                assert_eq!(row, want, "{pad} + {w} + {right}");
+            }
+        }
     }
 }
