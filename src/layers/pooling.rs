@@ -157,28 +157,50 @@ fn max_pool_2x2<T: Float>(
     out_p: &mut [T],
     arg_p: &mut [u32],
 ) {
-    for oy in 0..g.out_h {
+    let rows = out_p
+        .chunks_exact_mut(g.out_w)
+        .zip(arg_p.chunks_exact_mut(g.out_w));
+    for (oy, (out_row, arg_row)) in rows.enumerate() {
         let top = 2 * oy * w;
-        let (row0, row1) = (&x_p[top..][..2 * g.out_w], &x_p[top + w..][..2 * g.out_w]);
-        let out_row = &mut out_p[oy * g.out_w..][..g.out_w];
-        let arg_row = &mut arg_p[oy * g.out_w..][..g.out_w];
-        for (ox, (out, arg)) in out_row.iter_mut().zip(arg_row.iter_mut()).enumerate() {
-            // Candidates in NumPy's argmax order: the first maximum wins.
-            let candidates = [
-                (row0[2 * ox], 0),
-                (row0[2 * ox + 1], 1),
-                (row1[2 * ox], w),
-                (row1[2 * ox + 1], w + 1),
-            ];
-            let (mut best_value, mut best) = candidates[0];
-            for &(v, offset) in &candidates[1..] {
-                let better = v > best_value;
-                best_value = if better { v } else { best_value };
-                best = if better { offset } else { best };
-            }
-            *out = best_value;
-            *arg = (top + 2 * ox + best) as u32;
+        let (row0, row1) = (&x_p[top..], &x_p[top + w..]);
+        max_pool_2x2_row([row0, row1], |v| v, (top, w), out_row, arg_row);
+    }
+}
+
+/// One row of 2×2 windows: the windows over input rows `rows[0]` and
+/// `rows[1]` (at least `2 · out_row.len()` values each, each value seen
+/// through `value`) → their maxima in `out_row`; their indices in the input
+/// plane in `arg_row`, the plane being `w` wide and `rows[0]` starting at
+/// its index `top`. (The fused pooling reads the rows out of the
+/// convolution's wide product, where `value` adds the bias and applies the
+/// ReLU: the values `narrow` would have written.)
+#[inline(always)]
+pub(crate) fn max_pool_2x2_row<T: Float>(
+    rows: [&[T]; 2],
+    value: impl Fn(T) -> T,
+    (top, w): (usize, usize),
+    out_row: &mut [T],
+    arg_row: &mut [u32],
+) {
+    let [row0, row1] = rows.map(|row| &row[..2 * out_row.len()]);
+    let windows = row0.chunks_exact(2).zip(row1.chunks_exact(2));
+    let outs = out_row.iter_mut().zip(arg_row.iter_mut());
+    for (ox, ((out, arg), (pair0, pair1))) in outs.zip(windows).enumerate() {
+        // Candidates in NumPy's argmax order: the first maximum wins.
+        let candidates = [
+            (value(pair0[0]), 0),
+            (value(pair0[1]), 1),
+            (value(pair1[0]), w),
+            (value(pair1[1]), w + 1),
+        ];
+        let (mut best_value, mut best) = candidates[0];
+        for &(v, offset) in &candidates[1..] {
+            let better = v > best_value;
+            best_value = if better { v } else { best_value };
+            best = if better { offset } else { best };
         }
+        *out = best_value;
+        *arg = (top + 2 * ox + best) as u32;
     }
 }
 
@@ -188,15 +210,26 @@ fn max_pool_2x2<T: Float>(
 fn max_pool_2x2_values<T: Float>(x_p: &[T], w: usize, g: &ConvGeometry, out_p: &mut [T]) {
     for (oy, out_row) in out_p.chunks_exact_mut(g.out_w).enumerate() {
         let top = 2 * oy * w;
-        let (row0, row1) = (&x_p[top..][..2 * g.out_w], &x_p[top + w..][..2 * g.out_w]);
-        let windows = row0.chunks_exact(2).zip(row1.chunks_exact(2));
-        for (out, (pair0, pair1)) in out_row.iter_mut().zip(windows) {
-            let mut best = pair0[0];
-            for v in [pair0[1], pair1[0], pair1[1]] {
-                best = if v > best { v } else { best };
-            }
-            *out = best;
+        max_pool_2x2_values_row([&x_p[top..], &x_p[top + w..]], |v| v, out_row);
+    }
+}
+
+/// [`max_pool_2x2_row`] without the indices.
+#[inline(always)]
+pub(crate) fn max_pool_2x2_values_row<T: Float>(
+    rows: [&[T]; 2],
+    value: impl Fn(T) -> T,
+    out_row: &mut [T],
+) {
+    let [row0, row1] = rows.map(|row| &row[..2 * out_row.len()]);
+    let windows = row0.chunks_exact(2).zip(row1.chunks_exact(2));
+    for (out, (pair0, pair1)) in out_row.iter_mut().zip(windows) {
+        let mut best = value(pair0[0]);
+        for v in [pair0[1], pair1[0], pair1[1]] {
+            let v = value(v);
+            best = if v > best { v } else { best };
         }
+        *out = best;
     }
 }
 
@@ -241,7 +274,7 @@ pub(crate) fn unpool_plane<T: Float>(
 
 /// Whether `g` is the book's 2×2, stride-2 window with no padding and no
 /// clipping, which [`max_pool_2x2`] handles.
-fn is_2x2(g: &ConvGeometry) -> bool {
+pub(crate) fn is_2x2(g: &ConvGeometry) -> bool {
     g.filter_h == 2 && g.filter_w == 2 && g.stride == 2 && g.pad == 0
 }
 

@@ -106,16 +106,11 @@ impl<T: Float> Convolution<T> {
                         let xpad_n = xpad_chunk
                             .as_deref_mut()
                             .map(|kept| &mut kept[i * wg.padded_len()..][..wg.padded_len()]);
-                        let Some(pool) = pool else {
-                            forward_image(&wg, params, &mut scratch, x_n, xpad_n, out_n);
-                            continue;
-                        };
-                        // The planes in this thread's buffer, then pooled.
-                        let mut planes = std::mem::take(&mut scratch.planes);
-                        forward_image(&wg, params, &mut scratch, x_n, xpad_n, &mut planes);
-                        let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
-                        pool.forward(&planes, out_n, &mut arg_chunk[i * out_len..][..out_len]);
-                        scratch.planes = planes;
+                        let pool = pool.map(|pool| {
+                            let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
+                            (pool, &mut arg_chunk[i * out_len..][..out_len])
+                        });
+                        forward_image(&wg, params, &mut scratch, (x_n, xpad_n), out_n, pool);
                     }
                 });
         } else if train {
@@ -132,26 +127,51 @@ impl<T: Float> Convolution<T> {
 }
 
 /// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`,
-/// through the fused ReLU if there is one. The padded image goes to
-/// `kept_xpad` when given (a training forward), else to the thread's own
-/// buffer.
+/// through the fused ReLU if there is one, and the fused pooling if one is
+/// given (with the image's slice of `arg_max`): `out_n: (FN, POH, POW)`.
+/// The padded image goes to `kept_xpad` when given (a training forward),
+/// else to the thread's own buffer.
 fn forward_image<T: Float>(
     wg: &WideGeometry,
-    (params, fused_relu): ((&[T], &[T]), bool),
+    ((weight, bias), fused_relu): ((&[T], &[T]), bool),
     scratch: &mut Scratch<T>,
-    x_n: &[T],
-    kept_xpad: Option<&mut [T]>,
+    (x_n, kept_xpad): (&[T], Option<&mut [T]>),
     out_n: &mut [T],
+    pool: Option<(&FusedPool, &mut [u32])>,
 ) {
     let Scratch {
-        xpad, col, wide, ..
+        xpad,
+        col,
+        wide,
+        planes,
+        ..
     } = scratch;
     let xpad = kept_xpad.unwrap_or(xpad);
     // col: (C·FH·FW, wide_pixels)
     pad_image(x_n, wg, xpad);
     im2col_wide(xpad, wg, col);
-    let planes = out_n.chunks_exact_mut(wg.g.out_pixels());
-    multiply_and_narrow(wg, params, fused_relu, col, wide, planes);
+    match pool {
+        None => {
+            let planes = out_n.chunks_exact_mut(wg.g.out_pixels());
+            multiply_and_narrow(wg, (weight, bias), fused_relu, col, wide, planes);
+        }
+        // 2×2 windows: pooled as the product is read, with no planes.
+        Some((pool, arg_n)) if pool.pools_from_wide() => {
+            multiply(wg, weight, bias.len(), col, wide);
+            let wide = (&wide[..], wg);
+            if fused_relu {
+                pool.forward_from_wide(wide, bias, relu, out_n, arg_n);
+            } else {
+                pool.forward_from_wide(wide, bias, |v| v, out_n, arg_n);
+            }
+        }
+        // Other windows: the planes in this thread's buffer, then pooled.
+        Some((pool, arg_n)) => {
+            let planes_n = planes.chunks_exact_mut(wg.g.out_pixels());
+            multiply_and_narrow(wg, (weight, bias), fused_relu, col, wide, planes_n);
+            pool.forward(planes, out_n, arg_n);
+        }
+    }
 }
 
 /// `buffer` cut into `chunks` parallel chunks of `len`, each as `Some`; or,
@@ -168,9 +188,10 @@ pub(super) fn optional_chunks<T: Send>(
 }
 
 /// The rest of a forward once `col` is unrolled (for the whole image, or a
-/// band of its rows: `wg`'s pixels): `wide: (FN, wide_pixels) = W · col`,
-/// then each filter's plane of `out_planes` = its row of `wide` without the
-/// junk columns + b, through the fused ReLU if there is one.
+/// band of its rows: `wg`'s pixels): `wide: (FN, wide_pixels) = W · col`
+/// ([`multiply`]), then each filter's plane of `out_planes` = its row of
+/// `wide` without the junk columns + b, through the fused ReLU if there is
+/// one.
 pub(super) fn multiply_and_narrow<'a, T: Float>(
     wg: &WideGeometry,
     (weight, bias): (&[T], &[T]),
@@ -179,7 +200,17 @@ pub(super) fn multiply_and_narrow<'a, T: Float>(
     wide: &mut [T],
     out_planes: impl IntoIterator<Item = &'a mut [T]>,
 ) {
-    let (k, filters) = (wg.g.col_width(), bias.len());
+    multiply(wg, weight, bias.len(), col, wide);
+    if fused_relu {
+        narrow_planes(wide, wg, bias, out_planes, relu);
+    } else {
+        narrow_planes(wide, wg, bias, out_planes, |v| v);
+    }
+}
+
+/// `wide: (FN, wide_pixels) = W · col` for the first `filters` rows of `W`.
+fn multiply<T: Float>(wg: &WideGeometry, weight: &[T], filters: usize, col: &[T], wide: &mut [T]) {
+    let k = wg.g.col_width();
     matmul(
         MatMut::new(wide, filters, wg.wide_pixels()),
         MatRef::new(&weight[..filters * k], filters, k),
@@ -187,9 +218,4 @@ pub(super) fn multiply_and_narrow<'a, T: Float>(
         false,
         false,
     );
-    if fused_relu {
-        narrow_planes(wide, wg, bias, out_planes, relu);
-    } else {
-        narrow_planes(wide, wg, bias, out_planes, |v| v);
-    }
 }

@@ -17,10 +17,17 @@
 //! What fusing saves is memory traffic: the convolution's full-size output
 //! (four times the pooled one) is neither written out, read back by the
 //! pooling, nor met again in backward as the pooling's `dx` and the ReLU's
-//! mask; it stays in one image's buffer in the core's cache.
+//! mask; it stays in one image's buffer in the core's cache. The book's
+//! 2×2 windows go further ([`FusedPool::forward_from_wide`]): they read
+//! the product on the wide grid directly, adding the bias and applying the
+//! ReLU to each value as it is read, so the full-size planes are never
+//! written at all.
 
 use crate::im2col::ConvGeometry;
-use crate::layers::pooling::{pool_plane, unpool_plane};
+use crate::im2col_wide::WideGeometry;
+use crate::layers::pooling::{
+    is_2x2, max_pool_2x2_row, max_pool_2x2_values_row, pool_plane, unpool_plane,
+};
 use crate::layers::relu::relu_backward;
 use crate::tensor::Float;
 
@@ -56,6 +63,42 @@ impl FusedPool {
             .zip(arg_n.chunks_exact_mut(out_plane));
         for (x_p, (out_p, arg_p)) in planes.zip(outs) {
             pool_plane(x_p, g.in_w, g, self.values_only, out_p, arg_p);
+        }
+    }
+
+    /// Whether [`forward_from_wide`](Self::forward_from_wide) applies: 2×2
+    /// windows with stride 2.
+    pub fn pools_from_wide(&self) -> bool {
+        is_2x2(&self.g)
+    }
+
+    /// [`forward`](Self::forward) straight from the convolution's product
+    /// on the wide grid, `wide: (FN, wide_pixels)`, each value read as
+    /// `activation(value + bias[f])`: the planes `narrow` would write,
+    /// pooled with the same comparisons, so the same `out_n` and `arg_n`.
+    pub fn forward_from_wide<T: Float>(
+        &self,
+        (wide, wg): (&[T], &WideGeometry),
+        bias: &[T],
+        activation: impl Fn(T) -> T + Copy,
+        out_n: &mut [T],
+        arg_n: &mut [u32],
+    ) {
+        let (g, wide_w, plane_w) = (&self.g, wg.wide_w, self.g.in_w);
+        let filters = wide.chunks_exact(wg.wide_pixels()).zip(bias);
+        let outs = out_n.chunks_exact_mut(g.out_pixels());
+        for ((wide_f, &b), (f, out_p)) in filters.zip(outs.enumerate()) {
+            let value = move |v: T| activation(v + b);
+            for (oy, out_row) in out_p.chunks_exact_mut(g.out_w).enumerate() {
+                let rows = [&wide_f[2 * oy * wide_w..], &wide_f[(2 * oy + 1) * wide_w..]];
+                if self.values_only {
+                    max_pool_2x2_values_row(rows, value, out_row);
+                } else {
+                    let arg_row = &mut arg_n[(f * g.out_h + oy) * g.out_w..][..g.out_w];
+                    let top = 2 * oy * plane_w;
+                    max_pool_2x2_row(rows, value, (top, plane_w), out_row, arg_row);
+                }
+            }
         }
     }
 

@@ -258,38 +258,51 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
 }
 
 /// With a max pooling fused in, the layer gives what the convolution and
-/// the pooling layer give one after the other (the full comparison, with
-/// the ReLU and gradients, is the network's test); changing the fusion
-/// leaves nothing for backward.
+/// the pooling layer give one after the other, in training and in
+/// inference (the full comparison, with the ReLU and gradients, is the
+/// network's test); changing the fusion leaves nothing for backward. 6×6
+/// runs on the book's grid, 13×13 on the wide grid (rows of 15 for 13,
+/// pooled to 6×6: the last row and column of the planes are in no window).
 #[test]
 fn a_fused_max_pooling_pools_the_output() {
+    use crate::im2col_wide::WideGeometry;
     use crate::layers::{MaxPooling, PoolingConfig};
     let mut rng = Rng::new(9);
-    let config = ConvolutionConfig {
-        in_channels: 2,
-        filters: 3,
-        filter_size: 3,
-        pad: 1,
-        ..Default::default()
-    };
-    let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
-    let x = Tensor::from_vec(&[2, 2, 6, 6], (0..144).map(|_| rng.normal()).collect()).unwrap();
-    let pool_config = PoolingConfig::default();
-    let mut pool = MaxPooling::new(&pool_config);
-    let planes = conv.forward(&x, true).unwrap().clone();
-    let pooled = pool.forward(&planes, true).unwrap().clone();
-    assert!(conv.fuse_max_pool(Some(&pool_config)));
-    let fused = conv.forward(&x, true).unwrap().clone();
-    assert_eq!(fused.shape(), [2, 3, 3, 3]);
-    assert_eq!(fused, pooled);
-    assert_eq!(conv.output_shape(x.shape()).unwrap(), [2, 3, 6, 6]);
-    assert!(conv.backward(&fused).is_ok());
-    assert!(!conv.fuse_max_pool(None));
-    assert!(matches!(
-        conv.backward(&fused),
-        Err(Error::BackwardBeforeForward(_))
-    ));
-    assert_eq!(conv.forward(&x, false).unwrap(), &planes);
+    for (side, wide_w) in [(6, 6), (13, 15)] {
+        let mut conv = small_convolution(1, 1, 1.0, &mut rng);
+        let g = conv.geometry_for(&[2, 2, side, side]).unwrap().0;
+        assert_eq!(WideGeometry::new(g).wide_w, wide_w);
+        let values = (0..2 * 2 * side * side).map(|_| rng.normal()).collect();
+        let x = Tensor::from_vec(&[2, 2, side, side], values).unwrap();
+        let pool_config = PoolingConfig::default();
+        let mut pool = MaxPooling::new(&pool_config);
+        let planes = conv.forward(&x, true).unwrap().clone();
+        let pooled = pool.forward(&planes, true).unwrap().clone();
+        assert!(conv.fuse_max_pool(Some(&pool_config)));
+        let fused = conv.forward(&x, true).unwrap().clone();
+        assert_eq!(fused.shape(), [2, 3, side / 2, side / 2]);
+        assert_eq!(fused, pooled);
+        // The same maxima route the gradient: dx as through both layers.
+        let dout = Tensor::from_vec(
+            fused.shape(),
+            (0..fused.len()).map(|_| rng.normal()).collect(),
+        )
+        .unwrap();
+        let dx = conv.backward(&dout).unwrap().clone();
+        assert!(!conv.fuse_max_pool(None));
+        conv.forward(&x, true).unwrap();
+        let dplanes = pool.backward(&dout).unwrap().clone();
+        assert_eq!(conv.backward(&dplanes).unwrap(), &dx);
+        assert!(conv.fuse_max_pool(Some(&pool_config)));
+        assert_eq!(conv.forward(&x, false).unwrap(), &pooled);
+        assert_eq!(conv.output_shape(x.shape()).unwrap(), [2, 3, side, side]);
+        assert!(!conv.fuse_max_pool(None));
+        assert!(matches!(
+            conv.backward(&fused),
+            Err(Error::BackwardBeforeForward(_))
+        ));
+        assert_eq!(conv.forward(&x, false).unwrap(), &planes);
+    }
 }
 
 /// An empty batch gives an empty output, fused pooling or not.
