@@ -280,6 +280,10 @@ pub fn col2im_wide<T: Float>(col: &[T], wg: &WideGeometry, dxpad: &mut [T]) {
         col2im_wide_3(col, wg, dxpad);
         return;
     }
+    if s == 1 && g.filter_w == 3 && wg.wide_w == 8 {
+        col2im_books_3(col, wg, dxpad);
+        return;
+    }
     dxpad[..wg.padded_len()].fill(T::zero());
     let mut rows = col[..wg.col_len()].chunks_exact(wg.wide_pixels());
     for dxpad_c in dxpad[..wg.padded_len()].chunks_exact_mut(plane) {
@@ -329,6 +333,40 @@ fn col2im_wide_3<T: Float>(col: &[T], wg: &WideGeometry, dxpad: &mut [T]) {
             } else {
                 add_filter_row_3::<T, false>(dst, taps);
             }
+        }
+    }
+}
+
+/// [`col2im_wide`] on the book's grid for stride 1, a filter 3 wide and
+/// output rows of 8 (`deep`'s 8×8 layers; a 3-wide filter takes the book's
+/// grid only below 12 columns): each row of the padded plane (10 values)
+/// is summed in a local array from the runs that land on it, filter row by
+/// filter row and tap by tap, and written once. Each value gets the same
+/// terms in the same order as adding whole `col` rows one after the other
+/// onto a zeroed plane, so the same sums to the bit; but without reading
+/// and writing the plane once per tap (`add_runs`).
+fn col2im_books_3<T: Float>(col: &[T], wg: &WideGeometry, dxpad: &mut [T]) {
+    const W: usize = 8;
+    let (g, wp) = (&wg.g, wg.padded_w);
+    assert_eq!(wp, W + 2, "rows of 10");
+    let taps_len = g.filter_h * 3 * wg.wide_pixels();
+    let planes = dxpad[..wg.padded_len()].chunks_exact_mut(wg.padded_h * wp);
+    for (dxpad_c, taps) in planes.zip(col[..wg.col_len()].chunks_exact(taps_len)) {
+        for (y, dst) in dxpad_c.chunks_exact_mut(wp).enumerate() {
+            let mut sums = [T::zero(); W + 2];
+            // Output row oy of filter row fy lands on padded row oy + fy.
+            for fy in 0..g.filter_h {
+                let Some(oy) = y.checked_sub(fy).filter(|&oy| oy < g.out_h) else {
+                    continue;
+                };
+                for fx in 0..3 {
+                    let tap = &taps[(fy * 3 + fx) * wg.wide_pixels() + oy * W..];
+                    let run: &[T; W] = tap[..W].try_into().expect("W values");
+                    let sums: &mut [T; W] = (&mut sums[fx..fx + W]).try_into().expect("W values");
+                    sums.iter_mut().zip(run).for_each(|(s, &v)| *s += v);
+                }
+            }
+            dst.copy_from_slice(&sums);
         }
     }
 }
