@@ -257,43 +257,52 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
     }
 }
 
-/// With a max pooling fused in, the layer gives what the convolution and
-/// the pooling layer give one after the other, in training and in
-/// inference (the full comparison, with the ReLU and gradients, is the
-/// network's test); changing the fusion leaves nothing for backward. 6×6
-/// runs on the book's grid, 13×13 on the wide grid (rows of 15 for 13,
-/// pooled to 6×6: the last row and column of the planes are in no window).
+/// With a ReLU and a max pooling fused in, or the pooling alone, the layer
+/// gives what the convolution, the ReLU and the pooling layer give one
+/// after the other, to the bit: the output in training and in inference,
+/// dx and the gradients (the network's test does the same on small
+/// planes); changing the fusion leaves nothing for backward. 6×6 runs on
+/// the book's grid, 13×13 and 20×20 on the wide grid (13×13: rows of 15,
+/// pooled to 6×6, the last row and column of the planes in no window;
+/// 20×20: a 400-value plane, enough maxima for `db`'s order to show).
 #[test]
 fn a_fused_max_pooling_pools_the_output() {
     use crate::im2col_wide::WideGeometry;
-    use crate::layers::{MaxPooling, PoolingConfig};
+    use crate::layers::{MaxPooling, PoolingConfig, Relu};
     let mut rng = Rng::new(9);
-    for (side, wide_w) in [(6, 6), (13, 15)] {
+    for ((side, wide_w), with_relu) in [(6, 6), (13, 15), (20, 22)]
+        .into_iter()
+        .flat_map(|case| [(case, false), (case, true)])
+    {
         let mut conv = small_convolution(1, 1, 1.0, &mut rng);
         let g = conv.geometry_for(&[2, 2, side, side]).unwrap().0;
         assert_eq!(WideGeometry::new(g).wide_w, wide_w);
         let values = (0..2 * 2 * side * side).map(|_| rng.normal()).collect();
         let x = Tensor::from_vec(&[2, 2, side, side], values).unwrap();
         let pool_config = PoolingConfig::default();
-        let mut pool = MaxPooling::new(&pool_config);
-        let planes = conv.forward(&x, true).unwrap().clone();
+        let (mut relu, mut pool) = (Relu::new(), MaxPooling::new(&pool_config));
+        // Layer by layer.
+        let mut planes = conv.forward(&x, true).unwrap().clone();
+        if with_relu {
+            planes = relu.forward(&planes, true).unwrap().clone();
+        }
         let pooled = pool.forward(&planes, true).unwrap().clone();
+        let values = (0..pooled.len()).map(|_| rng.normal()).collect();
+        let dout = Tensor::from_vec(pooled.shape(), values).unwrap();
+        let mut dplanes = pool.backward(&dout).unwrap().clone();
+        if with_relu {
+            dplanes = relu.backward(&dplanes).unwrap().clone();
+        }
+        let dx = conv.backward(&dplanes).unwrap().clone();
+        let grads = [conv.grad_weight.clone(), conv.grad_bias.clone()];
+        // Fused.
+        conv.fuse_relu(with_relu);
         assert!(conv.fuse_max_pool(Some(&pool_config)));
         let fused = conv.forward(&x, true).unwrap().clone();
         assert_eq!(fused.shape(), [2, 3, side / 2, side / 2]);
         assert_eq!(fused, pooled);
-        // The same maxima route the gradient: dx as through both layers.
-        let dout = Tensor::from_vec(
-            fused.shape(),
-            (0..fused.len()).map(|_| rng.normal()).collect(),
-        )
-        .unwrap();
-        let dx = conv.backward(&dout).unwrap().clone();
-        assert!(!conv.fuse_max_pool(None));
-        conv.forward(&x, true).unwrap();
-        let dplanes = pool.backward(&dout).unwrap().clone();
-        assert_eq!(conv.backward(&dplanes).unwrap(), &dx);
-        assert!(conv.fuse_max_pool(Some(&pool_config)));
+        assert_eq!(conv.backward(&dout).unwrap(), &dx);
+        assert_eq!([conv.grad_weight.clone(), conv.grad_bias.clone()], grads);
         assert_eq!(conv.forward(&x, false).unwrap(), &pooled);
         assert_eq!(conv.output_shape(x.shape()).unwrap(), [2, 3, side, side]);
         assert!(!conv.fuse_max_pool(None));
@@ -316,4 +325,37 @@ fn an_empty_batch_is_an_empty_output() {
     conv.fuse_max_pool(Some(&PoolingConfig::default()));
     assert_eq!(conv.forward(&x, true).unwrap().shape(), [0, 30, 12, 12]);
     assert_eq!(conv.forward(&x, false).unwrap().shape(), [0, 30, 12, 12]);
+}
+
+/// `SparseSum` over the nonzero values of a slice gives `sum` of the whole
+/// slice to the bit: lengths with and without a remainder past the eight
+/// running sums, and values that cancel or are −0.
+#[test]
+fn a_sparse_sum_is_the_sum_of_the_whole_slice() {
+    let mut rng = Rng::new(12);
+    for len in [0, 5, 8, 13, 169, 784] {
+        for density in [0.05, 0.25, 1.0] {
+            let mut values = vec![0.0f32; len];
+            for (i, v) in values.iter_mut().enumerate() {
+                if rng.uniform() < density {
+                    *v = match i % 5 {
+                        0 => -0.0,
+                        1 => 1e-3,
+                        2 => -1e-3,
+                        _ => rng.normal() as f32,
+                    };
+                }
+            }
+            let mut sparse = SparseSum::new(len);
+            for (i, &v) in values.iter().enumerate().filter(|(_, v)| **v != 0.0) {
+                sparse.add(i, v);
+            }
+            let (want, got) = (sum(&values), sparse.total());
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{len} values, density {density}"
+            );
+        }
+    }
 }
