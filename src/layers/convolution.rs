@@ -97,43 +97,6 @@ pub(crate) fn sum<T: Float>(values: &[T]) -> T {
     lanes.iter().copied().sum::<T>() + rest
 }
 
-/// [`sum`] of a slice that is zero except at some indices, from those
-/// values alone: [`add`](Self::add) them in increasing order of index,
-/// then [`total`](Self::total) is `sum` of the whole slice to the bit (each
-/// value goes to the running sum `sum` gives it; adding a zero changes no
-/// running sum, none of which is ever −0). The fused pooling's backward
-/// sums `db` this way from the pooled gradient, without the full planes.
-pub(crate) struct SparseSum<T> {
-    lanes: [T; 8],
-    rest: T,
-    /// Indices below this go to the eight running sums, the rest to `rest`.
-    in_lanes: usize,
-}
-
-impl<T: Float> SparseSum<T> {
-    /// For a slice of `len` values.
-    pub fn new(len: usize) -> Self {
-        SparseSum {
-            lanes: [T::zero(); 8],
-            rest: std::iter::empty::<T>().sum(),
-            in_lanes: len / 8 * 8,
-        }
-    }
-
-    /// Adds the value at `index`; indices must come in increasing order.
-    pub fn add(&mut self, index: usize, value: T) {
-        if index < self.in_lanes {
-            self.lanes[index % 8] += value;
-        } else {
-            self.rest += value;
-        }
-    }
-
-    pub fn total(self) -> T {
-        self.lanes.iter().copied().sum::<T>() + self.rest
-    }
-}
-
 /// Hyper-parameters of a [`Convolution`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvolutionConfig {

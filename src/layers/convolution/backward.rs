@@ -76,35 +76,23 @@ pub(super) fn backward_chunk<T: Float>(
         .zip(chunk.dout.chunks(out_len));
     for (i, (xpad_n, dout_n)) in images.enumerate() {
         let relu_out_n = chunk.relu_out.map(|out| &out[i * out_len..][..out_len]);
-        // wide: (FN, OH·OWW), dout_n after the fused layers' backward, with
-        // zeros in the junk columns; db += row sums of dout_n
-        match chunk.pool {
-            Some((pool, arg_max)) if pool.pools_from_wide() => {
+        // dout_n: (FN, OH, OW), after the fused layers' backward.
+        let dout_n = match (chunk.pool, relu_out_n) {
+            (Some((pool, arg_max)), _) => {
                 let arg_n = &arg_max[i * out_len..][..out_len];
-                pool.backward_into_wide((dout_n, relu_out_n, arg_n), (wide, wg), db);
+                pool.backward(dout_n, relu_out_n, arg_n, planes);
+                &planes[..]
             }
-            _ => {
-                // dout_n: (FN, OH, OW)
-                let dout_n = match (chunk.pool, relu_out_n) {
-                    (Some((pool, arg_max)), _) => {
-                        let arg_n = &arg_max[i * out_len..][..out_len];
-                        pool.backward(dout_n, relu_out_n, arg_n, planes);
-                        &planes[..]
-                    }
-                    // The fused ReLU's backward: dout_n where out_n > 0, else 0.
-                    (None, Some(out_n)) => {
-                        let masked_dout = planes.iter_mut().zip(dout_n).zip(out_n);
-                        masked_dout.for_each(|((m, &g), &y)| *m = relu_backward(y, g));
-                        &planes[..]
-                    }
-                    (None, None) => dout_n,
-                };
-                widen(dout_n, wg, wide);
-                for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
-                    *d += sum(row);
-                }
+            // The fused ReLU's backward: dout_n where out_n > 0, else 0.
+            (None, Some(out_n)) => {
+                let masked_dout = planes.iter_mut().zip(dout_n).zip(out_n);
+                masked_dout.for_each(|((m, &g), &y)| *m = relu_backward(y, g));
+                &planes[..]
             }
-        }
+            (None, None) => dout_n,
+        };
+        // wide: (FN, OH·OWW), dout_n with zeros in the junk columns
+        widen(dout_n, wg, wide);
         if channels_last {
             // dW (FN, FH, FW, C) += wide · (the channels-last image's views)
             let xhwc = &mut col[..weight_grad::channels_last_len(wg)];
@@ -123,6 +111,10 @@ pub(super) fn backward_chunk<T: Float>(
                 true,
                 false,
             );
+        }
+        // db += row sums of dout_n
+        for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
+            *d += sum(row);
         }
         if let Some(dx_chunk) = dx_chunk.as_mut() {
             // dcol = W^T · dout_n           (C·FH·FW, OH·OWW)

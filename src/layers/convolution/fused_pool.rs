@@ -23,7 +23,6 @@
 //! ReLU to each value as it is read, so the full-size planes are never
 //! written at all.
 
-use super::SparseSum;
 use crate::im2col::ConvGeometry;
 use crate::im2col_wide::WideGeometry;
 use crate::layers::pooling::{
@@ -127,52 +126,6 @@ impl FusedPool {
                 }
                 None => unpool_plane(dx_p, arg_p, dout_p.iter().copied()),
             }
-        }
-    }
-
-    /// [`backward`](Self::backward) straight onto the wide grid, for 2×2
-    /// windows ([`pools_from_wide`](Self::pools_from_wide)): `wide: (FN,
-    /// wide_pixels)` ← the planes `backward` would write, zeros in the
-    /// junk columns (what `widen` makes of them), and `db[f] +=` the sum of
-    /// filter f's plane, the same to the bit as `sum` over it (through
-    /// [`SparseSum`]). The full-size planes are never written.
-    pub fn backward_into_wide<T: Float>(
-        &self,
-        (dout_n, relu_out_n, arg_n): (&[T], Option<&[T]>, &[u32]),
-        (wide, wg): (&mut [T], &WideGeometry),
-        db: &mut [T],
-    ) {
-        let (g, pooled) = (&self.g, self.g.out_pixels());
-        // The convolution's output plane: (OH, OW) = the pooling's input.
-        let (plane_w, plane_len) = (g.in_w, g.in_h * g.in_w);
-        let rows = wide.chunks_exact_mut(wg.wide_pixels()).zip(db);
-        for (f, (wide_f, db_f)) in rows.enumerate() {
-            let (arg_f, dout_f) = (&arg_n[f * pooled..][..pooled], &dout_n[f * pooled..]);
-            let out_f = relu_out_n.map(|out| &out[f * pooled..][..pooled]);
-            // Window i's gradient, through the ReLU if one is fused.
-            let grad = |i: usize| match out_f {
-                Some(out_f) => relu_backward(out_f[i], dout_f[i]),
-                None => dout_f[i],
-            };
-            wide_f.fill(T::zero());
-            for (i, &arg) in arg_f.iter().enumerate() {
-                let (y, x) = (arg as usize / plane_w, arg as usize % plane_w);
-                wide_f[y * wg.wide_w + x] += grad(i);
-            }
-            // The maxima in increasing plane index: for each pair of rows,
-            // those in its top row (by window), then those in its bottom row.
-            let mut db_sum = SparseSum::new(plane_len);
-            for (py, args) in arg_f.chunks_exact(g.out_w).enumerate() {
-                let bottom_start = (2 * py + 1) * plane_w;
-                for bottom in [false, true] {
-                    for (px, &arg) in args.iter().enumerate() {
-                        if (arg as usize >= bottom_start) == bottom {
-                            db_sum.add(arg as usize, grad(py * g.out_w + px));
-                        }
-                    }
-                }
-            }
-            *db_f += db_sum.total();
         }
     }
 }

@@ -326,36 +326,3 @@ fn an_empty_batch_is_an_empty_output() {
     assert_eq!(conv.forward(&x, true).unwrap().shape(), [0, 30, 12, 12]);
     assert_eq!(conv.forward(&x, false).unwrap().shape(), [0, 30, 12, 12]);
 }
-
-/// `SparseSum` over the nonzero values of a slice gives `sum` of the whole
-/// slice to the bit: lengths with and without a remainder past the eight
-/// running sums, and values that cancel or are −0.
-#[test]
-fn a_sparse_sum_is_the_sum_of_the_whole_slice() {
-    let mut rng = Rng::new(12);
-    for len in [0, 5, 8, 13, 169, 784] {
-        for density in [0.05, 0.25, 1.0] {
-            let mut values = vec![0.0f32; len];
-            for (i, v) in values.iter_mut().enumerate() {
-                if rng.uniform() < density {
-                    *v = match i % 5 {
-                        0 => -0.0,
-                        1 => 1e-3,
-                        2 => -1e-3,
-                        _ => rng.normal() as f32,
-                    };
-                }
-            }
-            let mut sparse = SparseSum::new(len);
-            for (i, &v) in values.iter().enumerate().filter(|(_, v)| **v != 0.0) {
-                sparse.add(i, v);
-            }
-            let (want, got) = (sum(&values), sparse.total());
-            assert_eq!(
-                got.to_bits(),
-                want.to_bits(),
-                "{len} values, density {density}"
-            );
-        }
-    }
-}
