@@ -9,6 +9,10 @@
 //!       → maxpool(out_n)                        (FN, POH, POW), if a pooling is fused
 //! ```
 //!
+//! A fused pooling over the book's 2×2 windows reads `wide` directly
+//! (`FusedPool::forward_from_wide`): the planes `relu(narrow(wide) + b)`
+//! are pooled as they are computed, never written.
+//!
 //! The batch runs in parallel chunks of images, each thread in its own
 //! buffers ([`Scratch`]); at batch 1 in a team, the rows of one image are
 //! shared out instead (`bands.rs`).
