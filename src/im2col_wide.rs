@@ -280,7 +280,7 @@ pub fn col2im_wide<T: Float>(col: &[T], wg: &WideGeometry, dxpad: &mut [T]) {
         col2im_wide_3(col, wg, dxpad);
         return;
     }
-    if s == 1 && g.filter_w == 3 && wg.wide_w == 8 {
+    if s == 1 && g.filter_w == 3 && wg.wide_w == g.out_w && g.out_w == 8 {
         col2im_books_3(col, wg, dxpad);
         return;
     }
