@@ -593,6 +593,53 @@ fn bench_layers_prints_a_table_per_figure() {
     }
 }
 
+/// `bench --scaling` times training steps on 1 and on 2 threads, taking
+/// turns, and prints (or, with `--json`, reports) both fastest steps and
+/// the speed-ups; no time is checked, only that they are there and positive.
+#[test]
+fn bench_scaling_reports_the_speed_up() {
+    let base = [
+        "bench",
+        "--model",
+        "simple",
+        "--scaling",
+        "--threads",
+        "2",
+        "--batch-size",
+        "4",
+        "--inference-batches",
+        "1",
+        "--seconds",
+        "0.05",
+    ];
+    let text = run_ok(&base);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("scaling"))
+        .unwrap_or_else(|| panic!("no scaling line:\n{text}"));
+    assert!(line.contains("1 → 2 threads"), "{line}");
+    assert!(line.contains("paired rounds"), "{line}");
+
+    let json = run_ok(&[&base[..], &["--json"]].concat());
+    let model: Value = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("model").is_some())
+        .unwrap_or_else(|| panic!("no model object:\n{json}"));
+    let scaling = &model["scaling"];
+    assert_eq!(scaling["threads"], 2, "{scaling}");
+    assert!(scaling["rounds"].as_u64().unwrap() >= 3, "{scaling}");
+    for key in [
+        "fastest_step_ms_1_thread",
+        "fastest_step_ms",
+        "speedup_fastest",
+        "speedup_paired_median",
+    ] {
+        let v = scaling[key].as_f64().unwrap_or(-1.0);
+        assert!(v > 0.0 && v.is_finite(), "{key}: {scaling}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // --help
 // ---------------------------------------------------------------------------

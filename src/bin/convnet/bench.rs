@@ -7,7 +7,8 @@
 //! A training step is counted as three forward passes (forward, and the two
 //! products of backward), the usual convention. `--json` prints one JSON
 //! object per network instead of the table (the PyTorch comparison in
-//! `benches/compare/` reads it).
+//! `benches/compare/` reads it). `--scaling` adds the training step's
+//! speed-up from one thread to all of them (`bench_scaling.rs`).
 
 use crate::summary::default_shape;
 use clap::Args;
@@ -42,6 +43,11 @@ pub struct BenchArgs {
     /// training step, and of its forward per image at each inference batch size.
     #[arg(long)]
     layers: bool,
+    /// Also measure the training step's speed-up from 1 thread to
+    /// `--threads` (default: all cores), the two taking turns step by step
+    /// in this process.
+    #[arg(long)]
+    scaling: bool,
 }
 
 /// Runs `step` repeatedly for about `seconds` (at least 3 times after one
@@ -180,6 +186,18 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
             100.0 * train_gflops / gemm_peak
         );
     }
+    let scaling = match args.scaling {
+        true => {
+            let batch = (&x, &labels[..]);
+            let scaling =
+                crate::bench_scaling::measure(model, shape, classes, batch, args.seconds)?;
+            if text {
+                println!("{}", scaling.line(args.batch_size));
+            }
+            Some(scaling.json())
+        }
+        false => None,
+    };
     let mut inference = Vec::new();
     for &batch in &args.inference_batches {
         let (x, _) = random_batch(batch, shape, classes, &mut rng)?;
@@ -223,6 +241,7 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
                     "share_of_gemm": train_gflops / gemm_peak,
                 },
                 "inference": inference,
+                "scaling": scaling,
                 "peak_rss_mb": peak_memory_mb(),
             })
         );

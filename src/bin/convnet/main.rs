@@ -2,6 +2,7 @@
 //! from the command line. Every failure is one line on stderr and a non-zero exit.
 
 mod bench;
+mod bench_scaling;
 mod confusion_plot;
 mod data;
 mod drawing;
