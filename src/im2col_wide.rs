@@ -64,7 +64,10 @@ use crate::im2col::ConvGeometry;
 use crate::tensor::Float;
 use runs::{add_filter_row_3, add_runs, copy_runs, copy_short, write_padded_row};
 
+mod narrow;
 mod runs;
+
+pub use narrow::{narrow, narrow_planes, widen};
 
 /// A [`ConvGeometry`] with the padded plane and the wide output grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -367,67 +370,6 @@ fn col2im_books_3<T: Float>(col: &[T], wg: &WideGeometry, dxpad: &mut [T]) {
                 }
             }
             dst.copy_from_slice(&sums);
-        }
-    }
-}
-
-/// `wide: (rows, wide_pixels)` → `out: (rows, OH, OW)`, dropping the junk
-/// columns and writing `activation(value + bias[row])`: the epilogue of the
-/// convolution's product, in one pass (pass `|v| v` for none).
-pub fn narrow<T: Float>(
-    wide: &[T],
-    wg: &WideGeometry,
-    bias: &[T],
-    out: &mut [T],
-    activation: impl Fn(T) -> T,
-) {
-    narrow_planes(
-        wide,
-        wg,
-        bias,
-        out.chunks_exact_mut(wg.g.out_pixels()),
-        activation,
-    );
-}
-
-/// [`narrow`] into one slice per row of `wide` (each `OH·OW` long), wherever
-/// they lie: a band of rows writes into every output plane.
-pub fn narrow_planes<'a, T: Float>(
-    wide: &[T],
-    wg: &WideGeometry,
-    bias: &[T],
-    out: impl IntoIterator<Item = &'a mut [T]>,
-    activation: impl Fn(T) -> T,
-) {
-    let g = &wg.g;
-    let rows = out.into_iter().zip(wide.chunks_exact(wg.wide_pixels()));
-    for ((out_r, wide_r), &b) in rows.zip(bias) {
-        let lines = out_r[..g.out_pixels()]
-            .chunks_exact_mut(g.out_w)
-            .zip(wide_r.chunks_exact(wg.wide_w));
-        for (dst, src) in lines {
-            for (d, &v) in dst.iter_mut().zip(src) {
-                *d = activation(v + b);
-            }
-        }
-    }
-}
-
-/// The adjoint of [`narrow`] without the bias: `out: (rows, OH, OW)` →
-/// `wide: (rows, wide_pixels)` with zeros in the junk columns and at the end.
-pub fn widen<T: Float>(out: &[T], wg: &WideGeometry, wide: &mut [T]) {
-    let g = &wg.g;
-    let rows = wide
-        .chunks_exact_mut(wg.wide_pixels())
-        .zip(out.chunks_exact(g.out_pixels()));
-    for (wide_r, out_r) in rows {
-        let (grid, tail) = wide_r.split_at_mut(wg.grid_pixels());
-        tail.fill(T::zero());
-        let lines = grid
-            .chunks_exact_mut(wg.wide_w)
-            .zip(out_r.chunks_exact(g.out_w));
-        for (dst, src) in lines {
-            write_padded_row(dst, 0, src);
         }
     }
 }
