@@ -360,6 +360,34 @@ mod tests {
         }
     }
 
+    /// Packing only copies values: a product of 64 rows (packed at
+    /// `gemm`'s default threshold, not at ours) gives the same bits either
+    /// way, in f32 and on `deep`'s conv5 shape. (Other tests may run
+    /// meanwhile under either setting; by this test, that changes nothing.)
+    #[test]
+    fn packing_or_not_gives_the_same_bits() {
+        let mut rng = Rng::new(8);
+        let (m, k, n) = (64, 288, 64);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
+        let product = |threshold: usize| {
+            tune_packing();
+            gemm::set_lhs_packing_threshold_single_thread(threshold);
+            let mut c = vec![0.0f32; m * n];
+            let (a, b) = (MatRef::new(&a, m, k), MatRef::new(&b, k, n));
+            matmul(MatMut::new(&mut c, m, n), a, b, false, false);
+            gemm::set_lhs_packing_threshold_single_thread(LHS_PACKING_THRESHOLD);
+            c
+        };
+        let (packed, in_place) = (product(8), product(LHS_PACKING_THRESHOLD));
+        assert!(packed.iter().any(|&v| v != 0.0));
+        let same = packed
+            .iter()
+            .zip(&in_place)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "packing changed the product");
+    }
+
     #[test]
     fn matches_naive_product_with_transposes_and_accumulation() {
         let mut rng = Rng::new(3);
