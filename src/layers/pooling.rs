@@ -121,7 +121,7 @@ fn max_pool_plane<T: Float>(
 ) {
     let h = x_p.len() / w;
     if is_2x2(g) {
-        max_pool_2x2(x_p, w, g, out_p, arg_p);
+        max_pool_2x2(x_p, (w, w), g, |v| v, out_p, arg_p);
         return;
     }
     for oy in 0..g.out_h {
@@ -150,10 +150,16 @@ fn max_pool_plane<T: Float>(
 
 /// The common 2×2, stride-2, unpadded case with no window clipping: the same
 /// result as the general loop, with fixed offsets the compiler can unroll.
-fn max_pool_2x2<T: Float>(
+/// The input rows lie `stride` values apart in `x_p` (the plane's width `w`,
+/// or a longer row: the fused pooling reads the convolution's wide product,
+/// where `value` adds the bias and applies the ReLU), and `arg_p` holds
+/// indices in a plane `w` wide.
+#[inline(always)]
+pub(crate) fn max_pool_2x2<T: Float>(
     x_p: &[T],
-    w: usize,
+    (stride, w): (usize, usize),
     g: &ConvGeometry,
+    value: impl Fn(T) -> T + Copy,
     out_p: &mut [T],
     arg_p: &mut [u32],
 ) {
@@ -161,9 +167,8 @@ fn max_pool_2x2<T: Float>(
         .chunks_exact_mut(g.out_w)
         .zip(arg_p.chunks_exact_mut(g.out_w));
     for (oy, (out_row, arg_row)) in rows.enumerate() {
-        let top = 2 * oy * w;
-        let (row0, row1) = (&x_p[top..], &x_p[top + w..]);
-        max_pool_2x2_row([row0, row1], |v| v, (top, w), out_row, arg_row);
+        let (row0, row1) = (&x_p[2 * oy * stride..], &x_p[(2 * oy + 1) * stride..]);
+        max_pool_2x2_row([row0, row1], value, (2 * oy * w, w), out_row, arg_row);
     }
 }
 
@@ -171,11 +176,9 @@ fn max_pool_2x2<T: Float>(
 /// `rows[1]` (at least `2 · out_row.len()` values each, each value seen
 /// through `value`) → their maxima in `out_row`; their indices in the input
 /// plane in `arg_row`, the plane being `w` wide and `rows[0]` starting at
-/// its index `top`. (The fused pooling reads the rows out of the
-/// convolution's wide product, where `value` adds the bias and applies the
-/// ReLU: the values `narrow` would have written.)
+/// its index `top`.
 #[inline(always)]
-pub(crate) fn max_pool_2x2_row<T: Float>(
+fn max_pool_2x2_row<T: Float>(
     rows: [&[T]; 2],
     value: impl Fn(T) -> T,
     (top, w): (usize, usize),
@@ -207,20 +210,23 @@ pub(crate) fn max_pool_2x2_row<T: Float>(
 /// [`max_pool_2x2`] without the indices, for inference: each window's
 /// four values in the same order with the same comparisons, so the same
 /// maximum, but nothing for backward to write or read.
-fn max_pool_2x2_values<T: Float>(x_p: &[T], w: usize, g: &ConvGeometry, out_p: &mut [T]) {
+#[inline(always)]
+pub(crate) fn max_pool_2x2_values<T: Float>(
+    x_p: &[T],
+    stride: usize,
+    g: &ConvGeometry,
+    value: impl Fn(T) -> T + Copy,
+    out_p: &mut [T],
+) {
     for (oy, out_row) in out_p.chunks_exact_mut(g.out_w).enumerate() {
-        let top = 2 * oy * w;
-        max_pool_2x2_values_row([&x_p[top..], &x_p[top + w..]], |v| v, out_row);
+        let rows = [&x_p[2 * oy * stride..], &x_p[(2 * oy + 1) * stride..]];
+        max_pool_2x2_values_row(rows, value, out_row);
     }
 }
 
 /// [`max_pool_2x2_row`] without the indices.
 #[inline(always)]
-pub(crate) fn max_pool_2x2_values_row<T: Float>(
-    rows: [&[T]; 2],
-    value: impl Fn(T) -> T,
-    out_row: &mut [T],
-) {
+fn max_pool_2x2_values_row<T: Float>(rows: [&[T]; 2], value: impl Fn(T) -> T, out_row: &mut [T]) {
     let [row0, row1] = rows.map(|row| &row[..2 * out_row.len()]);
     let windows = row0.chunks_exact(2).zip(row1.chunks_exact(2));
     for (out, (pair0, pair1)) in out_row.iter_mut().zip(windows) {
@@ -246,7 +252,7 @@ pub(crate) fn pool_plane<T: Float>(
     arg_p: &mut [u32],
 ) {
     if values_only {
-        max_pool_2x2_values(x_p, w, g, out_p);
+        max_pool_2x2_values(x_p, w, g, |v| v, out_p);
     } else {
         max_pool_plane(x_p, w, g, out_p, arg_p);
     }

@@ -25,9 +25,7 @@
 
 use crate::im2col::ConvGeometry;
 use crate::im2col_wide::WideGeometry;
-use crate::layers::pooling::{
-    is_2x2, max_pool_2x2_row, max_pool_2x2_values_row, pool_plane, unpool_plane,
-};
+use crate::layers::pooling::{is_2x2, max_pool_2x2, max_pool_2x2_values, pool_plane, unpool_plane};
 use crate::layers::relu::relu_backward;
 use crate::tensor::Float;
 
@@ -86,18 +84,15 @@ impl FusedPool {
     ) {
         let (g, wide_w, plane_w) = (&self.g, wg.wide_w, self.g.in_w);
         let filters = wide.chunks_exact(wg.wide_pixels()).zip(bias);
+        assert_eq!(arg_n.len(), out_n.len(), "one arg_max per pooled value");
         let outs = out_n.chunks_exact_mut(g.out_pixels());
-        for ((wide_f, &b), (f, out_p)) in filters.zip(outs.enumerate()) {
+        let args = arg_n.chunks_exact_mut(g.out_pixels());
+        for ((wide_f, &b), (out_p, arg_p)) in filters.zip(outs.zip(args)) {
             let value = move |v: T| activation(v + b);
-            for (oy, out_row) in out_p.chunks_exact_mut(g.out_w).enumerate() {
-                let rows = [&wide_f[2 * oy * wide_w..], &wide_f[(2 * oy + 1) * wide_w..]];
-                if self.values_only {
-                    max_pool_2x2_values_row(rows, value, out_row);
-                } else {
-                    let arg_row = &mut arg_n[(f * g.out_h + oy) * g.out_w..][..g.out_w];
-                    let top = 2 * oy * plane_w;
-                    max_pool_2x2_row(rows, value, (top, plane_w), out_row, arg_row);
-                }
+            if self.values_only {
+                max_pool_2x2_values(wide_f, wide_w, g, value, out_p);
+            } else {
+                max_pool_2x2(wide_f, (wide_w, plane_w), g, value, out_p, arg_p);
             }
         }
     }
