@@ -44,8 +44,8 @@ pub struct BenchArgs {
     #[arg(long)]
     layers: bool,
     /// Also measure the training step's speed-up from 1 thread to
-    /// `--threads` (default: all cores), the two taking turns step by step
-    /// in this process.
+    /// `--threads` (default: all cores), the two taking turns of about
+    /// 0.2 s in this process.
     #[arg(long)]
     scaling: bool,
 }
@@ -186,17 +186,15 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
             100.0 * train_gflops / gemm_peak
         );
     }
-    let scaling = match args.scaling {
-        true => {
-            let batch = (&x, &labels[..]);
-            let scaling =
-                crate::bench_scaling::measure(model, shape, classes, batch, args.seconds)?;
-            if text {
-                println!("{}", scaling.line(args.batch_size));
-            }
-            Some(scaling.json())
+    let scaling = if args.scaling {
+        let batch = (&x, &labels[..]);
+        let scaling = crate::bench_scaling::measure(model, shape, classes, batch, args.seconds)?;
+        if text {
+            println!("{}", scaling.line(args.batch_size));
         }
-        false => None,
+        Some(scaling.json())
+    } else {
+        None
     };
     let mut inference = Vec::new();
     for &batch in &args.inference_batches {
