@@ -28,8 +28,7 @@ use crate::gemm::{matmul, MatMut, MatRef};
 use crate::im2col_wide::{col2im_wide, im2col_wide, unpad_image, widen, WideGeometry};
 use crate::layers::check_dout;
 use crate::layers::relu::relu_backward;
-use crate::tensor::Float;
-use crate::tensor::Tensor;
+use crate::tensor::{transpose_into, Float, Tensor};
 use rayon::iter::Either;
 use rayon::prelude::*;
 
@@ -185,25 +184,38 @@ impl<T: Float> Convolution<T> {
                 backward_chunk(&wg, weight, grads, &mut scratch, chunk, dx);
             });
 
-        // Add the chunks' partial gradients in a fixed order.
-        let (gw, gb) = (self.grad_weight.data_mut(), self.grad_bias.data_mut());
-        gw.fill(T::zero());
-        gb.fill(T::zero());
-        let channels_last = weight_grad::applies(&wg);
-        for grads in self.partial_grads.chunks(grad_len) {
-            let (dw_t, db) = grads.split_at(filters * k);
-            if channels_last {
-                weight_grad::add_reordered(&wg, dw_t, gw);
-            } else {
-                // dW[f, j] += dW^T[j, f]
-                for (j, row) in dw_t.chunks(filters).enumerate() {
-                    for (f, &v) in row.iter().enumerate() {
-                        gw[f * k + j] += v;
-                    }
-                }
-            }
-            gb.iter_mut().zip(db).for_each(|(a, &b)| *a += b);
+        // Add the chunks' partial gradients into the first chunk's, in a
+        // fixed order (chunk 1, 2, …) for every value, in parallel over the
+        // values; then dW into the layer's (FN, C, FH, FW) order.
+        let (sums, later_chunks) = self.partial_grads.split_at_mut(grad_len);
+        add_partial_sums(sums, later_chunks);
+        let (dw, db) = sums.split_at(filters * k);
+        if weight_grad::applies(&wg) {
+            weight_grad::reorder(&wg, dw, self.grad_weight.data_mut());
+        } else {
+            // dW = (dW^T)^T
+            transpose_into(dw, k, filters, self.grad_weight.data_mut());
         }
+        self.grad_bias.data_mut().copy_from_slice(db);
         Ok(())
     }
+}
+
+/// Values per task when the chunks' partial sums are added.
+pub(super) const SUM_TASK_LEN: usize = 1 << 13;
+
+/// `sums[j] += later[c][j]` for the chunks c = 0, 1, … of `later` in that
+/// order, whichever thread adds value j: the result does not depend on the
+/// number of threads.
+fn add_partial_sums<T: Float>(sums: &mut [T], later: &[T]) {
+    let len = sums.len();
+    sums.par_chunks_mut(SUM_TASK_LEN)
+        .enumerate()
+        .for_each(|(task, sums)| {
+            let start = task * SUM_TASK_LEN;
+            for chunk in later.chunks_exact(len) {
+                let part = &chunk[start..start + sums.len()];
+                sums.iter_mut().zip(part).for_each(|(s, &p)| *s += p);
+            }
+        });
 }

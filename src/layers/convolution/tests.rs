@@ -326,3 +326,39 @@ fn an_empty_batch_is_an_empty_output() {
     assert_eq!(conv.forward(&x, true).unwrap().shape(), [0, 30, 12, 12]);
     assert_eq!(conv.forward(&x, false).unwrap().shape(), [0, 30, 12, 12]);
 }
+
+#[test]
+fn gradients_do_not_depend_on_the_number_of_threads() {
+    // 64 filters over 32 channels: more dW values than one task adds up
+    // (SUM_TASK_LEN), and 40 images: several chunks of partial sums.
+    let config = ConvolutionConfig {
+        in_channels: 32,
+        filters: 64,
+        filter_size: 3,
+        pad: 1,
+        ..Default::default()
+    };
+    let mut rng = Rng::new(12);
+    let mut conv = Convolution::<f32>::new(&config, &mut rng).unwrap();
+    assert!(conv.grad_weight.len() > backward::SUM_TASK_LEN);
+    let x: Vec<f32> = (0..40 * 32 * 6 * 6).map(|_| rng.normal() as f32).collect();
+    let x = Tensor::from_vec(&[40, 32, 6, 6], x).unwrap();
+    let dout: Vec<f32> = (0..40 * 64 * 6 * 6).map(|_| rng.normal() as f32).collect();
+    let dout = Tensor::from_vec(&[40, 64, 6, 6], dout).unwrap();
+    let mut gradients = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            conv.forward(&x, true).unwrap();
+            conv.backward(&dout).unwrap();
+        });
+        (conv.grad_weight.clone(), conv.grad_bias.clone())
+    };
+    let one = gradients(1);
+    assert!(one.0.data().iter().all(|v| v.is_finite() && *v != 0.0));
+    for threads in [2, 3] {
+        assert!(gradients(threads) == one, "{threads} threads");
+    }
+}

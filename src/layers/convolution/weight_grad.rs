@@ -78,14 +78,14 @@ pub(super) fn accumulate_dw<T: Float>(wg: &WideGeometry, xhwc: &[T], wide: &[T],
     }
 }
 
-/// `dw: (FN, FH, FW, C)` added onto `grad: (FN, C, FH, FW)`.
-pub(super) fn add_reordered<T: Float>(wg: &WideGeometry, dw: &[T], grad: &mut [T]) {
+/// `dw: (FN, FH, FW, C)` written into `grad: (FN, C, FH, FW)`, the layer's order.
+pub(super) fn reorder<T: Float>(wg: &WideGeometry, dw: &[T], grad: &mut [T]) {
     let g = &wg.g;
     let (k, taps) = (g.col_width(), g.filter_h * g.filter_w);
     for (dw_f, grad_f) in dw.chunks_exact(k).zip(grad.chunks_exact_mut(k)) {
         for (tap, by_channel) in dw_f.chunks_exact(g.channels).enumerate() {
             for (c, &v) in by_channel.iter().enumerate() {
-                grad_f[c * taps + tap] += v;
+                grad_f[c * taps + tap] = v;
             }
         }
     }
@@ -138,11 +138,11 @@ mod tests {
             to_channels_last(&xpad, &wg, &mut xhwc);
             let mut dw = vec![0.0; filters * k];
             accumulate_dw(&wg, &xhwc, &wide, &mut dw);
-            let mut grad = vec![1.0; filters * k];
-            add_reordered(&wg, &dw, &mut grad);
+            let mut grad = vec![f64::NAN; filters * k];
+            reorder(&wg, &dw, &mut grad);
             for f in 0..filters {
                 for j in 0..k {
-                    let want = 1.0 + dw_t[j * filters + f];
+                    let want = dw_t[j * filters + f];
                     let got = grad[f * k + j];
                     assert!(
                         (got - want).abs() < 1e-12,
