@@ -21,6 +21,7 @@
 //! | [`checkpoint`] | `pickle` of the parameters, as safetensors |
 //! | [`visualize`] | §7.6.1 `visualize_filter.py` |
 
+pub mod awake;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;

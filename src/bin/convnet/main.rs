@@ -55,12 +55,14 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `work` on one of the pool's threads (after [`set_threads`]). Every
-/// layer starts a parallel loop; from a thread outside the pool, each one
-/// hands its work to the pool and sleeps until a worker has finished it.
-/// From inside the pool, a loop starts at once on the calling thread.
+/// Runs `work` on one of the pool's threads (after [`set_threads`]), with
+/// the other workers kept awake ([`convnet::awake`]). Every layer starts a
+/// parallel loop; from a thread outside the pool, each one hands its work
+/// to the pool and sleeps until a worker has finished it. From inside the
+/// pool, a loop starts at once on the calling thread, and an awake worker
+/// takes its share without being woken first.
 pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| work())
+    convnet::awake::with_workers_awake(work)
 }
 
 fn main() -> ExitCode {
