@@ -59,9 +59,8 @@ pub(super) fn backward_chunk<T: Float>(
     // Values of one image's dout: pooled, or the full output planes.
     let out_len = image_out_len(chunk.pool.map(|(pool, _)| pool), filters, pixels);
     let channels_last = weight_grad::applies(wg);
+    // The chunk's first image writes dW and db, the others add to them.
     let (dw_t, db) = grads.split_at_mut(filters * k);
-    dw_t.fill(T::zero());
-    db.fill(T::zero());
     let Scratch {
         xpad,
         col,
@@ -96,7 +95,7 @@ pub(super) fn backward_chunk<T: Float>(
             // dW (FN, FH, FW, C) += wide · (the channels-last image's views)
             let xhwc = &mut col[..weight_grad::channels_last_len(wg)];
             weight_grad::to_channels_last(xpad_n, wg, xhwc);
-            weight_grad::accumulate_dw(wg, xhwc, wide, dw_t);
+            weight_grad::accumulate_dw(wg, xhwc, wide, dw_t, i > 0);
         } else {
             // col: (C·FH·FW, OH·OWW), the same unrolling as in forward
             im2col_wide(xpad_n, wg, col);
@@ -107,13 +106,13 @@ pub(super) fn backward_chunk<T: Float>(
                 MatMut::new(dw_t, k, filters),
                 MatRef::new(col, k, wide_pixels),
                 MatRef::new(wide, filters, wide_pixels).t(),
-                true,
+                i > 0,
                 false,
             );
         }
         // db += row sums of dout_n
         for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
-            *d += sum(row);
+            *d = if i > 0 { *d + sum(row) } else { sum(row) };
         }
         if let Some(dx_chunk) = dx_chunk.as_mut() {
             // dcol = W^T · dout_n           (C·FH·FW, OH·OWW)

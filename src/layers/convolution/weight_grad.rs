@@ -60,8 +60,15 @@ pub(super) fn to_channels_last<T: Float>(xpad: &[T], wg: &WideGeometry, xhwc: &m
 }
 
 /// `dw: (FN, FH, FW, C) += wide · X_fy` for each filter row (see the module
-/// documentation), `wide: (FN, wide_pixels)`.
-pub(super) fn accumulate_dw<T: Float>(wg: &WideGeometry, xhwc: &[T], wide: &[T], dw: &mut [T]) {
+/// documentation), `wide: (FN, wide_pixels)`; `=` instead of `+=` unless
+/// `accumulate`.
+pub(super) fn accumulate_dw<T: Float>(
+    wg: &WideGeometry,
+    xhwc: &[T],
+    wide: &[T],
+    dw: &mut [T],
+    accumulate: bool,
+) {
     let g = &wg.g;
     let (k, pixels) = (g.col_width(), wg.wide_pixels());
     let filters = dw.len() / k;
@@ -72,7 +79,7 @@ pub(super) fn accumulate_dw<T: Float>(wg: &WideGeometry, xhwc: &[T], wide: &[T],
             MatMut::with_row_stride(&mut dw[fy * row_len..], filters, row_len, k),
             MatRef::new(wide, filters, pixels),
             MatRef::strided(x_fy, pixels, row_len, g.channels, 1),
-            true,
+            accumulate,
             false,
         );
     }
@@ -136,8 +143,11 @@ mod tests {
             let mut xhwc = vec![f64::NAN; channels_last_len(&wg)];
             assert!(xhwc.len() <= wg.col_len());
             to_channels_last(&xpad, &wg, &mut xhwc);
-            let mut dw = vec![0.0; filters * k];
-            accumulate_dw(&wg, &xhwc, &wide, &mut dw);
+            // Garbage in dw too: the first product writes it, the second adds.
+            let mut dw = vec![f64::NAN; filters * k];
+            accumulate_dw(&wg, &xhwc, &wide, &mut dw, false);
+            accumulate_dw(&wg, &xhwc, &wide, &mut dw, true);
+            dw.iter_mut().for_each(|v| *v /= 2.0);
             let mut grad = vec![f64::NAN; filters * k];
             reorder(&wg, &dw, &mut grad);
             for f in 0..filters {
