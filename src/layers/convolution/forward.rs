@@ -20,7 +20,7 @@
 use super::bands;
 use super::fused_pool::{image_out_len, FusedPool};
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
-use super::{chunk_size, Convolution};
+use super::Convolution;
 use crate::error::Result;
 use crate::gemm::{matmul, MatMut, MatRef};
 use crate::im2col_wide::{im2col_wide, narrow_planes, pad_image, WideGeometry};
@@ -36,7 +36,11 @@ impl<T: Float> Convolution<T> {
     pub(super) fn forward_impl(&mut self, x: &Tensor<T>, train: bool) -> Result<&Tensor<T>> {
         let (g, n) = self.geometry_for(x.shape())?;
         let filters = self.weight.shape()[0];
-        let chunk = chunk_size(n);
+        // One contiguous share of the batch per thread: forward has no sums
+        // across images, so any split gives the same output, and this one
+        // ran `deep`'s forward 2–5 % faster on two threads than backward's
+        // 16 chunks (paired rounds in one process).
+        let chunk = n.div_ceil(rayon::current_num_threads()).max(1);
         // One set of buffers per thread, reused image after image: they stay
         // in the core's cache.
         let wg = WideGeometry::new(g);
