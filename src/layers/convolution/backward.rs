@@ -94,7 +94,10 @@ pub(super) fn backward_chunk<T: Float>(
         if channels_last {
             // dW (FN, FH, FW, C) += wide · (the channels-last image's views)
             let xhwc = &mut col[..weight_grad::channels_last_len(wg)];
-            weight_grad::to_channels_last(xpad_n, wg, xhwc);
+            // The kept image, far out in memory, first comes into this
+            // thread's buffer in one sequential copy.
+            xpad.copy_from_slice(xpad_n);
+            weight_grad::to_channels_last(xpad, wg, xhwc);
             weight_grad::accumulate_dw(wg, xhwc, wide, dw_t, i > 0);
         } else {
             // col: (C·FH·FW, OH·OWW), the same unrolling as in forward
