@@ -84,15 +84,9 @@ impl Drop for StopOnDrop<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::team::test_pool as pool;
     use rayon::prelude::*;
     use std::panic::{catch_unwind, AssertUnwindSafe};
-
-    fn pool(threads: usize) -> rayon::ThreadPool {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-    }
 
     #[test]
     fn the_work_runs_with_every_worker_taking_tasks() {

@@ -217,17 +217,20 @@ impl Drop for UnsetOnDrop {
     }
 }
 
+/// A rayon pool of `threads` threads, for tests that need a given count.
+#[cfg(test)]
+pub(crate) fn test_pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_pool as pool;
     use super::*;
     use std::sync::atomic::AtomicU64;
-
-    fn pool(threads: usize) -> rayon::ThreadPool {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-    }
 
     #[test]
     fn every_part_runs_once_per_job() {
