@@ -189,6 +189,12 @@ impl<T: Float> Convolution<T> {
         // Add the chunks' partial gradients into the first chunk's, in a
         // fixed order (chunk 1, 2, …) for every value, in parallel over the
         // values; then dW into the layer's (FN, C, FH, FW) order.
+        if chunks == 0 {
+            // An empty batch: zero gradients.
+            self.grad_weight.data_mut().fill(T::zero());
+            self.grad_bias.data_mut().fill(T::zero());
+            return Ok(());
+        }
         let (sums, later_chunks) = self.partial_grads.split_at_mut(grad_len);
         add_partial_sums(sums, later_chunks);
         let (dw, db) = sums.split_at(filters * k);

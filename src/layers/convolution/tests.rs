@@ -325,6 +325,12 @@ fn an_empty_batch_is_an_empty_output() {
     conv.fuse_max_pool(Some(&PoolingConfig::default()));
     assert_eq!(conv.forward(&x, true).unwrap().shape(), [0, 30, 12, 12]);
     assert_eq!(conv.forward(&x, false).unwrap().shape(), [0, 30, 12, 12]);
+    // Backward of an empty batch: no dx, zero gradients.
+    conv.forward(&x, true).unwrap();
+    conv.grad_weight.data_mut().fill(1.0);
+    let dx = conv.backward(&Tensor::zeros(&[0, 30, 12, 12])).unwrap();
+    assert_eq!(dx.shape(), [0, 1, 28, 28]);
+    assert!(conv.grad_weight.data().iter().all(|&v| v == 0.0));
 }
 
 #[test]
