@@ -85,16 +85,13 @@ pub(super) fn accumulate_dw<T: Float>(
     }
 }
 
-/// `dw: (FN, FH, FW, C)` written into `grad: (FN, C, FH, FW)`, the layer's order.
+/// `dw: (FN, FH, FW, C)` written into `grad: (FN, C, FH, FW)`, the layer's
+/// order: each filter's `(FH·FW, C)` block transposed.
 pub(super) fn reorder<T: Float>(wg: &WideGeometry, dw: &[T], grad: &mut [T]) {
     let g = &wg.g;
     let (k, taps) = (g.col_width(), g.filter_h * g.filter_w);
     for (dw_f, grad_f) in dw.chunks_exact(k).zip(grad.chunks_exact_mut(k)) {
-        for (tap, by_channel) in dw_f.chunks_exact(g.channels).enumerate() {
-            for (c, &v) in by_channel.iter().enumerate() {
-                grad_f[c * taps + tap] = v;
-            }
-        }
+        transpose_into(dw_f, taps, g.channels, grad_f);
     }
 }
 
