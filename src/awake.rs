@@ -27,6 +27,7 @@
 //! assert_eq!(sum, 499_500);
 //! ```
 
+use crate::team::SetOnDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,7 @@ pub fn with_workers_awake<R: Send>(work: impl FnOnce() -> R + Send) -> R {
             });
         }
         // Stops the awake workers however `work` ends, panics included.
-        let _stop = StopOnDrop(&stop);
+        let _stop = SetOnDrop(&stop);
         work()
     })
 }
@@ -69,15 +70,6 @@ fn stay_awake(stop: &AtomicBool) {
         } else {
             std::hint::spin_loop();
         }
-    }
-}
-
-/// Sets the flag when dropped.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
     }
 }
 

@@ -80,7 +80,7 @@ pub fn with_team<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     let (result, ()) = rayon::join(
         || {
             // Stops the helper however `work` ends, panics included.
-            let _stop = StopOnDrop(&team);
+            let _stop = SetOnDrop(&team.finished);
             CURRENT.with(|current| current.set(&team));
             let _unset = UnsetOnDrop;
             work()
@@ -199,12 +199,14 @@ impl Team {
     }
 }
 
-/// Sets `finished` when dropped, so the helper stops even if `work` panics.
-struct StopOnDrop<'a>(&'a Team);
+/// Sets its flag when dropped: a stop signal that is sent however the work
+/// before it ends, panics included (the team's helper, the awake workers
+/// of [`crate::awake`]).
+pub(crate) struct SetOnDrop<'a>(pub(crate) &'a AtomicBool);
 
-impl Drop for StopOnDrop<'_> {
+impl Drop for SetOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.finished.store(true, Ordering::Release);
+        self.0.store(true, Ordering::Release);
     }
 }
 
