@@ -452,10 +452,7 @@ mod tests {
             let dx = bn.backward(&dout).unwrap().clone();
             (out, dx, bn.grad_weight.clone(), bn.running_var.clone())
         };
-        let one_thread = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
+        let one_thread = crate::team::test_pool(1);
         assert!(one_thread.install(run) == run());
     }
 

@@ -365,12 +365,7 @@ mod tests {
             build_model::<f32>(spec, &ModelOptions::default(), [2, 8, 8], 5, &mut rng).unwrap();
         let x = (0..128).map(|_| rng.normal() as f32).collect();
         let x = Tensor::from_vec(&[1, 2, 8, 8], x).unwrap();
-        let pool = |threads| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-        };
+        let pool = crate::team::test_pool;
         let one = pool(1).install(|| net.predict(&x, false).unwrap().clone());
         let two = pool(2).install(|| net.predict(&x, false).unwrap().clone());
         assert_eq!(one, two);

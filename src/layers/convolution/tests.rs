@@ -205,10 +205,7 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
             .map(|_| T::from(rng.normal()).unwrap())
             .collect();
         let x = Tensor::from_vec(&[1, c, h, w], x).unwrap();
-        let two = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let two = crate::team::test_pool(2);
         let alone = two.install(|| conv.forward(&x, false).unwrap().clone());
         let shared =
             two.install(|| crate::team::with_team(|| conv.forward(&x, false).unwrap().clone()));
@@ -352,11 +349,7 @@ fn gradients_do_not_depend_on_the_number_of_threads() {
     let dout: Vec<f32> = (0..40 * 64 * 6 * 6).map(|_| rng.normal() as f32).collect();
     let dout = Tensor::from_vec(&[40, 64, 6, 6], dout).unwrap();
     let mut gradients = |threads| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        crate::team::test_pool(threads).install(|| {
             conv.forward(&x, true).unwrap();
             conv.backward(&dout).unwrap();
         });

@@ -24,10 +24,7 @@ fn a_team_pools_the_same() {
     let mut rng = Rng::new(3);
     let x = (0..5 * 9 * 8).map(|_| rng.normal()).collect();
     let x = Tensor::from_vec(&[1, 5, 9, 8], x).unwrap();
-    let two = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
+    let two = crate::team::test_pool(2);
     for config in book_and_overlapping() {
         let mut pool = MaxPooling::<f64>::new(&config);
         let alone = two.install(|| pool.forward(&x, true).unwrap().clone());
