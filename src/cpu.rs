@@ -40,11 +40,16 @@ pub fn flush_denormals() {
     }
 }
 
+/// A rayon pool builder whose workers flush denormals as they start.
+pub fn pool_builder_with_flushed_denormals() -> rayon::ThreadPoolBuilder {
+    rayon::ThreadPoolBuilder::new().start_handler(|_| flush_denormals())
+}
+
 /// Makes rayon's global pool (`threads` workers, or one per core), with
 /// denormals flushed on every worker and on the calling thread.
 pub fn thread_pool_with_flushed_denormals(threads: Option<usize>) -> crate::Result<()> {
     flush_denormals();
-    let mut builder = rayon::ThreadPoolBuilder::new().start_handler(|_| flush_denormals());
+    let mut builder = pool_builder_with_flushed_denormals();
     if let Some(n) = threads {
         if n == 0 {
             return Err(crate::Error::Config("--threads must be at least 1".into()));

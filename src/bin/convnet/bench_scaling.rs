@@ -70,9 +70,8 @@ pub fn measure(
     (x, labels): (&Tensor<f32>, &[usize]),
     seconds: f64,
 ) -> anyhow::Result<Scaling> {
-    let one_thread = rayon::ThreadPoolBuilder::new()
+    let one_thread = convnet::cpu::pool_builder_with_flushed_denormals()
         .num_threads(1)
-        .start_handler(|_| convnet::cpu::flush_denormals())
         .build()?;
     let options = ModelOptions::default();
     let build_one = || build_model::<f32>(model, &options, shape, classes, &mut Rng::new(0));
