@@ -30,7 +30,8 @@
 //! are zero in `dout` ([`widen`](crate::im2col_wide::widen)), so they change
 //! nothing.
 //!
-//! The batch is split into a fixed number of chunks that run in parallel; each
+//! The batch is split into a fixed number of chunks that run in parallel
+//! (`convolution/chunks.rs`); each
 //! chunk sums its own `dW`, `db` and the chunks are added in order, so the
 //! result does not depend on the number of threads.
 //!
@@ -72,15 +73,6 @@ use crate::tensor::{Float, Tensor};
 use fused_pool::FusedPool;
 use scratch::Scratch;
 use std::sync::Mutex;
-
-/// The batch is cut into at most this many chunks for parallel work. Fixed
-/// (not the thread count) so that gradient sums are the same on any machine.
-const MAX_CHUNKS: usize = 16;
-
-/// Images per parallel chunk for a batch of `n`.
-pub(crate) fn chunk_size(n: usize) -> usize {
-    n.div_ceil(MAX_CHUNKS).max(1)
-}
 
 /// The sum of a slice with eight running sums, which the compiler can keep
 /// in one vector register (a single running sum forces one add at a time).
@@ -306,6 +298,7 @@ impl<T: Float> Layer<T> for Convolution<T> {
 
 mod backward;
 mod bands;
+mod chunks;
 mod forward;
 mod fused_pool;
 mod scratch;

@@ -19,17 +19,16 @@
 //! The chunks' partial sums of `dW` and `db` are added in a fixed order, so
 //! the gradients do not depend on the number of threads.
 
-use super::forward::optional_chunks;
+use super::chunks::BatchChunks;
 use super::fused_pool::{image_out_len, FusedPool};
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
-use super::{chunk_size, sum, weight_grad, Convolution};
+use super::{sum, weight_grad, Convolution};
 use crate::error::{Error, Result};
 use crate::gemm::{matmul, MatMut, MatRef};
 use crate::im2col_wide::{col2im_wide, im2col_wide, unpad_image, widen, WideGeometry};
 use crate::layers::check_dout;
 use crate::layers::relu::relu_backward;
 use crate::tensor::{transpose_into, Float, Tensor};
-use rayon::iter::Either;
 use rayon::prelude::*;
 
 /// One chunk's slices of the layer's padded input, `dout`, and, with a
@@ -143,8 +142,8 @@ impl<T: Float> Convolution<T> {
         check_dout("Convolution", Some(self.out.shape()), dout)?;
         let filters = self.weight.shape()[0];
         let (k, pixels) = (g.col_width(), g.out_pixels());
-        let chunk = chunk_size(n);
-        let chunks = n.div_ceil(chunk);
+        let batch_chunks = BatchChunks::new(n);
+        let chunks = batch_chunks.count();
         let grad_len = filters * k + filters;
         self.partial_grads.resize(chunks * grad_len, T::zero());
         let wg = WideGeometry::new(g);
@@ -155,34 +154,31 @@ impl<T: Float> Convolution<T> {
         // Values of one image's output (and dout): pooled, or the full planes.
         let pool = self.pool.as_ref();
         let out_len = image_out_len(pool, filters, pixels);
-        let arg_max_chunks = match pool {
-            Some(pool) => {
-                let chunks = self.arg_max.par_chunks(chunk * out_len);
-                Either::Left(chunks.map(move |arg_max| Some((pool, arg_max))))
-            }
-            None => Either::Right((0..chunks).into_par_iter().map(|_| None)),
-        };
-        // dx: (N, C, H, W), one slice per chunk; or none at all.
-        let dx = with_dx.then(|| {
+        // Each chunk's images of every buffer; none of `arg_max` without a
+        // pooling, none of `dx` without `with_dx`.
+        let arg_max_len = if pool.is_some() { out_len } else { 0 };
+        let dx_len = if with_dx { g.image_len() } else { 0 };
+        if with_dx {
             self.dx.resize(&[n, g.channels, g.in_h, g.in_w]);
-            self.dx.data_mut()
-        });
+        }
+        // dx: (N, C, H, W)
+        let dx_chunks = batch_chunks.split_mut(self.dx.data_mut(), dx_len);
         self.partial_grads
             .par_chunks_mut(grad_len)
-            .zip(self.xpad.par_chunks(chunk * wg.padded_len()))
-            .zip(dout.data().par_chunks(chunk * out_len))
-            .zip(self.out.data().par_chunks(chunk * out_len))
-            .zip(arg_max_chunks)
-            .zip(optional_chunks(dx, chunk * g.image_len(), chunks))
-            .for_each(|(((((grads, xpad), dout), out), pool), dx)| {
-                let relu_out = fused_relu.then_some(out);
+            .zip(batch_chunks.split(&self.xpad, wg.padded_len()))
+            .zip(batch_chunks.split(dout.data(), out_len))
+            .zip(batch_chunks.split(self.out.data(), out_len))
+            .zip(batch_chunks.split(&self.arg_max, arg_max_len))
+            .zip(dx_chunks)
+            .for_each(|(((((grads, xpad), dout), out), arg_max), dx)| {
                 let chunk = ChunkData {
                     xpad,
                     dout,
-                    relu_out,
-                    pool,
+                    relu_out: fused_relu.then_some(out),
+                    pool: pool.map(|pool| (pool, arg_max)),
                 };
                 let mut scratch = thread_scratch(scratch);
+                let dx = with_dx.then_some(dx);
                 backward_chunk(&wg, weight, grads, &mut scratch, chunk, dx);
             });
 
