@@ -19,12 +19,25 @@
 //! 84 µs). Splitting the filters with each member unrolling the whole image
 //! costs the unrolling twice (62 → 56 µs on that layer).
 //!
+//! A fused 2×2 max pooling (an inference forward, values only) is pooled
+//! by each member from its own band's product, the bands cut at an even
+//! row: each member writes its own rows of the pooled output, which the
+//! next layer's same member reads again (all but a halo row). Pooling the
+//! whole planes on one thread afterwards made every pooled layer's data
+//! cross between the cores twice, and left the helper idle meanwhile:
+//! `deep` at batch 1 ran at one thread's speed whenever that crossing was
+//! slow (on this virtual machine, some runs).
+//!
 //! Each output is the same sum, in the same order, as on one thread: it is
-//! one dot product over C·FH·FW, whatever the number of pixels in the product.
+//! one dot product over C·FH·FW, whatever the number of pixels in the
+//! product; and each pooled value the maximum of the same four values.
 
-use super::forward::multiply_and_narrow;
+use super::forward::{multiply, multiply_and_narrow};
+use super::fused_pool::FusedPool;
 use super::scratch::{thread_scratch, Scratch};
 use crate::im2col_wide::{im2col_wide, pad_band, WideGeometry};
+use crate::layers::pooling::max_pool_2x2_values;
+use crate::layers::relu::relu;
 use crate::team::Team;
 use crate::tensor::Float;
 use std::sync::Mutex;
@@ -67,5 +80,61 @@ pub(super) fn forward_image_by_team<T: Float>(
         pad_band(x_n, wg, rows, xpad);
         im2col_wide(xpad, &band, col);
         multiply_and_narrow(&band, params, fused_relu, col, wide, planes);
+    });
+}
+
+/// Whether [`forward_pooled_image_by_team`] applies to a fused pooling: an
+/// inference forward of 2×2 windows (no `arg_max`), with at least two
+/// pooled rows to share out.
+pub(super) fn can_pool_by_band(pool: &FusedPool) -> bool {
+    pool.values_only && pool.pools_from_wide() && pool.g.out_h >= 2
+}
+
+/// `x_n: (C, H, W)` → the pooled `out_n: (FN, POH, POW)` on the two
+/// members of `team`: member 0 computes output rows `0..2·⌈POH/2⌉` and
+/// pools them into pooled rows `0..⌈POH/2⌉`, member 1 the rest (see the
+/// module documentation). Only where [`can_pool_by_band`].
+pub(super) fn forward_pooled_image_by_team<T: Float>(
+    team: &Team,
+    wg: &WideGeometry,
+    (params, fused_relu): ((&[T], &[T]), bool),
+    scratch: &[Mutex<Scratch<T>>],
+    (x_n, pool): (&[T], &FusedPool),
+    out_n: &mut [T],
+) {
+    let (weight, bias) = params;
+    let pool_g = &pool.g;
+    let pooled_split = pool_g.out_h.div_ceil(2);
+    // Output rows of the convolution that each member pools: two per pooled
+    // row (an odd last row, which no window reads, is not computed).
+    let bands = [0..2 * pooled_split, 2 * pooled_split..2 * pool_g.out_h];
+    let mut pooled = [
+        Vec::with_capacity(bias.len()),
+        Vec::with_capacity(bias.len()),
+    ];
+    for plane in out_n.chunks_exact_mut(pool_g.out_pixels()) {
+        let (top, bottom) = plane.split_at_mut(pooled_split * pool_g.out_w);
+        pooled[0].push(top);
+        pooled[1].push(bottom);
+    }
+    team.run_parts(pooled, |part, pooled| {
+        let rows = bands[part].clone();
+        let band = wg.band(rows.clone());
+        let mut scratch = thread_scratch(scratch);
+        let Scratch {
+            xpad, col, wide, ..
+        } = &mut *scratch;
+        pad_band(x_n, wg, rows, xpad);
+        im2col_wide(xpad, &band, col);
+        // wide: (FN, band pixels) = W · col_p
+        multiply(&band, weight, bias.len(), col, wide);
+        let wide_rows = wide.chunks_exact(band.wide_pixels());
+        for ((wide_f, &b), out_p) in wide_rows.zip(bias).zip(pooled) {
+            if fused_relu {
+                max_pool_2x2_values(wide_f, band.wide_w, pool_g, |v| relu(v + b), out_p);
+            } else {
+                max_pool_2x2_values(wide_f, band.wide_w, pool_g, |v| v + b, out_p);
+            }
+        }
     });
 }

@@ -83,6 +83,11 @@ impl<T: Float> Convolution<T> {
                         bands::forward_image_by_team(team, &wg, params, scratch, x_n, out_n);
                         continue;
                     };
+                    if bands::can_pool_by_band(pool) {
+                        let x_n = (x_n, pool);
+                        bands::forward_pooled_image_by_team(team, &wg, params, scratch, x_n, out_n);
+                        continue;
+                    }
                     // The planes first, then the pooling on this thread.
                     team_planes.resize(filters * g.out_pixels(), T::zero());
                     bands::forward_image_by_team(team, &wg, params, scratch, x_n, team_planes);
@@ -217,7 +222,13 @@ pub(super) fn multiply_and_narrow<'a, T: Float>(
 }
 
 /// `wide: (FN, wide_pixels) = W · col` for the first `filters` rows of `W`.
-fn multiply<T: Float>(wg: &WideGeometry, weight: &[T], filters: usize, col: &[T], wide: &mut [T]) {
+pub(super) fn multiply<T: Float>(
+    wg: &WideGeometry,
+    weight: &[T],
+    filters: usize,
+    col: &[T],
+    wide: &mut [T],
+) {
     let k = wg.g.col_width();
     matmul(
         MatMut::new(wide, filters, wg.wide_pixels()),

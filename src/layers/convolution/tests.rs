@@ -179,13 +179,16 @@ fn errors_instead_of_panics() {
 }
 
 /// Inside a team (inference at batch 1), the two threads each compute a
-/// band of output rows: the same numbers, to the bit, as one thread. A
-/// training forward there still keeps what backward needs.
+/// band of output rows: the same numbers, to the bit, as one thread, with
+/// or without a fused max pooling (2×2 windows are pooled by each thread
+/// from its own band, 3×3 ones on one thread afterwards). A training
+/// forward there still keeps what backward needs.
 #[test]
 fn a_team_shares_out_the_rows_with_the_same_result() {
+    use crate::layers::PoolingConfig;
     // (C, H, W), filters, filter size, pad, stride
     type Case = ((usize, usize, usize), usize, usize, usize, usize);
-    fn check<T: Float>(case: Case, relu: bool, rng: &mut Rng) {
+    fn check<T: Float>(case: Case, relu: bool, pool: Option<usize>, rng: &mut Rng) {
         let ((c, h, w), filters, filter_size, pad, stride) = case;
         let config = ConvolutionConfig {
             in_channels: c,
@@ -201,6 +204,11 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
             .iter_mut()
             .for_each(|b| *b = T::from(rng.normal()).unwrap());
         conv.fuse_relu(relu);
+        let pool = pool.map(|size| PoolingConfig {
+            size,
+            ..Default::default()
+        });
+        conv.fuse_max_pool(pool.as_ref());
         let x: Vec<T> = (0..c * h * w)
             .map(|_| T::from(rng.normal()).unwrap())
             .collect();
@@ -209,7 +217,7 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
         let alone = two.install(|| conv.forward(&x, false).unwrap().clone());
         let shared =
             two.install(|| crate::team::with_team(|| conv.forward(&x, false).unwrap().clone()));
-        assert_eq!(alone, shared, "{case:?}, relu {relu}");
+        assert_eq!(alone, shared, "{case:?}, relu {relu}, pool {pool:?}");
         assert!(alone.data().iter().any(|&v| v != T::zero()));
         // A training forward in a team keeps its padded input for backward
         // too: the same gradients.
@@ -235,7 +243,10 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
         let shared = step(true);
         let alone = step(false);
         assert!(alone.1.data().iter().any(|&v| v != T::zero()));
-        assert_eq!(alone, shared, "{case:?}, relu {relu}: gradients");
+        assert_eq!(
+            alone, shared,
+            "{case:?}, relu {relu}, pool {pool:?}: gradients"
+        );
     }
     let mut rng = Rng::new(6);
     let cases: [Case; 6] = [
@@ -248,9 +259,25 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
     ];
     for case in cases {
         for relu in [false, true] {
-            check::<f32>(case, relu, &mut rng);
-            check::<f64>(case, relu, &mut rng);
+            check::<f32>(case, relu, None, &mut rng);
+            check::<f64>(case, relu, None, &mut rng);
         }
+    }
+    // Fused poolings: 2×2 on 28, 16, 8 rows (deep's conv2, conv4, conv6),
+    // on 9 rows (4 pooled: the last row in no window) and on 4 and 3 rows
+    // (2 pooled: one each; 1 pooled: one thread); 3×3 with stride 2.
+    let pooled: [(Case, usize); 7] = [
+        (((16, 28, 28), 16, 3, 1, 1), 2),
+        (((32, 14, 14), 32, 3, 2, 1), 2),
+        (((64, 8, 8), 64, 3, 1, 1), 2),
+        (((3, 9, 11), 20, 3, 1, 1), 2),
+        (((2, 4, 6), 3, 3, 1, 1), 2),
+        (((2, 3, 6), 3, 3, 1, 1), 2),
+        (((3, 13, 13), 8, 3, 1, 1), 3),
+    ];
+    for (case, size) in pooled {
+        check::<f32>(case, true, Some(size), &mut rng);
+        check::<f64>(case, false, Some(size), &mut rng);
     }
 }
 
