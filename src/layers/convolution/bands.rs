@@ -40,6 +40,7 @@ use crate::layers::pooling::max_pool_2x2_values;
 use crate::layers::relu::relu;
 use crate::team::Team;
 use crate::tensor::Float;
+use std::ops::Range;
 use std::sync::Mutex;
 
 /// Whether a layer's output has enough rows to be cut into two bands.
@@ -58,29 +59,19 @@ pub(super) fn forward_image_by_team<T: Float>(
     out_n: &mut [T],
 ) {
     let g = &wg.g;
-    let filters = params.1.len();
     let split = g.out_h.div_ceil(2);
+    let planes = split_planes(out_n, g.out_pixels(), split * g.out_w);
     let bands = [0..split, split..g.out_h];
-    // Each member's rows of every output plane. (Two short lists of slices
-    // per call: this runs at batch 1 only, never in training.)
-    let mut planes = [Vec::with_capacity(filters), Vec::with_capacity(filters)];
-    for plane in out_n.chunks_exact_mut(g.out_pixels()) {
-        let (top, bottom) = plane.split_at_mut(split * g.out_w);
-        planes[0].push(top);
-        planes[1].push(bottom);
-    }
-    team.run_parts(planes, |part, planes| {
-        let rows = bands[part].clone();
-        let band = wg.band(rows.clone());
-        let mut scratch = thread_scratch(scratch);
-        let Scratch {
-            xpad, col, wide, ..
-        } = &mut *scratch;
-        // col: (C·FH·FW, band pixels)
-        pad_band(x_n, wg, rows, xpad);
-        im2col_wide(xpad, &band, col);
-        multiply_and_narrow(&band, params, fused_relu, col, wide, planes);
-    });
+    run_bands(
+        team,
+        (wg, scratch),
+        x_n,
+        bands,
+        planes,
+        |band, col, wide, planes| {
+            multiply_and_narrow(band, params, fused_relu, col, wide, planes);
+        },
+    );
 }
 
 /// Whether [`forward_pooled_image_by_team`] applies to a fused pooling: an
@@ -108,33 +99,63 @@ pub(super) fn forward_pooled_image_by_team<T: Float>(
     // Output rows of the convolution that each member pools: two per pooled
     // row (an odd last row, which no window reads, is not computed).
     let bands = [0..2 * pooled_split, 2 * pooled_split..2 * pool_g.out_h];
-    let mut pooled = [
-        Vec::with_capacity(bias.len()),
-        Vec::with_capacity(bias.len()),
-    ];
-    for plane in out_n.chunks_exact_mut(pool_g.out_pixels()) {
-        let (top, bottom) = plane.split_at_mut(pooled_split * pool_g.out_w);
-        pooled[0].push(top);
-        pooled[1].push(bottom);
+    let pooled = split_planes(out_n, pool_g.out_pixels(), pooled_split * pool_g.out_w);
+    run_bands(
+        team,
+        (wg, scratch),
+        x_n,
+        bands,
+        pooled,
+        |band, col, wide, pooled| {
+            // wide: (FN, band pixels) = W · col_p
+            multiply(band, weight, bias.len(), col, wide);
+            let wide_rows = wide.chunks_exact(band.wide_pixels());
+            for ((wide_f, &b), out_p) in wide_rows.zip(bias).zip(pooled) {
+                if fused_relu {
+                    max_pool_2x2_values(wide_f, band.wide_w, pool_g, |v| relu(v + b), out_p);
+                } else {
+                    max_pool_2x2_values(wide_f, band.wide_w, pool_g, |v| v + b, out_p);
+                }
+            }
+        },
+    );
+}
+
+/// Each member's part of every plane of `out_n`: the first `top_len` of
+/// each `plane_len` values for member 0, the rest for member 1. (Two short
+/// lists of slices per call: this runs at batch 1 only, never in training.)
+fn split_planes<T>(out_n: &mut [T], plane_len: usize, top_len: usize) -> [Vec<&mut [T]>; 2] {
+    let planes = out_n.len() / plane_len.max(1);
+    let mut parts = [Vec::with_capacity(planes), Vec::with_capacity(planes)];
+    for plane in out_n.chunks_exact_mut(plane_len) {
+        let (top, bottom) = plane.split_at_mut(top_len);
+        parts[0].push(top);
+        parts[1].push(bottom);
     }
-    team.run_parts(pooled, |part, pooled| {
+    parts
+}
+
+/// On member p of `team`, for output rows `bands[p]`: pads and unrolls the
+/// band of `x_n` in the member's own `scratch`, then calls
+/// `finish(band, col, wide, parts[p])` to multiply and write its part.
+fn run_bands<'a, T: Float>(
+    team: &Team,
+    (wg, scratch): (&WideGeometry, &[Mutex<Scratch<T>>]),
+    x_n: &[T],
+    bands: [Range<usize>; 2],
+    parts: [Vec<&'a mut [T]>; 2],
+    finish: impl Fn(&WideGeometry, &[T], &mut [T], Vec<&'a mut [T]>) + Sync,
+) {
+    team.run_parts(parts, |part, out| {
         let rows = bands[part].clone();
         let band = wg.band(rows.clone());
         let mut scratch = thread_scratch(scratch);
         let Scratch {
             xpad, col, wide, ..
         } = &mut *scratch;
+        // col: (C·FH·FW, band pixels)
         pad_band(x_n, wg, rows, xpad);
         im2col_wide(xpad, &band, col);
-        // wide: (FN, band pixels) = W · col_p
-        multiply(&band, weight, bias.len(), col, wide);
-        let wide_rows = wide.chunks_exact(band.wide_pixels());
-        for ((wide_f, &b), out_p) in wide_rows.zip(bias).zip(pooled) {
-            if fused_relu {
-                max_pool_2x2_values(wide_f, band.wide_w, pool_g, |v| relu(v + b), out_p);
-            } else {
-                max_pool_2x2_values(wide_f, band.wide_w, pool_g, |v| v + b, out_p);
-            }
-        }
+        finish(&band, col, wide, out);
     });
 }
