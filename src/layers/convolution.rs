@@ -30,10 +30,10 @@
 //! are zero in `dout` ([`widen`](crate::im2col_wide::widen)), so they change
 //! nothing.
 //!
-//! The batch is split into a fixed number of chunks that run in parallel
-//! (`convolution/chunks.rs`); each
-//! chunk sums its own `dW`, `db` and the chunks are added in order, so the
-//! result does not depend on the number of threads.
+//! Backward splits the batch into a fixed number of chunks of nearly equal
+//! size that run in parallel (`convolution/chunks.rs`); each chunk sums its
+//! own `dW`, `db` and the chunks are added in order, so the result does not
+//! depend on the number of threads.
 //!
 //! Unlike the book, backward does not keep every image's `col` from forward:
 //! for a 3×3 filter `col` is 9× the input (45 MB for a batch of 100 in
@@ -49,7 +49,8 @@
 //! each image's output while that is still in the core's cache.
 //!
 //! Beside this file: `convolution/forward.rs` and `convolution/backward.rs`
-//! (the two passes, image by image), `convolution/fused_pool.rs` (the fused
+//! (the two passes, image by image), `convolution/chunks.rs` (backward's
+//! chunks of the batch), `convolution/fused_pool.rs` (the fused
 //! max pooling), `convolution/bands.rs` (one image on the two threads of a
 //! [`Team`](crate::team::Team), at batch 1) and `convolution/scratch.rs`
 //! (the per-thread buffers).
