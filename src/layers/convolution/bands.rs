@@ -36,7 +36,6 @@ use super::forward::{multiply, multiply_and_narrow};
 use super::fused_pool::FusedPool;
 use super::scratch::{thread_scratch, Scratch};
 use crate::im2col_wide::{im2col_wide, pad_band, WideGeometry};
-use crate::layers::pooling::max_pool_2x2_values;
 use crate::layers::relu::relu;
 use crate::team::Team;
 use crate::tensor::Float;
@@ -109,13 +108,11 @@ pub(super) fn forward_pooled_image_by_team<T: Float>(
         |band, col, wide, pooled| {
             // wide: (FN, band pixels) = W · col_p
             multiply(band, weight, bias.len(), col, wide);
-            let wide_rows = wide.chunks_exact(band.wide_pixels());
-            for ((wide_f, &b), out_p) in wide_rows.zip(bias).zip(pooled) {
-                if fused_relu {
-                    max_pool_2x2_values(wide_f, band.wide_w, pool_g, |v| relu(v + b), out_p);
-                } else {
-                    max_pool_2x2_values(wide_f, band.wide_w, pool_g, |v| v + b, out_p);
-                }
+            let wide = (&wide[..], band);
+            if fused_relu {
+                pool.values_from_wide(wide, bias, relu, pooled);
+            } else {
+                pool.values_from_wide(wide, bias, |v| v, pooled);
             }
         },
     );

@@ -83,17 +83,35 @@ impl FusedPool {
         arg_n: &mut [u32],
     ) {
         let (g, wide_w, plane_w) = (&self.g, wg.wide_w, self.g.in_w);
-        let filters = wide.chunks_exact(wg.wide_pixels()).zip(bias);
         assert_eq!(arg_n.len(), out_n.len(), "one arg_max per pooled value");
         let outs = out_n.chunks_exact_mut(g.out_pixels());
+        if self.values_only {
+            self.values_from_wide((wide, wg), bias, activation, outs);
+            return;
+        }
+        let filters = wide.chunks_exact(wg.wide_pixels()).zip(bias);
         let args = arg_n.chunks_exact_mut(g.out_pixels());
         for ((wide_f, &b), (out_p, arg_p)) in filters.zip(outs.zip(args)) {
             let value = move |v: T| activation(v + b);
-            if self.values_only {
-                max_pool_2x2_values(wide_f, wide_w, g, value, out_p);
-            } else {
-                max_pool_2x2(wide_f, (wide_w, plane_w), g, value, out_p, arg_p);
-            }
+            max_pool_2x2(wide_f, (wide_w, plane_w), g, value, out_p, arg_p);
+        }
+    }
+
+    /// The maxima of [`forward_from_wide`](Self::forward_from_wide) without
+    /// `arg_max`, into one slice per row of `wide` wherever they lie: the
+    /// whole pooled planes, or a band's rows of every plane (the batch-1
+    /// team, `bands.rs`, where `wide` is the band's product).
+    pub fn values_from_wide<'a, T: Float>(
+        &self,
+        (wide, wg): (&[T], &WideGeometry),
+        bias: &[T],
+        activation: impl Fn(T) -> T + Copy,
+        out_planes: impl IntoIterator<Item = &'a mut [T]>,
+    ) {
+        let filters = wide.chunks_exact(wg.wide_pixels()).zip(bias);
+        for ((wide_f, &b), out_p) in filters.zip(out_planes) {
+            let value = move |v: T| activation(v + b);
+            max_pool_2x2_values(wide_f, wg.wide_w, &self.g, value, out_p);
         }
     }
 
