@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the kernels behind SimpleConvNet training on a
 //! batch of 100 MNIST-sized (1×28×28) images, all in `f32`:
 //!
-//! * `gemm`: the matrix products of the network, `convnet::gemm::matmul`
+//! * `gemm`: the matrix products of the network, `convnet::kernels::gemm::matmul`
 //!   (single-threaded, and for the large shapes also split over the rayon
 //!   pool) against `matrixmultiply::sgemm` (single-threaded):
 //!   - `a_conv_image`: convolution forward for one image, `W·col`,
@@ -34,9 +34,13 @@
 //! cargo bench --bench kernels -- gemm    # one group (criterion's name filter)
 //! ```
 
-use convnet::gemm::{matmul, MatMut, MatRef};
-use convnet::im2col::{col2im_batch, col2im_image, im2col_batch, im2col_image, ConvGeometry};
-use convnet::im2col_wide::{col2im_wide, im2col_wide, pad_image, unpad_image, WideGeometry};
+use convnet::kernels::gemm::{matmul, MatMut, MatRef};
+use convnet::kernels::im2col::{
+    col2im_batch, col2im_image, im2col_batch, im2col_image, ConvGeometry,
+};
+use convnet::kernels::im2col_wide::{
+    col2im_wide, im2col_wide, pad_image, unpad_image, WideGeometry,
+};
 use convnet::layers::{Convolution, ConvolutionConfig, Layer, MaxPooling, PoolingConfig};
 use convnet::networks::{simple_convnet, SimpleConvNetConfig};
 use convnet::optim::{Adam, AdamConfig, Optimizer};

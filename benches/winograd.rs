@@ -1,7 +1,7 @@
 //! Criterion benchmark: one 3×3 convolution forward on `deep`'s five 3×3
 //! layers with 16 or more input channels, by the route the layer takes
 //! (pad, `im2col_wide`, one product, `narrow`) against Winograd F(2×2, 3×3)
-//! (`convnet::winograd`: input transform, 16 products, output transform).
+//! (`experiments/winograd.rs`: input transform, 16 products, output transform).
 //! On one thread, for a group of 4 images (Winograd's products take the 4
 //! images' tiles together; im2col goes image by image), with the filter
 //! transform, made once per batch in a layer, left out.
@@ -10,17 +10,21 @@
 //! cargo bench --bench winograd
 //! ```
 
-use convnet::gemm::{matmul, MatMut, MatRef};
-use convnet::im2col::ConvGeometry;
-use convnet::im2col_wide::{im2col_wide, narrow, pad_image, WideGeometry};
-use convnet::winograd::{
-    multiply, transform_filters, transform_input, transform_output, WinogradGeometry,
-    TILE_POSITIONS,
-};
+use convnet::kernels::gemm::{matmul, MatMut, MatRef};
+use convnet::kernels::im2col::ConvGeometry;
+use convnet::kernels::im2col_wide::{im2col_wide, narrow, pad_image, WideGeometry};
+#[path = "../experiments/winograd.rs"]
+#[allow(dead_code, unused_imports)]
+mod winograd;
+
 use convnet::Rng;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use std::time::Duration;
+use winograd::{
+    multiply, transform_filters, transform_input, transform_output, WinogradGeometry,
+    TILE_POSITIONS,
+};
 
 /// Images per Winograd product.
 const GROUP: usize = 4;

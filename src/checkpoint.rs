@@ -19,9 +19,10 @@
 //! destroys the previous checkpoint.
 
 use crate::error::{Error, Result};
+use crate::kernels::transpose_into;
 use crate::networks::{build_model, ModelOptions, Network};
 use crate::rng::Rng;
-use crate::tensor::{transpose_into, Tensor};
+use crate::tensor::Tensor;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -21,25 +21,20 @@
 //! | [`checkpoint`] | `pickle` of the parameters, as safetensors |
 //! | [`visualize`] | §7.6.1 `visualize_filter.py` |
 
-pub mod awake;
 pub mod checkpoint;
-pub mod cpu;
 pub mod data;
 pub mod error;
-pub mod gemm;
 pub mod gradient_check;
-pub mod im2col;
-pub mod im2col_wide;
 pub mod init;
+pub mod kernels;
 pub mod layers;
 pub mod networks;
 pub mod optim;
+pub mod parallel;
 pub mod rng;
-pub mod team;
 pub mod tensor;
 pub mod train;
 pub mod visualize;
-pub mod winograd;
 
 pub use error::{Error, Result};
 pub use rng::Rng;

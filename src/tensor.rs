@@ -16,9 +16,6 @@ use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 
-mod transpose;
-pub use transpose::transpose_into;
-
 /// The element type of tensors: `f32` or `f64`.
 pub trait Float:
     num_traits::Float

@@ -26,8 +26,8 @@
 use super::elementwise::keep_copy;
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
-use crate::gemm::{matmul, matmul_split_k, MatMut, MatRef};
 use crate::init::Init;
+use crate::kernels::gemm::{matmul, matmul_split_k, MatMut, MatRef};
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 

@@ -452,7 +452,7 @@ mod tests {
             let dx = bn.backward(&dout).unwrap().clone();
             (out, dx, bn.grad_weight.clone(), bn.running_var.clone())
         };
-        let one_thread = crate::team::test_pool(1);
+        let one_thread = crate::parallel::team::test_pool(1);
         assert!(one_thread.install(run) == run());
     }
 

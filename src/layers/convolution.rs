@@ -22,12 +22,12 @@
 //! dcol_n = W^T · dout_n             (C·FH·FW, pixels)  →  dx_n = col2im(dcol_n)
 //! ```
 //!
-//! The unrolling is [`im2col_wide`](crate::im2col_wide): the image is padded
+//! The unrolling is [`im2col_wide`](crate::kernels::im2col_wide): the image is padded
 //! first and, for stride 1, the pixels run over a grid as wide as the padded
 //! row (OH × (W + 2P)), so that each row of `col` is one contiguous copy
 //! instead of one short copy per output row. The few junk columns this adds
-//! are dropped from the output ([`narrow`](crate::im2col_wide::narrow)) and
-//! are zero in `dout` ([`widen`](crate::im2col_wide::widen)), so they change
+//! are dropped from the output ([`narrow`](crate::kernels::im2col_wide::narrow)) and
+//! are zero in `dout` ([`widen`](crate::kernels::im2col_wide::widen)), so they change
 //! nothing.
 //!
 //! Backward splits the batch into a fixed number of chunks of nearly equal
@@ -52,7 +52,7 @@
 //! (the two passes, image by image), `convolution/chunks.rs` (backward's
 //! chunks of the batch), `convolution/fused_pool.rs` (the fused
 //! max pooling), `convolution/bands.rs` (one image on the two threads of a
-//! [`Team`](crate::team::Team), at batch 1) and `convolution/scratch.rs`
+//! [`Team`](crate::parallel::team::Team), at batch 1) and `convolution/scratch.rs`
 //! (the per-thread buffers).
 //!
 //! ```
@@ -67,8 +67,8 @@
 use super::pooling::PoolingConfig;
 use super::{weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
-use crate::im2col::ConvGeometry;
 use crate::init::Init;
+use crate::kernels::im2col::ConvGeometry;
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 use fused_pool::FusedPool;

@@ -28,8 +28,8 @@
 use super::elementwise::planes_per_task;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
-use crate::im2col::ConvGeometry;
-use crate::team::run_in_team;
+use crate::kernels::im2col::ConvGeometry;
+use crate::parallel::team::run_in_team;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 

@@ -19,7 +19,7 @@
 
 use super::{NamedLayer, Network};
 use crate::error::Result;
-use crate::team::with_team_if_small_batch;
+use crate::parallel::team::with_team_if_small_batch;
 use crate::tensor::{Float, Tensor};
 use std::time::{Duration, Instant};
 

@@ -35,7 +35,7 @@
 
 use crate::error::{Error, Result};
 use crate::layers::{Layer, Param, SoftmaxWithLoss};
-use crate::team::with_team_if_small_batch;
+use crate::parallel::team::with_team_if_small_batch;
 use crate::tensor::{Float, Tensor};
 
 /// A layer with its name in the network.
@@ -185,7 +185,7 @@ impl<T: Float> Network<T> {
     /// Class scores for `x: (N, C, H, W)`; `train` switches dropout and batch norm.
     ///
     /// With fewer images than threads (one image to classify), the layers
-    /// share each image's work out within a [`team`](crate::team) instead.
+    /// share each image's work out within a [`team`](crate::parallel::team) instead.
     pub fn predict<'a>(&'a mut self, x: &'a Tensor<T>, train: bool) -> Result<&'a Tensor<T>> {
         self.check_input(x)?;
         let layers = &mut self.layers;
@@ -365,7 +365,7 @@ mod tests {
             build_model::<f32>(spec, &ModelOptions::default(), [2, 8, 8], 5, &mut rng).unwrap();
         let x = (0..128).map(|_| rng.normal() as f32).collect();
         let x = Tensor::from_vec(&[1, 2, 8, 8], x).unwrap();
-        let pool = crate::team::test_pool;
+        let pool = crate::parallel::team::test_pool;
         let one = pool(1).install(|| net.predict(&x, false).unwrap().clone());
         let two = pool(2).install(|| net.predict(&x, false).unwrap().clone());
         assert_eq!(one, two);

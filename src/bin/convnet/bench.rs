@@ -12,7 +12,7 @@
 
 use crate::summary::default_shape;
 use clap::Args;
-use convnet::gemm::{matmul, MatMut, MatRef};
+use convnet::kernels::gemm::{matmul, MatMut, MatRef};
 use convnet::networks::{build_model, summary::summarize, ModelOptions};
 use convnet::optim::{build, OptimizerKind};
 use convnet::{Rng, Tensor};
@@ -200,9 +200,9 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
     for &batch in &args.inference_batches {
         let (x, _) = random_batch(batch, shape, classes, &mut rng)?;
         // Below one image per thread, `predict` shares each image out within
-        // a team (convnet::team); one team for the whole measurement keeps
+        // a team (convnet::parallel::team); one team for the whole measurement keeps
         // its helper spinning between calls, as OpenMP's threads do.
-        let calls = convnet::team::with_team_if_small_batch(batch, || {
+        let calls = convnet::parallel::team::with_team_if_small_batch(batch, || {
             rate(args.seconds, || {
                 net.predict(&x, false)?;
                 Ok(())

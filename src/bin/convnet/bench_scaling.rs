@@ -70,7 +70,7 @@ pub fn measure(
     (x, labels): (&Tensor<f32>, &[usize]),
     seconds: f64,
 ) -> anyhow::Result<Scaling> {
-    let one_thread = convnet::cpu::pool_builder_with_flushed_denormals()
+    let one_thread = convnet::parallel::denormals::pool_builder_with_flushed_denormals()
         .num_threads(1)
         .build()?;
     let options = ModelOptions::default();

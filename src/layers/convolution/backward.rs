@@ -1,5 +1,5 @@
 //! The convolution's backward pass, one chunk of images per task (book §7.4.3,
-//! `Convolution.backward`), on the wide grid of [`crate::im2col_wide`]:
+//! `Convolution.backward`), on the wide grid of [`crate::kernels::im2col_wide`]:
 //!
 //! ```text
 //! dout_n: (FN, OH·OW)    → wide: (FN, OH·OWW), zeros in the junk columns
@@ -24,11 +24,12 @@ use super::fused_pool::{image_out_len, FusedPool};
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
 use super::{sum, weight_grad, Convolution};
 use crate::error::{Error, Result};
-use crate::gemm::{matmul, MatMut, MatRef};
-use crate::im2col_wide::{col2im_wide, im2col_wide, unpad_image, widen, WideGeometry};
+use crate::kernels::gemm::{matmul, MatMut, MatRef};
+use crate::kernels::im2col_wide::{col2im_wide, im2col_wide, unpad_image, widen, WideGeometry};
+use crate::kernels::transpose_into;
 use crate::layers::check_dout;
 use crate::layers::relu::relu_backward;
-use crate::tensor::{transpose_into, Float, Tensor};
+use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 
 /// One chunk's slices of the layer's padded input, `dout`, and, with a

@@ -1,5 +1,5 @@
 //! One image's convolution shared out between the two members of a
-//! [`Team`] (inference at batch 1, see [`crate::team`]): each member computes
+//! [`Team`] (inference at batch 1, see [`crate::parallel::team`]): each member computes
 //! every filter on one band of output rows.
 //!
 //! ```text
@@ -35,9 +35,9 @@
 use super::forward::{multiply, multiply_and_narrow};
 use super::fused_pool::FusedPool;
 use super::scratch::{thread_scratch, Scratch};
-use crate::im2col_wide::{im2col_wide, pad_band, WideGeometry};
+use crate::kernels::im2col_wide::{im2col_wide, pad_band, WideGeometry};
 use crate::layers::relu::relu;
-use crate::team::Team;
+use crate::parallel::team::Team;
 use crate::tensor::Float;
 use std::ops::Range;
 use std::sync::Mutex;

@@ -1,5 +1,5 @@
 //! The convolution's forward pass (book §7.4.3, `Convolution.forward`), on
-//! the wide grid of [`crate::im2col_wide`], one image at a time:
+//! the wide grid of [`crate::kernels::im2col_wide`], one image at a time:
 //!
 //! ```text
 //! x_n: (C, H, W)  →  xpad_n = pad(x_n)          (C, HP, WP), kept for backward in training
@@ -22,11 +22,11 @@ use super::fused_pool::{image_out_len, FusedPool};
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
 use super::Convolution;
 use crate::error::Result;
-use crate::gemm::{matmul, MatMut, MatRef};
-use crate::im2col_wide::{im2col_wide, narrow_planes, pad_image, WideGeometry};
+use crate::kernels::gemm::{matmul, MatMut, MatRef};
+use crate::kernels::im2col_wide::{im2col_wide, narrow_planes, pad_image, WideGeometry};
 use crate::layers::pooling::values_only;
 use crate::layers::relu::relu;
-use crate::team::run_in_team;
+use crate::parallel::team::run_in_team;
 use crate::tensor::{Float, Tensor};
 use rayon::iter::Either;
 use rayon::prelude::*;

@@ -23,8 +23,8 @@
 //! ReLU to each value as it is read, so the full-size planes are never
 //! written at all.
 
-use crate::im2col::ConvGeometry;
-use crate::im2col_wide::WideGeometry;
+use crate::kernels::im2col::ConvGeometry;
+use crate::kernels::im2col_wide::WideGeometry;
 use crate::layers::pooling::{is_2x2, max_pool_2x2, max_pool_2x2_values, pool_plane, unpool_plane};
 use crate::layers::relu::relu_backward;
 use crate::tensor::Float;

@@ -2,7 +2,7 @@
 //! one image, reused image after image so that they stay in the core's
 //! cache (`deep`'s second layer: `col` is 144 × 848 values, 488 KB in f32).
 
-use crate::im2col_wide::WideGeometry;
+use crate::kernels::im2col_wide::WideGeometry;
 use crate::tensor::Float;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

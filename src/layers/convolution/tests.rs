@@ -213,10 +213,11 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
             .map(|_| T::from(rng.normal()).unwrap())
             .collect();
         let x = Tensor::from_vec(&[1, c, h, w], x).unwrap();
-        let two = crate::team::test_pool(2);
+        let two = crate::parallel::team::test_pool(2);
         let alone = two.install(|| conv.forward(&x, false).unwrap().clone());
-        let shared =
-            two.install(|| crate::team::with_team(|| conv.forward(&x, false).unwrap().clone()));
+        let shared = two.install(|| {
+            crate::parallel::team::with_team(|| conv.forward(&x, false).unwrap().clone())
+        });
         assert_eq!(alone, shared, "{case:?}, relu {relu}, pool {pool:?}");
         assert!(alone.data().iter().any(|&v| v != T::zero()));
         // A training forward in a team keeps its padded input for backward
@@ -233,7 +234,7 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
             };
             two.install(|| {
                 if in_team {
-                    crate::team::with_team(run)
+                    crate::parallel::team::with_team(run)
                 } else {
                     run()
                 }
@@ -291,7 +292,7 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
 /// 20×20: a 400-value plane, enough maxima for `db`'s order to show).
 #[test]
 fn a_fused_max_pooling_pools_the_output() {
-    use crate::im2col_wide::WideGeometry;
+    use crate::kernels::im2col_wide::WideGeometry;
     use crate::layers::{MaxPooling, PoolingConfig, Relu};
     let mut rng = Rng::new(9);
     for ((side, wide_w), with_relu) in [(6, 6), (13, 15), (20, 22)]
@@ -376,7 +377,7 @@ fn gradients_do_not_depend_on_the_number_of_threads() {
     let dout: Vec<f32> = (0..40 * 64 * 6 * 6).map(|_| rng.normal() as f32).collect();
     let dout = Tensor::from_vec(&[40, 64, 6, 6], dout).unwrap();
     let mut gradients = |threads| {
-        crate::team::test_pool(threads).install(|| {
+        crate::parallel::team::test_pool(threads).install(|| {
             conv.forward(&x, true).unwrap();
             conv.backward(&dout).unwrap();
         });

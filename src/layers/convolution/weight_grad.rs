@@ -1,6 +1,6 @@
 //! The convolution's weight gradient `dW = dout · col^T` (book §7.4.3)
 //! without unrolling the image again, for stride 1 on the wide grid
-//! ([`crate::im2col_wide`]).
+//! ([`crate::kernels::im2col_wide`]).
 //!
 //! On the wide grid, row (c, fy, fx) of `col` is the padded channel plane
 //! read from offset `fy·WP + fx`. With the padded image channels-last
@@ -29,9 +29,10 @@
 //! to the bit; conv2's (848 pixels) differ in the last place, as `gemm`
 //! blocks the long sum differently.
 
-use crate::gemm::{matmul, MatMut, MatRef};
-use crate::im2col_wide::{WideGeometry, ROW_ALIGN};
-use crate::tensor::{transpose_into, Float};
+use crate::kernels::gemm::{matmul, MatMut, MatRef};
+use crate::kernels::im2col_wide::{WideGeometry, ROW_ALIGN};
+use crate::kernels::transpose_into;
+use crate::tensor::Float;
 
 /// Whether the weight gradient takes this route: stride 1 on the wide
 /// grid (one contiguous run per `col` row), and FW·C a multiple of 16,
@@ -98,8 +99,8 @@ pub(super) fn reorder<T: Float>(wg: &WideGeometry, dw: &[T], grad: &mut [T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::im2col::ConvGeometry;
-    use crate::im2col_wide::{im2col_wide, pad_image, widen};
+    use crate::kernels::im2col::ConvGeometry;
+    use crate::kernels::im2col_wide::{im2col_wide, pad_image, widen};
     use crate::rng::Rng;
 
     /// The channels-last `dW` equals `dW^T = col · wide^T`, reordered, in

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::gradient_check::check_layer;
-use crate::im2col::im2col;
+use crate::kernels::im2col::im2col;
 use crate::rng::Rng;
 
 /// The book's 2×2 windows, and overlapping, padded 3×3 ones.
@@ -24,13 +24,14 @@ fn a_team_pools_the_same() {
     let mut rng = Rng::new(3);
     let x = (0..5 * 9 * 8).map(|_| rng.normal()).collect();
     let x = Tensor::from_vec(&[1, 5, 9, 8], x).unwrap();
-    let two = crate::team::test_pool(2);
+    let two = crate::parallel::team::test_pool(2);
     for config in book_and_overlapping() {
         let mut pool = MaxPooling::<f64>::new(&config);
         let alone = two.install(|| pool.forward(&x, true).unwrap().clone());
         let arg_alone = pool.arg_max.clone();
-        let shared =
-            two.install(|| crate::team::with_team(|| pool.forward(&x, true).unwrap().clone()));
+        let shared = two.install(|| {
+            crate::parallel::team::with_team(|| pool.forward(&x, true).unwrap().clone())
+        });
         assert_eq!(alone, shared, "{config:?}");
         assert_eq!(arg_alone, pool.arg_max, "{config:?}");
     }

@@ -1,8 +1,11 @@
 //! Winograd's minimal filtering F(2×2, 3×3), a faster route to the same
 //! convolution as im2col (book §7.4.3) for 3×3 filters with stride 1
 //! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
-//! Not in the book; [`Convolution`](crate::layers::Convolution) uses it for
-//! its 3×3 layers, and the tests check it against im2col.
+//! Not in the book, and not used by the library: an experiment kept outside
+//! `src/`, compiled into `benches/winograd.rs` (which times it against the
+//! route [`Convolution`](convnet::layers::Convolution) takes) and into
+//! `tests/winograd.rs` (which checks it against im2col). See
+//! `experiments/README.md`.
 //!
 //! The output is cut into 2×2 tiles. A tile depends on a 4×4 patch `d` of
 //! the padded input; for one filter `g` (3×3) and one channel
@@ -31,9 +34,9 @@
 //! with pad 2 − P, by the filters rotated by 180° with their two channel
 //! axes swapped ([`transform_filters`] with `rotate`, [`WinogradGeometry::for_dx`]).
 //!
-//! ```
-//! use convnet::im2col::ConvGeometry;
-//! use convnet::winograd::*;
+//! ```ignore
+//! use convnet::kernels::im2col::ConvGeometry;
+//! use winograd::*; // this file, included as a module
 //! // 1 channel, 4×4 input, pad 1, one filter that picks the centre: out = x.
 //! let g = ConvGeometry::new((1, 4, 4), (3, 3), 1, 1).unwrap();
 //! let wg = WinogradGeometry::new(g).unwrap();
@@ -48,9 +51,9 @@
 //! assert_eq!(out, x);
 //! ```
 
-use crate::gemm::{matmul, MatMut, MatRef};
-use crate::im2col::ConvGeometry;
-use crate::tensor::Float;
+use convnet::kernels::gemm::{matmul, MatMut, MatRef};
+use convnet::kernels::im2col::ConvGeometry;
+use convnet::Float;
 
 /// Positions in a 4×4 tile: the 16 products.
 pub const TILE_POSITIONS: usize = 16;
@@ -339,8 +342,8 @@ pub fn transform_output<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::im2col::{col2im_image, im2col_image};
-    use crate::rng::Rng;
+    use convnet::kernels::im2col::{col2im_image, im2col_image};
+    use convnet::Rng;
     use proptest::prelude::*;
 
     /// The book's route for one image: `out = W · im2col(x) + b`.

@@ -1,7 +1,7 @@
 //! Tests of the wide unrolling against the book's im2col/col2im.
 
 use super::*;
-use crate::im2col::{col2im_image, im2col_image};
+use crate::kernels::im2col::{col2im_image, im2col_image};
 use crate::rng::Rng;
 use proptest::prelude::*;
 

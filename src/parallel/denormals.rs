@@ -14,7 +14,7 @@
 //! [`thread_pool_with_flushed_denormals`] for rayon's workers.
 //!
 //! ```
-//! convnet::cpu::flush_denormals();
+//! convnet::parallel::denormals::flush_denormals();
 //! let tiny = std::hint::black_box(1e-30f32);
 //! let product = tiny * std::hint::black_box(1e-10f32); // 1e-40 would be subnormal
 //! # #[cfg(target_arch = "x86_64")]

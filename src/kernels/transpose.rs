@@ -22,7 +22,7 @@
 ///
 /// ```
 /// let mut t = [0; 6];
-/// convnet::tensor::transpose_into(&[1, 2, 3, 4, 5, 6], 2, 3, &mut t);
+/// convnet::kernels::transpose_into(&[1, 2, 3, 4, 5, 6], 2, 3, &mut t);
 /// assert_eq!(t, [1, 4, 2, 5, 3, 6]);
 /// ```
 pub fn transpose_into<T: Copy + 'static>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {

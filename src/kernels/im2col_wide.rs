@@ -1,7 +1,7 @@
 //! im2col over a zero-padded image with rows as wide as the padded input: the
 //! unrolling the [`Convolution`](crate::layers::Convolution) layer uses.
 //!
-//! The book's im2col ([`im2col`](crate::im2col)) copies every window, which
+//! The book's im2col ([`im2col`](crate::kernels::im2col)) copies every window, which
 //! for a 3×3 filter means thousands of short runs per image (one per output
 //! row and filter tap) and as much time in copying as in the matrix product.
 //! If the image is padded first, and the output grid is computed as wide as
@@ -44,8 +44,8 @@
 //! the product 1.3–1.6× slower.
 //!
 //! ```
-//! use convnet::im2col::ConvGeometry;
-//! use convnet::im2col_wide::{im2col_wide, pad_image, WideGeometry};
+//! use convnet::kernels::im2col::ConvGeometry;
+//! use convnet::kernels::im2col_wide::{im2col_wide, pad_image, WideGeometry};
 //! // One 7×7 image, a 2×2 filter, stride 1, no padding: OW = 6, OWW = 7.
 //! let g = WideGeometry::new(ConvGeometry::new((1, 7, 7), (2, 2), 1, 0).unwrap());
 //! assert_eq!((g.g.out_w, g.wide_w), (6, 7));
@@ -60,7 +60,7 @@
 //! assert_eq!(col[..14], want[..]);
 //! ```
 
-use crate::im2col::ConvGeometry;
+use crate::kernels::im2col::ConvGeometry;
 use crate::tensor::Float;
 use runs::{add_filter_row_3, add_runs, copy_runs, copy_short, write_padded_row};
 
@@ -116,8 +116,8 @@ impl WideGeometry {
     /// place, instead of 40.
     ///
     /// ```
-    /// use convnet::im2col::ConvGeometry;
-    /// use convnet::im2col_wide::WideGeometry;
+    /// use convnet::kernels::im2col::ConvGeometry;
+    /// use convnet::kernels::im2col_wide::WideGeometry;
     /// let wg = WideGeometry::new(ConvGeometry::new((16, 28, 28), (3, 3), 1, 1).unwrap());
     /// let band = wg.band(14..28);
     /// assert_eq!((band.padded_h, band.padded_w, band.g.out_h), (16, 30, 14));

@@ -28,7 +28,8 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::tensor::{transpose_into, Float, Tensor};
+use crate::kernels::transpose_into;
+use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 
 /// Output length along one axis: `(input + 2·pad − filter) / stride + 1`.
@@ -36,7 +37,7 @@ use rayon::prelude::*;
 /// An error when the filter does not fit in the padded input or the stride is 0.
 ///
 /// ```
-/// use convnet::im2col::output_size;
+/// use convnet::kernels::im2col::output_size;
 /// assert_eq!(output_size(28, 5, 1, 0).unwrap(), 24);
 /// assert_eq!(output_size(4, 3, 1, 1).unwrap(), 4); // "same" padding
 /// assert_eq!(output_size(7, 3, 2, 0).unwrap(), 3);

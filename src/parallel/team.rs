@@ -18,7 +18,7 @@
 //! second worker is free (a one-thread pool), `run` does both parts itself.
 //!
 //! ```
-//! use convnet::team::{with_current_team, with_team};
+//! use convnet::parallel::team::{with_current_team, with_team};
 //! use std::sync::Mutex;
 //! let parts = Mutex::new(Vec::new());
 //! with_team(|| {
@@ -201,7 +201,7 @@ impl Team {
 
 /// Sets its flag when dropped: a stop signal that is sent however the work
 /// before it ends, panics included (the team's helper, the awake workers
-/// of [`crate::awake`]).
+/// of [`crate::parallel::awake_workers`]).
 pub(crate) struct SetOnDrop<'a>(pub(crate) &'a AtomicBool);
 
 impl Drop for SetOnDrop<'_> {

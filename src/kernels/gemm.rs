@@ -7,7 +7,7 @@
 //! convolution multiply by `col^T` without copying `col`.
 //!
 //! ```
-//! use convnet::gemm::{matmul, MatMut, MatRef};
+//! use convnet::kernels::gemm::{matmul, MatMut, MatRef};
 //! let a = [1.0f32, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
 //! let b = [5.0f32, 6.0, 7.0, 8.0]; // [[5, 6], [7, 8]]
 //! let mut c = [0.0f32; 4];
@@ -48,7 +48,7 @@ impl<'a, T> MatRef<'a, T> {
     /// of a channels-last image this way, without copying it.
     ///
     /// ```
-    /// use convnet::gemm::{matmul, MatMut, MatRef};
+    /// use convnet::kernels::gemm::{matmul, MatMut, MatRef};
     /// // Rows [1, 2], [2, 3], [3, 4] of one slice.
     /// let a = MatRef::strided(&[1.0f32, 2.0, 3.0, 4.0], 3, 2, 1, 1);
     /// let mut c = [0.0f32; 3];
@@ -137,7 +137,7 @@ impl<'a, T> MatMut<'a, T> {
     /// values apart: a block of columns of a wider matrix.
     ///
     /// ```
-    /// use convnet::gemm::{matmul, MatMut, MatRef};
+    /// use convnet::kernels::gemm::{matmul, MatMut, MatRef};
     /// let mut c = [0.0f32; 6]; // 2×3, fill its middle column
     /// let (a, b) = ([1.0f32, 2.0], [10.0f32]);
     /// matmul(MatMut::with_row_stride(&mut c[1..], 2, 1, 3), MatRef::new(&a, 2, 1), MatRef::new(&b, 1, 1), false, false);
@@ -266,7 +266,7 @@ fn tune_packing() {
 /// result, are the same on any machine.
 ///
 /// ```
-/// use convnet::gemm::{matmul_split_k, MatMut, MatRef};
+/// use convnet::kernels::gemm::{matmul_split_k, MatMut, MatRef};
 /// let a = [1.0f32, 2.0, 3.0, 4.0]; // 1×4
 /// let b = [1.0f32, 1.0, 1.0, 1.0]; // 4×1
 /// let (mut c, mut scratch) = ([0.0f32], Vec::new());

@@ -21,13 +21,13 @@
 //! spinning the same way.
 //!
 //! ```
-//! use convnet::awake::with_workers_awake;
+//! use convnet::parallel::awake_workers::with_workers_awake;
 //! use rayon::prelude::*;
 //! let sum: u64 = with_workers_awake(|| (0..1000u64).into_par_iter().sum());
 //! assert_eq!(sum, 499_500);
 //! ```
 
-use crate::team::SetOnDrop;
+use crate::parallel::team::SetOnDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -76,7 +76,7 @@ fn stay_awake(stop: &AtomicBool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::team::test_pool as pool;
+    use crate::parallel::team::test_pool as pool;
     use rayon::prelude::*;
     use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -124,7 +124,7 @@ mod tests {
         let total = pool(2).install(|| {
             with_workers_awake(|| {
                 let inner: u64 = with_workers_awake(|| (0..100u64).into_par_iter().sum());
-                let team = crate::team::with_team(|| 7u64);
+                let team = crate::parallel::team::with_team(|| 7u64);
                 inner + team
             })
         });

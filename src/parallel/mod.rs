@@ -1,0 +1,13 @@
+//! Threading: how the layers' work is spread over the cores. The book's
+//! layers know nothing of threads; the fast convolution splits its batch with
+//! rayon and, for a single image, with a [`team`].
+//!
+//! | module | what |
+//! |---|---|
+//! | [`denormals`] | flushing subnormal floats to zero on every worker (a pool builder that does it) |
+//! | [`awake_workers`] | keeping rayon's workers spinning between the layers' parallel loops during a long job |
+//! | [`team`] | a two-thread team that shares one image's work (inference at batch 1) |
+
+pub mod awake_workers;
+pub mod denormals;
+pub mod team;
