@@ -14,9 +14,26 @@
 //!
 //! and string metadata: `model` (the `--model` name), `model_options`, `input_shape`
 //! (`C,H,W`), `class_names` (a JSON list), `normalisation`, plus whatever
-//! the caller adds (epoch, metrics). Files are written to a temporary file
-//! beside the target and renamed over it, so an interrupted save never
-//! destroys the previous checkpoint.
+//! the caller adds (epoch, metrics).
+//!
+//! # Saving without losing work
+//!
+//! Every file is written to a temporary file beside the target, flushed to
+//! the disk (`sync_all`), renamed over the target, and the folder is synced
+//! too ([`write_atomically`]): after a crash or a power loss the target is
+//! either the old file or the new one, never a partial one. A failed write
+//! (a full disk) removes its temporary file.
+//!
+//! A training run saves two files per epoch: the weights and the
+//! optimizer's state. [`save_training_state`] makes the pair atomic as a
+//! whole: the optimizer state goes to a file named after its epoch
+//! (`model.optim-3.safetensors`) *before* the weights are replaced, and the
+//! previous epoch's state file is removed only after, so whatever instant a
+//! run is killed at, the weights on disk have their own epoch's optimizer
+//! state beside them ([`load_training_state`] finds it).
+//!
+//! The same network saved twice gives the same bytes: the header's keys are
+//! written in sorted order, and nothing in it depends on the clock.
 
 use crate::error::{Error, Result};
 use crate::kernels::transpose_into;
@@ -25,7 +42,8 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 /// The metadata stored beside the weights.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,7 +71,10 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` through a temporary file beside it: the file is
+/// flushed to the disk, renamed over `path`, and the folder synced, so that
+/// `path` holds either its old content or all of `bytes`, whatever happens.
+/// On failure the temporary file is removed.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path
         .file_name()
@@ -61,11 +82,87 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp_name = file_name.to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+        return Err(Error::io(&tmp, e));
+    }
+    test_abort_point("after-temporary-file");
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    sync_folder(path);
+    Ok(())
+}
+
+/// Flushes the folder holding `path` to the disk, so that a rename into it
+/// survives a power loss. Best effort: not every platform can open a folder.
+fn sync_folder(path: &Path) {
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(dir) = std::fs::File::open(folder) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// For the tests of a kill during a save: when the environment variable
+/// `CONVNET_TEST_ABORT_AT` names this point (`after-temporary-file`,
+/// `after-optimizer-state`, `after-weights`), the process aborts there, as a
+/// SIGKILL would stop it. Points are counted: `after-temporary-file:3`
+/// aborts at the third time the point is reached.
+#[doc(hidden)]
+pub fn test_abort_point(point: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static REACHED: AtomicUsize = AtomicUsize::new(0);
+    let Ok(wanted) = std::env::var("CONVNET_TEST_ABORT_AT") else {
+        return;
+    };
+    let (name, nth) = match wanted.split_once(':') {
+        Some((name, nth)) => (name.to_string(), nth.parse().unwrap_or(1)),
+        None => (wanted, 1),
+    };
+    if name == point && REACHED.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+        std::process::abort();
+    }
+}
+
+/// Rewrites a safetensors file's JSON header with its keys in sorted order
+/// (the `safetensors` crate writes the metadata from a `HashMap`, in an order
+/// that changes from run to run), so that the same content gives the same
+/// bytes. The tensors' data and offsets are unchanged.
+fn with_sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let bad = |what: String| Error::Data(format!("cannot encode checkpoint: {what}"));
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + header_len]).map_err(|e| bad(e.to_string()))?;
+    // `serde_json::Value`'s maps are sorted by key (no `preserve_order`);
+    // sort explicitly all the same, so that a feature turned on elsewhere
+    // in the dependency graph cannot change the bytes.
+    let mut sorted: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for (key, value) in header.as_object().cloned().unwrap_or_default() {
+        let value = match value {
+            serde_json::Value::Object(map) if key == "__metadata__" => {
+                serde_json::to_value(map.into_iter().collect::<BTreeMap<_, _>>())
+                    .map_err(|e| bad(e.to_string()))?
+            }
+            other => other,
+        };
+        sorted.insert(key, value);
+    }
+    let mut text = serde_json::to_vec(&sorted).map_err(|e| bad(e.to_string()))?;
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - header_len);
+    out.extend((text.len() as u64).to_le_bytes());
+    out.extend(text);
+    out.extend(&bytes[8 + header_len..]);
+    Ok(out)
 }
 
 /// Saves `net`'s parameters and `info` to `path` (atomically).
@@ -114,7 +211,7 @@ pub fn save(net: &mut Network<f32>, info: &CheckpointInfo, path: &Path) -> Resul
     metadata.insert("normalisation".into(), NORMALISATION.into());
     let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata))
         .map_err(|e| Error::Data(format!("cannot encode checkpoint: {e}")))?;
-    write_atomically(path, &bytes)
+    write_atomically(path, &with_sorted_header(bytes)?)
 }
 
 /// Reads only the metadata of a checkpoint.
@@ -240,14 +337,134 @@ fn read_tensor(
 /// An optimizer's state: named flat tensors, in order.
 pub type OptimizerState = Vec<(String, Vec<f32>)>;
 
-/// Where the optimizer state of the checkpoint `model_path` is kept:
-/// `model.safetensors` → `model.optim.safetensors`.
-pub fn optimizer_path(model_path: &Path) -> std::path::PathBuf {
-    let stem = model_path
-        .file_stem()
+/// Where the optimizer state of the checkpoint `model_path` after `epoch`
+/// epochs is kept: `model.safetensors` → `model.optim-3.safetensors`. The
+/// epoch in the name lets the state of the new epoch be written before the
+/// weights are replaced (see [`save_training_state`]).
+pub fn optimizer_path(model_path: &Path, epoch: usize) -> PathBuf {
+    model_path.with_file_name(format!(
+        "{}.optim-{epoch}.safetensors",
+        file_stem(model_path)
+    ))
+}
+
+/// The single optimizer file of checkpoints written before the epoch was
+/// part of its name: `model.optim.safetensors`.
+fn unversioned_optimizer_path(model_path: &Path) -> PathBuf {
+    model_path.with_file_name(format!("{}.optim.safetensors", file_stem(model_path)))
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    model_path.with_file_name(format!("{stem}.optim.safetensors"))
+        .unwrap_or_default()
+}
+
+/// Saves a training run after `epoch` epochs — the weights to `path` (with
+/// `epoch` in `info`'s metadata) and the optimizer's state beside them — so
+/// that the pair is atomic as a whole: a kill or a crash at any instant
+/// leaves either the previous epoch's pair or this one, each complete.
+///
+/// 1. the optimizer state goes to `optimizer_path(path, epoch)` (atomically);
+/// 2. the weights replace `path` (atomically): from here on, `path` is the
+///    new epoch's;
+/// 3. the older epochs' optimizer files are removed.
+pub fn save_training_state(
+    net: &mut Network<f32>,
+    info: &CheckpointInfo,
+    optimizer_state: &[(String, Vec<f32>)],
+    epoch: usize,
+    path: &Path,
+) -> Result<()> {
+    save_optimizer_state(&optimizer_path(path, epoch), epoch, optimizer_state)?;
+    test_abort_point("after-optimizer-state");
+    let mut info = info.clone();
+    info.extra.insert("epoch".to_string(), epoch.to_string());
+    save(net, &info, path)?;
+    test_abort_point("after-weights");
+    remove_other_optimizer_files(path, epoch);
+    Ok(())
+}
+
+/// Removes the optimizer files of `path` other than epoch `keep`'s (best
+/// effort: a file left behind is only disk space).
+fn remove_other_optimizer_files(path: &Path, keep: usize) {
+    let _ = std::fs::remove_file(unversioned_optimizer_path(path));
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prefix = format!("{}.optim-", file_stem(path));
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let epoch = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".safetensors"))
+            .and_then(|e| e.parse::<usize>().ok());
+        if epoch.is_some_and(|e| e != keep) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// A training run read back by [`load_training_state`].
+pub struct TrainingState {
+    /// The network with its saved weights.
+    pub net: Network<f32>,
+    /// The checkpoint's metadata.
+    pub info: CheckpointInfo,
+    /// The epochs done.
+    pub epoch: usize,
+    /// The optimizer's state after `epoch` epochs.
+    pub optimizer_state: OptimizerState,
+}
+
+/// Loads what [`save_training_state`] wrote: the weights at `path`, their
+/// epoch, and the optimizer state of that same epoch (from
+/// `optimizer_path(path, epoch)`, or the unversioned file of an older
+/// checkpoint if it is of that epoch).
+pub fn load_training_state(path: &Path) -> Result<TrainingState> {
+    let (net, info) = load(path)?;
+    let epoch: usize = info
+        .extra
+        .get("epoch")
+        .and_then(|e| e.parse().ok())
+        .ok_or_else(|| {
+            Error::Data(format!(
+                "{}: no epoch count in its metadata",
+                path.display()
+            ))
+        })?;
+    let versioned = optimizer_path(path, epoch);
+    let optim_path = if versioned.exists() {
+        versioned.clone()
+    } else {
+        unversioned_optimizer_path(path)
+    };
+    if !optim_path.exists() {
+        return Err(Error::Data(format!(
+            "{}: the optimizer state of epoch {epoch} ({}) is missing",
+            path.display(),
+            versioned.display()
+        )));
+    }
+    let (optim_epoch, optimizer_state) = load_optimizer_state(&optim_path)?;
+    if optim_epoch != epoch {
+        return Err(Error::Data(format!(
+            "{} is from epoch {optim_epoch} but {} from epoch {epoch}",
+            optim_path.display(),
+            path.display()
+        )));
+    }
+    Ok(TrainingState {
+        net,
+        info,
+        epoch,
+        optimizer_state,
+    })
 }
 
 /// Saves an optimizer's state (velocities, moments: see
@@ -279,7 +496,7 @@ pub fn save_optimizer_state(path: &Path, epoch: usize, state: &[(String, Vec<f32
     let encoded =
         safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata))
             .map_err(|e| Error::Data(format!("cannot encode optimizer state: {e}")))?;
-    write_atomically(path, &encoded)
+    write_atomically(path, &with_sorted_header(encoded)?)
 }
 
 /// Loads what [`save_optimizer_state`] wrote: the epoch and the state.

@@ -236,10 +236,24 @@ pub fn train_with_optimizer<T: Float>(
             data.train
                 .batch_into(chunk, &mut batch.x, &mut batch.labels);
             let loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
-            if !loss.is_finite() {
+            // Stop before the step, so that the weights (and the last saved
+            // checkpoint) stay the last good ones.
+            let bad = if !loss.is_finite() {
+                Some(format!("the loss became {loss}"))
+            } else {
+                network.layers.iter_mut().find_map(|named| {
+                    let bad = named.layer.params().iter().find_map(|p| {
+                        let finite = p.grad.data().iter().all(|g| g.is_finite());
+                        (!finite).then_some(p.name)
+                    });
+                    bad.map(|param| format!("the gradient of {}.{param} is not finite", named.name))
+                })
+            };
+            if let Some(what) = bad {
                 return Err(Error::Config(format!(
-                    "the loss became {loss} in epoch {}: the learning rate is probably too high",
-                    epoch + 1
+                    "{what} in epoch {}, batch {}: training diverged (the learning rate is probably too high)",
+                    epoch + 1,
+                    done + 1
                 )));
             }
             correct += argmax_rows(network.loss_layer.probabilities())

@@ -45,7 +45,7 @@ fn resume_ends_with_the_weights_of_an_uninterrupted_run() {
         &[&common[..], &["--epochs", "1", "--save"]].concat(),
         &[&parts],
     );
-    assert!(checkpoint::optimizer_path(&parts).exists());
+    assert!(checkpoint::optimizer_path(&parts, 1).exists());
     let resumed = convnet(
         &[&common[..], &["--epochs", "3", "--resume"]].concat(),
         &[&parts],

@@ -173,6 +173,45 @@ pub struct TrainTest {
     pub class_names: Vec<String>,
 }
 
+impl TrainTest {
+    /// A short fingerprint of the set, stored in checkpoints so that
+    /// `convnet train --resume` can tell that it is given the data the run
+    /// started on: FNV-1a (64 bits) over the image shape, the class names and
+    /// every label of both parts, in order. Cheap (the labels, not the
+    /// pixels) and enough to tell MNIST, Fashion-MNIST, CIFAR-10, the
+    /// embedded digits and most folders apart.
+    ///
+    /// ```
+    /// let digits = convnet::data::load_embedded_mnist10k().unwrap();
+    /// assert_eq!(digits.fingerprint(), digits.fingerprint());
+    /// assert_eq!(digits.fingerprint().len(), 16);
+    /// ```
+    pub fn fingerprint(&self) -> String {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0100_0000_01b3;
+        let mut hash = OFFSET;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
+            }
+        };
+        for dim in self.train.input_shape() {
+            eat(&(dim as u64).to_le_bytes());
+        }
+        for name in &self.class_names {
+            eat(name.as_bytes());
+            eat(&[0]);
+        }
+        for part in [&self.train, &self.test] {
+            eat(&(part.len() as u64).to_le_bytes());
+            for &label in &part.labels {
+                eat(&[label]);
+            }
+        }
+        format!("{hash:016x}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

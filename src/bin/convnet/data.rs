@@ -35,6 +35,11 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// The `--data` folder, if one is given.
+    pub fn folder(&self) -> Option<&std::path::Path> {
+        self.data.as_deref()
+    }
+
     /// Loads the chosen set, downloading it if needed.
     pub fn load(&self) -> anyhow::Result<TrainTest> {
         if let Some(dir) = &self.data {

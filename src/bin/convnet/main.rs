@@ -8,6 +8,7 @@ mod data;
 mod drawing;
 mod gradcheck;
 mod image_input;
+mod outputs;
 mod plot;
 mod predict;
 mod summary;

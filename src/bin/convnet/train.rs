@@ -1,7 +1,6 @@
 //! `convnet train` and `convnet eval`.
 
 use crate::data::DataArgs;
-use anyhow::Context;
 use clap::Args;
 use convnet::checkpoint::{self, CheckpointInfo};
 use convnet::init::Init;
@@ -22,9 +21,10 @@ use std::process::ExitCode;
 pub struct TrainArgs {
     /// The network: simple (the book's SimpleConvNet), lenet5, alexnet,
     /// alexnet-small, deep, or a spec such as
-    /// 'conv(30,5)-relu-maxpool(2)-affine(100)-relu-affine(10)'.
-    #[arg(long, default_value = "simple")]
-    model: String,
+    /// 'conv(30,5)-relu-maxpool(2)-affine(100)-relu-affine(10)'. Default:
+    /// simple, or with --resume the checkpoint's network.
+    #[arg(long)]
+    model: Option<String>,
     #[command(flatten)]
     data: DataArgs,
     #[arg(long, default_value_t = 15)]
@@ -68,12 +68,14 @@ pub struct TrainArgs {
     /// Worker threads. Default: one per core.
     #[arg(long)]
     threads: Option<usize>,
-    /// Write one JSON object per epoch to this file (replacing it).
+    /// Write one JSON object per epoch to this file (replacing it; with
+    /// --resume, appending to the epochs the checkpoint holds).
     #[arg(long)]
     metrics: Option<PathBuf>,
-    /// Save the weights (safetensors) to this file after every epoch,
-    /// through a temporary file and a rename; the optimizer's state goes
-    /// beside it (NAME.optim.safetensors).
+    /// Save the weights (safetensors) to this file after every epoch (with
+    /// --epochs 0, the initial weights); the optimizer's state goes beside it
+    /// (NAME.optim-EPOCH.safetensors). The pair is replaced atomically: a
+    /// kill at any moment leaves the last complete epoch.
     #[arg(long)]
     save: Option<PathBuf>,
     /// Continue the run saved in this checkpoint (and its .optim file) up to
@@ -115,6 +117,19 @@ fn metrics_json(m: &EpochMetrics) -> String {
     .to_string()
 }
 
+/// The metrics stored in a checkpoint: those of [`metrics_json`] without the
+/// timings, so that two identical runs write identical checkpoints.
+fn checkpoint_metrics_json(m: &EpochMetrics) -> String {
+    serde_json::json!({
+        "epoch": m.epoch,
+        "train_loss": m.train_loss,
+        "train_acc": m.train_acc,
+        "test_loss": m.test_loss,
+        "test_acc": m.test_acc,
+    })
+    .to_string()
+}
+
 fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
     format!(
         "epoch {:>2}/{epochs}  train loss {:.4}  train acc {:6.2}%  test acc {:6.2}%  ({:.2} s, {:.0} img/s)",
@@ -133,14 +148,44 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let save_path = args.save.clone().or(args.resume.clone());
+    // Every output is checked before any work: a mistake shows at once, and
+    // an output can never overwrite an input.
+    crate::outputs::check_outputs(
+        &[
+            ("--save", save_path.as_deref()),
+            ("--metrics", args.metrics.as_deref()),
+        ],
+        &crate::outputs::training_inputs(args.resume.as_deref(), args.data.folder()),
+    )?;
+    // A resumed run's network, metadata and optimizer state; its model name
+    // sets the default learning rate.
+    let resumed = args
+        .resume
+        .as_deref()
+        .map(checkpoint::load_training_state)
+        .transpose()?;
+    let model = match &resumed {
+        Some(state) => {
+            anyhow::ensure!(
+                args.model.as_ref().is_none_or(|m| *m == state.info.model),
+                "{} holds a {} network, not --model {}: leave out --model to continue it",
+                args.resume.as_deref().unwrap_or(Path::new("")).display(),
+                state.info.model,
+                args.model.as_deref().unwrap_or_default()
+            );
+            state.info.model.clone()
+        }
+        None => args.model.clone().unwrap_or_else(|| "simple".to_string()),
+    };
     // Without --lr: the model's Adam rate (0.0005 for alexnet-small, which
     // is unstable at 0.001), else the optimizer's book default.
     let learning_rate = args.lr.or_else(|| {
-        model_info(&args.model)
+        model_info(&model)
             .filter(|_| args.optimizer == OptimizerKind::Adam)
             .map(|m| m.adam_learning_rate)
     });
-    let config = TrainConfig {
+    let mut config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
         optimizer: args.optimizer,
@@ -149,9 +194,6 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
         start_epoch: 0,
     };
     config.validate()?;
-    let data = args.data.load()?;
-    let input_shape = data.train.input_shape();
-    let classes = data.class_names.len();
     let simple_only = [
         ("--filters", args.filters.is_some()),
         ("--filter-size", args.filter_size.is_some()),
@@ -161,46 +203,56 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
     ];
     if let Some((flag, _)) = simple_only.iter().find(|(_, set)| *set) {
         anyhow::ensure!(
-            args.model == "simple" && args.resume.is_none(),
+            model == "simple" && resumed.is_none(),
             "{flag} applies to --model simple only (a spec states its own sizes; a resumed run keeps its model)"
         );
     }
     anyhow::ensure!(
-        args.activation.is_none() || model_info(&args.model).is_some(),
-        "--activation applies to lenet5, alexnet, alexnet-small and deep only"
+        args.activation.is_none() || (model_info(&model).is_some() && resumed.is_none()),
+        "--activation applies to lenet5, alexnet, alexnet-small and deep only (a resumed run keeps its model)"
     );
-    let mut rng = Rng::new(args.seed);
-    let mut config = config;
-    let (mut net, mut info, optimizer_state) = match &args.resume {
-        Some(path) => {
-            let (net, info) = checkpoint::load(path)?;
-            let done: usize = info
-                .extra
-                .get("epoch")
-                .and_then(|e| e.parse().ok())
-                .with_context(|| format!("{}: no epoch count in its metadata", path.display()))?;
-            let optim_path = checkpoint::optimizer_path(path);
-            let (optim_epoch, state) = checkpoint::load_optimizer_state(&optim_path)?;
-            anyhow::ensure!(
-                optim_epoch == done,
-                "{} is from epoch {optim_epoch} but {} from epoch {done}",
-                optim_path.display(),
-                path.display()
+    if let Some(state) = &resumed {
+        if state.epoch >= args.epochs {
+            println!(
+                "{} already holds {} epochs (--epochs {}): nothing to do",
+                args.resume.as_deref().unwrap_or(Path::new("")).display(),
+                state.epoch,
+                args.epochs
             );
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let data = args.data.load()?;
+    let input_shape = data.train.input_shape();
+    let classes = data.class_names.len();
+    let fingerprint = data.fingerprint();
+    let mut rng = Rng::new(args.seed);
+    let (mut net, mut info, optimizer_state) = match resumed {
+        Some(state) => {
+            let path = args.resume.as_deref().unwrap_or(Path::new(""));
+            if let Some(theirs) = state.info.extra.get("dataset_fingerprint") {
+                let their_name = state.info.extra.get("dataset").map_or("?", String::as_str);
+                anyhow::ensure!(
+                    *theirs == fingerprint,
+                    "{} was trained on {their_name}, not on {}: give the same --data or --dataset to continue it",
+                    path.display(),
+                    data.name
+                );
+            }
             anyhow::ensure!(
-                info.input_shape == input_shape,
+                state.info.input_shape == input_shape,
                 "the checkpoint's model takes {:?} images, {} has {:?}",
-                info.input_shape,
+                state.info.input_shape,
                 data.name,
                 input_shape
             );
-            config.start_epoch = done;
-            (net, info, Some(state))
+            config.start_epoch = state.epoch;
+            (state.net, state.info, Some(state.optimizer_state))
         }
         None => {
             let options = ModelOptions {
-                // The book's SimpleConvNet uses std; He trains it faster (see README).
-                init: args.init.or((args.model == "simple").then_some(Init::He)),
+                // The book's SimpleConvNet uses std; He trains it faster (see docs/models.md).
+                init: args.init.or((model == "simple").then_some(Init::He)),
                 filters: args.filters,
                 filter_size: args.filter_size,
                 stride: args.stride,
@@ -208,15 +260,19 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
                 hidden_size: args.hidden_size,
                 activation: args.activation.clone(),
             };
-            let net = build_model::<f32>(&args.model, &options, input_shape, classes, &mut rng)?;
+            let net = build_model::<f32>(&model, &options, input_shape, classes, &mut rng)?;
             let info = CheckpointInfo {
-                model: args.model.clone(),
+                model: model.clone(),
                 options,
                 input_shape,
                 class_names: data.class_names.clone(),
                 // `visualize filters --compare` rebuilds the untrained
-                // network from it.
-                extra: BTreeMap::from([("seed".to_string(), args.seed.to_string())]),
+                // network from the seed; --resume checks the data set.
+                extra: BTreeMap::from([
+                    ("seed".to_string(), args.seed.to_string()),
+                    ("dataset".to_string(), data.name.clone()),
+                    ("dataset_fingerprint".to_string(), fingerprint.clone()),
+                ]),
             };
             (net, info, None)
         }
@@ -225,27 +281,15 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(state) = &optimizer_state {
         optimizer.load_state(state)?;
     }
-    let save_path = args.save.clone().or(args.resume.clone());
-    if let Some(path) = &save_path {
-        // Fail now, not after the first epoch's work.
-        let folder = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        anyhow::ensure!(
-            folder.is_dir(),
-            "cannot save to {}: folder {} does not exist",
-            path.display(),
-            folder.display()
-        );
-    }
     let mut metrics_file = match &args.metrics {
-        Some(path) => Some(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create metrics file {}", path.display()))?,
-        ),
+        Some(path) => Some(crate::outputs::open_metrics(path, config.start_epoch)?),
         None => None,
     };
+    if let (Some(path), 0) = (&save_path, config.epochs) {
+        checkpoint::save_training_state(&mut net, &info, &optimizer.state(), 0, path)?;
+        println!("saved {} (the initial weights: --epochs 0)", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "training {} ({} parameters) on {}: {} train / {} test images {:?}, {} epochs, batch {}, {} lr {}, {} threads",
         info.model,
@@ -273,6 +317,7 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
         bar
     });
     let epochs = args.epochs;
+    let mut divergence = DivergenceWatch::default();
     let history = train_with_optimizer(
         &mut net,
         optimizer.as_mut(),
@@ -286,6 +331,12 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
                     total,
                     loss,
                 } => {
+                    if let Some(warning) = divergence.check(epoch, done, loss) {
+                        match &bar {
+                            Some(bar) => bar.println(&warning),
+                            None => eprintln!("{warning}"),
+                        }
+                    }
                     if let Some(bar) = &bar {
                         if done == 1 {
                             bar.set_length(total as u64);
@@ -302,17 +353,24 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
                         Some(bar) => bar.println(line),
                         None => println!("{line}"),
                     }
+                    if let Some(path) = &save_path {
+                        info.extra
+                            .insert("metrics".to_string(), checkpoint_metrics_json(m));
+                        checkpoint::save_training_state(
+                            net,
+                            &info,
+                            &optimizer.state(),
+                            m.epoch,
+                            path,
+                        )?;
+                    }
+                    // After the save: the metrics file never holds an epoch
+                    // that the checkpoint lacks (a resume cuts it back to the
+                    // checkpoint's epochs anyway).
                     if let Some(file) = metrics_file.as_mut() {
                         writeln!(file, "{}", metrics_json(m)).map_err(|e| {
                             convnet::Error::Data(format!("cannot write metrics: {e}"))
                         })?;
-                    }
-                    if let Some(path) = &save_path {
-                        info.extra.insert("epoch".to_string(), m.epoch.to_string());
-                        info.extra.insert("metrics".to_string(), metrics_json(m));
-                        let optim_path = checkpoint::optimizer_path(path);
-                        checkpoint::save_optimizer_state(&optim_path, m.epoch, &optimizer.state())?;
-                        checkpoint::save(net, &info, path)?;
                     }
                 }
             }
@@ -336,6 +394,32 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
         None => println!("no epochs run"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Watches the training loss for an explosion: a loss far above the run's
+/// first one means the learning rate is too high, even while it is still
+/// finite (a non-finite loss stops training in the library).
+#[derive(Default)]
+struct DivergenceWatch {
+    first_loss: Option<f64>,
+    warned: bool,
+}
+
+impl DivergenceWatch {
+    /// How many times the first batch's loss counts as an explosion.
+    const FACTOR: f64 = 10.0;
+
+    /// A one-line warning the first time `loss` has exploded.
+    fn check(&mut self, epoch: usize, batch: usize, loss: f64) -> Option<String> {
+        let first = *self.first_loss.get_or_insert(loss);
+        if self.warned || loss <= Self::FACTOR * first.max(0.1) {
+            return None;
+        }
+        self.warned = true;
+        Some(format!(
+            "warning: the loss rose from {first:.4} to {loss:.4e} (epoch {epoch}, batch {batch}): training is diverging; try a lower --lr"
+        ))
+    }
 }
 
 pub fn print_evaluation(eval: &Evaluation, class_names: &[String]) {
@@ -368,6 +452,12 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         data.name,
         data.test.input_shape()
     );
+    if data.class_names != info.class_names {
+        eprintln!(
+            "warning: {} has the classes {:?}, the checkpoint was trained on {:?}: the accuracy compares labels of different meanings",
+            data.name, data.class_names, info.class_names
+        );
+    }
     let eval = evaluate(&mut net, &data.test, args.batch_size)?;
     println!(
         "{} on {} ({} test images)",
