@@ -342,10 +342,19 @@ pub type OptimizerState = Vec<(String, Vec<f32>)>;
 /// epoch in the name lets the state of the new epoch be written before the
 /// weights are replaced (see [`save_training_state`]).
 pub fn optimizer_path(model_path: &Path, epoch: usize) -> PathBuf {
-    model_path.with_file_name(format!(
-        "{}.optim-{epoch}.safetensors",
-        file_stem(model_path)
-    ))
+    optimizer_path_at(model_path, epoch, 0)
+}
+
+/// [`optimizer_path`] of a run stopped after `batches_done` mini-batches of
+/// the epoch after `epoch`: `model.optim-3-250.safetensors` (the plain name
+/// when `batches_done` is 0).
+pub fn optimizer_path_at(model_path: &Path, epoch: usize, batches_done: usize) -> PathBuf {
+    let stem = file_stem(model_path);
+    let name = match batches_done {
+        0 => format!("{stem}.optim-{epoch}.safetensors"),
+        b => format!("{stem}.optim-{epoch}-{b}.safetensors"),
+    };
+    model_path.with_file_name(name)
 }
 
 /// The single optimizer file of checkpoints written before the epoch was
@@ -360,35 +369,46 @@ fn file_stem(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Saves a training run after `epoch` epochs — the weights to `path` (with
-/// `epoch` in `info`'s metadata) and the optimizer's state beside them — so
-/// that the pair is atomic as a whole: a kill or a crash at any instant
-/// leaves either the previous epoch's pair or this one, each complete.
+/// Saves a training run after `epoch` epochs and `batches_done` mini-batches
+/// of the next one (0 at the end of an epoch) — the weights to `path` (with
+/// the position in `info`'s metadata: `epoch`, `batches_done`) and the
+/// optimizer's state beside them — so that the pair is atomic as a whole: a
+/// kill or a crash at any instant leaves either the previous pair or this
+/// one, each complete.
 ///
-/// 1. the optimizer state goes to `optimizer_path(path, epoch)` (atomically);
+/// 1. the optimizer state goes to `optimizer_path_at(path, epoch,
+///    batches_done)` (atomically);
 /// 2. the weights replace `path` (atomically): from here on, `path` is the
-///    new epoch's;
-/// 3. the older epochs' optimizer files are removed.
+///    new position's;
+/// 3. the other positions' optimizer files are removed.
 pub fn save_training_state(
     net: &mut Network<f32>,
     info: &CheckpointInfo,
     optimizer_state: &[(String, Vec<f32>)],
     epoch: usize,
+    batches_done: usize,
     path: &Path,
 ) -> Result<()> {
-    save_optimizer_state(&optimizer_path(path, epoch), epoch, optimizer_state)?;
+    let optim_path = optimizer_path_at(path, epoch, batches_done);
+    save_optimizer_state(&optim_path, epoch, batches_done, optimizer_state)?;
     test_abort_point("after-optimizer-state");
     let mut info = info.clone();
     info.extra.insert("epoch".to_string(), epoch.to_string());
+    if batches_done == 0 {
+        info.extra.remove("batches_done");
+    } else {
+        info.extra
+            .insert("batches_done".to_string(), batches_done.to_string());
+    }
     save(net, &info, path)?;
     test_abort_point("after-weights");
-    remove_other_optimizer_files(path, epoch);
+    remove_other_optimizer_files(path, &optim_path);
     Ok(())
 }
 
-/// Removes the optimizer files of `path` other than epoch `keep`'s (best
-/// effort: a file left behind is only disk space).
-fn remove_other_optimizer_files(path: &Path, keep: usize) {
+/// Removes the optimizer files of `path` other than `keep` (best effort: a
+/// file left behind is only disk space).
+fn remove_other_optimizer_files(path: &Path, keep: &Path) {
     let _ = std::fs::remove_file(unversioned_optimizer_path(path));
     let folder = path
         .parent()
@@ -400,11 +420,12 @@ fn remove_other_optimizer_files(path: &Path, keep: usize) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let epoch = name
+        let position = name
             .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix(".safetensors"))
-            .and_then(|e| e.parse::<usize>().ok());
-        if epoch.is_some_and(|e| e != keep) {
+            .and_then(|rest| rest.strip_suffix(".safetensors"));
+        let is_ours = position
+            .is_some_and(|p| !p.is_empty() && p.split('-').all(|n| n.parse::<usize>().is_ok()));
+        if is_ours && Some(name.as_str()) != keep.file_name().and_then(|n| n.to_str()) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -418,6 +439,9 @@ pub struct TrainingState {
     pub info: CheckpointInfo,
     /// The epochs done.
     pub epoch: usize,
+    /// Mini-batches done of the next epoch (0 unless the run was stopped
+    /// mid-epoch).
+    pub batches_done: usize,
     /// The optimizer's state after `epoch` epochs.
     pub optimizer_state: OptimizerState,
 }
@@ -428,33 +452,44 @@ pub struct TrainingState {
 /// checkpoint if it is of that epoch).
 pub fn load_training_state(path: &Path) -> Result<TrainingState> {
     let (net, info) = load(path)?;
-    let epoch: usize = info
-        .extra
-        .get("epoch")
-        .and_then(|e| e.parse().ok())
-        .ok_or_else(|| {
-            Error::Data(format!(
-                "{}: no epoch count in its metadata",
-                path.display()
-            ))
-        })?;
-    let versioned = optimizer_path(path, epoch);
-    let optim_path = if versioned.exists() {
+    let number = |key: &str| -> Result<Option<usize>> {
+        info.extra
+            .get(key)
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    Error::Data(format!(
+                        "{}: {key} '{v}' is not a whole number",
+                        path.display()
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let epoch = number("epoch")?.ok_or_else(|| {
+        Error::Data(format!(
+            "{}: no epoch count in its metadata",
+            path.display()
+        ))
+    })?;
+    let batches_done = number("batches_done")?.unwrap_or(0);
+    let versioned = optimizer_path_at(path, epoch, batches_done);
+    let optim_path = if versioned.exists() || batches_done > 0 {
         versioned.clone()
     } else {
         unversioned_optimizer_path(path)
     };
     if !optim_path.exists() {
         return Err(Error::Data(format!(
-            "{}: the optimizer state of epoch {epoch} ({}) is missing",
+            "{}: its optimizer state ({}) is missing",
             path.display(),
             versioned.display()
         )));
     }
-    let (optim_epoch, optimizer_state) = load_optimizer_state(&optim_path)?;
-    if optim_epoch != epoch {
+    let saved = load_optimizer_state(&optim_path)?;
+    let (optim_epoch, optim_batches) = (saved.epoch, saved.batches_done);
+    if (optim_epoch, optim_batches) != (epoch, batches_done) {
         return Err(Error::Data(format!(
-            "{} is from epoch {optim_epoch} but {} from epoch {epoch}",
+            "{} is from epoch {optim_epoch} (+{optim_batches} batches) but {} from epoch {epoch} (+{batches_done} batches)",
             optim_path.display(),
             path.display()
         )));
@@ -463,14 +498,21 @@ pub fn load_training_state(path: &Path) -> Result<TrainingState> {
         net,
         info,
         epoch,
-        optimizer_state,
+        batches_done,
+        optimizer_state: saved.state,
     })
 }
 
 /// Saves an optimizer's state (velocities, moments: see
 /// [`Optimizer::state`](crate::optim::Optimizer::state)) after `epoch`
-/// epochs, atomically, as 1-D f32 tensors.
-pub fn save_optimizer_state(path: &Path, epoch: usize, state: &[(String, Vec<f32>)]) -> Result<()> {
+/// epochs and `batches_done` mini-batches of the next, atomically, as 1-D
+/// f32 tensors.
+pub fn save_optimizer_state(
+    path: &Path,
+    epoch: usize,
+    batches_done: usize,
+    state: &[(String, Vec<f32>)],
+) -> Result<()> {
     let bytes: Vec<Vec<u8>> = state
         .iter()
         .map(|(_, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -488,6 +530,7 @@ pub fn save_optimizer_state(path: &Path, epoch: usize, state: &[(String, Vec<f32
     let order: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
     let metadata = HashMap::from([
         ("epoch".to_string(), epoch.to_string()),
+        ("batches_done".to_string(), batches_done.to_string()),
         (
             "order".to_string(),
             serde_json::to_string(&order).expect("strings serialise"),
@@ -500,7 +543,17 @@ pub fn save_optimizer_state(path: &Path, epoch: usize, state: &[(String, Vec<f32
 }
 
 /// Loads what [`save_optimizer_state`] wrote: the epoch and the state.
-pub fn load_optimizer_state(path: &Path) -> Result<(usize, OptimizerState)> {
+/// What [`load_optimizer_state`] reads.
+pub struct SavedOptimizerState {
+    /// The epochs done when it was saved.
+    pub epoch: usize,
+    /// The mini-batches done of the next epoch (0 at the end of an epoch).
+    pub batches_done: usize,
+    /// The state, in the optimizer's order.
+    pub state: OptimizerState,
+}
+
+pub fn load_optimizer_state(path: &Path) -> Result<SavedOptimizerState> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let source = path.display().to_string();
     let bad = |what: String| Error::Data(format!("{source}: not an optimizer state: {what}"));
@@ -510,6 +563,10 @@ pub fn load_optimizer_state(path: &Path) -> Result<(usize, OptimizerState)> {
         .get("epoch")
         .and_then(|e| e.parse().ok())
         .ok_or_else(|| bad("no epoch".into()))?;
+    let batches_done = match map.get("batches_done") {
+        Some(b) => b.parse().map_err(|_| bad(format!("batches_done '{b}'")))?,
+        None => 0,
+    };
     let order: Vec<String> = map
         .get("order")
         .and_then(|o| serde_json::from_str(o).ok())
@@ -525,5 +582,9 @@ pub fn load_optimizer_state(path: &Path) -> Result<(usize, OptimizerState)> {
         read_tensor(&st, &source, &name, &mut values, false)?;
         state.push((name, values.into_data()));
     }
-    Ok((epoch, state))
+    Ok(SavedOptimizerState {
+        epoch,
+        batches_done,
+        state,
+    })
 }

@@ -20,7 +20,49 @@ use crate::networks::Network;
 use crate::optim::{build, Optimizer, OptimizerKind};
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
+
+/// A request to stop training early, shared with whoever asks (a Ctrl-C
+/// handler): [`train_with_optimizer`] looks at it after every mini-batch
+/// and, when it is set, reports [`Progress::Interrupted`] and returns.
+#[derive(Clone, Debug, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    /// Asks training to stop after the current mini-batch.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl PartialEq for StopFlag {
+    /// Two flags are equal when they are the same flag.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// How far an interrupted epoch got: enough to finish it exactly as an
+/// uninterrupted run would (the order of the epoch and the dropout masks of
+/// each batch follow from the seed, the epoch and the batch number).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EpochPosition {
+    /// Mini-batches of the epoch already trained on.
+    pub batches_done: usize,
+    /// The sum of their losses, each times its batch's size.
+    pub loss_sum: f64,
+    /// Their correctly classified images.
+    pub correct: usize,
+    /// Seconds spent on them.
+    pub seconds: f64,
+}
 
 /// How to train.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +76,11 @@ pub struct TrainConfig {
     /// Epochs already done (when resuming): training runs epochs
     /// `start_epoch + 1 ..= epochs`, exactly as an uninterrupted run would.
     pub start_epoch: usize,
+    /// Where epoch `start_epoch + 1` was interrupted (when resuming a run
+    /// stopped mid-epoch); `None` starts it from its first batch.
+    pub start_position: Option<EpochPosition>,
+    /// Set it to stop after the current mini-batch.
+    pub stop: StopFlag,
 }
 
 impl Default for TrainConfig {
@@ -45,6 +92,8 @@ impl Default for TrainConfig {
             learning_rate: Some(0.001),
             seed: 1,
             start_epoch: 0,
+            start_position: None,
+            stop: StopFlag::default(),
         }
     }
 }
@@ -92,6 +141,12 @@ pub enum Progress<'a> {
     },
     /// An epoch finished and was evaluated.
     Epoch(&'a EpochMetrics),
+    /// Training stopped at a [`StopFlag`]'s request after `position`'s
+    /// batches of epoch `epoch` (1-based); `epoch − 1` epochs are complete.
+    Interrupted {
+        epoch: usize,
+        position: &'a EpochPosition,
+    },
 }
 
 /// The result of [`evaluate`].
@@ -180,6 +235,13 @@ fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// The seed of the dropout masks of mini-batch `batch` of epoch `epoch`
+/// (both 0-based): each batch's masks depend on nothing else, so that a run
+/// stopped after any batch continues exactly.
+fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
+    epoch_seed(seed, epoch) ^ (batch as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)
+}
+
 /// The shuffled order of the training set in epoch `epoch` (0-based).
 pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
@@ -229,12 +291,21 @@ pub fn train_with_optimizer<T: Float>(
     for epoch in config.start_epoch..config.epochs {
         let start = Instant::now();
         let order = epoch_order(data.train.len(), config.seed, epoch);
-        // Dropout masks too depend only on the seed and the epoch.
-        network.reseed(epoch_seed(config.seed, epoch));
-        let (mut loss_sum, mut correct) = (0.0, 0usize);
-        for (done, chunk) in order.chunks(config.batch_size).enumerate() {
+        let resumed = config
+            .start_position
+            .clone()
+            .filter(|_| epoch == config.start_epoch)
+            .unwrap_or_default();
+        let mut position = resumed.clone();
+        for (done, chunk) in order
+            .chunks(config.batch_size)
+            .enumerate()
+            .skip(resumed.batches_done)
+        {
             data.train
                 .batch_into(chunk, &mut batch.x, &mut batch.labels);
+            // Dropout masks depend only on the seed, the epoch and the batch.
+            network.reseed(batch_seed(config.seed, epoch, done));
             let loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
             // Stop before the step, so that the weights (and the last saved
             // checkpoint) stay the last good ones.
@@ -256,11 +327,12 @@ pub fn train_with_optimizer<T: Float>(
                     done + 1
                 )));
             }
-            correct += argmax_rows(network.loss_layer.probabilities())
+            position.correct += argmax_rows(network.loss_layer.probabilities())
                 .zip(&batch.labels)
                 .filter(|(p, &t)| *p == t)
                 .count();
-            loss_sum += loss * chunk.len() as f64;
+            position.loss_sum += loss * chunk.len() as f64;
+            position.batches_done = done + 1;
             optimizer.step(&mut network.params());
             let batch_done = Progress::Batch {
                 epoch: epoch + 1,
@@ -269,8 +341,18 @@ pub fn train_with_optimizer<T: Float>(
                 loss,
             };
             on_progress(batch_done, network, optimizer)?;
+            if config.stop.is_requested() && done + 1 < total {
+                position.seconds = resumed.seconds + start.elapsed().as_secs_f64();
+                let event = Progress::Interrupted {
+                    epoch: epoch + 1,
+                    position: &position,
+                };
+                on_progress(event, network, optimizer)?;
+                return Ok(history);
+            }
         }
-        let seconds = start.elapsed().as_secs_f64();
+        let (loss_sum, correct) = (position.loss_sum, position.correct);
+        let seconds = resumed.seconds + start.elapsed().as_secs_f64();
         // Evaluate with the training batch size: a larger batch would only grow
         // every layer's kept buffers (and the peak memory) for no speed gain.
         let test = evaluate(network, &data.test, config.batch_size)?;
@@ -286,6 +368,9 @@ pub fn train_with_optimizer<T: Float>(
         };
         on_progress(Progress::Epoch(&metrics), network, optimizer)?;
         history.push(metrics);
+        if config.stop.is_requested() {
+            break;
+        }
     }
     Ok(history)
 }

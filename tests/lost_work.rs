@@ -368,3 +368,47 @@ fn write_idx_folder(folder: &Path, labels: &[u8]) {
         .unwrap();
     }
 }
+
+#[test]
+fn ctrl_c_saves_mid_epoch_and_resume_continues_exactly() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new("ctrl-c");
+    let (whole, parts) = (dir.join("whole.safetensors"), dir.join("parts.safetensors"));
+    convnet_ok(&[&train_args("5")[..], &["--save"]].concat(), &[&whole]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .args(train_args("5"))
+        .arg("--save")
+        .arg(&parts)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("epoch  1/5") {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "ended early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(
+        rest.contains("interrupted") && rest.contains("saved"),
+        "{rest}"
+    );
+    let resumed = convnet_ok(&[&train_args("5")[..], &["--resume"]].concat(), &[&parts]);
+    assert!(resumed.contains("epoch  5/5"), "{resumed}");
+    for ((name, want), (_, have)) in weights(&whole).iter().zip(&weights(&parts)) {
+        assert_eq!(want, have, "{name} differs from the uninterrupted run");
+    }
+}

@@ -8,7 +8,8 @@ use convnet::networks::{build_model, model_info, ModelOptions};
 use convnet::optim::build;
 use convnet::optim::OptimizerKind;
 use convnet::train::{
-    evaluate, train_with_optimizer, EpochMetrics, Evaluation, Progress, TrainConfig,
+    evaluate, train_with_optimizer, EpochMetrics, EpochPosition, Evaluation, Progress, StopFlag,
+    TrainConfig,
 };
 use convnet::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -192,6 +193,8 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
         learning_rate,
         seed: args.seed,
         start_epoch: 0,
+        start_position: None,
+        stop: StopFlag::default(),
     };
     config.validate()?;
     let simple_only = [
@@ -247,6 +250,9 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
                 input_shape
             );
             config.start_epoch = state.epoch;
+            if state.batches_done > 0 {
+                config.start_position = Some(epoch_position(&state.info, state.batches_done)?);
+            }
             (state.net, state.info, Some(state.optimizer_state))
         }
         None => {
@@ -286,7 +292,7 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     if let (Some(path), 0) = (&save_path, config.epochs) {
-        checkpoint::save_training_state(&mut net, &info, &optimizer.state(), 0, path)?;
+        checkpoint::save_training_state(&mut net, &info, &optimizer.state(), 0, 0, path)?;
         println!("saved {} (the initial weights: --epochs 0)", path.display());
         return Ok(ExitCode::SUCCESS);
     }
@@ -318,6 +324,7 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
     });
     let epochs = args.epochs;
     let mut divergence = DivergenceWatch::default();
+    stop_on_ctrl_c(&config.stop);
     let history = train_with_optimizer(
         &mut net,
         optimizer.as_mut(),
@@ -356,11 +363,13 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
                     if let Some(path) = &save_path {
                         info.extra
                             .insert("metrics".to_string(), checkpoint_metrics_json(m));
+                        info.extra.remove("epoch_position");
                         checkpoint::save_training_state(
                             net,
                             &info,
                             &optimizer.state(),
                             m.epoch,
+                            0,
                             path,
                         )?;
                     }
@@ -373,10 +382,56 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
                         })?;
                     }
                 }
+                Progress::Interrupted { epoch, position } => {
+                    let done = format!(
+                        "interrupted in epoch {epoch} after {} of {} batches",
+                        position.batches_done,
+                        data.train.len().div_ceil(args.batch_size)
+                    );
+                    let line = match &save_path {
+                        Some(path) => {
+                            info.extra.insert(
+                                "epoch_position".to_string(),
+                                epoch_position_json(position),
+                            );
+                            checkpoint::save_training_state(
+                                net,
+                                &info,
+                                &optimizer.state(),
+                                epoch - 1,
+                                position.batches_done,
+                                path,
+                            )?;
+                            format!(
+                                "{done}: saved {} (continue with --resume {})",
+                                path.display(),
+                                path.display()
+                            )
+                        }
+                        None => format!("{done}: nothing saved (no --save)"),
+                    };
+                    match &bar {
+                        Some(bar) => bar.println(line),
+                        None => println!("{line}"),
+                    }
+                }
             }
             Ok(())
         },
     )?;
+    if config.stop.is_requested() {
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        if let (Some(path), Some(m)) = (&save_path, history.last()) {
+            println!(
+                "interrupted after epoch {}: saved {}",
+                m.epoch,
+                path.display()
+            );
+        }
+        return Ok(ExitCode::from(130));
+    }
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -394,6 +449,59 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
         None => println!("no epochs run"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes Ctrl-C ask training to stop after the current mini-batch (and save,
+/// with --save); a second Ctrl-C ends the program at once.
+fn stop_on_ctrl_c(stop: &StopFlag) {
+    let stop = stop.clone();
+    let installed = ctrlc::set_handler(move || {
+        if stop.is_requested() {
+            std::process::exit(130);
+        }
+        stop.request();
+        eprintln!("interrupt: stopping after this batch (Ctrl-C again to quit now)");
+    });
+    // Without a handler (one already set), Ctrl-C keeps its default effect.
+    drop(installed);
+}
+
+/// The position of an interrupted epoch, as the checkpoint stores it
+/// (serde_json writes an f64 so that it reads back to the same bits).
+fn epoch_position_json(position: &EpochPosition) -> String {
+    serde_json::json!({
+        "batches_done": position.batches_done,
+        "loss_sum": position.loss_sum,
+        "correct": position.correct,
+        "seconds": position.seconds,
+    })
+    .to_string()
+}
+
+/// Reads back [`epoch_position_json`] from a checkpoint stopped after
+/// `batches_done` mini-batches of an epoch.
+fn epoch_position(info: &CheckpointInfo, batches_done: usize) -> anyhow::Result<EpochPosition> {
+    let value: serde_json::Value = info
+        .extra
+        .get("epoch_position")
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!("the checkpoint stopped mid-epoch but has no valid epoch_position")
+        })?;
+    let field = |key: &str| value.get(key).and_then(serde_json::Value::as_f64);
+    let (Some(loss_sum), Some(correct), Some(seconds)) = (
+        field("loss_sum"),
+        value.get("correct").and_then(serde_json::Value::as_u64),
+        field("seconds"),
+    ) else {
+        anyhow::bail!("the checkpoint's epoch_position lacks loss_sum, correct or seconds");
+    };
+    Ok(EpochPosition {
+        batches_done,
+        loss_sum,
+        correct: correct as usize,
+        seconds,
+    })
 }
 
 /// Watches the training loss for an explosion: a loss far above the run's
