@@ -49,7 +49,7 @@ fn short_training_run_lowers_the_loss() {
         optimizer: OptimizerKind::Adam,
         learning_rate: None,
         seed: 1,
-        start_epoch: 0,
+        ..TrainConfig::default()
     };
     let (mut batches, mut epochs_seen) = (0, 0);
     let history = train(&mut net, &data, &config, |event, _| {
@@ -59,6 +59,7 @@ fn short_training_run_lowers_the_loss() {
                 batches += 1;
             }
             Progress::Epoch(_) => epochs_seen += 1,
+            Progress::Interrupted { .. } => panic!("nothing asked to stop"),
         }
         Ok(())
     })
