@@ -289,10 +289,6 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
         "MaxPooling"
     }
 
-    fn max_pool_config(&self) -> Option<&PoolingConfig> {
-        Some(&self.config)
-    }
-
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         let g = self.config.geometry("MaxPooling", input)?;
         Ok(vec![input[0], input[1], g.out_h, g.out_w])

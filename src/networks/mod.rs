@@ -1,5 +1,6 @@
 //! Networks: a sequential container and the book's models.
 
+pub mod fusion;
 pub mod profile;
 pub mod sequential;
 pub mod simple_convnet;

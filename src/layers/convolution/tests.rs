@@ -109,7 +109,7 @@ fn gradients_match_numerical() {
 fn fused_relu_gradients_match_numerical() {
     let mut rng = Rng::new(4);
     let mut conv = small_convolution(1, 1, 0.5, &mut rng);
-    assert!(conv.fuse_relu(true));
+    conv.fuse_relu(true);
     let x = Tensor::from_vec(&[2, 2, 4, 4], (0..64).map(|_| rng.normal()).collect()).unwrap();
     let out = conv.forward(&x, false).unwrap();
     assert!(out.data().iter().all(|&v| v >= 0.0));
@@ -322,7 +322,7 @@ fn a_fused_max_pooling_pools_the_output() {
         let grads = [conv.grad_weight.clone(), conv.grad_bias.clone()];
         // Fused.
         conv.fuse_relu(with_relu);
-        assert!(conv.fuse_max_pool(Some(&pool_config)));
+        conv.fuse_max_pool(Some(&pool_config));
         let fused = conv.forward(&x, true).unwrap().clone();
         assert_eq!(fused.shape(), [2, 3, side / 2, side / 2]);
         assert_eq!(fused, pooled);
@@ -330,7 +330,7 @@ fn a_fused_max_pooling_pools_the_output() {
         assert_eq!([conv.grad_weight.clone(), conv.grad_bias.clone()], grads);
         assert_eq!(conv.forward(&x, false).unwrap(), &pooled);
         assert_eq!(conv.output_shape(x.shape()).unwrap(), [2, 3, side, side]);
-        assert!(!conv.fuse_max_pool(None));
+        conv.fuse_max_pool(None);
         assert!(matches!(
             conv.backward(&fused),
             Err(Error::BackwardBeforeForward(_))
