@@ -1,5 +1,26 @@
 //! Convolution layer (book §7.4, `common/layers.py: Convolution`).
 //!
+//! Read `layers/reference/convolution.rs` ([`reference::Convolution`](super::reference::Convolution))
+//! next to the book; this file is the same math made fast. What the fast
+//! path adds:
+//!
+//! - each image's `col` is the transpose of the book's rows and unrolled on
+//!   a *wide* grid over the padded image, so that the product needs no
+//!   transpose and each row of `col` is one contiguous copy;
+//! - the batch runs image by image on every thread, in buffers that stay
+//!   in the core's cache; backward unrolls each image again from the kept
+//!   padded input instead of keeping the whole batch's `col`;
+//! - backward sums `dW` and `db` in a fixed number of chunks, added in
+//!   order, so the gradients do not depend on the number of threads; for
+//!   stride 1, `dW` comes from a channels-last copy of the image
+//!   (`convolution/weight_grad.rs`);
+//! - a ReLU and a max pooling after the layer can run inside it
+//!   (`networks/fusion.rs`, `convolution/fused_pool.rs`);
+//! - one image (inference at batch 1) is shared between two threads
+//!   (`convolution/bands.rs`).
+//!
+//! The rest of this page explains each of these.
+//!
 //! ```text
 //! x:   (N, C, H, W)          W: (FN, C, FH, FW)       b: (FN)
 //! out: (N, FN, OH, OW)       OH = (H + 2P − FH)/S + 1, OW likewise

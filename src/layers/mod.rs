@@ -28,6 +28,7 @@ mod elementwise;
 pub mod global_avg_pooling;
 pub mod lrn;
 pub mod pooling;
+pub mod reference;
 pub mod relu;
 pub mod sigmoid;
 pub mod softmax_with_loss;

@@ -1,5 +1,18 @@
 //! Max pooling (book §7.3 and §7.4.4, `common/layers.py: Pooling`).
 //!
+//! Read `layers/reference/pooling.rs` ([`reference::MaxPooling`](super::reference::MaxPooling))
+//! next to the book; this file is the same math made fast. What the fast
+//! path adds:
+//!
+//! - the windows are visited in place, with no `col`, and clipped to the
+//!   real pixels instead of padded;
+//! - the book's 2×2 windows have a kernel of their own, and in inference
+//!   take their maximum without recording `arg_max`;
+//! - planes run in parallel, and one image (batch 1) is shared between two
+//!   threads;
+//! - a convolution can run the pooling itself (`networks/fusion.rs`), with
+//!   the kernels below.
+//!
 //! ```text
 //! x:   (N, C, H, W)  →  out: (N, C, OH, OW),   OH = (H + 2P − PH)/S + 1
 //! out[n, c, oy, ox] = max over the PH×PW window at (oy·S − P, ox·S − P)

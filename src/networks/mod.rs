@@ -2,6 +2,7 @@
 
 pub mod fusion;
 pub mod profile;
+pub mod reference;
 pub mod sequential;
 pub mod simple_convnet;
 pub mod spec;

@@ -65,6 +65,7 @@ impl Scaling {
 /// which sizes the blocks). Call it from the main pool.
 pub fn measure(
     model: &str,
+    reference: &crate::ReferenceFlag,
     shape: [usize; 3],
     classes: usize,
     (x, labels): (&Tensor<f32>, &[usize]),
@@ -74,7 +75,11 @@ pub fn measure(
         .num_threads(1)
         .build()?;
     let options = ModelOptions::default();
-    let build_one = || build_model::<f32>(model, &options, shape, classes, &mut Rng::new(0));
+    let build_one = || -> anyhow::Result<_> {
+        let mut net = build_model::<f32>(model, &options, shape, classes, &mut Rng::new(0))?;
+        reference.apply(&mut net);
+        Ok(net)
+    };
     // [0]: the one-thread pool's copy, [1]: the main pool's.
     let mut nets = [build_one()?, build_one()?];
     let mut optimizers = [0, 1].map(|_| build::<f32>(OptimizerKind::Adam, None));

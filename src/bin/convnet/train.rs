@@ -82,6 +82,8 @@ pub struct TrainArgs {
     /// otherwise. The model options come from the checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
+    #[command(flatten)]
+    reference: crate::ReferenceFlag,
 }
 
 #[derive(Args)]
@@ -100,6 +102,8 @@ pub struct EvalArgs {
     /// true class.
     #[arg(long)]
     plot: Option<PathBuf>,
+    #[command(flatten)]
+    reference: crate::ReferenceFlag,
 }
 
 fn metrics_json(m: &EpochMetrics) -> String {
@@ -221,6 +225,7 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
             (net, info, None)
         }
     };
+    args.reference.apply(&mut net);
     let mut optimizer = build::<f32>(config.optimizer, config.learning_rate);
     if let Some(state) = &optimizer_state {
         optimizer.load_state(state)?;
@@ -247,8 +252,9 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     println!(
-        "training {} ({} parameters) on {}: {} train / {} test images {:?}, {} epochs, batch {}, {} lr {}, {} threads",
+        "training {}{} ({} parameters) on {}: {} train / {} test images {:?}, {} epochs, batch {}, {} lr {}, {} threads",
         info.model,
+        args.reference.note(),
         net.num_params(),
         data.name,
         data.train.len(),
@@ -360,6 +366,7 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     crate::set_threads(args.threads)?;
     let (mut net, info) = checkpoint::load(&args.checkpoint)?;
+    args.reference.apply(&mut net);
     let data = args.data.load()?;
     anyhow::ensure!(
         data.test.input_shape() == info.input_shape,
@@ -370,8 +377,9 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     );
     let eval = evaluate(&mut net, &data.test, args.batch_size)?;
     println!(
-        "{} on {} ({} test images)",
+        "{}{} on {} ({} test images)",
         info.model,
+        args.reference.note(),
         data.name,
         data.test.len()
     );
