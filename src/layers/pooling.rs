@@ -134,7 +134,7 @@ fn max_pool_plane<T: Float>(
 ) {
     let h = x_p.len() / w;
     if is_2x2(g) {
-        max_pool_2x2(x_p, (w, w), g, |v| v, out_p, arg_p);
+        max_pool_2x2(x_p, w, w, g, |v| v, out_p, arg_p);
         return;
     }
     for oy in 0..g.out_h {
@@ -170,7 +170,8 @@ fn max_pool_plane<T: Float>(
 #[inline(always)]
 pub(crate) fn max_pool_2x2<T: Float>(
     x_p: &[T],
-    (stride, w): (usize, usize),
+    stride: usize,
+    w: usize,
     g: &ConvGeometry,
     value: impl Fn(T) -> T + Copy,
     out_p: &mut [T],
@@ -181,7 +182,7 @@ pub(crate) fn max_pool_2x2<T: Float>(
         .zip(arg_p.chunks_exact_mut(g.out_w));
     for (oy, (out_row, arg_row)) in rows.enumerate() {
         let (row0, row1) = (&x_p[2 * oy * stride..], &x_p[(2 * oy + 1) * stride..]);
-        max_pool_2x2_row([row0, row1], value, (2 * oy * w, w), out_row, arg_row);
+        max_pool_2x2_row([row0, row1], value, 2 * oy * w, w, out_row, arg_row);
     }
 }
 
@@ -194,7 +195,8 @@ pub(crate) fn max_pool_2x2<T: Float>(
 fn max_pool_2x2_row<T: Float>(
     rows: [&[T]; 2],
     value: impl Fn(T) -> T,
-    (top, w): (usize, usize),
+    top: usize,
+    w: usize,
     out_row: &mut [T],
     arg_row: &mut [u32],
 ) {

@@ -32,7 +32,7 @@
 //! one dot product over C·FH·FW, whatever the number of pixels in the
 //! product; and each pooled value the maximum of the same four values.
 
-use super::forward::{multiply, multiply_and_narrow};
+use super::forward::{multiply, multiply_and_narrow, ForwardParams};
 use super::fused_pool::FusedPool;
 use super::scratch::{thread_scratch, Scratch};
 use crate::kernels::im2col_wide::{im2col_wide, pad_band, WideGeometry};
@@ -52,7 +52,7 @@ pub(super) fn can_split(wg: &WideGeometry) -> bool {
 pub(super) fn forward_image_by_team<T: Float>(
     team: &Team,
     wg: &WideGeometry,
-    (params, fused_relu): ((&[T], &[T]), bool),
+    params: ForwardParams<'_, T>,
     scratch: &[Mutex<Scratch<T>>],
     x_n: &[T],
     out_n: &mut [T],
@@ -63,12 +63,13 @@ pub(super) fn forward_image_by_team<T: Float>(
     let bands = [0..split, split..g.out_h];
     run_bands(
         team,
-        (wg, scratch),
+        wg,
+        scratch,
         x_n,
         bands,
         planes,
         |band, col, wide, planes| {
-            multiply_and_narrow(band, params, fused_relu, col, wide, planes);
+            multiply_and_narrow(band, params, col, wide, planes);
         },
     );
 }
@@ -87,12 +88,13 @@ pub(super) fn can_pool_by_band(pool: &FusedPool) -> bool {
 pub(super) fn forward_pooled_image_by_team<T: Float>(
     team: &Team,
     wg: &WideGeometry,
-    (params, fused_relu): ((&[T], &[T]), bool),
+    params: ForwardParams<'_, T>,
     scratch: &[Mutex<Scratch<T>>],
-    (x_n, pool): (&[T], &FusedPool),
+    x_n: &[T],
+    pool: &FusedPool,
     out_n: &mut [T],
 ) {
-    let (weight, bias) = params;
+    let bias = params.bias;
     let pool_g = &pool.g;
     let pooled_split = pool_g.out_h.div_ceil(2);
     // Output rows of the convolution that each member pools: two per pooled
@@ -101,18 +103,18 @@ pub(super) fn forward_pooled_image_by_team<T: Float>(
     let pooled = split_planes(out_n, pool_g.out_pixels(), pooled_split * pool_g.out_w);
     run_bands(
         team,
-        (wg, scratch),
+        wg,
+        scratch,
         x_n,
         bands,
         pooled,
         |band, col, wide, pooled| {
             // wide: (FN, band pixels) = W · col_p
-            multiply(band, weight, bias.len(), col, wide);
-            let wide = (&wide[..], band);
-            if fused_relu {
-                pool.values_from_wide(wide, bias, relu, pooled);
+            multiply(band, params.weight, bias.len(), col, wide);
+            if params.fused_relu {
+                pool.values_from_wide(wide, band, bias, relu, pooled);
             } else {
-                pool.values_from_wide(wide, bias, |v| v, pooled);
+                pool.values_from_wide(wide, band, bias, |v| v, pooled);
             }
         },
     );
@@ -137,7 +139,8 @@ fn split_planes<T>(out_n: &mut [T], plane_len: usize, top_len: usize) -> [Vec<&m
 /// `finish(band, col, wide, parts[p])` to multiply and write its part.
 fn run_bands<'a, T: Float>(
     team: &Team,
-    (wg, scratch): (&WideGeometry, &[Mutex<Scratch<T>>]),
+    wg: &WideGeometry,
+    scratch: &[Mutex<Scratch<T>>],
     x_n: &[T],
     bands: [Range<usize>; 2],
     parts: [Vec<&'a mut [T]>; 2],
