@@ -62,8 +62,8 @@
 //! (forward pads each image straight into it, so keeping the input costs no
 //! copy) and unrolls each image again in backward, into one `col` per thread
 //! that stays in the core's cache (the other buffers are reused the same
-//! way). Unrolling again costs little next to the products, and `deep`'s
-//! peak memory halves.
+//! way). Unrolling again costs little next to the products, and saves
+//! keeping the largest tensors of the network.
 //!
 //! A ReLU and a max pooling after the layer can be fused into it (see
 //! [`Convolution::fuse_relu`], [`Convolution::fuse_max_pool`]): it then

@@ -27,8 +27,8 @@
 //!
 //! Only a training forward records `arg_max`, the index of each window's
 //! maximum that backward needs; in inference the book's 2×2 windows take
-//! their maximum with the same comparisons and no index (`deep` at batch 1:
-//! its three poolings 16–18 → 10 µs per image).
+//! their maximum with the same comparisons and no index, which saves
+//! writing an index per output.
 //!
 //! ```
 //! use convnet::layers::{Layer, MaxPooling, PoolingConfig};

@@ -9,13 +9,12 @@
 //! pool it runs in). Reported, in milliseconds per step: the fastest block
 //! on each side, their ratio, and the median of the per-round ratios.
 //!
-//! On a shared machine, whole epochs timed one after the other move by
-//! ±10–20 % from run to run (README, "Threads and batch size"); rounds a
-//! fraction of a second apart see the same neighbours. Turns of single
-//! steps were tried first: the many-thread side then started every step
-//! with its threads asleep and the other copy's data in the caches, and its
-//! median step was 84 % above its fastest (SimpleConvNet, 2 threads: 7.90
-//! against 4.29 ms).
+//! On a shared machine, whole epochs timed one after the other move from
+//! run to run with the neighbours' load (README, "Threads and batch
+//! size"); rounds a fraction of a second apart see the same neighbours.
+//! Turns of single steps were tried first: the many-thread side then
+//! started every step with its threads asleep and the other copy's data in
+//! the caches, and its median step came out far above its fastest.
 
 use convnet::networks::{build_model, ModelOptions};
 use convnet::optim::{build, OptimizerKind};

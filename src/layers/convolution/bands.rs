@@ -15,18 +15,16 @@
 //! and narrows in its own buffers, so its data stays in its own core's
 //! cache. Sharing one `col` between the members (each unrolling half the
 //! channels, then multiplying half the filters) was slower than one thread:
-//! half of `col` then crosses from core to core (`deep`'s second layer 56 →
-//! 84 µs). Splitting the filters with each member unrolling the whole image
-//! costs the unrolling twice (62 → 56 µs on that layer).
+//! half of `col` then crosses from core to core. Splitting the filters with
+//! each member unrolling the whole image costs the unrolling twice.
 //!
 //! A fused 2×2 max pooling (an inference forward, values only) is pooled
 //! by each member from its own band's product, the bands cut at an even
 //! row: each member writes its own rows of the pooled output, which the
 //! next layer's same member reads again (all but a halo row). Pooling the
 //! whole planes on one thread afterwards made every pooled layer's data
-//! cross between the cores twice, and left the helper idle meanwhile:
-//! `deep` at batch 1 ran at one thread's speed whenever that crossing was
-//! slow (on this virtual machine, some runs).
+//! cross between the cores twice, and left the helper idle meanwhile: on a
+//! machine where that crossing is slow, the team then gains nothing.
 //!
 //! Each output is the same sum, in the same order, as on one thread: it is
 //! one dot product over C·FH·FW, whatever the number of pixels in the

@@ -38,8 +38,8 @@ impl<T: Float> Convolution<T> {
         let filters = self.weight.shape()[0];
         // One contiguous share of the batch per thread: forward has no sums
         // across images, so any split gives the same output, and this one
-        // ran `deep`'s forward 2–5 % faster on two threads than backward's
-        // 16 chunks (paired rounds in one process).
+        // hands out fewer tasks than backward's 16 chunks (whose fixed
+        // number only keeps backward's sums the same on any machine).
         let chunk = n.div_ceil(rayon::current_num_threads()).max(1);
         // One set of buffers per thread, reused image after image: they stay
         // in the core's cache.
