@@ -1,5 +1,5 @@
 //! A network on the book's plain layers: every [`Convolution`] and
-//! [`MaxPooling`] swapped for its twin in [`layers::reference`]
+//! [`MaxPooling`] swapped for its twin in [`layers::reference`](crate::layers::reference)
 //! (`convnet train --reference`, and `eval`, `bench`, `predict`,
 //! `summary`, `gradcheck`). The weights are kept; the results are the same
 //! up to the order of the sums, at the reference layers' speed.
@@ -24,7 +24,7 @@ use crate::tensor::Float;
 
 impl<T: Float> Network<T> {
     /// Swaps every fast [`Convolution`] and [`MaxPooling`] for the book's
-    /// plain one ([`layers::reference`](crate::layers::reference)), with
+    /// plain one ([`layers::reference`](crate::layers::reference)(crate::layers::reference)), with
     /// the same weights, and turns fusion off (the reference layers run
     /// one by one, as in the book).
     pub fn use_reference_layers(&mut self) {

@@ -16,7 +16,7 @@
 //! too: the convolution pools each image's output while it is still in the
 //! core's cache. The numbers are the same to the bit; what is saved is
 //! several passes over the largest tensors of the network. The rules are in
-//! [`fusion`](super::fusion); [`Network::set_fusion`] turns it off.
+//! [`fusion`]; [`Network::set_fusion`] turns it off.
 //!
 //! ```
 //! use convnet::layers::{Affine, AffineConfig, Relu};
@@ -43,7 +43,7 @@ pub struct NamedLayer<T> {
     pub name: String,
     pub layer: Box<dyn Layer<T>>,
     /// A ReLU or max pooling that the convolution before it applies (see
-    /// [`fusion`](super::fusion)): forward and backward skip it.
+    /// [`fusion`]): forward and backward skip it.
     pub fused_into_previous: bool,
 }
 
@@ -64,7 +64,7 @@ pub struct Network<T> {
     pub layers: Vec<NamedLayer<T>>,
     pub loss_layer: SoftmaxWithLoss<T>,
     /// Whether a ReLU and a max pooling after a convolution are fused into
-    /// it (the default; see [`fusion`](super::fusion)).
+    /// it (the default; see [`fusion`]).
     pub(super) fusion: bool,
 }
 
