@@ -506,6 +506,58 @@ fn assert_eval_agrees(checkpoint: &str, data: &str, expected: &str) {
     }
 }
 
+/// `--reference` trains on the book's plain Convolution and Pooling: one
+/// epoch ends with nearly the losses and accuracy of the fast layers (the
+/// same functions, summed in another order), and its checkpoint evaluates
+/// the same on either kind of layer.
+#[test]
+fn train_and_eval_on_the_reference_layers() {
+    let dir = TempDir::new("reference");
+    let data_dir = dir.join("synthetic");
+    std::fs::create_dir(&data_dir).unwrap();
+    write_dataset(&data_dir, N_TRAIN, N_TEST);
+    let data = data_dir.to_str().unwrap();
+    let run = |name: &str, reference: bool| {
+        let metrics = dir.join(&format!("{name}.jsonl"));
+        let checkpoint = dir.join(&format!("{name}.safetensors"));
+        let mut args = train_args(data, metrics.to_str().unwrap(), "1", "1", "2");
+        args.extend(["--save", checkpoint.to_str().unwrap()]);
+        if reference {
+            args.push("--reference");
+        }
+        let out = run_ok(&args);
+        assert_eq!(
+            out.contains("with the reference layers"),
+            reference,
+            "{out}"
+        );
+        let lines = read_metrics(&metrics);
+        assert_eq!(lines.len(), 1);
+        (lines[0].clone(), checkpoint)
+    };
+    let (fast, _) = run("fast", false);
+    let (plain, checkpoint) = run("reference", true);
+    let loss = (number(&fast, "train_loss"), number(&plain, "train_loss"));
+    assert!(
+        (loss.0 - loss.1).abs() <= 1e-3 * loss.0,
+        "train loss {loss:?}"
+    );
+    let acc = (number(&fast, "test_acc"), number(&plain, "test_acc"));
+    assert!((acc.0 - acc.1).abs() <= 0.02, "test accuracy {acc:?}");
+    let expected = format!("{:.2}", 100.0 * acc.1);
+    let checkpoint = checkpoint.to_str().unwrap();
+    assert_eval_agrees(checkpoint, data, &expected);
+    let eval = &[
+        "eval",
+        "--checkpoint",
+        checkpoint,
+        "--data",
+        data,
+        "--reference",
+    ];
+    assert_eq!(percentage_after(&run_ok(eval), "accuracy:"), expected);
+}
+
 // ---------------------------------------------------------------------------
 // Determinism
 // ---------------------------------------------------------------------------
@@ -638,6 +690,46 @@ fn bench_scaling_reports_the_speed_up() {
         let v = scaling[key].as_f64().unwrap_or(-1.0);
         assert!(v > 0.0 && v.is_finite(), "{key}: {scaling}");
     }
+}
+
+/// `bench --reference` measures the network on the reference layers.
+#[test]
+fn bench_runs_on_the_reference_layers() {
+    let args = [
+        "bench",
+        "--model",
+        "simple",
+        "--reference",
+        "--batch-size",
+        "4",
+        "--inference-batches",
+        "1",
+        "--seconds",
+        "0.05",
+    ];
+    let text = run_ok(&args);
+    assert!(
+        text.contains("simple with the reference layers on"),
+        "{text}"
+    );
+    assert!(text.contains("training  (batch    4)"), "{text}");
+    let json = run_ok(&[&args[..], &["--json"]].concat());
+    assert!(json.contains("\"reference_layers\":true"), "{json}");
+}
+
+/// `gradcheck --reference` checks the reference layers, alone and in the
+/// networks.
+#[test]
+fn gradcheck_checks_the_reference_layers() {
+    let text = run_ok(&["gradcheck", "--reference"]);
+    for component in [
+        "Convolution (reference)",
+        "MaxPooling (reference)",
+        "SimpleConvNet (reference)",
+    ] {
+        assert!(text.contains(component), "no {component} row:\n{text}");
+    }
+    assert!(text.contains("gradients agree"), "{text}");
 }
 
 // ---------------------------------------------------------------------------

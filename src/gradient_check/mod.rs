@@ -50,7 +50,7 @@ mod suite;
 use crate::layers::Layer;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-pub use suite::check_all;
+pub use suite::{check_all, check_all_reference};
 
 /// The first step of the central difference; its truncation error is
 /// O(h²) ≈ 1e-8 relative, its rounding error about 1e-16·|f|/h.

@@ -15,7 +15,20 @@ use crate::tensor::Tensor;
 /// `(component, gradient name, max relative error)` rows; what
 /// `convnet gradcheck` prints.
 pub fn check_all(seed: u64) -> Result<Vec<(String, String, f64)>> {
+    suite(seed, false)
+}
+
+/// [`check_all`] with the book's plain Convolution and MaxPooling
+/// ([`layers::reference`](crate::layers::reference)) in place of the fast
+/// ones, on their own and in the networks (`convnet gradcheck --reference`).
+pub fn check_all_reference(seed: u64) -> Result<Vec<(String, String, f64)>> {
+    suite(seed, true)
+}
+
+/// The checks of [`check_all`], on the reference layers if `reference`.
+fn suite(seed: u64, reference: bool) -> Result<Vec<(String, String, f64)>> {
     let mut rng = Rng::new(seed);
+    let twin = if reference { " (reference)" } else { "" };
     let mut rows = Vec::new();
     let mut add = |component: &str, report: Vec<(String, f64)>| {
         for (name, err) in report {
@@ -36,9 +49,17 @@ pub fn check_all(seed: u64) -> Result<Vec<(String, String, f64)>> {
             .data_mut()
             .iter_mut()
             .for_each(|b| *b = rng.normal());
-        let report = check_layer(&mut conv, &[3, 2, 7, 6], seed)?;
+        let mut layer: Box<dyn Layer<f64>> = if reference {
+            let (weight, bias) = (conv.weight.clone(), conv.bias.clone());
+            Box::new(reference::Convolution::from_params(
+                weight, bias, stride, pad,
+            )?)
+        } else {
+            Box::new(conv)
+        };
+        let report = check_layer(&mut *layer, &[3, 2, 7, 6], seed)?;
         add(
-            &format!("Convolution 3@3x3 stride {stride} pad {pad}"),
+            &format!("Convolution{twin} 3@3x3 stride {stride} pad {pad}"),
             report,
         );
     }
@@ -50,10 +71,14 @@ pub fn check_all(seed: u64) -> Result<Vec<(String, String, f64)>> {
             pad: 1,
         },
     ] {
-        let mut pool = MaxPooling::<f64>::new(&config);
-        let report = check_layer(&mut pool, &[2, 3, 6, 6], seed)?;
+        let mut pool: Box<dyn Layer<f64>> = if reference {
+            Box::new(reference::MaxPooling::new(&config))
+        } else {
+            Box::new(MaxPooling::new(&config))
+        };
+        let report = check_layer(&mut *pool, &[2, 3, 6, 6], seed)?;
         let name = format!(
-            "MaxPooling {0}x{0} stride {1} pad {2}",
+            "MaxPooling{twin} {0}x{0} stride {1} pad {2}",
             config.size, config.stride, config.pad
         );
         add(&name, report);
@@ -111,9 +136,12 @@ pub fn check_all(seed: u64) -> Result<Vec<(String, String, f64)>> {
         ..Default::default()
     };
     let mut net = simple_convnet::<f64>(&config, &mut rng)?;
+    if reference {
+        net.use_reference_layers();
+    }
     let x = Tensor::from_vec(&[3, 1, 10, 10], (0..300).map(|_| rng.normal()).collect())?;
     add(
-        "SimpleConvNet (1x10x10, 3 filters)",
+        &format!("SimpleConvNet{twin} (1x10x10, 3 filters)"),
         check_network(&mut net, &x, &[0, 3, 1])?,
     );
 
@@ -189,13 +217,19 @@ pub fn check_all(seed: u64) -> Result<Vec<(String, String, f64)>> {
             10,
             &mut rng,
         )?;
+        if reference {
+            net.use_reference_layers();
+        }
         let pixels = 2 * side * side;
         let x = Tensor::from_vec(
             &[2, 1, side, side],
             (0..pixels).map(|_| rng.uniform()).collect(),
         )?;
         let report = check_network_sample(&mut net, &x, &[3, 7], 25, seed)?;
-        add(&format!("{model} 1x{side}x{side} (25 per param)"), report);
+        add(
+            &format!("{model}{twin} 1x{side}x{side} (25 per param)"),
+            report,
+        );
     }
     Ok(rows)
 }

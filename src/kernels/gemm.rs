@@ -239,15 +239,12 @@ pub fn matmul<T: Float>(
 /// our rows are its columns, 6 to a microkernel.)
 ///
 /// For a convolution's forward product, the rows are the filters. At the
-/// default, the products of `deep`'s 64-filter layers (conv5 and conv6)
-/// pack `col`, which the microkernel reads faster in place: their forward
-/// products went from 154 to 170 GFLOP/s without packing (64×288×64 and
-/// 64×576×64, one thread, the same inputs again and again; a throwaway
-/// timing program). At 11 (66 rows) they are not packed, and every product
-/// with more rows still is: unpacking `dcol`'s products (144 to 576 rows)
-/// made them 5 % slower. Packing only copies values, so the sums, and the
-/// numbers, are the same either way. `deep`'s training step on one thread:
-/// 1.5 % faster (median of 60 paired rounds, throwaway program).
+/// default, the products of `deep`'s 64-filter layers (conv5 and conv6,
+/// 64×288×64 and 64×576×64) pack `col`, which the microkernel can read in
+/// place, so the copy is work for nothing. At 11 (66 rows) they are not
+/// packed, and every product with more rows still is: `dcol`'s products
+/// (144 to 576 rows) do gain from packing. Packing only copies values, so
+/// the sums, and the numbers, are the same either way.
 const LHS_PACKING_THRESHOLD: usize = 11;
 
 /// Sets [`LHS_PACKING_THRESHOLD`] once, before the first product. The

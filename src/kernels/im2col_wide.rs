@@ -31,17 +31,18 @@
 //! 10/8) or a 5×5 filter on a 14×14 map (14/10) — and for strides above 1,
 //! the grid keeps OWW = OW: each row of `col` is then OH runs (with step S)
 //! out of the padded plane, the book's layout, still without any bounds
-//! checks. (`deep`'s 8×8 layers took the wide grid until a quarter more
-//! columns was the limit; on the book's grid their products run 10–40 %
-//! faster, 64 columns being exactly one block of `gemm`'s kernel where 80
-//! leave a narrow remainder, and that outweighs the eight runs per row.)
+//! checks. (On an 8×8 map the book's grid also suits the product: 64
+//! columns are exactly one block of `gemm`'s kernel, where the wide grid's
+//! 80 leave a narrow remainder, and that outweighs the eight runs per row.
+//! The limit was a quarter more columns, which gave `deep`'s 8×8 layers the
+//! wide grid, until timing showed their products slower that way.)
 //!
 //! Each row of `col` (and of the wide output) is then rounded up to a
 //! multiple of 16 values, with zeros at the end, where that adds at most an
 //! eighth: the `gemm` crate reads `col` in place only when its length is a
 //! multiple of the SIMD width, and otherwise first copies ("packs") all of
-//! it. On `deep`'s second layer (28 rows of 30: 840 → 848) that copy made
-//! the product 1.3–1.6× slower.
+//! it, an extra pass over all of `col` before every product. (`deep`'s
+//! second layer: 28 rows of 30, 840 → 848.)
 //!
 //! ```
 //! use convnet::kernels::im2col::ConvGeometry;

@@ -163,6 +163,21 @@ impl<T: Float> Affine<T> {
         })
     }
 
+    /// Like [`backward`](Layer::backward), but only the parameter
+    /// gradients: the network calls this on its first layer, whose `dx`
+    /// (the gradient of the images) nobody uses.
+    pub fn backward_params_only(&mut self, dout: &Tensor<T>) -> Result<()> {
+        self.check_backward(dout)?;
+        param_grads(
+            &self.x,
+            dout,
+            &mut self.grad_weight,
+            &mut self.grad_bias,
+            true,
+        );
+        Ok(())
+    }
+
     fn dims(&self) -> (usize, usize) {
         (self.weight.shape()[0], self.weight.shape()[1])
     }
@@ -250,18 +265,6 @@ impl<T: Float> Layer<T> for Affine<T> {
         // Back to the input's shape.
         self.dx.reshape(&self.input_shape)?;
         Ok(&self.dx)
-    }
-
-    fn backward_params_only(&mut self, dout: &Tensor<T>) -> Result<()> {
-        self.check_backward(dout)?;
-        param_grads(
-            &self.x,
-            dout,
-            &mut self.grad_weight,
-            &mut self.grad_bias,
-            true,
-        );
-        Ok(())
     }
 
     fn params(&mut self) -> Vec<Param<'_, T>> {

@@ -1,5 +1,26 @@
 //! Convolution layer (book §7.4, `common/layers.py: Convolution`).
 //!
+//! Read `layers/reference/convolution.rs` ([`reference::Convolution`](super::reference::Convolution))
+//! next to the book; this file is the same math made fast. What the fast
+//! path adds:
+//!
+//! - each image's `col` is the transpose of the book's rows and unrolled on
+//!   a *wide* grid over the padded image, so that the product needs no
+//!   transpose and each row of `col` is one contiguous copy;
+//! - the batch runs image by image on every thread, in buffers that stay
+//!   in the core's cache; backward unrolls each image again from the kept
+//!   padded input instead of keeping the whole batch's `col`;
+//! - backward sums `dW` and `db` in a fixed number of chunks, added in
+//!   order, so the gradients do not depend on the number of threads; for
+//!   stride 1, `dW` comes from a channels-last copy of the image
+//!   (`convolution/weight_grad.rs`);
+//! - a ReLU and a max pooling after the layer can run inside it
+//!   (`networks/fusion.rs`, `convolution/fused_pool.rs`);
+//! - one image (inference at batch 1) is shared between two threads
+//!   (`convolution/bands.rs`).
+//!
+//! The rest of this page explains each of these.
+//!
 //! ```text
 //! x:   (N, C, H, W)          W: (FN, C, FH, FW)       b: (FN)
 //! out: (N, FN, OH, OW)       OH = (H + 2P − FH)/S + 1, OW likewise
@@ -41,12 +62,13 @@
 //! (forward pads each image straight into it, so keeping the input costs no
 //! copy) and unrolls each image again in backward, into one `col` per thread
 //! that stays in the core's cache (the other buffers are reused the same
-//! way). Unrolling again costs little next to the products, and `deep`'s
-//! peak memory halves.
+//! way). Unrolling again costs little next to the products, and saves
+//! keeping the largest tensors of the network.
 //!
 //! A ReLU and a max pooling after the layer can be fused into it (see
-//! [`Layer::fuse_relu`], [`Layer::fuse_max_pool`]): it then applies them to
-//! each image's output while that is still in the core's cache.
+//! [`Convolution::fuse_relu`], [`Convolution::fuse_max_pool`]): it then
+//! applies them to each image's output while that is still in the core's
+//! cache.
 //!
 //! Beside this file: `convolution/forward.rs` and `convolution/backward.rs`
 //! (the two passes, image by image), `convolution/chunks.rs` (backward's
@@ -127,11 +149,11 @@ pub struct Convolution<T> {
     pub stride: usize,
     pub pad: usize,
     /// Whether the layer applies the ReLU that follows it (see
-    /// [`Layer::fuse_relu`]): then `out` is `max(0, conv(x))`, and backward
+    /// [`Convolution::fuse_relu`]): then `out` is `max(0, conv(x))`, and backward
     /// first masks `dout` where `out` is 0.
     fused_relu: bool,
     /// The max pooling after it that the layer applies (see
-    /// [`Layer::fuse_max_pool`] and `convolution/fused_pool.rs`): then `out`
+    /// [`Convolution::fuse_max_pool`] and `convolution/fused_pool.rs`): then `out`
     /// is the pooled output, and backward takes its `dout`.
     fused_pool: Option<PoolingConfig>,
     /// The fused pooling's window over the last forward's output planes.
@@ -214,6 +236,36 @@ impl<T: Float> Convolution<T> {
         })
     }
 
+    /// Like [`backward`](Layer::backward), but only the parameter
+    /// gradients: the network calls this on its first layer, whose `dx`
+    /// (the gradient of the images) nobody uses, and saves a third of the
+    /// backward work.
+    pub fn backward_params_only(&mut self, dout: &Tensor<T>) -> Result<()> {
+        self.backward_impl(dout, false)
+    }
+
+    /// With `fuse` true, the layer applies the ReLU that follows it to its
+    /// own output, and passes its `dout` through that ReLU's backward
+    /// first, so that the network can skip the ReLU layer (which would
+    /// otherwise read and write the whole output twice for one comparison
+    /// per value). `false` turns it off again. The network decides when
+    /// (`networks/fusion.rs`).
+    pub fn fuse_relu(&mut self, fuse: bool) {
+        self.fused_relu = fuse;
+        // A forward made before the change would be backpropagated wrongly.
+        self.geometry = None;
+    }
+
+    /// With `pool` given, the layer applies that max pooling to its own
+    /// output (after its fused ReLU, if any) and takes the pooled output's
+    /// `dout` in backward, so that the network can skip the pooling layer:
+    /// the full-size output then never leaves the core's cache
+    /// (`convolution/fused_pool.rs`). `None` turns it off again.
+    pub fn fuse_max_pool(&mut self, pool: Option<&PoolingConfig>) {
+        self.fused_pool = pool.cloned();
+        self.geometry = None;
+    }
+
     /// The geometry for an input of shape `(N, C, H, W)`.
     fn geometry_for(&self, input: &[usize]) -> Result<(ConvGeometry, usize)> {
         let (filters, channels, filter_h, filter_w) = self.weight.dims4()?;
@@ -268,23 +320,6 @@ impl<T: Float> Layer<T> for Convolution<T> {
     fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
         self.backward_impl(dout, true)?;
         Ok(&self.dx)
-    }
-
-    fn backward_params_only(&mut self, dout: &Tensor<T>) -> Result<()> {
-        self.backward_impl(dout, false)
-    }
-
-    fn fuse_relu(&mut self, fuse: bool) -> bool {
-        self.fused_relu = fuse;
-        // A forward made before the change would be backpropagated wrongly.
-        self.geometry = None;
-        fuse
-    }
-
-    fn fuse_max_pool(&mut self, pool: Option<&PoolingConfig>) -> bool {
-        self.fused_pool = pool.cloned();
-        self.geometry = None;
-        pool.is_some()
     }
 
     fn params(&mut self) -> Vec<Param<'_, T>> {

@@ -28,6 +28,7 @@ mod elementwise;
 pub mod global_avg_pooling;
 pub mod lrn;
 pub mod pooling;
+pub mod reference;
 pub mod relu;
 pub mod sigmoid;
 pub mod softmax_with_loss;
@@ -54,8 +55,14 @@ pub struct Param<'a, T> {
     pub grad: &'a mut Tensor<T>,
 }
 
-/// One layer of a network.
-pub trait Layer<T: Float>: Send {
+/// One layer of a network: the book's `forward`, `backward` and parameters.
+///
+/// A network holds its layers as `Box<dyn Layer<T>>`. Where it needs to
+/// know which layer it holds (to fuse a ReLU into a convolution, see
+/// [`networks::fusion`](crate::networks::fusion)), it asks with `is`,
+/// `downcast_ref` and `downcast_mut` (below); a layer's author writes
+/// nothing for that.
+pub trait Layer<T: Float>: Send + sealed::AsAny {
     /// The layer's type, as the book names it (`"Convolution"`, `"Relu"`, ...).
     fn kind(&self) -> &'static str;
 
@@ -71,40 +78,6 @@ pub trait Layer<T: Float>: Send {
     /// gradients and returns `dx = ∂L/∂x`. An error if no forward came first
     /// or `dout` has the wrong shape.
     fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>>;
-
-    /// Like [`backward`](Self::backward), but only the parameter gradients
-    /// are wanted: the network calls this on its first layer, whose `dx`
-    /// (the gradient of the images) nobody uses. Convolution and Affine skip
-    /// computing `dx`, a third of their backward work.
-    fn backward_params_only(&mut self, dout: &Tensor<T>) -> Result<()> {
-        self.backward(dout).map(|_| ())
-    }
-
-    /// With `fuse` true, asks the layer to apply a ReLU to its own output,
-    /// and to pass its `dout` through that ReLU's backward first, so that
-    /// the ReLU layer after it can be skipped (it would otherwise read and
-    /// write the whole output twice for one comparison per value). Returns
-    /// whether the layer now does so: Convolution can, the default cannot.
-    /// `fuse` false turns it off again.
-    fn fuse_relu(&mut self, _fuse: bool) -> bool {
-        false
-    }
-
-    /// With `pool` given, asks the layer to apply that max pooling to its
-    /// own output (after its fused ReLU, if any) and to take the pooled
-    /// output's `dout` in backward, so that the pooling layer after it can
-    /// be skipped: the full-size output then never leaves the core's cache.
-    /// Returns whether the layer now does so: Convolution can, the default
-    /// cannot. `None` turns it off again.
-    fn fuse_max_pool(&mut self, _pool: Option<&PoolingConfig>) -> bool {
-        false
-    }
-
-    /// A max pooling layer's window (`None` for every other kind), for
-    /// [`fuse_max_pool`](Self::fuse_max_pool) on the layer before it.
-    fn max_pool_config(&self) -> Option<&PoolingConfig> {
-        None
-    }
 
     /// The learnable parameters with their gradients (none by default).
     fn params(&mut self) -> Vec<Param<'_, T>> {
@@ -132,6 +105,52 @@ pub trait Layer<T: Float>: Send {
     /// counts as 2; an element-wise operation as 1 per element.
     fn flops(&self, input: &[usize]) -> u64 {
         input.iter().product::<usize>() as u64
+    }
+}
+
+impl<T: Float> dyn Layer<T> {
+    /// Whether this layer is an `L`.
+    ///
+    /// ```
+    /// use convnet::layers::{Layer, Relu, Sigmoid};
+    /// let layer: Box<dyn Layer<f32>> = Box::new(Relu::new());
+    /// assert!(layer.is::<Relu<f32>>() && !layer.is::<Sigmoid<f32>>());
+    /// ```
+    pub fn is<L: Layer<T>>(&self) -> bool {
+        self.as_any().is::<L>()
+    }
+
+    /// This layer as an `L`, if it is one.
+    pub fn downcast_ref<L: Layer<T>>(&self) -> Option<&L> {
+        self.as_any().downcast_ref()
+    }
+
+    /// This layer as an `L`, if it is one.
+    pub fn downcast_mut<L: Layer<T>>(&mut self) -> Option<&mut L> {
+        self.as_any_mut().downcast_mut()
+    }
+}
+
+mod sealed {
+    use std::any::Any;
+
+    /// A layer seen as [`Any`], so that `dyn Layer` can be asked for its
+    /// concrete type. Implemented for every type (below), so no layer
+    /// implements it itself; private, so that the calls go through
+    /// `downcast_ref`, never through `as_any` on a `Box` (which would
+    /// give the box itself as the `Any`).
+    pub trait AsAny: Any {
+        fn as_any(&self) -> &dyn Any;
+        fn as_any_mut(&mut self) -> &mut dyn Any;
+    }
+
+    impl<A: Any> AsAny for A {
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+        fn as_any_mut(&mut self) -> &mut dyn Any {
+            self
+        }
     }
 }
 

@@ -1,5 +1,18 @@
 //! Max pooling (book §7.3 and §7.4.4, `common/layers.py: Pooling`).
 //!
+//! Read `layers/reference/pooling.rs` ([`reference::MaxPooling`](super::reference::MaxPooling))
+//! next to the book; this file is the same math made fast. What the fast
+//! path adds:
+//!
+//! - the windows are visited in place, with no `col`, and clipped to the
+//!   real pixels instead of padded;
+//! - the book's 2×2 windows have a kernel of their own, and in inference
+//!   take their maximum without recording `arg_max`;
+//! - planes run in parallel, and one image (batch 1) is shared between two
+//!   threads;
+//! - a convolution can run the pooling itself (`networks/fusion.rs`), with
+//!   the kernels below.
+//!
 //! ```text
 //! x:   (N, C, H, W)  →  out: (N, C, OH, OW),   OH = (H + 2P − PH)/S + 1
 //! out[n, c, oy, ox] = max over the PH×PW window at (oy·S − P, ox·S − P)
@@ -14,8 +27,8 @@
 //!
 //! Only a training forward records `arg_max`, the index of each window's
 //! maximum that backward needs; in inference the book's 2×2 windows take
-//! their maximum with the same comparisons and no index (`deep` at batch 1:
-//! its three poolings 16–18 → 10 µs per image).
+//! their maximum with the same comparisons and no index, which saves
+//! writing an index per output.
 //!
 //! ```
 //! use convnet::layers::{Layer, MaxPooling, PoolingConfig};
@@ -121,7 +134,7 @@ fn max_pool_plane<T: Float>(
 ) {
     let h = x_p.len() / w;
     if is_2x2(g) {
-        max_pool_2x2(x_p, (w, w), g, |v| v, out_p, arg_p);
+        max_pool_2x2(x_p, w, w, g, |v| v, out_p, arg_p);
         return;
     }
     for oy in 0..g.out_h {
@@ -157,7 +170,8 @@ fn max_pool_plane<T: Float>(
 #[inline(always)]
 pub(crate) fn max_pool_2x2<T: Float>(
     x_p: &[T],
-    (stride, w): (usize, usize),
+    stride: usize,
+    w: usize,
     g: &ConvGeometry,
     value: impl Fn(T) -> T + Copy,
     out_p: &mut [T],
@@ -168,7 +182,7 @@ pub(crate) fn max_pool_2x2<T: Float>(
         .zip(arg_p.chunks_exact_mut(g.out_w));
     for (oy, (out_row, arg_row)) in rows.enumerate() {
         let (row0, row1) = (&x_p[2 * oy * stride..], &x_p[(2 * oy + 1) * stride..]);
-        max_pool_2x2_row([row0, row1], value, (2 * oy * w, w), out_row, arg_row);
+        max_pool_2x2_row([row0, row1], value, 2 * oy * w, w, out_row, arg_row);
     }
 }
 
@@ -181,7 +195,8 @@ pub(crate) fn max_pool_2x2<T: Float>(
 fn max_pool_2x2_row<T: Float>(
     rows: [&[T]; 2],
     value: impl Fn(T) -> T,
-    (top, w): (usize, usize),
+    top: usize,
+    w: usize,
     out_row: &mut [T],
     arg_row: &mut [u32],
 ) {
@@ -287,10 +302,6 @@ pub(crate) fn is_2x2(g: &ConvGeometry) -> bool {
 impl<T: Float> Layer<T> for MaxPooling<T> {
     fn kind(&self) -> &'static str {
         "MaxPooling"
-    }
-
-    fn max_pool_config(&self) -> Option<&PoolingConfig> {
-        Some(&self.config)
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {

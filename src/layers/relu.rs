@@ -10,7 +10,8 @@
 //! A ReLU straight after a convolution costs two passes over a large tensor
 //! for almost no arithmetic, so [`Network`](crate::networks::Network) lets
 //! the convolution apply it to its own output instead (see
-//! [`Layer::fuse_relu`]); the results are the same to the bit.
+//! [`Convolution::fuse_relu`](crate::layers::Convolution::fuse_relu) and
+//! `networks/fusion.rs`); the results are the same to the bit.
 //!
 //! ```
 //! use convnet::layers::{Layer, Relu};

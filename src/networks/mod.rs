@@ -1,6 +1,8 @@
 //! Networks: a sequential container and the book's models.
 
+pub mod fusion;
 pub mod profile;
+pub mod reference;
 pub mod sequential;
 pub mod simple_convnet;
 pub mod spec;

@@ -79,7 +79,7 @@ impl<T: Float> Network<T> {
                 }
                 let start = Instant::now();
                 if i == 0 {
-                    named.layer.backward_params_only(dout)?;
+                    super::fusion::backward_params_only(&mut *named.layer, dout)?;
                 } else {
                     dout = named.layer.backward(dout)?;
                 }

@@ -15,9 +15,8 @@
 //! `dout`), and the ReLU layer is skipped. A max pooling after them is fused
 //! too: the convolution pools each image's output while it is still in the
 //! core's cache. The numbers are the same to the bit; what is saved is
-//! several passes over the largest tensors of the network (see
-//! [`Layer::fuse_relu`], [`Layer::fuse_max_pool`]). [`Network::set_fusion`]
-//! turns it off.
+//! several passes over the largest tensors of the network. The rules are in
+//! [`fusion`]; [`Network::set_fusion`] turns it off.
 //!
 //! ```
 //! use convnet::layers::{Affine, AffineConfig, Relu};
@@ -33,6 +32,7 @@
 //! assert_eq!(net.param_names(), ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
 //! ```
 
+use super::fusion;
 use crate::error::{Error, Result};
 use crate::layers::{Layer, Param, SoftmaxWithLoss};
 use crate::parallel::team::with_team_if_small_batch;
@@ -42,9 +42,8 @@ use crate::tensor::{Float, Tensor};
 pub struct NamedLayer<T> {
     pub name: String,
     pub layer: Box<dyn Layer<T>>,
-    /// A ReLU or max pooling that the layer before it applies (see
-    /// [`Layer::fuse_relu`], [`Layer::fuse_max_pool`]): forward and backward
-    /// skip it.
+    /// A ReLU or max pooling that the convolution before it applies (see
+    /// [`fusion`]): forward and backward skip it.
     pub fused_into_previous: bool,
 }
 
@@ -65,8 +64,8 @@ pub struct Network<T> {
     pub layers: Vec<NamedLayer<T>>,
     pub loss_layer: SoftmaxWithLoss<T>,
     /// Whether a ReLU and a max pooling after a convolution are fused into
-    /// it (the default).
-    fusion: bool,
+    /// it (the default; see [`fusion`]).
+    pub(super) fusion: bool,
 }
 
 /// Runs `x` through `layers` in order; each layer's output feeds the next.
@@ -107,50 +106,9 @@ impl<T: Float> Network<T> {
             layer: Box::new(layer),
             fused_into_previous: false,
         });
-        self.fuse_at(self.layers.len() - 1, self.fusion);
+        let last = self.layers.len() - 1;
+        fusion::fuse_at(&mut self.layers, last, self.fusion);
         Ok(())
-    }
-
-    /// Turns the fusion of each ReLU and max pooling into the convolution
-    /// before it on or off (it is on for a new network). Off, every layer
-    /// runs on its own, as in the book; the results are the same either way.
-    pub fn set_fusion(&mut self, on: bool) {
-        self.fusion = on;
-        // A pooling is fused into the layer that its ReLU is fused into:
-        // fuse front to back, unfuse back to front.
-        if on {
-            (0..self.layers.len()).for_each(|i| self.fuse_at(i, true));
-        } else {
-            (0..self.layers.len())
-                .rev()
-                .for_each(|i| self.fuse_at(i, false));
-        }
-    }
-
-    /// Fuses (or unfuses) layer `i` into the layer that runs before it, if
-    /// layer `i` is a ReLU or a max pooling and that layer can apply it.
-    fn fuse_at(&mut self, i: usize, on: bool) {
-        let kind = self.layers[i].layer.kind();
-        let pool = self.layers[i].layer.max_pool_config().cloned();
-        if i == 0 || (kind != "Relu" && pool.is_none()) {
-            return;
-        }
-        // The nearest layer before `i` that runs: a ReLU fuses only straight
-        // after it, a pooling also after the ReLU fused into it.
-        let Some(j) = (0..i).rev().find(|&j| !self.layers[j].fused_into_previous) else {
-            return;
-        };
-        let between = &self.layers[j + 1..i];
-        if (pool.is_none() && j + 1 != i) || between.iter().any(|l| l.layer.kind() != "Relu") {
-            return;
-        }
-        let (before, from_i) = self.layers.split_at_mut(i);
-        let runs = &mut before[j].layer;
-        let fused = match pool {
-            None => runs.fuse_relu(on),
-            Some(pool) => runs.fuse_max_pool(on.then_some(&pool)),
-        };
-        from_i[0].fused_into_previous = fused;
     }
 
     /// The shape after every layer for a batch of `batch` images, input first.
@@ -252,7 +210,7 @@ impl<T: Float> Network<T> {
                 dout = named.layer.backward(dout)?;
             }
         }
-        first.layer.backward_params_only(dout)?;
+        fusion::backward_params_only(&mut *first.layer, dout)?;
         Ok(loss)
     }
 

@@ -5,12 +5,11 @@
 //! starts and ends a dozen or more parallel loops (`deep`: 6 convolutions
 //! forward and backward, the sums of their partial gradients, Adam). Between
 //! them the calling thread runs short serial parts (the fully connected
-//! layers, the loss). rayon's idle workers go to sleep after a few tens of
-//! microseconds without work, and waking one costs about as much again on
-//! this project's 2-core test machine (a virtual machine), at the start of
-//! the next loop. `deep`'s two-thread training step woke the other worker
-//! about 13 times: 27 context switches per step against 10 with the
-//! workers kept awake (`perf stat -e context-switches`).
+//! layers, the loss). rayon's idle workers go to sleep soon after they run
+//! out of work, and the next loop then first has to wake one, a system
+//! call and a context switch, which on a machine of few cores costs as
+//! much as a small loop's work. A training step would pay that about once
+//! per loop (`perf stat -e context-switches` counts the switches).
 //!
 //! [`with_workers_awake`] runs a job on the pool while one task per other
 //! worker keeps it busy: it runs the pool's pending tasks as they come

@@ -2,9 +2,8 @@
 //!
 //! Late in training many gradients, and the Adam moments built from their
 //! squares, shrink below f32's smallest normal number (1.2e-38). x86 CPUs
-//! handle such subnormal numbers in microcode, up to a hundred times slower;
-//! on SimpleConvNet an epoch became 2–3× slower once the training loss neared
-//! zero. Setting the FTZ (flush to zero) and DAZ (denormals are zero) bits
+//! handle such subnormal numbers in microcode, up to a hundred times slower,
+//! so an epoch slows down just as the training loss nears zero. Setting the FTZ (flush to zero) and DAZ (denormals are zero) bits
 //! of the MXCSR register makes them plain zeros instead — what most deep
 //! learning frameworks do on the CPU. The effect on results is below 1e-38
 //! per value.

@@ -3,19 +3,20 @@
 //!
 //! The layers split a batch into rayon tasks, which suits batches of many
 //! images. For one image, splitting each layer's work between the cores
-//! costs more than it saves: rayon's idle workers go to sleep after a few
-//! microseconds without work, and waking one costs tens of microseconds on
-//! this project's 2-core test machine (a virtual machine). `deep`'s first
-//! convolution at batch 1 took 46 µs split into rayon tasks, 11 µs on one
-//! thread. Libraries built on OpenMP keep their threads spinning instead.
+//! costs more than it saves: rayon's idle workers go to sleep soon after
+//! they run out of work, and waking one (a system call and a context
+//! switch) costs more than one image's share of a layer, so a layer split
+//! into rayon tasks at batch 1 runs slower than on one thread. Libraries
+//! built on OpenMP keep their threads spinning instead.
 //!
 //! A [`Team`] does that for the length of one call. [`with_team`] takes a
 //! second rayon worker, which spins, waiting for jobs, until the call
 //! returns; meanwhile [`Team::run`] hands it part of a job and takes the
 //! rest itself, with no system call on either side. Code inside the call
 //! finds the team with [`with_current_team`]. The team has two members (the
-//! caller and one helper), the machine this was measured on; where no
-//! second worker is free (a one-thread pool), `run` does both parts itself.
+//! caller and one helper), as many as the 2-core machine it was written
+//! for; where no second worker is free (a one-thread pool), `run` does
+//! both parts itself.
 //!
 //! ```
 //! use convnet::parallel::team::{with_current_team, with_team};

@@ -48,6 +48,8 @@ pub struct BenchArgs {
     /// 0.2 s in this process.
     #[arg(long)]
     scaling: bool,
+    #[command(flatten)]
+    reference: crate::ReferenceFlag,
 }
 
 /// Runs `step` repeatedly for about `seconds` (at least 3 times after one
@@ -144,12 +146,14 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
     let (shape, classes) = default_shape(model);
     let options = ModelOptions::default();
     let mut net = build_model::<f32>(model, &options, shape, classes, &mut rng)?;
+    args.reference.apply(&mut net);
     let flops = summarize(&mut net)?.total_flops as f64;
     let mut optimizer = build::<f32>(OptimizerKind::Adam, None);
     let text = !args.json;
     if text {
         println!(
-            "\n{model} on {shape:?}, {:.1} MFLOP per image forward, {:.0} s per figure",
+            "\n{model}{} on {shape:?}, {:.1} MFLOP per image forward, {:.0} s per figure",
+            args.reference.note(),
             flops / 1e6,
             args.seconds,
         );
@@ -188,7 +192,14 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
     }
     let scaling = if args.scaling {
         let batch = (&x, &labels[..]);
-        let scaling = crate::bench_scaling::measure(model, shape, classes, batch, args.seconds)?;
+        let scaling = crate::bench_scaling::measure(
+            model,
+            &args.reference,
+            shape,
+            classes,
+            batch,
+            args.seconds,
+        )?;
         if text {
             println!("{}", scaling.line(args.batch_size));
         }
@@ -228,6 +239,7 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
             "{}",
             serde_json::json!({
                 "model": model,
+                "reference_layers": args.reference.on,
                 "input_shape": shape,
                 "threads": rayon::current_num_threads(),
                 "forward_mflop_per_image": flops / 1e6,

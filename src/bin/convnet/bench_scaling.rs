@@ -9,13 +9,12 @@
 //! pool it runs in). Reported, in milliseconds per step: the fastest block
 //! on each side, their ratio, and the median of the per-round ratios.
 //!
-//! On a shared machine, whole epochs timed one after the other move by
-//! ±10–20 % from run to run (README, "Threads and batch size"); rounds a
-//! fraction of a second apart see the same neighbours. Turns of single
-//! steps were tried first: the many-thread side then started every step
-//! with its threads asleep and the other copy's data in the caches, and its
-//! median step was 84 % above its fastest (SimpleConvNet, 2 threads: 7.90
-//! against 4.29 ms).
+//! On a shared machine, whole epochs timed one after the other move from
+//! run to run with the neighbours' load (README, "Threads and batch
+//! size"); rounds a fraction of a second apart see the same neighbours.
+//! Turns of single steps were tried first: the many-thread side then
+//! started every step with its threads asleep and the other copy's data in
+//! the caches, and its median step came out far above its fastest.
 
 use convnet::networks::{build_model, ModelOptions};
 use convnet::optim::{build, OptimizerKind};
@@ -65,6 +64,7 @@ impl Scaling {
 /// which sizes the blocks). Call it from the main pool.
 pub fn measure(
     model: &str,
+    reference: &crate::ReferenceFlag,
     shape: [usize; 3],
     classes: usize,
     (x, labels): (&Tensor<f32>, &[usize]),
@@ -74,7 +74,11 @@ pub fn measure(
         .num_threads(1)
         .build()?;
     let options = ModelOptions::default();
-    let build_one = || build_model::<f32>(model, &options, shape, classes, &mut Rng::new(0));
+    let build_one = || -> anyhow::Result<_> {
+        let mut net = build_model::<f32>(model, &options, shape, classes, &mut Rng::new(0))?;
+        reference.apply(&mut net);
+        Ok(net)
+    };
     // [0]: the one-thread pool's copy, [1]: the main pool's.
     let mut nets = [build_one()?, build_one()?];
     let mut optimizers = [0, 1].map(|_| build::<f32>(OptimizerKind::Adam, None));

@@ -2,7 +2,7 @@
 //! numerical gradient, per parameter, for every layer and for SimpleConvNet.
 
 use clap::Args;
-use convnet::gradient_check::check_all;
+use convnet::gradient_check::{check_all, check_all_reference};
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -13,18 +13,27 @@ pub struct GradcheckArgs {
     /// Seed of the random inputs and weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    reference: crate::ReferenceFlag,
 }
 
 pub fn run(args: GradcheckArgs) -> anyhow::Result<ExitCode> {
-    let report = check_all(args.seed)?;
+    let report = if args.reference.on {
+        check_all_reference(args.seed)?
+    } else {
+        check_all(args.seed)?
+    };
+    // At least 36 wide, and as wide as the longest component.
+    let longest = report.iter().map(|(c, ..)| c.chars().count()).max();
+    let width = longest.unwrap_or(0).max(36);
     println!(
-        "{:<36} {:<14} {:>14}",
+        "{:<width$} {:<14} {:>14}",
         "component", "gradient", "max rel error"
     );
     let mut worst = 0.0f64;
     for (component, name, err) in &report {
         let flag = if *err <= args.tolerance { "" } else { "  FAIL" };
-        println!("{component:<36} {name:<14} {err:>14.3e}{flag}");
+        println!("{component:<width$} {name:<14} {err:>14.3e}{flag}");
         worst = worst.max(*err);
     }
     if worst <= args.tolerance {

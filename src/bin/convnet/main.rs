@@ -49,6 +49,37 @@ enum Command {
     Plot(plot::PlotArgs),
 }
 
+/// `--reference`, on every command that builds or loads a network.
+#[derive(clap::Args)]
+pub struct ReferenceFlag {
+    /// Use the book's plain Convolution and Pooling (layers/reference)
+    /// instead of the fast ones.
+    #[arg(long = "reference")]
+    pub on: bool,
+}
+
+impl ReferenceFlag {
+    /// Swaps `net`'s convolutions and max poolings for the reference ones
+    /// with `--reference` ([`Network::use_reference_layers`]).
+    ///
+    /// [`Network::use_reference_layers`]: convnet::networks::Network::use_reference_layers
+    pub fn apply<T: convnet::Float>(&self, net: &mut convnet::networks::Network<T>) {
+        if self.on {
+            net.use_reference_layers();
+        }
+    }
+
+    /// `" with the reference layers"` with `--reference`, else nothing: for
+    /// the line that names the network.
+    pub fn note(&self) -> &'static str {
+        if self.on {
+            " with the reference layers"
+        } else {
+            ""
+        }
+    }
+}
+
 /// Starts rayon's global thread pool (`None`: one thread per core) with
 /// subnormal floats flushed to zero on every thread (see `convnet::parallel::denormals`).
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {

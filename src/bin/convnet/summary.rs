@@ -21,6 +21,8 @@ pub struct SummaryArgs {
     /// Activation of lenet5, alexnet, alexnet-small and deep: relu, sigmoid or tanh.
     #[arg(long)]
     activation: Option<String>,
+    #[command(flatten)]
+    reference: crate::ReferenceFlag,
 }
 
 /// `C,H,W` → `[C, H, W]`.
@@ -48,7 +50,13 @@ pub fn run(args: SummaryArgs) -> anyhow::Result<ExitCode> {
     let input = args.input.unwrap_or(shape);
     let classes = args.classes.unwrap_or(classes);
     let mut net = build_model::<f32>(&args.model, &options, input, classes, &mut Rng::new(0))?;
-    println!("{} on {:?} input, {classes} classes", args.model, input);
+    args.reference.apply(&mut net);
+    println!(
+        "{}{} on {:?} input, {classes} classes",
+        args.model,
+        args.reference.note(),
+        input
+    );
     println!("{}", summarize(&mut net)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -85,6 +85,8 @@ pub struct TrainArgs {
     /// otherwise. The model options come from the checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
+    #[command(flatten)]
+    reference: crate::ReferenceFlag,
 }
 
 #[derive(Args)]
@@ -103,6 +105,8 @@ pub struct EvalArgs {
     /// true class.
     #[arg(long)]
     plot: Option<PathBuf>,
+    #[command(flatten)]
+    reference: crate::ReferenceFlag,
 }
 
 fn metrics_json(m: &EpochMetrics) -> String {
@@ -283,6 +287,7 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
             (net, info, None)
         }
     };
+    args.reference.apply(&mut net);
     let mut optimizer = build::<f32>(config.optimizer, config.learning_rate);
     if let Some(state) = &optimizer_state {
         optimizer.load_state(state)?;
@@ -297,8 +302,9 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "training {} ({} parameters) on {}: {} train / {} test images {:?}, {} epochs, batch {}, {} lr {}, {} threads",
+        "training {}{} ({} parameters) on {}: {} train / {} test images {:?}, {} epochs, batch {}, {} lr {}, {} threads",
         info.model,
+        args.reference.note(),
         net.num_params(),
         data.name,
         data.train.len(),
@@ -552,6 +558,7 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     crate::set_threads(args.threads)?;
     let (mut net, info) = checkpoint::load(&args.checkpoint)?;
+    args.reference.apply(&mut net);
     let data = args.data.load()?;
     anyhow::ensure!(
         data.test.input_shape() == info.input_shape,
@@ -568,8 +575,9 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     let eval = evaluate(&mut net, &data.test, args.batch_size)?;
     println!(
-        "{} on {} ({} test images)",
+        "{}{} on {} ({} test images)",
         info.model,
+        args.reference.note(),
         data.name,
         data.test.len()
     );

@@ -103,8 +103,8 @@ pub(super) fn backward_chunk<T: Float>(
             // col: (C·FH·FW, OH·OWW), the same unrolling as in forward
             im2col_wide(xpad_n, wg, col);
             // dW^T += col · dout_n^T        (C·FH·FW, FN)
-            // (the transpose of dW = dout_n · col^T: the same sums, and the
-            // `gemm` crate runs this orientation 10–50 % faster on these shapes)
+            // (the transpose of dW = dout_n · col^T: the same sums, in the
+            // orientation the `gemm` crate runs best on these shapes)
             matmul(
                 MatMut::new(dw_t, k, filters),
                 MatRef::new(col, k, wide_pixels),

@@ -15,24 +15,22 @@
 //! and narrows in its own buffers, so its data stays in its own core's
 //! cache. Sharing one `col` between the members (each unrolling half the
 //! channels, then multiplying half the filters) was slower than one thread:
-//! half of `col` then crosses from core to core (`deep`'s second layer 56 →
-//! 84 µs). Splitting the filters with each member unrolling the whole image
-//! costs the unrolling twice (62 → 56 µs on that layer).
+//! half of `col` then crosses from core to core. Splitting the filters with
+//! each member unrolling the whole image costs the unrolling twice.
 //!
 //! A fused 2×2 max pooling (an inference forward, values only) is pooled
 //! by each member from its own band's product, the bands cut at an even
 //! row: each member writes its own rows of the pooled output, which the
 //! next layer's same member reads again (all but a halo row). Pooling the
 //! whole planes on one thread afterwards made every pooled layer's data
-//! cross between the cores twice, and left the helper idle meanwhile:
-//! `deep` at batch 1 ran at one thread's speed whenever that crossing was
-//! slow (on this virtual machine, some runs).
+//! cross between the cores twice, and left the helper idle meanwhile: on a
+//! machine where that crossing is slow, the team then gains nothing.
 //!
 //! Each output is the same sum, in the same order, as on one thread: it is
 //! one dot product over C·FH·FW, whatever the number of pixels in the
 //! product; and each pooled value the maximum of the same four values.
 
-use super::forward::{multiply, multiply_and_narrow};
+use super::forward::{multiply, multiply_and_narrow, ForwardParams};
 use super::fused_pool::FusedPool;
 use super::scratch::{thread_scratch, Scratch};
 use crate::kernels::im2col_wide::{im2col_wide, pad_band, WideGeometry};
@@ -52,7 +50,7 @@ pub(super) fn can_split(wg: &WideGeometry) -> bool {
 pub(super) fn forward_image_by_team<T: Float>(
     team: &Team,
     wg: &WideGeometry,
-    (params, fused_relu): ((&[T], &[T]), bool),
+    params: ForwardParams<'_, T>,
     scratch: &[Mutex<Scratch<T>>],
     x_n: &[T],
     out_n: &mut [T],
@@ -63,12 +61,13 @@ pub(super) fn forward_image_by_team<T: Float>(
     let bands = [0..split, split..g.out_h];
     run_bands(
         team,
-        (wg, scratch),
+        wg,
+        scratch,
         x_n,
         bands,
         planes,
         |band, col, wide, planes| {
-            multiply_and_narrow(band, params, fused_relu, col, wide, planes);
+            multiply_and_narrow(band, params, col, wide, planes);
         },
     );
 }
@@ -87,12 +86,13 @@ pub(super) fn can_pool_by_band(pool: &FusedPool) -> bool {
 pub(super) fn forward_pooled_image_by_team<T: Float>(
     team: &Team,
     wg: &WideGeometry,
-    (params, fused_relu): ((&[T], &[T]), bool),
+    params: ForwardParams<'_, T>,
     scratch: &[Mutex<Scratch<T>>],
-    (x_n, pool): (&[T], &FusedPool),
+    x_n: &[T],
+    pool: &FusedPool,
     out_n: &mut [T],
 ) {
-    let (weight, bias) = params;
+    let bias = params.bias;
     let pool_g = &pool.g;
     let pooled_split = pool_g.out_h.div_ceil(2);
     // Output rows of the convolution that each member pools: two per pooled
@@ -101,18 +101,18 @@ pub(super) fn forward_pooled_image_by_team<T: Float>(
     let pooled = split_planes(out_n, pool_g.out_pixels(), pooled_split * pool_g.out_w);
     run_bands(
         team,
-        (wg, scratch),
+        wg,
+        scratch,
         x_n,
         bands,
         pooled,
         |band, col, wide, pooled| {
             // wide: (FN, band pixels) = W · col_p
-            multiply(band, weight, bias.len(), col, wide);
-            let wide = (&wide[..], band);
-            if fused_relu {
-                pool.values_from_wide(wide, bias, relu, pooled);
+            multiply(band, params.weight, bias.len(), col, wide);
+            if params.fused_relu {
+                pool.values_from_wide(wide, band, bias, relu, pooled);
             } else {
-                pool.values_from_wide(wide, bias, |v| v, pooled);
+                pool.values_from_wide(wide, band, bias, |v| v, pooled);
             }
         },
     );
@@ -137,7 +137,8 @@ fn split_planes<T>(out_n: &mut [T], plane_len: usize, top_len: usize) -> [Vec<&m
 /// `finish(band, col, wide, parts[p])` to multiply and write its part.
 fn run_bands<'a, T: Float>(
     team: &Team,
-    (wg, scratch): (&WideGeometry, &[Mutex<Scratch<T>>]),
+    wg: &WideGeometry,
+    scratch: &[Mutex<Scratch<T>>],
     x_n: &[T],
     bands: [Range<usize>; 2],
     parts: [Vec<&'a mut [T]>; 2],

@@ -14,8 +14,7 @@
 //! of the chunks that rayon hands out to two or four threads. A batch of
 //! 100 is 6, 6, 6, 7 four times over (halves of 50). Chunks of ⌈100/16⌉ = 7
 //! would be 14 of 7 and one of 2, halves of 49 and 51, and one thread would
-//! wait for the other every layer: `deep`'s training step ran 2–3 % slower
-//! per image at batch 100 than at 96 or 112, whose chunks were equal.
+//! wait for the other at the end of every layer.
 //!
 //! ```
 //! let (n, c) = (100, 16);

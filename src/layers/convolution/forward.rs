@@ -38,8 +38,8 @@ impl<T: Float> Convolution<T> {
         let filters = self.weight.shape()[0];
         // One contiguous share of the batch per thread: forward has no sums
         // across images, so any split gives the same output, and this one
-        // ran `deep`'s forward 2–5 % faster on two threads than backward's
-        // 16 chunks (paired rounds in one process).
+        // hands out fewer tasks than backward's 16 chunks (whose fixed
+        // number only keeps backward's sums the same on any machine).
         let chunk = n.div_ceil(rayon::current_num_threads()).max(1);
         // One set of buffers per thread, reused image after image: they stay
         // in the core's cache.
@@ -68,8 +68,11 @@ impl<T: Float> Convolution<T> {
         let out_len = image_out_len(pool, filters, g.out_pixels());
         let mut arg_max = pool.map(|_| &mut self.arg_max[..]);
 
-        // (W, b) and whether the ReLU is fused: what each image's forward needs.
-        let params = ((self.weight.data(), self.bias.data()), self.fused_relu);
+        let params = ForwardParams {
+            weight: self.weight.data(),
+            bias: self.bias.data(),
+            fused_relu: self.fused_relu,
+        };
         let scratch = &self.scratch[..];
         let out = self.out.data_mut();
         // Fewer images than threads (inference at batch 1): each image's
@@ -84,8 +87,9 @@ impl<T: Float> Convolution<T> {
                         continue;
                     };
                     if bands::can_pool_by_band(pool) {
-                        let x_n = (x_n, pool);
-                        bands::forward_pooled_image_by_team(team, &wg, params, scratch, x_n, out_n);
+                        bands::forward_pooled_image_by_team(
+                            team, &wg, params, scratch, x_n, pool, out_n,
+                        );
                         continue;
                     }
                     // The planes first, then the pooling on this thread.
@@ -123,7 +127,7 @@ impl<T: Float> Convolution<T> {
                             let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
                             (pool, &mut arg_chunk[i * out_len..][..out_len])
                         });
-                        forward_image(&wg, params, &mut scratch, (x_n, xpad_n), out_n, pool);
+                        forward_image(&wg, params, &mut scratch, x_n, xpad_n, out_n, pool);
                     }
                 });
         } else if train {
@@ -139,6 +143,17 @@ impl<T: Float> Convolution<T> {
     }
 }
 
+/// What each image's forward needs of the layer: its parameters, and
+/// whether the ReLU after it is fused.
+#[derive(Clone, Copy)]
+pub(super) struct ForwardParams<'a, T> {
+    /// W: (FN, C·FH·FW)
+    pub weight: &'a [T],
+    /// b: (FN)
+    pub bias: &'a [T],
+    pub fused_relu: bool,
+}
+
 /// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`,
 /// through the fused ReLU if there is one, and the fused pooling if one is
 /// given (with the image's slice of `arg_max`): `out_n: (FN, POH, POW)`.
@@ -146,12 +161,18 @@ impl<T: Float> Convolution<T> {
 /// else to the thread's own buffer.
 fn forward_image<T: Float>(
     wg: &WideGeometry,
-    ((weight, bias), fused_relu): ((&[T], &[T]), bool),
+    params: ForwardParams<'_, T>,
     scratch: &mut Scratch<T>,
-    (x_n, kept_xpad): (&[T], Option<&mut [T]>),
+    x_n: &[T],
+    kept_xpad: Option<&mut [T]>,
     out_n: &mut [T],
     pool: Option<(&FusedPool, &mut [u32])>,
 ) {
+    let ForwardParams {
+        weight,
+        bias,
+        fused_relu,
+    } = params;
     let Scratch {
         xpad,
         col,
@@ -166,22 +187,21 @@ fn forward_image<T: Float>(
     match pool {
         None => {
             let planes = out_n.chunks_exact_mut(wg.g.out_pixels());
-            multiply_and_narrow(wg, (weight, bias), fused_relu, col, wide, planes);
+            multiply_and_narrow(wg, params, col, wide, planes);
         }
         // 2×2 windows: pooled as the product is read, with no planes.
         Some((pool, arg_n)) if pool.pools_from_wide() => {
             multiply(wg, weight, bias.len(), col, wide);
-            let wide = (&wide[..], wg);
             if fused_relu {
-                pool.forward_from_wide(wide, bias, relu, out_n, arg_n);
+                pool.forward_from_wide(wide, wg, bias, relu, out_n, arg_n);
             } else {
-                pool.forward_from_wide(wide, bias, |v| v, out_n, arg_n);
+                pool.forward_from_wide(wide, wg, bias, |v| v, out_n, arg_n);
             }
         }
         // Other windows: the planes in this thread's buffer, then pooled.
         Some((pool, arg_n)) => {
             let planes_n = planes.chunks_exact_mut(wg.g.out_pixels());
-            multiply_and_narrow(wg, (weight, bias), fused_relu, col, wide, planes_n);
+            multiply_and_narrow(wg, params, col, wide, planes_n);
             pool.forward(planes, out_n, arg_n);
         }
     }
@@ -207,14 +227,14 @@ pub(super) fn optional_chunks<T: Send>(
 /// one.
 pub(super) fn multiply_and_narrow<'a, T: Float>(
     wg: &WideGeometry,
-    (weight, bias): (&[T], &[T]),
-    fused_relu: bool,
+    params: ForwardParams<'_, T>,
     col: &[T],
     wide: &mut [T],
     out_planes: impl IntoIterator<Item = &'a mut [T]>,
 ) {
-    multiply(wg, weight, bias.len(), col, wide);
-    if fused_relu {
+    let bias = params.bias;
+    multiply(wg, params.weight, bias.len(), col, wide);
+    if params.fused_relu {
         narrow_planes(wide, wg, bias, out_planes, relu);
     } else {
         narrow_planes(wide, wg, bias, out_planes, |v| v);

@@ -76,7 +76,8 @@ impl FusedPool {
     /// pooled with the same comparisons, so the same `out_n` and `arg_n`.
     pub fn forward_from_wide<T: Float>(
         &self,
-        (wide, wg): (&[T], &WideGeometry),
+        wide: &[T],
+        wg: &WideGeometry,
         bias: &[T],
         activation: impl Fn(T) -> T + Copy,
         out_n: &mut [T],
@@ -86,14 +87,14 @@ impl FusedPool {
         assert_eq!(arg_n.len(), out_n.len(), "one arg_max per pooled value");
         let outs = out_n.chunks_exact_mut(g.out_pixels());
         if self.values_only {
-            self.values_from_wide((wide, wg), bias, activation, outs);
+            self.values_from_wide(wide, wg, bias, activation, outs);
             return;
         }
         let filters = wide.chunks_exact(wg.wide_pixels()).zip(bias);
         let args = arg_n.chunks_exact_mut(g.out_pixels());
         for ((wide_f, &b), (out_p, arg_p)) in filters.zip(outs.zip(args)) {
             let value = move |v: T| activation(v + b);
-            max_pool_2x2(wide_f, (wide_w, plane_w), g, value, out_p, arg_p);
+            max_pool_2x2(wide_f, wide_w, plane_w, g, value, out_p, arg_p);
         }
     }
 
@@ -103,7 +104,8 @@ impl FusedPool {
     /// team, `bands.rs`, where `wide` is the band's product).
     pub fn values_from_wide<'a, T: Float>(
         &self,
-        (wide, wg): (&[T], &WideGeometry),
+        wide: &[T],
+        wg: &WideGeometry,
         bias: &[T],
         activation: impl Fn(T) -> T + Copy,
         out_planes: impl IntoIterator<Item = &'a mut [T]>,

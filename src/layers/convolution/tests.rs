@@ -109,7 +109,7 @@ fn gradients_match_numerical() {
 fn fused_relu_gradients_match_numerical() {
     let mut rng = Rng::new(4);
     let mut conv = small_convolution(1, 1, 0.5, &mut rng);
-    assert!(conv.fuse_relu(true));
+    conv.fuse_relu(true);
     let x = Tensor::from_vec(&[2, 2, 4, 4], (0..64).map(|_| rng.normal()).collect()).unwrap();
     let out = conv.forward(&x, false).unwrap();
     assert!(out.data().iter().all(|&v| v >= 0.0));
@@ -187,9 +187,9 @@ fn errors_instead_of_panics() {
 fn a_team_shares_out_the_rows_with_the_same_result() {
     use crate::layers::PoolingConfig;
     // (C, H, W), filters, filter size, pad, stride
-    type Case = ((usize, usize, usize), usize, usize, usize, usize);
+    type Case = ([usize; 3], usize, usize, usize, usize);
     fn check<T: Float>(case: Case, relu: bool, pool: Option<usize>, rng: &mut Rng) {
-        let ((c, h, w), filters, filter_size, pad, stride) = case;
+        let ([c, h, w], filters, filter_size, pad, stride) = case;
         let config = ConvolutionConfig {
             in_channels: c,
             filters,
@@ -251,12 +251,12 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
     }
     let mut rng = Rng::new(6);
     let cases: [Case; 6] = [
-        ((16, 28, 28), 16, 3, 1, 1), // deep's conv2: bands of 14 rows of 30
-        ((32, 8, 8), 64, 3, 1, 1),   // deep's conv5: bands of 40 pixels
-        ((1, 28, 28), 16, 3, 1, 1),  // one channel
-        ((3, 9, 11), 20, 3, 1, 1),   // an odd number of rows: 5 + 4
-        ((2, 13, 13), 5, 5, 0, 2),   // stride 2: the book's grid, OW wide
-        ((4, 3, 7), 6, 3, 0, 1),     // one output row: no bands
+        ([16, 28, 28], 16, 3, 1, 1), // deep's conv2: bands of 14 rows of 30
+        ([32, 8, 8], 64, 3, 1, 1),   // deep's conv5: bands of 40 pixels
+        ([1, 28, 28], 16, 3, 1, 1),  // one channel
+        ([3, 9, 11], 20, 3, 1, 1),   // an odd number of rows: 5 + 4
+        ([2, 13, 13], 5, 5, 0, 2),   // stride 2: the book's grid, OW wide
+        ([4, 3, 7], 6, 3, 0, 1),     // one output row: no bands
     ];
     for case in cases {
         for relu in [false, true] {
@@ -268,13 +268,13 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
     // on 9 rows (4 pooled: the last row in no window) and on 4 and 3 rows
     // (2 pooled: one each; 1 pooled: one thread); 3×3 with stride 2.
     let pooled: [(Case, usize); 7] = [
-        (((16, 28, 28), 16, 3, 1, 1), 2),
-        (((32, 14, 14), 32, 3, 2, 1), 2),
-        (((64, 8, 8), 64, 3, 1, 1), 2),
-        (((3, 9, 11), 20, 3, 1, 1), 2),
-        (((2, 4, 6), 3, 3, 1, 1), 2),
-        (((2, 3, 6), 3, 3, 1, 1), 2),
-        (((3, 13, 13), 8, 3, 1, 1), 3),
+        (([16, 28, 28], 16, 3, 1, 1), 2),
+        (([32, 14, 14], 32, 3, 2, 1), 2),
+        (([64, 8, 8], 64, 3, 1, 1), 2),
+        (([3, 9, 11], 20, 3, 1, 1), 2),
+        (([2, 4, 6], 3, 3, 1, 1), 2),
+        (([2, 3, 6], 3, 3, 1, 1), 2),
+        (([3, 13, 13], 8, 3, 1, 1), 3),
     ];
     for (case, size) in pooled {
         check::<f32>(case, true, Some(size), &mut rng);
@@ -322,7 +322,7 @@ fn a_fused_max_pooling_pools_the_output() {
         let grads = [conv.grad_weight.clone(), conv.grad_bias.clone()];
         // Fused.
         conv.fuse_relu(with_relu);
-        assert!(conv.fuse_max_pool(Some(&pool_config)));
+        conv.fuse_max_pool(Some(&pool_config));
         let fused = conv.forward(&x, true).unwrap().clone();
         assert_eq!(fused.shape(), [2, 3, side / 2, side / 2]);
         assert_eq!(fused, pooled);
@@ -330,7 +330,7 @@ fn a_fused_max_pooling_pools_the_output() {
         assert_eq!([conv.grad_weight.clone(), conv.grad_bias.clone()], grads);
         assert_eq!(conv.forward(&x, false).unwrap(), &pooled);
         assert_eq!(conv.output_shape(x.shape()).unwrap(), [2, 3, side, side]);
-        assert!(!conv.fuse_max_pool(None));
+        conv.fuse_max_pool(None);
         assert!(matches!(
             conv.backward(&fused),
             Err(Error::BackwardBeforeForward(_))

@@ -22,11 +22,9 @@
 //! Why: `dW^T = col · wide^T` ran on `gemm`'s narrowest kernel (16 rows, as
 //! many as `deep`'s first layers have filters), after a full unrolling of
 //! the image. Here `gemm` runs FW·C rows (48 for 16 channels) straight out
-//! of `xhwc`, and the transposition costs less than the unrolling. One
-//! image, one thread, a throwaway timing program, unrolling + `dW`
-//! against transposing + `dW` (µs): `deep`'s conv2 66–76 → 45–54, conv3
-//! 28 → 21–24, conv4 64–66 → 45–61. conv3's and conv4's sums are the same
-//! to the bit; conv2's (848 pixels) differ in the last place, as `gemm`
+//! of `xhwc`, and the transposition costs less than the unrolling. For
+//! `deep`'s conv3 and conv4 the sums are the same to the bit as through
+//! `col`; for conv2 (848 pixels) they differ in the last place, as `gemm`
 //! blocks the long sum differently.
 
 use crate::kernels::gemm::{matmul, MatMut, MatRef};

@@ -1,0 +1,124 @@
+//! The two places where the network runs its layers differently from the
+//! book, and the rules for when it does. Every layer keeps the book's
+//! interface ([`Layer`]: forward, backward, params); what is here is the
+//! network's business, decided by looking at which layers it holds.
+//!
+//! **Fusion.** A ReLU straight after a [`Convolution`], and a
+//! [`MaxPooling`] after either of them, are run by the convolution itself:
+//!
+//! ```text
+//! layers:    conv1 → relu1 → pool1 → …          (what the network holds, as in the book)
+//! runs:      conv1 (+ relu1, + pool1) → …       relu1 and pool1 are marked fused_into_previous
+//! ```
+//!
+//! The convolution applies the ReLU and the pooling to each image's output
+//! while it is still in the core's cache ([`Convolution::fuse_relu`],
+//! [`Convolution::fuse_max_pool`]), and backward takes the pooled `dout`;
+//! the fused layers are skipped by [`Network::predict`] and
+//! [`Network::gradient`]. The numbers are the same to the bit; what is saved
+//! is several passes over the largest tensors of the network. The rules,
+//! applied as each layer is pushed (`fuse_at` below):
+//!
+//! - a `Relu` fuses into a `Convolution` straight before it;
+//! - a `MaxPooling` fuses into a `Convolution` straight before it, or before
+//!   the ReLU fused into it;
+//! - nothing else fuses (an `AvgPooling`, a ReLU after an `Affine`, a second
+//!   pooling, the [reference layers](crate::layers::reference)).
+//!
+//! [`Network::set_fusion`] turns it off, and the layers run one by one.
+//!
+//! **The first layer's `dx`.** Backward through the first layer would end
+//! with the gradient of the images, which nobody uses. A first
+//! `Convolution` or `Affine` skips it (their `backward_params_only`), a
+//! third of its backward work; any other layer runs its whole backward.
+//!
+//! The network holds its layers as `Box<dyn Layer<T>>`; these rules ask
+//! for the concrete type (`layer.downcast_mut::<Convolution<T>>()`, see
+//! [`Layer`]) and call that layer's own methods.
+
+use super::{NamedLayer, Network};
+use crate::error::Result;
+use crate::layers::{Affine, Convolution, Layer, MaxPooling, PoolingConfig, Relu};
+use crate::tensor::{Float, Tensor};
+
+/// A layer that can be fused into the convolution before it.
+enum Fusable {
+    Relu,
+    MaxPool(PoolingConfig),
+}
+
+impl Fusable {
+    fn of<T: Float>(layer: &dyn Layer<T>) -> Option<Self> {
+        if layer.is::<Relu<T>>() {
+            return Some(Fusable::Relu);
+        }
+        let pool = layer.downcast_ref::<MaxPooling<T>>()?;
+        Some(Fusable::MaxPool(pool.config.clone()))
+    }
+}
+
+/// Fuses layer `i` into the convolution that runs before it (`on`), or
+/// undoes that (`!on`), if the rules of the module documentation allow it;
+/// otherwise leaves both alone.
+///
+/// A pooling is fused into the layer that its ReLU is fused into, so
+/// fusing goes front to back and unfusing back to front
+/// ([`Network::set_fusion`]).
+pub(super) fn fuse_at<T: Float>(layers: &mut [NamedLayer<T>], i: usize, on: bool) {
+    let Some(fusable) = Fusable::of(&*layers[i].layer) else {
+        return;
+    };
+    // The nearest layer before `i` that runs.
+    let Some(j) = (0..i).rev().find(|&j| !layers[j].fused_into_previous) else {
+        return;
+    };
+    // Only fused ReLUs may lie between, and only before a pooling.
+    let between = &layers[j + 1..i];
+    let allowed = match fusable {
+        Fusable::Relu => between.is_empty(),
+        Fusable::MaxPool(_) => between.iter().all(|l| l.layer.is::<Relu<T>>()),
+    };
+    if !allowed {
+        return;
+    }
+    let Some(conv) = layers[j].layer.downcast_mut::<Convolution<T>>() else {
+        return;
+    };
+    match &fusable {
+        Fusable::Relu => conv.fuse_relu(on),
+        Fusable::MaxPool(config) => conv.fuse_max_pool(on.then_some(config)),
+    }
+    layers[i].fused_into_previous = on;
+}
+
+/// The first layer's backward: the parameter gradients, and no `dx` where
+/// the layer can skip it (see the module documentation).
+pub(super) fn backward_params_only<T: Float>(
+    layer: &mut dyn Layer<T>,
+    dout: &Tensor<T>,
+) -> Result<()> {
+    if let Some(conv) = layer.downcast_mut::<Convolution<T>>() {
+        return conv.backward_params_only(dout);
+    }
+    if let Some(affine) = layer.downcast_mut::<Affine<T>>() {
+        return affine.backward_params_only(dout);
+    }
+    layer.backward(dout).map(|_| ())
+}
+
+impl<T: Float> Network<T> {
+    /// Turns the fusion of each ReLU and max pooling into the convolution
+    /// before it on or off (it is on for a new network). Off, every layer
+    /// runs on its own, as in the book; the results are the same either
+    /// way (see [`fusion`](self)).
+    pub fn set_fusion(&mut self, on: bool) {
+        self.fusion = on;
+        if on {
+            (0..self.layers.len()).for_each(|i| fuse_at(&mut self.layers, i, true));
+        } else {
+            (0..self.layers.len())
+                .rev()
+                .for_each(|i| fuse_at(&mut self.layers, i, false));
+        }
+    }
+}
