@@ -50,6 +50,7 @@ fn short_training_run_lowers_the_loss() {
         learning_rate: None,
         seed: 1,
         start_epoch: 0,
+        threads: None,
     };
     let (mut batches, mut epochs_seen) = (0, 0);
     let history = train(&mut net, &data, &config, |event, _| {

@@ -127,12 +127,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{threads} threads; f32 GEMM 1024×1024×1024: {peak:.1} GFLOP/s (the yardstick)");
     }
-    crate::on_pool(|| -> anyhow::Result<()> {
+    convnet::parallel::run_fast(args.threads, || -> anyhow::Result<()> {
         for model in &args.model {
             bench_model(model, &args, peak)?;
         }
         Ok(())
-    })?;
+    })??;
     if !args.json {
         println!("peak memory: {}", peak_memory());
     }

@@ -49,20 +49,12 @@ enum Command {
 }
 
 /// Starts rayon's global thread pool (`None`: one thread per core) with
-/// subnormal floats flushed to zero on every thread (see `convnet::parallel::denormals`).
+/// subnormal floats flushed to zero on every thread (see
+/// `convnet::parallel::denormals`). The library's training, evaluation and
+/// `convnet::parallel::run_fast` then run on it, its workers kept awake.
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     convnet::parallel::denormals::thread_pool_with_flushed_denormals(threads)?;
     Ok(())
-}
-
-/// Runs `work` on one of the pool's threads (after [`set_threads`]), with
-/// the other workers kept awake ([`convnet::parallel::awake_workers`]). Every layer starts a
-/// parallel loop; from a thread outside the pool, each one hands its work
-/// to the pool and sleeps until a worker has finished it. From inside the
-/// pool, a loop starts at once on the calling thread, and an awake worker
-/// takes its share without being woken first.
-pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    convnet::parallel::awake_workers::with_workers_awake(work)
 }
 
 fn main() -> ExitCode {

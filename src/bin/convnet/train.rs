@@ -128,11 +128,9 @@ fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
 }
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    // The library's `train_with_optimizer` runs on this pool, its workers
+    // kept awake (`convnet::parallel::run_fast`).
     crate::set_threads(args.threads)?;
-    crate::on_pool(|| train_on_pool(args))
-}
-
-fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
     // Without --lr: the model's Adam rate (0.0005 for alexnet-small, which
     // is unstable at 0.001), else the optimizer's book default.
     let learning_rate = args.lr.or_else(|| {
@@ -147,6 +145,7 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
         learning_rate,
         seed: args.seed,
         start_epoch: 0,
+        threads: args.threads,
     };
     config.validate()?;
     let data = args.data.load()?;
