@@ -78,7 +78,9 @@ impl TrainConfig {
             return Err(Error::Config("batch size must be at least 1".into()));
         }
         if self.threads == Some(0) {
-            return Err(Error::Config("the number of threads must be at least 1".into()));
+            return Err(Error::Config(
+                "the number of threads must be at least 1".into(),
+            ));
         }
         if let Some(lr) = self.learning_rate {
             if !(lr.is_finite() && lr > 0.0) {

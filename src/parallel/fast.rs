@@ -59,7 +59,9 @@ thread_local! {
 /// `work` reaches the caller.
 pub fn run_fast<R: Send>(threads: Option<usize>, work: impl FnOnce() -> R + Send) -> Result<R> {
     if threads == Some(0) {
-        return Err(Error::Config("the number of threads must be at least 1".into()));
+        return Err(Error::Config(
+            "the number of threads must be at least 1".into(),
+        ));
     }
     let fits = |count: usize| threads.is_none_or(|n| n == count);
     if rayon::current_thread_index().is_some() && fits(rayon::current_num_threads()) {
@@ -121,7 +123,9 @@ fn make_global_pool() {
     // Several threads may try at once: only one build succeeds.
     static MAKING: Mutex<()> = Mutex::new(());
     let _guard = MAKING.lock().unwrap_or_else(PoisonError::into_inner);
-    if global_pool_flushing().is_none() && pool_builder_with_flushed_denormals().build_global().is_ok() {
+    if global_pool_flushing().is_none()
+        && pool_builder_with_flushed_denormals().build_global().is_ok()
+    {
         super::denormals::record_global_pool();
     }
 }
