@@ -7,7 +7,6 @@ mod confusion_plot;
 mod data;
 mod drawing;
 mod gradcheck;
-mod image_input;
 mod plot;
 mod predict;
 mod summary;
