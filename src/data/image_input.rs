@@ -48,9 +48,8 @@ pub fn load_image(path: &Path, shape: [usize; 3], invert: bool) -> Result<Tensor
             one_line(&e.to_string())
         ))
     })?;
-    from_image(&img, shape, invert).map_err(|e| {
-        Error::Data(format!("image {}: {}", path.display(), e.detail()))
-    })
+    from_image(&img, shape, invert)
+        .map_err(|e| Error::Data(format!("image {}: {}", path.display(), e.detail())))
 }
 
 /// Converts an image already in memory as [`load_image`] does.
@@ -134,7 +133,9 @@ mod tests {
             assert!(!err.contains('\n'), "{err}");
         }
         let grey: DynamicImage = image::GrayImage::new(3, 3).into();
-        let err = from_image(&grey, [2, 28, 28], true).unwrap_err().to_string();
+        let err = from_image(&grey, [2, 28, 28], true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("2 input channels"), "{err}");
         assert!(from_image(&grey, [1, 0, 28], true).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

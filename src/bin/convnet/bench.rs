@@ -34,6 +34,7 @@ pub struct BenchArgs {
     /// Seconds to measure each figure for (after a warm-up).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Worker threads. Default: one per core.
     #[arg(long)]
     threads: Option<usize>,
     /// Print one JSON object per network (and one for the GEMM) instead of text.

@@ -5,8 +5,8 @@
 use anyhow::Context;
 use clap::Args;
 use convnet::checkpoint;
-use convnet::layers::softmax_with_loss::softmax_row;
 use convnet::data::image_input::load_image;
+use convnet::layers::softmax_with_loss::softmax_row;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -5,10 +5,10 @@
 //! [`convnet::visualize::tiles`]).
 
 use crate::drawing::{check_png_path, draw_on, label, write_png};
-use convnet::data::image_input::load_image;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use convnet::checkpoint::{self, CheckpointInfo};
+use convnet::data::image_input::load_image;
 use convnet::layers::softmax_with_loss::softmax_row;
 use convnet::networks::{build_model, Network};
 use convnet::visualize::{feature_map_tiles, filter_tiles, Canvas, GridLayout, Tile, WHITE};
