@@ -1,6 +1,8 @@
-//! End-to-end tests of the `convnet` command-line tool: error reporting,
-//! `gradcheck`, a small real training run with `--metrics` and `--save`
-//! followed by `eval`, determinism, and `train --help`.
+//! End-to-end tests of the `convnet` command-line tool: error reporting
+//! (clap's tips kept on one line), `gradcheck`, a small real training run
+//! with `--metrics` and `--save` followed by `eval`, determinism, progress
+//! lines without a terminal, a closed output pipe, and the `--help` of every
+//! subcommand.
 //!
 //! Every data set is written here by hand, in the IDX format, into a fresh
 //! folder under the system temporary directory that is removed afterwards.
@@ -750,6 +752,29 @@ fn every_option_of_every_subcommand_has_a_description() {
         options_without_description(bare),
         ["--threads <THREADS>", "--epochs <EPOCHS>"]
     );
+}
+
+/// `convnet train`'s defaults are the library's `TrainConfig::default()`
+/// (checked on the library's side in tests/training.rs).
+#[test]
+fn train_defaults_are_the_librarys() {
+    let text = run_ok(&["train", "--help"]);
+    let default_of = |option: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(option))
+            .unwrap_or_else(|| panic!("no {option} in:\n{text}"));
+        let at = line
+            .find("[default: ")
+            .unwrap_or_else(|| panic!("no default: {line}"));
+        let rest = &line[at + "[default: ".len()..];
+        rest[..rest.find(']').unwrap()].to_string()
+    };
+    let config = convnet::train::TrainConfig::default();
+    assert_eq!(default_of("--epochs"), config.epochs.to_string());
+    assert_eq!(default_of("--batch-size"), config.batch_size.to_string());
+    assert_eq!(default_of("--seed"), config.seed.to_string());
+    assert_eq!(default_of("--optimizer"), config.optimizer.to_string());
 }
 
 #[test]
