@@ -13,8 +13,53 @@
 //! ```
 //!
 //! and string metadata: `model` (the `--model` name), `model_options`, `input_shape`
-//! (`C,H,W`), `class_names` (a JSON list), `normalisation`, plus whatever
-//! the caller adds (epoch, metrics).
+//! (`C,H,W`), `class_names` (a JSON list), `normalisation`, `spec` (the
+//! network as a [spec](crate::networks::spec), when it can be written as
+//! one: see [`Network::to_spec`]), `layers` (the layers' names, a JSON
+//! list), plus whatever the caller adds (epoch, metrics).
+//!
+//! Two ways back:
+//!
+//! - [`load`] rebuilds the network from the checkpoint alone (from its
+//!   `spec`, else from `model` and `model_options`), layer names included:
+//!   any network of the library's layers, whether built by name, from a spec
+//!   or by hand;
+//! - [`load_into`] fills a network that you have built (PyTorch's
+//!   `load_state_dict`): the way back for a network with layers of your own.
+//!   Every tensor must be there with the network's shape, and no other; a
+//!   mismatch is an error that names the tensor, and leaves the network as
+//!   it was.
+//!
+//! ```
+//! use convnet::checkpoint::{self, CheckpointInfo};
+//! use convnet::layers::{Affine, AffineConfig, Relu};
+//! use convnet::networks::Network;
+//! use convnet::{Rng, Tensor};
+//! let mut rng = Rng::new(7);
+//! let mut net = Network::<f32>::new([1, 2, 2]);
+//! net.push("hidden", Affine::new(&AffineConfig { inputs: 4, outputs: 5, ..Default::default() }, &mut rng)).unwrap();
+//! net.push("act", Relu::new()).unwrap();
+//! net.push("out", Affine::new(&AffineConfig { inputs: 5, outputs: 3, ..Default::default() }, &mut rng)).unwrap();
+//!
+//! let path = std::env::temp_dir().join(format!("convnet-doc-{}.safetensors", std::process::id()));
+//! let info = CheckpointInfo::for_network(&net, vec!["a".into(), "b".into(), "c".into()]);
+//! checkpoint::save(&mut net, &info, &path).unwrap();
+//!
+//! let x = Tensor::from_vec(&[1, 1, 2, 2], vec![0.1, 0.2, 0.3, 0.4]).unwrap();
+//! let (mut loaded, info) = checkpoint::load(&path).unwrap();
+//! assert_eq!(loaded.param_names(), ["hidden.weight", "hidden.bias", "out.weight", "out.bias"]);
+//! assert_eq!(loaded.predict(&x, false).unwrap(), net.predict(&x, false).unwrap());
+//! assert_eq!(info.class_names, ["a", "b", "c"]);
+//!
+//! // Into a network of the same layers, built anew:
+//! let mut same = Network::<f32>::new([1, 2, 2]);
+//! same.push("hidden", Affine::new(&AffineConfig { inputs: 4, outputs: 5, ..Default::default() }, &mut rng)).unwrap();
+//! same.push("act", Relu::new()).unwrap();
+//! same.push("out", Affine::new(&AffineConfig { inputs: 5, outputs: 3, ..Default::default() }, &mut rng)).unwrap();
+//! checkpoint::load_into(&mut same, &path).unwrap();
+//! assert_eq!(same.predict(&x, false).unwrap(), net.predict(&x, false).unwrap());
+//! # std::fs::remove_file(&path).unwrap();
+//! ```
 //!
 //! # Saving without losing work
 //!
@@ -36,10 +81,11 @@
 //! written in sorted order, and nothing in it depends on the clock.
 
 use crate::error::{Error, Result};
+use crate::init::Init;
 use crate::kernels::transpose_into;
-use crate::networks::{build_model, ModelOptions, Network};
+use crate::networks::{build_from_spec, build_model, parse_spec, ModelOptions, Network};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{Float, Tensor};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -55,6 +101,23 @@ pub struct CheckpointInfo {
     pub class_names: Vec<String>,
     /// Any other metadata (epoch, metrics, ...).
     pub extra: BTreeMap<String, String>,
+}
+
+impl CheckpointInfo {
+    /// The metadata of a network built by hand: `model` is its spec
+    /// ([`Network::to_spec`]), or `"custom"` for a network with a layer of
+    /// your own (which [`load_into`] loads back, but not [`load`]); default
+    /// options, the network's input shape, `class_names` (empty: [`save`]
+    /// names the classes `0`, `1`, ...), no extra metadata.
+    pub fn for_network<T: Float>(net: &Network<T>, class_names: Vec<String>) -> Self {
+        CheckpointInfo {
+            model: net.to_spec().unwrap_or_else(|_| "custom".into()),
+            options: ModelOptions::default(),
+            input_shape: net.input_shape,
+            class_names,
+            extra: BTreeMap::new(),
+        }
+    }
 }
 
 /// How pixels are scaled before they enter the network.
@@ -165,8 +228,32 @@ fn with_sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Saves `net`'s parameters and `info` to `path` (atomically).
+/// Saves `net`'s parameters and `info` to `path` (atomically), with the
+/// network's spec and layer names so that [`load`] can rebuild it (see the
+/// [module documentation](self)). An error if `info` gives another input
+/// shape than the network's, or class names that are not one per class;
+/// no class names are saved as `0`, `1`, ...
 pub fn save(net: &mut Network<f32>, info: &CheckpointInfo, path: &Path) -> Result<()> {
+    if info.input_shape != net.input_shape {
+        return Err(Error::Config(format!(
+            "cannot save {}: the checkpoint's input shape {:?} is not the network's {:?}",
+            path.display(),
+            info.input_shape,
+            net.input_shape
+        )));
+    }
+    let classes = net.num_classes()?;
+    let class_names = if info.class_names.is_empty() {
+        (0..classes).map(|c| c.to_string()).collect()
+    } else if info.class_names.len() == classes {
+        info.class_names.clone()
+    } else {
+        return Err(Error::Config(format!(
+            "cannot save {}: {} class names for a network with {classes} classes",
+            path.display(),
+            info.class_names.len()
+        )));
+    };
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for named in net.layers.iter_mut() {
         let kind = named.layer.kind();
@@ -206,9 +293,19 @@ pub fn save(net: &mut Network<f32>, info: &CheckpointInfo, path: &Path) -> Resul
     metadata.insert("input_shape".into(), format!("{c},{h},{w}"));
     metadata.insert(
         "class_names".into(),
-        serde_json::to_string(&info.class_names).expect("strings serialise"),
+        serde_json::to_string(&class_names).expect("strings serialise"),
     );
     metadata.insert("normalisation".into(), NORMALISATION.into());
+    // A network with a layer of your own has no spec: `load_into` loads it.
+    metadata.remove("spec");
+    if let Ok(spec) = net.to_spec() {
+        metadata.insert("spec".into(), spec);
+    }
+    let names: Vec<&str> = net.layers.iter().map(|l| l.name.as_str()).collect();
+    metadata.insert(
+        "layers".into(),
+        serde_json::to_string(&names).expect("strings serialise"),
+    );
     let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata))
         .map_err(|e| Error::Data(format!("cannot encode checkpoint: {e}")))?;
     write_atomically(path, &with_sorted_header(bytes)?)
@@ -247,6 +344,8 @@ pub fn read_info(bytes: &[u8], source: &str) -> Result<CheckpointInfo> {
         "input_shape",
         "class_names",
         "normalisation",
+        "spec",
+        "layers",
     ];
     let extra = map
         .into_iter()
@@ -261,44 +360,135 @@ pub fn read_info(bytes: &[u8], source: &str) -> Result<CheckpointInfo> {
     })
 }
 
-/// Loads a checkpoint: rebuilds its model and fills in the saved weights.
+/// Reads the metadata of the checkpoint at `path` (without its weights).
+pub fn load_info(path: &Path) -> Result<CheckpointInfo> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    read_info(&bytes, &path.display().to_string())
+}
+
+/// Loads a checkpoint: rebuilds its network — from the `spec` that [`save`]
+/// records, or for older checkpoints from `model` and `model_options` — with
+/// the saved layer names, and fills in the saved weights. A network with a
+/// layer of your own is loaded with [`load_into`] instead.
 pub fn load(path: &Path) -> Result<(Network<f32>, CheckpointInfo)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let source = path.display().to_string();
     let info = read_info(&bytes, &source)?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::Data(format!("{source}: not a safetensors file: {e}")))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let classes = info.class_names.len();
+    let mut net = match meta.get("spec") {
+        Some(spec) => {
+            let layers = parse_spec(spec)
+                .map_err(|e| Error::Data(format!("{source}: its spec: {}", e.detail())))?;
+            // The initialisation does not matter: every weight is overwritten.
+            build_from_spec::<f32>(&layers, info.input_shape, classes, Init::He, &mut Rng::new(0))
+                .map_err(|e| Error::Data(format!("{source}: its spec: {}", e.detail())))?
+        }
+        None => build_model::<f32>(
+            &info.model,
+            &info.options,
+            info.input_shape,
+            classes,
+            &mut Rng::new(0),
+        )
+        .map_err(|e| {
+            Error::Data(format!(
+                "{source}: cannot rebuild its model '{}' ({}); a network with layers of your own is loaded with checkpoint::load_into",
+                info.model,
+                e.detail()
+            ))
+        })?,
+    };
+    if let Some(names) = meta.get("layers") {
+        let names: Vec<String> = serde_json::from_str(names)
+            .map_err(|e| Error::Data(format!("{source}: layers: {e}")))?;
+        if names.len() != net.layers.len() {
+            return Err(Error::Data(format!(
+                "{source}: {} layer names for a network of {} layers",
+                names.len(),
+                net.layers.len()
+            )));
+        }
+        for (named, name) in net.layers.iter_mut().zip(names) {
+            named.name = name;
+        }
+    }
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::Data(format!("{source}: not a safetensors file: {e}")))?;
-    let mut net = build_model::<f32>(
-        &info.model,
-        &info.options,
-        info.input_shape,
-        info.class_names.len(),
-        &mut Rng::new(0),
-    )?;
+    fill(&mut net, &st, &source)?;
+    Ok((net, info))
+}
+
+/// Loads the weights saved at `path` into `net`, a network you have built
+/// with the same layers (PyTorch's `load_state_dict`): each parameter and
+/// buffer `layer.weight`, `layer.bias`, ... must be in the file with the
+/// network's shape, and the file must hold no other tensor. Any mismatch is
+/// an error that names the tensor, and leaves `net` unchanged. The file's
+/// metadata is not needed (see [`load_info`]).
+pub fn load_into(net: &mut Network<f32>, path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let source = path.display().to_string();
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Data(format!("{source}: not a safetensors file: {e}")))?;
+    fill(net, &st, &source)
+}
+
+/// Fills every parameter and buffer of `net` from `st`, after checking all
+/// of them: on an error, `net` is unchanged.
+fn fill(net: &mut Network<f32>, st: &SafeTensors<'_>, source: &str) -> Result<()> {
+    let mut values = Vec::new();
+    let mut expected = Vec::new();
     for named in net.layers.iter_mut() {
         let kind = named.layer.kind();
         for p in named.layer.params() {
             let name = format!("{}.{}", named.name, p.name);
             let transposed = is_affine_weight(kind, p.name);
-            read_tensor(&st, &source, &name, p.value, transposed)?;
+            values.push(read_tensor(st, source, &name, p.value.shape(), transposed)?);
+            expected.push(name);
         }
         for (buffer_name, buffer) in named.layer.buffers() {
             let name = format!("{}.{buffer_name}", named.name);
-            read_tensor(&st, &source, &name, buffer, false)?;
+            values.push(read_tensor(st, source, &name, buffer.shape(), false)?);
+            expected.push(name);
         }
     }
-    Ok((net, info))
+    let mut unexpected: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|name| !expected.iter().any(|e| e == name))
+        .map(str::to_string)
+        .collect();
+    if !unexpected.is_empty() {
+        unexpected.sort();
+        return Err(Error::Data(format!(
+            "{source}: tensor {} is not in the network (it has {})",
+            unexpected.join(", "),
+            expected.join(", ")
+        )));
+    }
+    let mut values = values.into_iter();
+    for named in net.layers.iter_mut() {
+        for p in named.layer.params() {
+            *p.value = values.next().expect("one value per parameter");
+        }
+        for (_, buffer) in named.layer.buffers() {
+            *buffer = values.next().expect("one value per buffer");
+        }
+    }
+    Ok(())
 }
 
-/// Fills `target` from the stored tensor `name` (stored transposed when
-/// `transposed`), checking its type and shape.
+/// Reads the stored tensor `name` (stored transposed when `transposed`) as
+/// a tensor of shape `ours`, checking its type and shape.
 fn read_tensor(
     st: &SafeTensors<'_>,
     source: &str,
     name: &str,
-    target: &mut Tensor<f32>,
+    ours: &[usize],
     transposed: bool,
-) -> Result<()> {
+) -> Result<Tensor<f32>> {
     let view = st
         .tensor(name)
         .map_err(|_| Error::Data(format!("{source}: tensor {name} is missing")))?;
@@ -308,15 +498,14 @@ fn read_tensor(
             view.dtype()
         )));
     }
-    let ours = target.shape().to_vec();
     let stored: Vec<usize> = if transposed {
         vec![ours[1], ours[0]]
     } else {
-        ours.clone()
+        ours.to_vec()
     };
     if view.shape() != stored {
         return Err(Error::Data(format!(
-            "{source}: tensor {name} has shape {:?}, the model needs {stored:?}",
+            "{source}: tensor {name} has shape {:?}, the network needs {stored:?}",
             view.shape()
         )));
     }
@@ -330,8 +519,7 @@ fn read_tensor(
     } else {
         values
     };
-    *target = Tensor::from_vec(&ours, values)?;
-    Ok(())
+    Tensor::from_vec(ours, values)
 }
 
 /// An optimizer's state: named flat tensors, in order.
@@ -574,12 +762,10 @@ pub fn load_optimizer_state(path: &Path) -> Result<SavedOptimizerState> {
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let mut state = Vec::with_capacity(order.len());
     for name in order {
-        let mut values = Tensor::<f32>::default();
         let view = st
             .tensor(&name)
             .map_err(|_| bad(format!("tensor {name} is missing")))?;
-        values.resize(view.shape());
-        read_tensor(&st, &source, &name, &mut values, false)?;
+        let values = read_tensor(&st, &source, &name, view.shape(), false)?;
         state.push((name, values.into_data()));
     }
     Ok(SavedOptimizerState {

@@ -18,6 +18,7 @@ use crate::data::{Dataset, TrainTest};
 use crate::error::{Error, Result};
 use crate::networks::Network;
 use crate::optim::{build, Optimizer, OptimizerKind};
+use crate::parallel::run_fast;
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,44 +65,71 @@ pub struct EpochPosition {
     pub seconds: f64,
 }
 
-/// How to train.
+/// How to train. The defaults are those of `convnet train` (see each
+/// field); the model's own defaults (SimpleConvNet, He initialisation) are
+/// [`build_model`](crate::networks::build_model)'s business.
+///
+/// ```
+/// use convnet::train::TrainConfig;
+/// let config = TrainConfig { epochs: 2, threads: Some(2), ..TrainConfig::default() };
+/// assert_eq!((config.batch_size, config.seed), (100, 1));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
+    /// Epochs in all (each one visits every training image once). Default 15.
     pub epochs: usize,
+    /// Images per mini-batch. Default 100.
     pub batch_size: usize,
+    /// Default [`OptimizerKind::Adam`].
     pub optimizer: OptimizerKind,
-    /// `None`: the optimizer's default (the book's).
+    /// `None` (the default): the optimizer's default, the book's (0.001 for
+    /// Adam, 0.01 for the others).
     pub learning_rate: Option<f64>,
+    /// The seed of the shuffling and of dropout's masks (the weights come
+    /// from the generator the network was built with). Default 1.
     pub seed: u64,
     /// Epochs already done (when resuming): training runs epochs
     /// `start_epoch + 1 ..= epochs`, exactly as an uninterrupted run would.
+    /// Default 0.
     pub start_epoch: usize,
     /// Where epoch `start_epoch + 1` was interrupted (when resuming a run
     /// stopped mid-epoch); `None` starts it from its first batch.
     pub start_position: Option<EpochPosition>,
     /// Set it to stop after the current mini-batch.
     pub stop: StopFlag,
+    /// Worker threads. `None` (the default): the rayon pool in use, one
+    /// thread per core unless the program says otherwise (see
+    /// [`run_fast`]).
+    pub threads: Option<usize>,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            epochs: 20,
+            epochs: 15,
             batch_size: 100,
             optimizer: OptimizerKind::Adam,
-            learning_rate: Some(0.001),
+            learning_rate: None,
             seed: 1,
             start_epoch: 0,
             start_position: None,
             stop: StopFlag::default(),
+            threads: None,
         }
     }
 }
 
 impl TrainConfig {
+    /// An error for a batch size or thread count of 0, or a learning rate
+    /// that is not a positive number.
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
             return Err(Error::Config("batch size must be at least 1".into()));
+        }
+        if self.threads == Some(0) {
+            return Err(Error::Config(
+                "the number of threads must be at least 1".into(),
+            ));
         }
         if let Some(lr) = self.learning_rate {
             if !(lr.is_finite() && lr > 0.0) {
@@ -195,8 +223,18 @@ fn argmax_rows<T: Float>(scores: &Tensor<T>) -> impl Iterator<Item = usize> + '_
     })
 }
 
-/// Loss, accuracy and confusion matrix of `network` on `data` (evaluation mode).
+/// Loss, accuracy and confusion matrix of `network` on `data` (evaluation
+/// mode), run by [`run_fast`] on the rayon pool in use.
 pub fn evaluate<T: Float>(
+    network: &mut Network<T>,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<Evaluation> {
+    run_fast(None, || evaluate_here(network, data, batch_size))?
+}
+
+/// [`evaluate`] on the calling thread.
+fn evaluate_here<T: Float>(
     network: &mut Network<T>,
     data: &Dataset,
     batch_size: usize,
@@ -253,11 +291,16 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
 /// epoch. `on_progress` sees every batch and epoch together with the network
 /// (for progress bars, metrics files and checkpoints); returning an error
 /// from it stops training.
+///
+/// The work runs through [`run_fast`]: on `config.threads` threads of a
+/// rayon pool whose workers flush subnormal floats to zero and stay awake
+/// between the layers' parallel loops, as `convnet train` does. So
+/// `on_progress` runs on one of the pool's threads, and must be `Send`.
 pub fn train<T: Float>(
     network: &mut Network<T>,
     data: &TrainTest,
     config: &TrainConfig,
-    mut on_progress: impl FnMut(Progress<'_>, &mut Network<T>) -> Result<()>,
+    mut on_progress: impl FnMut(Progress<'_>, &mut Network<T>) -> Result<()> + Send,
 ) -> Result<Vec<EpochMetrics>> {
     let mut optimizer = build::<T>(config.optimizer, config.learning_rate);
     train_with_optimizer(
@@ -276,9 +319,22 @@ pub fn train_with_optimizer<T: Float>(
     optimizer: &mut dyn Optimizer<T>,
     data: &TrainTest,
     config: &TrainConfig,
-    mut on_progress: impl FnMut(Progress<'_>, &mut Network<T>, &dyn Optimizer<T>) -> Result<()>,
+    on_progress: impl FnMut(Progress<'_>, &mut Network<T>, &dyn Optimizer<T>) -> Result<()> + Send,
 ) -> Result<Vec<EpochMetrics>> {
     config.validate()?;
+    run_fast(config.threads, || {
+        train_here(network, optimizer, data, config, on_progress)
+    })?
+}
+
+/// [`train_with_optimizer`] on the calling thread.
+fn train_here<T: Float>(
+    network: &mut Network<T>,
+    optimizer: &mut dyn Optimizer<T>,
+    data: &TrainTest,
+    config: &TrainConfig,
+    mut on_progress: impl FnMut(Progress<'_>, &mut Network<T>, &dyn Optimizer<T>) -> Result<()>,
+) -> Result<Vec<EpochMetrics>> {
     if data.train.is_empty() {
         return Err(Error::Data("the training set is empty".into()));
     }
@@ -355,7 +411,7 @@ pub fn train_with_optimizer<T: Float>(
         let seconds = resumed.seconds + start.elapsed().as_secs_f64();
         // Evaluate with the training batch size: a larger batch would only grow
         // every layer's kept buffers (and the peak memory) for no speed gain.
-        let test = evaluate(network, &data.test, config.batch_size)?;
+        let test = evaluate_here(network, &data.test, config.batch_size)?;
         let n = data.train.len() as f64;
         let metrics = EpochMetrics {
             epoch: epoch + 1,

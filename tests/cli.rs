@@ -1,6 +1,8 @@
-//! End-to-end tests of the `convnet` command-line tool: error reporting,
-//! `gradcheck`, a small real training run with `--metrics` and `--save`
-//! followed by `eval`, determinism, and `train --help`.
+//! End-to-end tests of the `convnet` command-line tool: error reporting
+//! (clap's tips kept on one line), `gradcheck`, a small real training run
+//! with `--metrics` and `--save` followed by `eval`, determinism, progress
+//! lines without a terminal, a closed output pipe, and the `--help` of every
+//! subcommand.
 //!
 //! Every data set is written here by hand, in the IDX format, into a fresh
 //! folder under the system temporary directory that is removed afterwards.
@@ -753,6 +755,260 @@ fn train_help_lists_the_main_options() {
             "train --help does not mention {option}:\n{text}"
         );
     }
+}
+
+/// The subcommands listed under `Commands:` in a help text (not `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// The options under `Options:` in a help text that have no description of
+/// their own (nothing but `[default: ...]` or `[possible values: ...]`).
+fn options_without_description(help: &str) -> Vec<String> {
+    let lines: Vec<&str> = help.lines().collect();
+    let mut missing = Vec::new();
+    let start = lines.iter().position(|l| l.trim() == "Options:");
+    for (i, line) in lines
+        .iter()
+        .enumerate()
+        .skip(start.map_or(lines.len(), |p| p + 1))
+    {
+        let trimmed = line.trim_start();
+        if !trimmed.starts_with('-') {
+            continue;
+        }
+        // `  -h, --help     Print help`: the option, two spaces, its help.
+        let (option, rest) = trimmed.split_once("  ").unwrap_or((trimmed, ""));
+        let mut text = rest.trim().to_string();
+        // clap puts a long help on the lines below the option, further in.
+        let indent = line.len() - trimmed.len();
+        for next in &lines[i + 1..] {
+            let next_indent = next.len() - next.trim_start().len();
+            if next.trim().is_empty() || next_indent <= indent {
+                break;
+            }
+            text.push(' ');
+            text.push_str(next.trim());
+        }
+        let mut description = text.clone();
+        for tag in ["[default: ", "[possible values: ", "[aliases: "] {
+            while let Some(at) = description.find(tag) {
+                let end = description[at..]
+                    .find(']')
+                    .map_or(description.len(), |e| at + e + 1);
+                description.replace_range(at..end, "");
+            }
+        }
+        if description.trim().is_empty() {
+            missing.push(option.trim().to_string());
+        }
+    }
+    missing
+}
+
+#[test]
+fn every_option_of_every_subcommand_has_a_description() {
+    let mut pending = vec![Vec::<String>::new()];
+    let mut seen = 0;
+    let mut missing = Vec::new();
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = run_ok(&args);
+        seen += 1;
+        for option in options_without_description(&help) {
+            missing.push(format!("convnet {} {option}", path.join(" ")));
+        }
+        for sub in subcommands(&help) {
+            let mut deeper = path.clone();
+            deeper.push(sub);
+            pending.push(deeper);
+        }
+    }
+    assert!(seen >= 10, "only {seen} help texts walked");
+    assert!(
+        missing.is_empty(),
+        "options without a help line:\n{}",
+        missing.join("\n")
+    );
+    // The checker itself finds an option without one.
+    let bare = "Options:\n      --threads <THREADS>        \n      --epochs <EPOCHS>  [default: 15]\n  -h, --help  Print help\n";
+    assert_eq!(
+        options_without_description(bare),
+        ["--threads <THREADS>", "--epochs <EPOCHS>"]
+    );
+}
+
+/// `convnet train`'s defaults are the library's `TrainConfig::default()`
+/// (checked on the library's side in tests/training.rs).
+#[test]
+fn train_defaults_are_the_librarys() {
+    let text = run_ok(&["train", "--help"]);
+    let default_of = |option: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(option))
+            .unwrap_or_else(|| panic!("no {option} in:\n{text}"));
+        let at = line
+            .find("[default: ")
+            .unwrap_or_else(|| panic!("no default: {line}"));
+        let rest = &line[at + "[default: ".len()..];
+        rest[..rest.find(']').unwrap()].to_string()
+    };
+    let config = convnet::train::TrainConfig::default();
+    assert_eq!(default_of("--epochs"), config.epochs.to_string());
+    assert_eq!(default_of("--batch-size"), config.batch_size.to_string());
+    assert_eq!(default_of("--seed"), config.seed.to_string());
+    assert_eq!(default_of("--optimizer"), config.optimizer.to_string());
+}
+
+#[test]
+fn no_arguments_print_the_help_with_the_commands() {
+    let out = convnet(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&[], &out));
+    let help = stderr(&out);
+    assert!(help.contains("Usage: convnet <COMMAND>"), "{help}");
+    let commands = subcommands(&help);
+    for command in ["train", "eval", "gradcheck", "predict", "summary"] {
+        assert!(
+            commands.iter().any(|c| c == command),
+            "no {command} in:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn mistyped_commands_and_options_keep_clap_tips_on_one_line() {
+    let cases: [(&[&str], &str, &str); 4] = [
+        (
+            &["trian"],
+            "tip: a similar subcommand exists: 'train'",
+            "see convnet --help",
+        ),
+        (
+            &["train", "--epoch", "3"],
+            "tip: a similar argument exists: '--epochs'",
+            "see convnet train --help",
+        ),
+        (
+            &["train", "--epochs", "many"],
+            "'--epochs <EPOCHS>'",
+            "see convnet train --help",
+        ),
+        (
+            &["visualize", "filters", "--bogus"],
+            "unexpected argument '--bogus'",
+            "see convnet visualize filters --help",
+        ),
+    ];
+    for (args, tip, see) in cases {
+        let out = convnet(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{}", describe(args, &out));
+        assert_eq!(err.lines().count(), 1, "{}", describe(args, &out));
+        assert!(err.starts_with("convnet: error: "), "{err}");
+        assert!(err.contains(tip), "{err}");
+        assert!(err.trim_end().ends_with(see), "{err}");
+    }
+}
+
+/// Runs `args` with stdout into a pipe, reads one line and closes the
+/// pipe: the program must end without a panic or an internal error, by
+/// SIGPIPE or an exit, not by another signal.
+#[cfg(unix)]
+fn ends_quietly_on_a_closed_pipe(args: &[&str]) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start convnet");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty(), "convnet {}: no output", args.join(" "));
+    // Reader dropped: the pipe is closed.
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let context = format!("convnet {}: {status:?}, stderr:\n{err}", args.join(" "));
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{context}"
+    );
+    const SIGPIPE: i32 = 13;
+    assert!(status.signal().is_none_or(|s| s == SIGPIPE), "{context}");
+}
+
+#[cfg(unix)]
+#[test]
+fn writing_into_a_closed_pipe_ends_quietly() {
+    ends_quietly_on_a_closed_pipe(&["gradcheck"]);
+    ends_quietly_on_a_closed_pipe(&["summary"]);
+    ends_quietly_on_a_closed_pipe(&["--help"]);
+}
+
+#[test]
+fn without_a_terminal_training_writes_progress_lines() {
+    let dir = TempDir::new("progress");
+    let data_dir = dir.join("synthetic");
+    std::fs::create_dir(&data_dir).unwrap();
+    write_dataset(&data_dir, N_TRAIN, N_TEST);
+    let args = [
+        "train",
+        "--data",
+        data_dir.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--threads",
+        "1",
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .args(args)
+        .env("CONVNET_PROGRESS_SECONDS", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&args, &out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    // After every batch but the last of the epoch (its own line follows).
+    assert_eq!(lines.len(), 9, "{err}");
+    assert!(
+        lines[0].starts_with("epoch 1/1: 50/500 images, loss "),
+        "{err}"
+    );
+    assert!(
+        lines[8].starts_with("epoch 1/1: 450/500 images, loss "),
+        "{err}"
+    );
+    for line in lines {
+        let loss: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "{line}");
+    }
+    // Nothing in the results changes: the epoch's line is on stdout as before.
+    assert!(
+        stdout(&out).contains("epoch  1/1  train loss"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 /// The OS error of a missing file appears once in the message.

@@ -150,3 +150,77 @@ fn every_optimizer_lowers_the_loss_on_a_fixed_batch() {
     }
     eprintln!("{}", report.join("\n"));
 }
+
+/// The metrics of a run without its timings.
+fn results(history: &[convnet::train::EpochMetrics]) -> Vec<[f64; 4]> {
+    history
+        .iter()
+        .map(|m| [m.train_loss, m.train_acc, m.test_loss, m.test_acc])
+        .collect()
+}
+
+/// `threads` runs training on a pool of that many threads: the same seed
+/// and thread count give the same run, to the bit, whichever pool it is
+/// (the one `train` makes, or a rayon pool of the caller's own), and
+/// evaluation afterwards agrees with the last epoch.
+#[test]
+fn training_on_a_given_number_of_threads_repeats_exactly() {
+    let full = load_embedded_mnist10k().expect("embedded digits load");
+    let data = TrainTest {
+        name: "mnist-10k subset".into(),
+        train: full.train.subset(300),
+        test: full.test.subset(100),
+        class_names: full.class_names.clone(),
+    };
+    let run = |threads: Option<usize>| {
+        let mut net = simple_convnet(&data, 1);
+        let config = TrainConfig {
+            epochs: 1,
+            batch_size: 50,
+            threads,
+            ..TrainConfig::default()
+        };
+        let history = train(&mut net, &data, &config, |_, _| Ok(())).expect("training runs");
+        let eval = evaluate(&mut net, &data.test, 50).expect("evaluate");
+        assert_eq!(eval.accuracy, history[0].test_acc);
+        results(&history)
+    };
+    for threads in [1, 2] {
+        let first = run(Some(threads));
+        assert_eq!(run(Some(threads)), first, "{threads} threads");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        assert_eq!(
+            pool.install(|| run(None)),
+            first,
+            "{threads} threads, own pool"
+        );
+    }
+    let config = TrainConfig {
+        threads: Some(0),
+        ..TrainConfig::default()
+    };
+    let mut net = simple_convnet(&data, 1);
+    let err = train(&mut net, &data, &config, |_, _| Ok(())).unwrap_err();
+    assert!(err.to_string().contains("threads"), "{err}");
+}
+
+/// `TrainConfig::default()` is `convnet train`'s defaults (see tests/cli.rs
+/// for the command's side).
+#[test]
+fn the_default_config_is_the_command_lines() {
+    let config = TrainConfig::default();
+    assert_eq!(
+        (
+            config.epochs,
+            config.batch_size,
+            config.seed,
+            config.start_epoch
+        ),
+        (15, 100, 1, 0)
+    );
+    assert_eq!(config.optimizer, OptimizerKind::Adam);
+    assert_eq!((config.learning_rate, config.threads), (None, None));
+}

@@ -11,6 +11,7 @@
 //! | [`catalog`] | the named sets (`mnist`, `fashion-mnist`, `cifar10`, `mnist-10k`): URLs, sizes, SHA-256 |
 //! | `download` | one file over HTTP(S), verified, renamed into place (feature `download`) |
 //! | `cache` | the cache folder; load a set by name, downloading what is missing (feature `download`) |
+//! | `image_input` | a PNG/JPEG file as a network's input (feature `image`) |
 //!
 //! The library carries 10,000 real MNIST digits (8,004 train, 1,996 test;
 //! see `data/mnist-10k/README.md`), so examples and tests need no download:
@@ -35,6 +36,8 @@ pub mod dataset;
 #[cfg(feature = "download")]
 pub mod download;
 pub mod idx;
+#[cfg(feature = "image")]
+pub mod image_input;
 pub mod mnist;
 
 pub use dataset::{Dataset, TrainTest};

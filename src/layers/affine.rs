@@ -28,6 +28,7 @@ use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::kernels::gemm::{matmul, matmul_split_k, MatMut, MatRef};
+use crate::networks::spec::LayerSpec;
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 
@@ -274,6 +275,12 @@ impl<T: Float> Layer<T> for Affine<T> {
             &mut self.bias,
             &mut self.grad_bias,
         )
+    }
+
+    fn spec(&self) -> Option<LayerSpec> {
+        Some(LayerSpec::Affine {
+            outputs: self.weight.shape()[1],
+        })
     }
 }
 

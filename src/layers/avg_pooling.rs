@@ -27,6 +27,7 @@ use super::elementwise::planes_per_task;
 use super::pooling::{window, PoolingConfig};
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
+use crate::networks::spec::LayerSpec;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 
@@ -129,6 +130,10 @@ impl<T: Float> Layer<T> for AvgPooling<T> {
                 }
             });
         Ok(&self.dx)
+    }
+
+    fn spec(&self) -> Option<LayerSpec> {
+        Some(LayerSpec::AvgPool(self.config.clone()))
     }
 }
 

@@ -31,6 +31,7 @@
 use super::elementwise::ELEMENTWISE_CHUNK;
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
+use crate::networks::spec::LayerSpec;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 
@@ -318,6 +319,13 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
             ("running_mean", &mut self.running_mean),
             ("running_var", &mut self.running_var),
         ]
+    }
+
+    fn spec(&self) -> Option<LayerSpec> {
+        Some(LayerSpec::BatchNorm {
+            momentum: self.momentum,
+            eps: self.eps,
+        })
     }
 }
 

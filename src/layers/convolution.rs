@@ -91,6 +91,7 @@ use super::{weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::kernels::im2col::ConvGeometry;
+use crate::networks::spec::LayerSpec;
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 use fused_pool::FusedPool;
@@ -329,6 +330,19 @@ impl<T: Float> Layer<T> for Convolution<T> {
             &mut self.bias,
             &mut self.grad_bias,
         )
+    }
+
+    fn spec(&self) -> Option<LayerSpec> {
+        // A spec's filters are square.
+        match *self.weight.shape() {
+            [filters, _, size, width] if size == width => Some(LayerSpec::Conv {
+                filters,
+                size,
+                stride: self.stride,
+                pad: self.pad,
+            }),
+            _ => None,
+        }
     }
 }
 

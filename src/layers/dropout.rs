@@ -30,6 +30,7 @@
 use super::elementwise::ELEMENTWISE_CHUNK;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
+use crate::networks::spec::LayerSpec;
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
@@ -164,6 +165,10 @@ impl<T: Float> Layer<T> for Dropout<T> {
             self.dx.data_mut().copy_from_slice(dout.data());
         }
         Ok(&self.dx)
+    }
+
+    fn spec(&self) -> Option<LayerSpec> {
+        Some(LayerSpec::Dropout { ratio: self.ratio })
     }
 }
 

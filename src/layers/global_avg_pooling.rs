@@ -23,6 +23,7 @@
 use super::elementwise::planes_per_task;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
+use crate::networks::spec::LayerSpec;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 
@@ -101,6 +102,10 @@ impl<T: Float> Layer<T> for GlobalAvgPooling<T> {
             .with_min_len(planes_per_task(plane))
             .for_each(|(dx_p, &g)| dx_p.fill(g * inv));
         Ok(&self.dx)
+    }
+
+    fn spec(&self) -> Option<LayerSpec> {
+        Some(LayerSpec::GlobalAvgPool)
     }
 }
 

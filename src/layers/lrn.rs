@@ -37,6 +37,7 @@
 use super::elementwise::{planes_per_task, ELEMENTWISE_CHUNK};
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
+use crate::networks::spec::LayerSpec;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -249,6 +250,10 @@ impl<T: Float> Layer<T> for LocalResponseNorm<T> {
                 }
             });
         Ok(&self.dx)
+    }
+
+    fn spec(&self) -> Option<LayerSpec> {
+        Some(LayerSpec::Lrn(self.config.clone()))
     }
 }
 

@@ -17,6 +17,7 @@
 //! ```
 
 use crate::error::{Error, Result};
+use crate::networks::spec::LayerSpec;
 use crate::tensor::{Float, Tensor};
 
 pub mod affine;
@@ -105,6 +106,14 @@ pub trait Layer<T: Float>: Send + sealed::AsAny {
     /// counts as 2; an element-wise operation as 1 per element.
     fn flops(&self, input: &[usize]) -> u64 {
         input.iter().product::<usize>() as u64
+    }
+
+    /// How a [spec](crate::networks::spec) writes this layer, for
+    /// [`Network::to_spec`](crate::networks::Network::to_spec): every layer
+    /// of this module has one. `None` (the default) for a layer the spec
+    /// grammar has no word for, such as one of your own.
+    fn spec(&self) -> Option<LayerSpec> {
+        None
     }
 }
 

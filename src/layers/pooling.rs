@@ -42,6 +42,7 @@ use super::elementwise::planes_per_task;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::kernels::im2col::ConvGeometry;
+use crate::networks::spec::LayerSpec;
 use crate::parallel::team::run_in_team;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
@@ -381,6 +382,10 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
             .with_min_len(planes_per_task(plane))
             .for_each(|((dx_p, arg_p), dout_p)| unpool_plane(dx_p, arg_p, dout_p.iter().copied()));
         Ok(&self.dx)
+    }
+
+    fn spec(&self) -> Option<LayerSpec> {
+        Some(LayerSpec::MaxPool(self.config.clone()))
     }
 }
 

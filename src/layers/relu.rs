@@ -24,6 +24,7 @@
 use super::elementwise::{map, map2};
 use super::{check_dout, Layer};
 use crate::error::Result;
+use crate::networks::spec::LayerSpec;
 use crate::tensor::{Float, Tensor};
 
 /// `max(0, v)`; NaN gives 0.
@@ -89,6 +90,10 @@ impl<T: Float> Layer<T> for Relu<T> {
         check_dout("Relu", self.has_forward.then_some(self.out.shape()), dout)?;
         map2(&self.out, dout, &mut self.dx, relu_backward);
         Ok(&self.dx)
+    }
+
+    fn spec(&self) -> Option<LayerSpec> {
+        Some(LayerSpec::Relu)
     }
 }
 

@@ -18,6 +18,7 @@
 use super::elementwise::{map, map2};
 use super::{check_dout, Layer};
 use crate::error::Result;
+use crate::networks::spec::LayerSpec;
 use crate::tensor::{Float, Tensor};
 
 /// The logistic function.
@@ -71,6 +72,10 @@ impl<T: Float> Layer<T> for Sigmoid<T> {
         )?;
         map2(&self.out, dout, &mut self.dx, |y, g| g * y * (T::one() - y));
         Ok(&self.dx)
+    }
+
+    fn spec(&self) -> Option<LayerSpec> {
+        Some(LayerSpec::Sigmoid)
     }
 }
 

@@ -24,6 +24,7 @@
 use super::elementwise::{map, map2};
 use super::{check_dout, Layer};
 use crate::error::Result;
+use crate::networks::spec::LayerSpec;
 use crate::tensor::{Float, Tensor};
 
 /// The hyperbolic tangent activation.
@@ -74,6 +75,10 @@ impl<T: Float> Layer<T> for Tanh<T> {
         check_dout("Tanh", self.has_forward.then_some(self.out.shape()), dout)?;
         map2(&self.out, dout, &mut self.dx, |y, g| g * (T::one() - y * y));
         Ok(&self.dx)
+    }
+
+    fn spec(&self) -> Option<LayerSpec> {
+        Some(LayerSpec::Tanh)
     }
 }
 

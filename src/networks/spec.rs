@@ -16,13 +16,18 @@
 //! | `relu`, `sigmoid`, `tanh` | | activations |
 //! | `dropout(ratio=0.5)` | | [`Dropout`] |
 //! | `lrn(size=5, alpha=1e-4, beta=0.75, k=1)` | PyTorch's convention | [`LocalResponseNorm`] |
-//! | `bn` (also `batchnorm`) | | [`BatchNorm`], features inferred |
+//! | `bn(momentum=0.9, eps=1e-6)` (also `batchnorm`) | | [`BatchNorm`], features inferred |
 //!
 //! Shapes are inferred from the input: `affine(100)` after a 30×12×12
 //! pooling layer gets 4,320 inputs. The last layer must give one score per
 //! class. Layers are named by kind and position (`conv1`, `relu1`, `pool1`,
 //! `fc1`, ...). An impossible spec — an unknown layer, a bad number, a filter
 //! larger than its input — is an error that names the layer.
+//!
+//! [`Network::to_spec`] writes any network built of these layers (by a spec
+//! or by hand) back as a spec, and [`LayerSpec`]'s `Display` writes one layer:
+//! a spec parses into the same [`LayerSpec`]s that the network it builds
+//! writes back.
 //!
 //! ```
 //! use convnet::networks::spec::{build_from_spec, parse_spec};
@@ -37,6 +42,8 @@
 use super::Network;
 use crate::error::{Error, Result};
 use crate::init::Init;
+#[cfg(test)]
+use crate::layers::Layer;
 use crate::layers::{
     Affine, AffineConfig, AvgPooling, BatchNorm, BatchNormConfig, Convolution, ConvolutionConfig,
     Dropout, DropoutConfig, GlobalAvgPooling, LocalResponseNorm, LrnConfig, MaxPooling,
@@ -45,6 +52,7 @@ use crate::layers::{
 use crate::rng::Rng;
 use crate::tensor::Float;
 use std::collections::HashMap;
+use std::fmt;
 
 /// One parsed layer of a spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,7 +76,10 @@ pub enum LayerSpec {
         ratio: f64,
     },
     Lrn(LrnConfig),
-    BatchNorm,
+    BatchNorm {
+        momentum: f64,
+        eps: f64,
+    },
 }
 
 /// The arguments of one layer: positional ones in order, then named ones.
@@ -223,7 +234,14 @@ fn parse_layer(text: &str) -> Result<LayerSpec> {
                 k: args.number(3, "k", Some(d.k))?,
             }))
         }
-        "bn" | "batchnorm" => no_args(&args, LayerSpec::BatchNorm),
+        "bn" | "batchnorm" => {
+            args.only(&["momentum", "eps"])?;
+            let d = BatchNormConfig::default();
+            Ok(LayerSpec::BatchNorm {
+                momentum: args.number(0, "momentum", Some(d.momentum))?,
+                eps: args.number(1, "eps", Some(d.eps))?,
+            })
+        }
         other => Err(Error::Config(format!(
             "layer '{text}': unknown layer '{other}' (expected conv, maxpool, avgpool, gap, affine, relu, sigmoid, tanh, dropout, lrn, bn)"
         ))),
@@ -261,7 +279,7 @@ pub fn build_from_spec<T: Float>(
             LayerSpec::Tanh => "tanh",
             LayerSpec::Dropout { .. } => "dropout",
             LayerSpec::Lrn(_) => "lrn",
-            LayerSpec::BatchNorm => "bn",
+            LayerSpec::BatchNorm { .. } => "bn",
         };
         let count = counts.entry(prefix).or_insert(0);
         *count += 1;
@@ -319,11 +337,12 @@ pub fn build_from_spec<T: Float>(
             LayerSpec::Lrn(config) => {
                 net.push(&name, LocalResponseNorm::new(config).map_err(context)?)
             }
-            LayerSpec::BatchNorm => {
+            &LayerSpec::BatchNorm { momentum, eps } => {
                 let features = shape.get(1).copied().unwrap_or(0);
                 let config = BatchNormConfig {
                     features,
-                    ..Default::default()
+                    momentum,
+                    eps,
                 };
                 net.push(&name, BatchNorm::new(&config).map_err(context)?)
             }
@@ -339,4 +358,213 @@ pub fn build_from_spec<T: Float>(
         )));
     }
     Ok(net)
+}
+
+/// The layer as a spec writes it, in its shortest form (arguments at their
+/// default left out): `conv(30,5)`, `maxpool(3,stride=2)`, `dropout(0.5)`.
+impl fmt::Display for LayerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pooling = |f: &mut fmt::Formatter<'_>, name: &str, c: &PoolingConfig| {
+            write!(f, "{name}({}", c.size)?;
+            if c.stride != c.size {
+                write!(f, ",stride={}", c.stride)?;
+            }
+            if c.pad != 0 {
+                write!(f, ",pad={}", c.pad)?;
+            }
+            write!(f, ")")
+        };
+        match self {
+            LayerSpec::Conv {
+                filters,
+                size,
+                stride,
+                pad,
+            } => {
+                write!(f, "conv({filters},{size}")?;
+                if *stride != 1 {
+                    write!(f, ",stride={stride}")?;
+                }
+                if *pad != 0 {
+                    write!(f, ",pad={pad}")?;
+                }
+                write!(f, ")")
+            }
+            LayerSpec::MaxPool(c) => pooling(f, "maxpool", c),
+            LayerSpec::AvgPool(c) => pooling(f, "avgpool", c),
+            LayerSpec::GlobalAvgPool => write!(f, "gap"),
+            LayerSpec::Affine { outputs } => write!(f, "affine({outputs})"),
+            LayerSpec::Relu => write!(f, "relu"),
+            LayerSpec::Sigmoid => write!(f, "sigmoid"),
+            LayerSpec::Tanh => write!(f, "tanh"),
+            // f64's Display is the shortest text that parses back to the same number.
+            LayerSpec::Dropout { ratio } => write!(f, "dropout({ratio})"),
+            LayerSpec::Lrn(c) => write!(f, "lrn({},{},{},{})", c.size, c.alpha, c.beta, c.k),
+            LayerSpec::BatchNorm { momentum, eps } => {
+                let d = BatchNormConfig::default();
+                if (*momentum, *eps) == (d.momentum, d.eps) {
+                    write!(f, "bn")
+                } else {
+                    write!(f, "bn(momentum={momentum},eps={eps})")
+                }
+            }
+        }
+    }
+}
+
+impl<T: Float> Network<T> {
+    /// The network as a spec: a string that [`parse_spec`] and
+    /// [`build_from_spec`] (or [`build_model`](super::build_model)) build
+    /// back into the same layers with the same shapes, for this network's
+    /// input shape and number of classes. Layer names and weights are not
+    /// part of it ([`checkpoint::save`](crate::checkpoint::save) keeps both).
+    /// An error, naming the layer, for a layer the spec grammar cannot
+    /// express, such as one of your own.
+    ///
+    /// ```
+    /// use convnet::layers::{Affine, AffineConfig, Convolution, ConvolutionConfig, Relu};
+    /// use convnet::networks::{build_model, ModelOptions, Network};
+    /// use convnet::Rng;
+    /// let mut rng = Rng::new(0);
+    /// let mut net = Network::<f32>::new([1, 8, 8]);
+    /// let conv = ConvolutionConfig { in_channels: 1, filters: 4, filter_size: 3, pad: 1, ..Default::default() };
+    /// net.push("c1", Convolution::new(&conv, &mut rng).unwrap()).unwrap();
+    /// net.push("r1", Relu::new()).unwrap();
+    /// net.push("out", Affine::new(&AffineConfig { inputs: 256, outputs: 3, ..Default::default() }, &mut rng)).unwrap();
+    /// let spec = net.to_spec().unwrap();
+    /// assert_eq!(spec, "conv(4,3,pad=1)-relu-affine(3)");
+    /// let rebuilt = build_model::<f32>(&spec, &ModelOptions::default(), [1, 8, 8], 3, &mut rng).unwrap();
+    /// assert_eq!(rebuilt.to_spec().unwrap(), spec);
+    /// ```
+    pub fn to_spec(&self) -> Result<String> {
+        if self.layers.is_empty() {
+            return Err(Error::Config("a network with no layers has no spec".into()));
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|named| {
+                named.layer.spec().map(|s| s.to_string()).ok_or_else(|| {
+                    Error::Config(format!(
+                        "layer {} ({}) has no spec form: a spec can only name the library's own layers",
+                        named.name,
+                        named.layer.kind()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(layers.join("-"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::networks::{build_model, ModelOptions, MODELS};
+
+    /// Every layer kind, every argument away from its default.
+    const SPECS: [&str; 4] = [
+        "conv(6,3,stride=2,pad=1)-bn(momentum=0.8,eps=0.001)-tanh-maxpool(3,stride=2,pad=1)-lrn(3,0.0005,0.75,2)-avgpool(2,stride=1)-dropout(0.25)-affine(7)-sigmoid-affine(5)",
+        "conv(8,3)-relu-gap-affine(5)",
+        "affine(6)-bn-relu-dropout(0.5)-fc(5)",
+        "conv(4,1)-batchnorm-relu-conv(5,3,pad=1)-gap",
+    ];
+
+    #[test]
+    fn a_network_writes_back_the_spec_it_was_built_from() {
+        let mut specs: Vec<(String, [usize; 3])> =
+            SPECS.iter().map(|s| (s.to_string(), [2, 12, 12])).collect();
+        // AlexNet's layer kinds are alexnet-small's; its 227×227 weights are slow to draw.
+        for m in MODELS.iter().filter(|m| m.name != "alexnet") {
+            let spec = m.spec.replace("{act}", "relu").replace("{classes}", "5");
+            specs.push((spec, m.input_shape));
+        }
+        for (spec, shape) in &specs {
+            let shape = *shape;
+            let options = ModelOptions::default();
+            let net = build_model::<f32>(spec, &options, shape, 5, &mut Rng::new(1))
+                .unwrap_or_else(|e| panic!("{spec}: {e}"));
+            let written = net.to_spec().unwrap();
+            assert_eq!(
+                parse_spec(&written).unwrap(),
+                parse_spec(spec).unwrap(),
+                "{spec} -> {written}"
+            );
+            let again = build_model::<f32>(&written, &options, shape, 5, &mut Rng::new(1)).unwrap();
+            assert_eq!(again.to_spec().unwrap(), written);
+            assert_eq!(again.shapes(3).unwrap(), net.shapes(3).unwrap(), "{spec}");
+        }
+        let simple = build_model::<f32>(
+            "simple",
+            &ModelOptions::default(),
+            [1, 28, 28],
+            10,
+            &mut Rng::new(0),
+        )
+        .unwrap();
+        assert_eq!(
+            simple.to_spec().unwrap(),
+            "conv(30,5)-relu-maxpool(2)-affine(100)-relu-affine(10)"
+        );
+    }
+
+    #[test]
+    fn batch_norm_arguments_parse_and_build() {
+        assert_eq!(
+            parse_spec("bn").unwrap(),
+            [LayerSpec::BatchNorm {
+                momentum: 0.9,
+                eps: 1e-6
+            }]
+        );
+        assert_eq!(
+            parse_spec("bn(0.5,eps=0.01)").unwrap(),
+            [LayerSpec::BatchNorm {
+                momentum: 0.5,
+                eps: 0.01
+            }]
+        );
+        assert!(parse_spec("bn(rate=0.5)").is_err());
+        let layers = parse_spec("affine(4)-bn(momentum=2)-affine(3)").unwrap();
+        let err = build_from_spec::<f32>(&layers, [1, 2, 2], 3, Init::He, &mut Rng::new(0))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("bn1"), "{err}");
+    }
+
+    #[test]
+    fn a_layer_without_a_spec_form_is_an_error_naming_it() {
+        struct Custom;
+        impl Layer<f32> for Custom {
+            fn kind(&self) -> &'static str {
+                "Custom"
+            }
+            fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+                Ok(input.to_vec())
+            }
+            fn forward(&mut self, _: &crate::Tensor<f32>, _: bool) -> Result<&crate::Tensor<f32>> {
+                unimplemented!()
+            }
+            fn backward(&mut self, _: &crate::Tensor<f32>) -> Result<&crate::Tensor<f32>> {
+                unimplemented!()
+            }
+        }
+        let mut net = Network::<f32>::new([1, 2, 2]);
+        net.push(
+            "fc1",
+            Affine::new(
+                &AffineConfig {
+                    inputs: 4,
+                    outputs: 3,
+                    ..Default::default()
+                },
+                &mut Rng::new(0),
+            ),
+        )
+        .unwrap();
+        net.push("mine", Custom).unwrap();
+        let err = net.to_spec().unwrap_err().to_string();
+        assert!(err.contains("mine (Custom)"), "{err}");
+        assert!(Network::<f32>::new([1, 2, 2]).to_spec().is_err());
+    }
 }

@@ -4,10 +4,14 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`fast`] | [`run_fast`]: a job on a pool whose workers flush denormals and stay awake (what training and evaluation use) |
 //! | [`denormals`] | flushing subnormal floats to zero on every worker (a pool builder that does it) |
 //! | [`awake_workers`] | keeping rayon's workers spinning between the layers' parallel loops during a long job |
 //! | [`team`] | a two-thread team that shares one image's work (inference at batch 1) |
 
 pub mod awake_workers;
 pub mod denormals;
+pub mod fast;
 pub mod team;
+
+pub use fast::run_fast;

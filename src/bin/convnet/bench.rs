@@ -34,6 +34,7 @@ pub struct BenchArgs {
     /// Seconds to measure each figure for (after a warm-up).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Worker threads. Default: one per core.
     #[arg(long)]
     threads: Option<usize>,
     /// Print one JSON object per network (and one for the GEMM) instead of text.
@@ -129,12 +130,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{threads} threads; f32 GEMM 1024×1024×1024: {peak:.1} GFLOP/s (the yardstick)");
     }
-    crate::on_pool(|| -> anyhow::Result<()> {
+    convnet::parallel::run_fast(args.threads, || -> anyhow::Result<()> {
         for model in &args.model {
             bench_model(model, &args, peak)?;
         }
         Ok(())
-    })?;
+    })??;
     if !args.json {
         println!("peak memory: {}", peak_memory());
     }

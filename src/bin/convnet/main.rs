@@ -1,5 +1,8 @@
 //! `convnet`: train, evaluate, check, benchmark and draw the book's CNNs
-//! from the command line. Every failure is one line on stderr and a non-zero exit.
+//! from the command line. Every failure is one line on stderr and a non-zero
+//! exit; `convnet` alone prints its help (the list of commands) and exits
+//! with 2; output into a closed pipe (`convnet summary | head -1`) ends the
+//! program quietly, as SIGPIPE ends other Unix tools.
 
 mod bench;
 mod bench_scaling;
@@ -7,7 +10,6 @@ mod confusion_plot;
 mod data;
 mod drawing;
 mod gradcheck;
-mod image_input;
 mod outputs;
 mod plot;
 mod predict;
@@ -22,7 +24,8 @@ use std::process::ExitCode;
 #[command(
     name = "convnet",
     version,
-    about = "Convolutional neural networks from scratch (Deep Learning from Scratch, ch. 7)"
+    about = "Convolutional neural networks from scratch (Deep Learning from Scratch, ch. 7)",
+    arg_required_else_help = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -81,42 +84,23 @@ impl ReferenceFlag {
 }
 
 /// Starts rayon's global thread pool (`None`: one thread per core) with
-/// subnormal floats flushed to zero on every thread (see `convnet::parallel::denormals`).
+/// subnormal floats flushed to zero on every thread (see
+/// `convnet::parallel::denormals`). The library's training, evaluation and
+/// `convnet::parallel::run_fast` then run on it, its workers kept awake.
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     convnet::parallel::denormals::thread_pool_with_flushed_denormals(threads)?;
     Ok(())
 }
 
-/// Runs `work` on one of the pool's threads (after [`set_threads`]), with
-/// the other workers kept awake ([`convnet::parallel::awake_workers`]). Every layer starts a
-/// parallel loop; from a thread outside the pool, each one hands its work
-/// to the pool and sleeps until a worker has finished it. From inside the
-/// pool, a loop starts at once on the calling thread, and an awake worker
-/// takes its share without being woken first.
-pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    convnet::parallel::awake_workers::with_workers_awake(work)
-}
-
 fn main() -> ExitCode {
+    die_quietly_on_closed_pipe();
     // A bug must still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("convnet: internal error: {info}");
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version: print as clap formats them.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // Bad arguments: clap's first line, without its usage block.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("convnet: error: {first} (see convnet --help)");
-            return ExitCode::from(2);
-        }
+        Err(e) => return argument_error(e),
     };
     let result = match cli.command {
         Command::Train(args) => train::run_train(*args),
@@ -135,5 +119,133 @@ fn main() -> ExitCode {
             eprintln!("convnet: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Reports a command line that clap refused (or `--help`, `--version`):
+/// help and version as clap prints them; a missing command or subcommand
+/// with the help that lists them (exit 2); any other error as one line with
+/// clap's tips and the `--help` to read (exit 2).
+fn argument_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let command = command_path(std::env::args().skip(1));
+            eprintln!("convnet: error: {}", one_line(&e.to_string(), &command));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// clap's rendered error on one line: its message (with the lines that
+/// continue it, such as the missing arguments), then its tips in
+/// parentheses, then the `--help` to read: that of `command`, the
+/// subcommand the arguments name.
+fn one_line(rendered: &str, command: &str) -> String {
+    let mut message = Vec::new();
+    let mut tips = Vec::new();
+    for l in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(tip) = l.strip_prefix("tip: ") {
+            tips.push(tip);
+        } else if l.starts_with("Usage: ") || l.starts_with("For more information") {
+            break;
+        } else {
+            message.push(l.strip_prefix("error: ").unwrap_or(l));
+        }
+    }
+    let mut line = match message.join(" ") {
+        m if m.is_empty() => "invalid arguments".to_string(),
+        m => m,
+    };
+    if !tips.is_empty() {
+        line.push_str(&format!(" (tip: {})", tips.join("; tip: ")));
+    }
+    format!("{line}; see {command} --help")
+}
+
+/// The (sub)command that `args` (without the program name) name: `convnet`,
+/// `convnet train`, `convnet visualize filters`, ...
+fn command_path(args: impl IntoIterator<Item = String>) -> String {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut path = vec!["convnet".to_string()];
+    for arg in args {
+        if arg == "--" {
+            break;
+        }
+        let found = command
+            .get_subcommands()
+            .find(|sub| sub.get_name() == arg || sub.get_all_aliases().any(|a| a == arg))
+            .cloned();
+        if let Some(sub) = found {
+            path.push(sub.get_name().to_string());
+            command = sub;
+        }
+    }
+    path.join(" ")
+}
+
+/// Restores the default action of SIGPIPE, which Rust's runtime ignores:
+/// writing into a closed pipe (`convnet gradcheck | head -1`) then ends the
+/// program at once and silently, as it does other Unix tools, instead of
+/// `println!` panicking on the broken pipe.
+fn die_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    {
+        extern "C" {
+            fn signal(signum: i32, handler: usize) -> usize;
+        }
+        const SIGPIPE: i32 = 13;
+        const SIG_DFL: usize = 0;
+        // SAFETY: `signal` is the C library's; setting SIGPIPE's action to
+        // SIG_DFL, before any other thread exists, has no other effect.
+        unsafe {
+            signal(SIGPIPE, SIG_DFL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{command_path, one_line};
+
+    #[test]
+    fn clap_errors_become_one_line_with_their_tips() {
+        let rendered = "error: unrecognized subcommand 'trian'\n\n  tip: a similar subcommand exists: 'train'\n\nUsage: convnet <COMMAND>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(rendered, "convnet"),
+            "unrecognized subcommand 'trian' (tip: a similar subcommand exists: 'train'); see convnet --help"
+        );
+        let rendered = "error: unexpected argument '--epoch' found\n\n  tip: a similar argument exists: '--epochs'\n\nUsage: convnet train --epochs <EPOCHS>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(rendered, "convnet train"),
+            "unexpected argument '--epoch' found (tip: a similar argument exists: '--epochs'); see convnet train --help"
+        );
+        let rendered = "error: the following required arguments were not provided:\n  --checkpoint <CHECKPOINT>\n  <IMAGES>...\n\nUsage: convnet predict --checkpoint <CHECKPOINT> <IMAGES>...\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(rendered, "convnet predict"),
+            "the following required arguments were not provided: --checkpoint <CHECKPOINT> <IMAGES>...; see convnet predict --help"
+        );
+    }
+
+    #[test]
+    fn the_command_path_follows_the_subcommands_named() {
+        let path = |args: &[&str]| command_path(args.iter().map(|a| a.to_string()));
+        assert_eq!(path(&[]), "convnet");
+        assert_eq!(path(&["trian"]), "convnet");
+        assert_eq!(path(&["train", "--epochs", "x"]), "convnet train");
+        assert_eq!(
+            path(&["visualize", "filters", "--bogus"]),
+            "convnet visualize filters"
+        );
+        assert_eq!(path(&["--", "train"]), "convnet");
     }
 }

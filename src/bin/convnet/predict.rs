@@ -1,13 +1,12 @@
 //! `convnet predict`: classify image files with a saved network; each
 //! image is converted to the network's input as
-//! [`image_input`](crate::image_input) describes.
+//! [`convnet::data::image_input`] describes.
 
-use crate::image_input::load_image;
 use anyhow::Context;
 use clap::Args;
 use convnet::checkpoint;
+use convnet::data::image_input::load_image;
 use convnet::layers::softmax_with_loss::softmax_row;
-use convnet::Tensor;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -63,11 +62,9 @@ pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
     crate::set_threads(None)?;
     let (mut net, info) = checkpoint::load(&args.checkpoint)?;
     args.reference.apply(&mut net);
-    let [c, h, w] = info.input_shape;
     anyhow::ensure!(args.top_k >= 1, "--top-k must be at least 1");
     for file in image_files(&args.images)? {
-        let values = load_image(&file, info.input_shape, !args.no_invert)?;
-        let x = Tensor::from_vec(&[1, c, h, w], values)?;
+        let x = load_image(&file, info.input_shape, !args.no_invert)?;
         let scores = net.predict(&x, false)?;
         let mut probabilities = vec![0.0f32; scores.len()];
         softmax_row(scores.data(), &mut probabilities);

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -28,8 +29,11 @@ pub struct TrainArgs {
     model: Option<String>,
     #[command(flatten)]
     data: DataArgs,
+    /// Epochs in all: each one trains on every training image once, in a
+    /// new shuffled order, then measures the test set.
     #[arg(long, default_value_t = 15)]
     epochs: usize,
+    /// Images per mini-batch (one gradient step each).
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
     /// sgd, momentum, nesterov, adagrad, rmsprop or adam.
@@ -96,8 +100,10 @@ pub struct EvalArgs {
     checkpoint: PathBuf,
     #[command(flatten)]
     data: DataArgs,
+    /// Images per forward pass: more takes more memory.
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
+    /// Worker threads. Default: one per core.
     #[arg(long)]
     threads: Option<usize>,
     /// Also draw the confusion matrix as a PNG heat-map (640×640 pixels):
@@ -147,12 +153,72 @@ fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
     )
 }
 
-pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    crate::set_threads(args.threads)?;
-    crate::on_pool(|| train_on_pool(args))
+/// How often [`PlainProgress`] writes a line: every
+/// `CONVNET_PROGRESS_SECONDS` seconds (a number ≥ 0; 0: after every batch),
+/// else every 5 seconds.
+fn progress_interval() -> Duration {
+    std::env::var("CONVNET_PROGRESS_SECONDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(5), Duration::from_secs_f64)
 }
 
-fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
+/// Training progress as lines of text on stderr, when it is not a terminal
+/// (a log file): `epoch 3/15: 4,000/8,004 images, loss 0.213` (the mean
+/// loss of the epoch so far) at most once per `every`, never at the end of
+/// an epoch (its own line follows).
+struct PlainProgress {
+    every: Duration,
+    /// When the last line (progress or epoch) was written.
+    last: Instant,
+    /// Training images per epoch.
+    images: usize,
+    batch_size: usize,
+    epochs: usize,
+    /// The epoch's loss so far, summed over its images, and their number.
+    loss_sum: f64,
+    seen: usize,
+}
+
+impl PlainProgress {
+    fn batch(&mut self, epoch: usize, done: usize, total: usize, loss: f64) {
+        if done == 1 {
+            (self.loss_sum, self.seen) = (0.0, 0);
+        }
+        let seen = (done * self.batch_size).min(self.images);
+        self.loss_sum += loss * (seen - self.seen) as f64;
+        self.seen = seen;
+        if done < total && self.last.elapsed() >= self.every {
+            eprintln!(
+                "epoch {epoch}/{}: {}/{} images, loss {:.3}",
+                self.epochs,
+                thousands(seen),
+                thousands(self.images),
+                self.loss_sum / seen.max(1) as f64
+            );
+            self.last = Instant::now();
+        }
+    }
+}
+
+/// `n` with a comma between thousands: 8,004.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    // The library's `train_with_optimizer` runs on this pool, its workers
+    // kept awake (`convnet::parallel::run_fast`).
+    crate::set_threads(args.threads)?;
     let save_path = args.save.clone().or(args.resume.clone());
     // Every output is checked before any work: a mistake shows at once, and
     // an output can never overwrite an input.
@@ -199,6 +265,7 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
         start_epoch: 0,
         start_position: None,
         stop: StopFlag::default(),
+        threads: args.threads,
     };
     config.validate()?;
     let simple_only = [
@@ -331,6 +398,17 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let epochs = args.epochs;
     let mut divergence = DivergenceWatch::default();
     stop_on_ctrl_c(&config.stop);
+    // Without a terminal for the bar: a line of text now and then, so that
+    // a log file shows that a long epoch is under way.
+    let mut plain = bar.is_none().then(|| PlainProgress {
+        every: progress_interval(),
+        last: Instant::now(),
+        images: data.train.len(),
+        batch_size: args.batch_size,
+        epochs,
+        loss_sum: 0.0,
+        seen: 0,
+    });
     let history = train_with_optimizer(
         &mut net,
         optimizer.as_mut(),
@@ -359,8 +437,14 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
                         bar.set_position(done as u64);
                         bar.set_message(format!("loss {loss:.4}"));
                     }
+                    if let Some(plain) = plain.as_mut() {
+                        plain.batch(epoch, done, total, loss);
+                    }
                 }
                 Progress::Epoch(m) => {
+                    if let Some(plain) = plain.as_mut() {
+                        plain.last = Instant::now();
+                    }
                     let line = epoch_line(m, epochs);
                     match &bar {
                         Some(bar) => bar.println(line),
@@ -598,4 +682,23 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_are_separated_by_commas() {
+        let cases = [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (8004, "8,004"),
+            (1234567, "1,234,567"),
+        ];
+        for (n, text) in cases {
+            assert_eq!(thousands(n), text);
+        }
+    }
 }

@@ -5,10 +5,10 @@
 //! [`convnet::visualize::tiles`]).
 
 use crate::drawing::{check_png_path, draw_on, label, write_png};
-use crate::image_input::load_image;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use convnet::checkpoint::{self, CheckpointInfo};
+use convnet::data::image_input::load_image;
 use convnet::layers::softmax_with_loss::softmax_row;
 use convnet::networks::{build_model, Network};
 use convnet::visualize::{feature_map_tiles, filter_tiles, Canvas, GridLayout, Tile, WHITE};
@@ -232,8 +232,8 @@ fn activations(args: ActivationsArgs) -> anyhow::Result<()> {
     crate::set_threads(None)?;
     let (mut net, info) = checkpoint::load(&args.checkpoint)?;
     let [c, h, w] = info.input_shape;
-    let values = load_image(&args.image, info.input_shape, !args.no_invert)?;
-    let x = Tensor::from_vec(&[1, c, h, w], values.clone())?;
+    let x = load_image(&args.image, info.input_shape, !args.no_invert)?;
+    let values = x.data().to_vec();
     let outputs = net.layer_outputs(&x)?;
 
     let scores = &outputs.last().context("the network has no layers")?.output;
