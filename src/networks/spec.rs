@@ -16,7 +16,7 @@
 //! | `relu`, `sigmoid`, `tanh` | | activations |
 //! | `dropout(ratio=0.5)` | | [`Dropout`] |
 //! | `lrn(size=5, alpha=1e-4, beta=0.75, k=1)` | PyTorch's convention | [`LocalResponseNorm`] |
-//! | `bn` (also `batchnorm`) | | [`BatchNorm`], features inferred |
+//! | `bn(eps=1e-6)` (also `batchnorm`) | ε added to the variance | [`BatchNorm`], features inferred |
 //!
 //! Shapes are inferred from the input: `affine(100)` after a 30×12×12
 //! pooling layer gets 4,320 inputs. The last layer must give one score per
@@ -68,7 +68,10 @@ pub enum LayerSpec {
         ratio: f64,
     },
     Lrn(LrnConfig),
-    BatchNorm,
+    /// ε, added to the variance (1e-6 by default, the book's; PyTorch's is 1e-5).
+    BatchNorm {
+        eps: f64,
+    },
 }
 
 /// The arguments of one layer: positional ones in order, then named ones.
@@ -223,11 +226,59 @@ fn parse_layer(text: &str) -> Result<LayerSpec> {
                 k: args.number(3, "k", Some(d.k))?,
             }))
         }
-        "bn" | "batchnorm" => no_args(&args, LayerSpec::BatchNorm),
+        "bn" | "batchnorm" => {
+            args.only(&["eps"])?;
+            let eps = args.number(0, "eps", Some(BatchNormConfig::default().eps))?;
+            if eps <= 0.0 {
+                return Err(args.error(format!("eps must be positive, got {eps}")));
+            }
+            Ok(LayerSpec::BatchNorm { eps })
+        }
         other => Err(Error::Config(format!(
             "layer '{text}': unknown layer '{other}' (expected conv, maxpool, avgpool, gap, affine, relu, sigmoid, tanh, dropout, lrn, bn)"
         ))),
     }
+}
+
+/// Writes `layers` back as a spec that [`parse_spec`] reads to the same
+/// layers (every argument spelled out, numbers in Rust's shortest form).
+///
+/// ```
+/// use convnet::networks::spec::{format_spec, parse_spec};
+/// let text = "conv(8,3,stride=2,pad=1)-relu-maxpool(3,stride=2,pad=1)-bn(eps=0.00001)-gap-affine(10)";
+/// let layers = parse_spec(text).unwrap();
+/// assert_eq!(format_spec(&layers), text);
+/// assert_eq!(parse_spec(&format_spec(&layers)).unwrap(), layers);
+/// ```
+pub fn format_spec(layers: &[LayerSpec]) -> String {
+    let pool = |name: &str, c: &PoolingConfig| {
+        format!("{name}({},stride={},pad={})", c.size, c.stride, c.pad)
+    };
+    layers
+        .iter()
+        .map(|layer| match layer {
+            LayerSpec::Conv {
+                filters,
+                size,
+                stride,
+                pad,
+            } => format!("conv({filters},{size},stride={stride},pad={pad})"),
+            LayerSpec::MaxPool(c) => pool("maxpool", c),
+            LayerSpec::AvgPool(c) => pool("avgpool", c),
+            LayerSpec::GlobalAvgPool => "gap".into(),
+            LayerSpec::Affine { outputs } => format!("affine({outputs})"),
+            LayerSpec::Relu => "relu".into(),
+            LayerSpec::Sigmoid => "sigmoid".into(),
+            LayerSpec::Tanh => "tanh".into(),
+            LayerSpec::Dropout { ratio } => format!("dropout({ratio})"),
+            LayerSpec::Lrn(c) => format!(
+                "lrn(size={},alpha={},beta={},k={})",
+                c.size, c.alpha, c.beta, c.k
+            ),
+            LayerSpec::BatchNorm { eps } => format!("bn(eps={eps})"),
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Parses a spec such as `conv(30,5)-relu-maxpool(2)-affine(10)`.
@@ -261,7 +312,7 @@ pub fn build_from_spec<T: Float>(
             LayerSpec::Tanh => "tanh",
             LayerSpec::Dropout { .. } => "dropout",
             LayerSpec::Lrn(_) => "lrn",
-            LayerSpec::BatchNorm => "bn",
+            LayerSpec::BatchNorm { .. } => "bn",
         };
         let count = counts.entry(prefix).or_insert(0);
         *count += 1;
@@ -319,10 +370,11 @@ pub fn build_from_spec<T: Float>(
             LayerSpec::Lrn(config) => {
                 net.push(&name, LocalResponseNorm::new(config).map_err(context)?)
             }
-            LayerSpec::BatchNorm => {
+            &LayerSpec::BatchNorm { eps } => {
                 let features = shape.get(1).copied().unwrap_or(0);
                 let config = BatchNormConfig {
                     features,
+                    eps,
                     ..Default::default()
                 };
                 net.push(&name, BatchNorm::new(&config).map_err(context)?)
