@@ -220,7 +220,9 @@ pub fn export(net: &Network<f32>, info: &ExportInfo) -> Result<Vec<u8>> {
                 b.flatten(name);
             }
             "Affine" => {
-                let affine = layer.downcast_ref::<Affine<f32>>().ok_or_else(unsupported)?;
+                let affine = layer
+                    .downcast_ref::<Affine<f32>>()
+                    .ok_or_else(unsupported)?;
                 b.flatten(name);
                 // convnet keeps (in, out); Gemm with transB=1 takes (out, in).
                 let (inputs, outputs) = (affine.weight.shape()[0], affine.weight.shape()[1]);

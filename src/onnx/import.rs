@@ -18,8 +18,7 @@ use crate::init::Init;
 use crate::layers::{LrnConfig, PoolingConfig};
 use crate::networks::spec::format_spec;
 use crate::networks::{
-    build_from_spec, model_info, parse_spec, LayerSpec, ModelOptions, Network,
-    SimpleConvNetConfig,
+    build_from_spec, model_info, parse_spec, LayerSpec, ModelOptions, Network, SimpleConvNetConfig,
 };
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -233,11 +232,11 @@ impl<'a> Attributes<'a> {
     fn string(&self, name: &str) -> std::result::Result<Option<&'a [u8]>, String> {
         match self.map.get(name) {
             None => Ok(None),
-            Some(a) => a
-                .s
-                .as_deref()
-                .map(Some)
-                .ok_or_else(|| self.error(format!("attribute {name} is not a string"))),
+            Some(a) => {
+                a.s.as_deref()
+                    .map(Some)
+                    .ok_or_else(|| self.error(format!("attribute {name} is not a string")))
+            }
         }
     }
 
@@ -397,7 +396,12 @@ impl<'a> Reader<'a> {
                 None => Ok(()),
             }
         };
-        let input = |i: usize| node.input.get(i).map(String::as_str).filter(|s| !s.is_empty());
+        let input = |i: usize| {
+            node.input
+                .get(i)
+                .map(String::as_str)
+                .filter(|s| !s.is_empty())
+        };
         let image = || match shape {
             Shape::Image { c, h, w } => Ok((c, h, w)),
             other => Err(err(format!(
@@ -790,7 +794,8 @@ fn describe(shape: Shape) -> String {
     }
 }
 
-/// The spec of a named model, for giving an imported network its name back.
+/// The spec of a named model, for giving an imported network its name back
+/// (`None` for a spec).
 fn named_model_spec(model: &str, options: &ModelOptions, classes: usize) -> Option<String> {
     if model == "simple" {
         let d = SimpleConvNetConfig::default();
@@ -822,8 +827,8 @@ fn named_model_spec(model: &str, options: &ModelOptions, classes: usize) -> Opti
 /// anything else, and any malformed file, is one [`Error::Data`] line.
 pub fn import(bytes: &[u8], source: &str) -> Result<Imported> {
     let bad = |what: String| Error::Data(format!("{source}: {what}"));
-    let model = ModelProto::decode(bytes)
-        .map_err(|e| bad(format!("not an ONNX model (protobuf: {e})")))?;
+    let model =
+        ModelProto::decode(bytes).map_err(|e| bad(format!("not an ONNX model (protobuf: {e})")))?;
     let graph = model
         .graph
         .as_ref()
@@ -1008,7 +1013,9 @@ pub fn import(bytes: &[u8], source: &str) -> Result<Imported> {
             .skip(1)
             .find(|o| !o.is_empty() && (readers.contains_key(o.as_str()) || *o == output_name))
         {
-            return Err(bad(format!("{label}: its output '{extra}' is used; only the first output is supported")));
+            return Err(bad(format!(
+                "{label}: its output '{extra}' is used; only the first output is supported"
+            )));
         }
         let last = out == output_name;
         shape = reader.node(node, &label, &current, shape, last)?;
@@ -1059,7 +1066,10 @@ pub fn import(bytes: &[u8], source: &str) -> Result<Imported> {
             fill(buffer)?;
         }
         if tensors.next().is_some() {
-            return Err(bad(format!("layer {}: more tensors than parameters", named.name)));
+            return Err(bad(format!(
+                "layer {}: more tensors than parameters",
+                named.name
+            )));
         }
     }
     // Metadata written by convnet's export: class names, the model's name.
@@ -1078,7 +1088,8 @@ pub fn import(bytes: &[u8], source: &str) -> Result<Imported> {
             .get(keys::MODEL_OPTIONS)
             .and_then(|o| o.parse().ok())
             .unwrap_or_default();
-        let text = named_model_spec(model, &options, classes)?;
+        // A named model, or the spec the network was built from.
+        let text = named_model_spec(model, &options, classes).unwrap_or(model.to_string());
         (parse_spec(&text).ok()? == layers).then(|| (model.to_string(), options))
     });
     let (model_name, options) = named.unwrap_or_else(|| (spec.clone(), ModelOptions::default()));
