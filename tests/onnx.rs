@@ -387,7 +387,8 @@ fn graphs_that_are_not_a_chain_are_refused() {
 #[test]
 fn unsupported_ops_and_attributes_name_the_node() {
     let (_, bytes) = exported("simple");
-    let cases: Vec<(&str, Box<dyn Fn(&mut NodeProto)>, &str)> = vec![
+    type Change = Box<dyn Fn(&mut NodeProto)>;
+    let cases: Vec<(&str, Change, &str)> = vec![
         (
             "conv1",
             Box::new(|n| set_ints(n, "dilations", &[2, 2])),

@@ -560,9 +560,8 @@ impl<'a> Reader<'a> {
                 let len = shape.flat_len() as i64;
                 // (N, -1), (N, C·H·W) with N written as 0 (copy), -1 or 1 (one image).
                 let flat = match target[..] {
-                    [0 | 1, -1] | [-1, _] | [0 | 1, _] => {
-                        target[1] == -1 || target[1] == len
-                    }
+                    [0 | 1, -1] => true,
+                    [0 | 1 | -1, d] => d == len,
                     _ => false,
                 };
                 if !flat || lift(source, attrs.int("allowzero", 0))? != 0 {
