@@ -561,7 +561,7 @@ impl<'a> Reader<'a> {
                 // (N, -1), (N, C·H·W) with N written as 0 (copy), -1 or 1 (one image).
                 let flat = match target[..] {
                     [0 | 1, -1] => true,
-                    [0 | 1 | -1, d] => d == len,
+                    [-1..=1, d] => d == len,
                     _ => false,
                 };
                 if !flat || lift(source, attrs.int("allowzero", 0))? != 0 {
