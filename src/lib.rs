@@ -99,6 +99,8 @@ pub mod init;
 pub mod kernels;
 pub mod layers;
 pub mod networks;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod optim;
 pub mod parallel;
 pub mod rng;

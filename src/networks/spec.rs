@@ -16,7 +16,7 @@
 //! | `relu`, `sigmoid`, `tanh` | | activations |
 //! | `dropout(ratio=0.5)` | | [`Dropout`] |
 //! | `lrn(size=5, alpha=1e-4, beta=0.75, k=1)` | PyTorch's convention | [`LocalResponseNorm`] |
-//! | `bn(momentum=0.9, eps=1e-6)` (also `batchnorm`) | | [`BatchNorm`], features inferred |
+//! | `bn(momentum=0.9, eps=1e-6)` (also `batchnorm`) | the running averages' momentum; ε added to the variance | [`BatchNorm`], features inferred |
 //!
 //! Shapes are inferred from the input: `affine(100)` after a 30×12×12
 //! pooling layer gets 4,320 inputs. The last layer must give one score per
@@ -76,6 +76,8 @@ pub enum LayerSpec {
         ratio: f64,
     },
     Lrn(LrnConfig),
+    /// Batch normalisation: the running averages' momentum, and ε added to
+    /// the variance (1e-6 by default, the book's; PyTorch's is 1e-5).
     BatchNorm {
         momentum: f64,
         eps: f64,
@@ -237,15 +239,36 @@ fn parse_layer(text: &str) -> Result<LayerSpec> {
         "bn" | "batchnorm" => {
             args.only(&["momentum", "eps"])?;
             let d = BatchNormConfig::default();
-            Ok(LayerSpec::BatchNorm {
-                momentum: args.number(0, "momentum", Some(d.momentum))?,
-                eps: args.number(1, "eps", Some(d.eps))?,
-            })
+            let (momentum, eps) = (
+                args.number(0, "momentum", Some(d.momentum))?,
+                args.number(1, "eps", Some(d.eps))?,
+            );
+            if eps <= 0.0 {
+                return Err(args.error(format!("eps must be positive, got {eps}")));
+            }
+            Ok(LayerSpec::BatchNorm { momentum, eps })
         }
         other => Err(Error::Config(format!(
             "layer '{text}': unknown layer '{other}' (expected conv, maxpool, avgpool, gap, affine, relu, sigmoid, tanh, dropout, lrn, bn)"
         ))),
     }
+}
+
+/// Writes `layers` back as a spec that [`parse_spec`] reads to the same
+/// layers (each layer as [`LayerSpec`]'s `Display` writes it).
+///
+/// ```
+/// use convnet::networks::spec::{format_spec, parse_spec};
+/// let text = "conv(8,3,stride=2,pad=1)-relu-maxpool(3,stride=2,pad=1)-bn(eps=0.00001)-gap-affine(10)";
+/// let layers = parse_spec(text).unwrap();
+/// assert_eq!(parse_spec(&format_spec(&layers)).unwrap(), layers);
+/// ```
+pub fn format_spec(layers: &[LayerSpec]) -> String {
+    layers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Parses a spec such as `conv(30,5)-relu-maxpool(2)-affine(10)`.

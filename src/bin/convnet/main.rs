@@ -10,6 +10,7 @@ mod confusion_plot;
 mod data;
 mod drawing;
 mod gradcheck;
+mod onnx;
 mod outputs;
 mod plot;
 mod predict;
@@ -50,6 +51,10 @@ enum Command {
     Visualize(visualize::VisualizeArgs),
     /// Draw loss and accuracy per epoch from a `train --metrics` file (PNG, 960×400).
     Plot(plot::PlotArgs),
+    /// Write a saved network as an ONNX model (opset 13, output: logits).
+    Export(onnx::ExportArgs),
+    /// Read an ONNX model into a checkpoint (see docs/onnx.md for the operators).
+    Import(onnx::ImportArgs),
 }
 
 /// `--reference`, on every command that builds or loads a network.
@@ -111,6 +116,8 @@ fn main() -> ExitCode {
         Command::Predict(args) => predict::run(args),
         Command::Visualize(args) => visualize::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::Export(args) => onnx::run_export(args),
+        Command::Import(args) => onnx::run_import(args),
     };
     match result {
         Ok(code) => code,

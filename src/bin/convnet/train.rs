@@ -356,7 +356,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     args.reference.apply(&mut net);
     let mut optimizer = build::<f32>(config.optimizer, config.learning_rate);
-    if let Some(state) = &optimizer_state {
+    // An empty state (a checkpoint from `convnet import`) starts the
+    // optimizer afresh.
+    if let Some(state) = optimizer_state.as_ref().filter(|s| !s.is_empty()) {
         optimizer.load_state(state)?;
     }
     let mut metrics_file = match &args.metrics {
