@@ -94,10 +94,14 @@ use std::path::{Path, PathBuf};
 /// The metadata stored beside the weights.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckpointInfo {
+    /// The model's name (`simple`, `lenet5`, ...) or spec, as [`build_model`] takes it;
+    /// `"custom"` for a network with a layer of its own.
     pub model: String,
     /// The sizes the model was built with (`filters=16,...`).
     pub options: ModelOptions,
+    /// One input image: (C, H, W).
     pub input_shape: [usize; 3],
+    /// `class_names[k]` names label `k`.
     pub class_names: Vec<String>,
     /// Any other metadata (epoch, metrics, ...).
     pub extra: BTreeMap<String, String>,
@@ -730,7 +734,6 @@ pub fn save_optimizer_state(
     write_atomically(path, &with_sorted_header(encoded)?)
 }
 
-/// Loads what [`save_optimizer_state`] wrote: the epoch and the state.
 /// What [`load_optimizer_state`] reads.
 pub struct SavedOptimizerState {
     /// The epochs done when it was saved.
@@ -741,6 +744,7 @@ pub struct SavedOptimizerState {
     pub state: OptimizerState,
 }
 
+/// Loads what [`save_optimizer_state`] wrote: the epoch and the state.
 pub fn load_optimizer_state(path: &Path) -> Result<SavedOptimizerState> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let source = path.display().to_string();

@@ -29,7 +29,12 @@ pub enum Error {
     Download(String),
     /// An operating-system I/O error, with the path it concerns.
     #[error("{path}: {error}")]
-    Io { path: String, error: std::io::Error },
+    Io {
+        /// The file or folder the operation concerned.
+        path: String,
+        /// The operating system's error.
+        error: std::io::Error,
+    },
 }
 
 impl Error {

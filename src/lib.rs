@@ -91,6 +91,8 @@
 //! checkpoint and an image file (`classify_image`), a layer of your own
 //! (`custom_layer`); [`checkpoint`] saves and loads networks.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod data;
 pub mod error;

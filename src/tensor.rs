@@ -129,26 +129,32 @@ impl<T: Float> Tensor<T> {
         Ok(())
     }
 
+    /// The size of each dimension (NumPy's `shape`).
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// The elements, in row-major (C) order.
     pub fn data(&self) -> &[T] {
         &self.data
     }
 
+    /// The elements, mutable, in row-major (C) order.
     pub fn data_mut(&mut self) -> &mut [T] {
         &mut self.data
     }
 
+    /// The elements as a `Vec`, without copying.
     pub fn into_data(self) -> Vec<T> {
         self.data
     }
 
+    /// The number of elements (NumPy's `size`).
     pub fn len(&self) -> usize {
         self.data.len()
     }
 
+    /// Whether the tensor has no elements.
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }

@@ -147,9 +147,13 @@ impl TrainConfig {
 pub struct EpochMetrics {
     /// 1-based.
     pub epoch: usize,
+    /// Mean cross-entropy loss over the epoch's training images (measured on the fly).
     pub train_loss: f64,
+    /// Fraction of the epoch's training images classified correctly (measured on the fly).
     pub train_acc: f64,
+    /// Mean cross-entropy loss on the test set after the epoch.
     pub test_loss: f64,
+    /// Accuracy on the test set after the epoch.
     pub test_acc: f64,
     /// Wall-clock seconds of the epoch's training (evaluation excluded).
     pub seconds: f64,
@@ -162,9 +166,13 @@ pub struct EpochMetrics {
 pub enum Progress<'a> {
     /// A mini-batch finished: `done` of `total` batches of epoch `epoch`.
     Batch {
+        /// The epoch, 1-based.
         epoch: usize,
+        /// Batches of the epoch done, this one included.
         done: usize,
+        /// Batches in the epoch.
         total: usize,
+        /// The batch's mean cross-entropy loss.
         loss: f64,
     },
     /// An epoch finished and was evaluated.
@@ -172,7 +180,9 @@ pub enum Progress<'a> {
     /// Training stopped at a [`StopFlag`]'s request after `position`'s
     /// batches of epoch `epoch` (1-based); `epoch − 1` epochs are complete.
     Interrupted {
+        /// The epoch that was interrupted, 1-based.
         epoch: usize,
+        /// How far the epoch got, enough to resume it exactly.
         position: &'a EpochPosition,
     },
 }
@@ -180,7 +190,9 @@ pub enum Progress<'a> {
 /// The result of [`evaluate`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Evaluation {
+    /// Mean cross-entropy loss.
     pub loss: f64,
+    /// Fraction of the images classified correctly.
     pub accuracy: f64,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<usize>>,

@@ -57,7 +57,10 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 /// canonical base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cache {
+    /// The cache folder: each set in `<dir>/<folder>`.
     pub dir: PathBuf,
+    /// A base URL that replaces every set's canonical one (ending in `/`); `None`: the
+    /// canonical servers.
     pub mirror: Option<String>,
 }
 

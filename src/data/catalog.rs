@@ -98,8 +98,11 @@ impl FromStr for DatasetName {
 /// size in bytes and its SHA-256 as 64 lowercase hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteFile<'a> {
+    /// The file's name, in the URL and in the cache folder.
     pub name: &'a str,
+    /// Its size in bytes.
     pub size: u64,
+    /// Its SHA-256, as 64 lowercase hex digits.
     pub sha256: &'a str,
 }
 
@@ -113,7 +116,10 @@ pub enum Layout<'a> {
     /// folder `inner`, which is unpacked next to it and then read by
     /// [`load_dir`](super::load_dir). The archive is deleted after
     /// unpacking if it was downloaded (a file put there by hand is kept).
-    TarGz { inner: &'a str },
+    TarGz {
+        /// The folder inside the archive that holds the data files.
+        inner: &'a str,
+    },
 }
 
 /// A downloadable data set: `<cache>/<folder>/<file>` is fetched from
@@ -126,7 +132,9 @@ pub struct Source<'a> {
     pub folder: &'a str,
     /// Prefix of every file's URL, ending in `/`.
     pub base_url: &'a str,
+    /// The files to download.
     pub files: &'a [RemoteFile<'a>],
+    /// What the downloaded files are, and so how they are read.
     pub layout: Layout<'a>,
 }
 

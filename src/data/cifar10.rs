@@ -28,6 +28,7 @@ use std::path::Path;
 
 /// Bytes per record: a label and 3×32×32 pixels.
 pub const RECORD_LEN: usize = 1 + 3 * 32 * 32;
+/// The five training batch files (10,000 images each).
 pub const TRAIN_FILES: [&str; 5] = [
     "data_batch_1.bin",
     "data_batch_2.bin",
@@ -35,7 +36,9 @@ pub const TRAIN_FILES: [&str; 5] = [
     "data_batch_4.bin",
     "data_batch_5.bin",
 ];
+/// The test batch file (10,000 images).
 pub const TEST_FILE: &str = "test_batch.bin";
+/// Class names of CIFAR-10, by label.
 pub const CLASSES: [&str; 10] = [
     "airplane",
     "automobile",

@@ -35,8 +35,11 @@ pub struct Dataset {
     pub images: Vec<f32>,
     /// One class index (`< num_classes`) per image.
     pub labels: Vec<u8>,
+    /// C: channels per image (1 for grey, 3 for RGB).
     pub channels: usize,
+    /// H: image height in pixels.
     pub height: usize,
+    /// W: image width in pixels.
     pub width: usize,
     /// Number of classes; every label is below it.
     pub num_classes: usize,
@@ -167,7 +170,9 @@ impl Dataset {
 pub struct TrainTest {
     /// The set's name (for MNIST-style folders, the folder name).
     pub name: String,
+    /// The training set (the book's `x_train`, `t_train`).
     pub train: Dataset,
+    /// The test set (the book's `x_test`, `t_test`).
     pub test: Dataset,
     /// `class_names[k]` names label `k`.
     pub class_names: Vec<String>,

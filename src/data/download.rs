@@ -40,15 +40,28 @@ use std::time::Duration;
 pub enum Event<'a> {
     /// The server answered: the body is `total` bytes long (from
     /// `Content-Length`, else the expected size).
-    Started { url: &'a str, total: Option<u64> },
+    Started {
+        /// The URL being downloaded.
+        url: &'a str,
+        /// The body's length in bytes, if known.
+        total: Option<u64>,
+    },
     /// `done` bytes of the body have been written so far.
     Received {
+        /// The URL being downloaded.
         url: &'a str,
+        /// Bytes written so far.
         done: u64,
+        /// The body's length in bytes, if known.
         total: Option<u64>,
     },
     /// The file is complete, verified and in place.
-    Finished { url: &'a str, path: &'a Path },
+    Finished {
+        /// The URL downloaded.
+        url: &'a str,
+        /// Where the file now is.
+        path: &'a Path,
+    },
 }
 
 /// No data for this long on an open connection fails the download.

@@ -36,10 +36,13 @@ use super::idx::{gunzip_if_compressed, parse_images, parse_labels, read_idx_file
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
-/// The standard file names, without `.gz`.
+/// The training images' file name, without `.gz` (the standard names).
 pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+/// The training labels' file name, without `.gz`.
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+/// The test images' file name, without `.gz`.
 pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+/// The test labels' file name, without `.gz`.
 pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 
 /// Number of classes of MNIST and Fashion-MNIST.

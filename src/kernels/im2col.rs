@@ -68,14 +68,23 @@ pub const MAX_COL_LEN: u128 = 1 << 30;
 /// window, stride and padding, and the output size they give.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeometry {
+    /// C: input channels.
     pub channels: usize,
+    /// H: input height.
     pub in_h: usize,
+    /// W: input width.
     pub in_w: usize,
+    /// Filter height (FH in the book).
     pub filter_h: usize,
+    /// Filter width (FW in the book).
     pub filter_w: usize,
+    /// Stride S: how far the window moves each step.
     pub stride: usize,
+    /// Padding P: zeros added on each side of the input.
     pub pad: usize,
+    /// Output height OH = (H + 2P − FH)/S + 1.
     pub out_h: usize,
+    /// Output width OW = (W + 2P − FW)/S + 1.
     pub out_w: usize,
 }
 

@@ -73,6 +73,7 @@ pub use narrow::{narrow, narrow_planes, widen};
 /// A [`ConvGeometry`] with the padded plane and the wide output grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WideGeometry {
+    /// The geometry of the whole image.
     pub g: ConvGeometry,
     /// HP = H + 2P
     pub padded_h: usize,
@@ -88,6 +89,7 @@ pub struct WideGeometry {
 pub const ROW_ALIGN: usize = 16;
 
 impl WideGeometry {
+    /// Adds the padded plane's size to `g` and chooses the grid's width `wide_w`.
     pub fn new(g: ConvGeometry) -> Self {
         let padded_w = g.in_w + 2 * g.pad;
         // One run per col row, if the junk columns it brings are few.

@@ -39,6 +39,7 @@ pub struct AffineConfig {
     pub inputs: usize,
     /// M, the number of outputs.
     pub outputs: usize,
+    /// How W is drawn (book §6.2).
     pub init: Init,
 }
 
@@ -58,7 +59,9 @@ pub struct Affine<T> {
     pub weight: Tensor<T>,
     /// b: (M)
     pub bias: Tensor<T>,
+    /// ∂L/∂W: (D, M), filled by `backward`.
     pub grad_weight: Tensor<T>,
+    /// ∂L/∂b: (M), filled by `backward`.
     pub grad_bias: Tensor<T>,
     /// The last training input, flattened to (N, D).
     x: Tensor<T>,

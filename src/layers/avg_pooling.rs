@@ -33,6 +33,7 @@ use rayon::prelude::*;
 
 /// Average pooling over each channel separately.
 pub struct AvgPooling<T> {
+    /// Window size, stride and padding.
     pub config: PoolingConfig,
     /// The last input's shape; empty before the first forward.
     input_shape: Vec<usize>,
@@ -41,6 +42,7 @@ pub struct AvgPooling<T> {
 }
 
 impl<T: Float> AvgPooling<T> {
+    /// An average pooling layer with `config`'s window, stride and padding.
     pub fn new(config: &PoolingConfig) -> Self {
         AvgPooling {
             config: config.clone(),

@@ -104,13 +104,17 @@ pub struct BatchNorm<T> {
     pub weight: Tensor<T>,
     /// β: (features)
     pub bias: Tensor<T>,
+    /// ∂L/∂γ: (features), filled by `backward`.
     pub grad_weight: Tensor<T>,
+    /// ∂L/∂β: (features), filled by `backward`.
     pub grad_bias: Tensor<T>,
     /// (features), used by evaluation forwards.
     pub running_mean: Tensor<T>,
     /// (features), used by evaluation forwards.
     pub running_var: Tensor<T>,
+    /// running = momentum · running + (1 − momentum) · batch statistic.
     pub momentum: f64,
+    /// ε, added to the variance before its square root.
     pub eps: f64,
     /// Layout of the last forward and whether it was training; `None` before any.
     last: Option<(Layout, bool)>,

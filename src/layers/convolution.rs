@@ -116,13 +116,17 @@ pub(crate) fn sum<T: Float>(values: &[T]) -> T {
 /// Hyper-parameters of a [`Convolution`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvolutionConfig {
+    /// C, the input's channels (each filter's depth).
     pub in_channels: usize,
     /// FN, the number of filters (output channels).
     pub filters: usize,
     /// FH = FW.
     pub filter_size: usize,
+    /// Stride S.
     pub stride: usize,
+    /// Padding P: zeros on each side of the input.
     pub pad: usize,
+    /// How the filters are drawn (book §6.2).
     pub init: Init,
 }
 
@@ -145,9 +149,13 @@ pub struct Convolution<T> {
     pub weight: Tensor<T>,
     /// b: (FN)
     pub bias: Tensor<T>,
+    /// ∂L/∂W: (FN, C, FH, FW), filled by `backward`.
     pub grad_weight: Tensor<T>,
+    /// ∂L/∂b: (FN), filled by `backward`.
     pub grad_bias: Tensor<T>,
+    /// Stride S.
     pub stride: usize,
+    /// Padding P: zeros on each side of the input.
     pub pad: usize,
     /// Whether the layer applies the ReLU that follows it (see
     /// [`Convolution::fuse_relu`]): then `out` is `max(0, conv(x))`, and backward

@@ -36,6 +36,7 @@ pub struct GlobalAvgPooling<T> {
 }
 
 impl<T: Float> GlobalAvgPooling<T> {
+    /// A global average pooling layer (it has no parameters).
     pub fn new() -> Self {
         GlobalAvgPooling {
             input_shape: Vec::new(),

@@ -107,6 +107,7 @@ impl LrnConfig {
 
 /// Local response normalization across channels.
 pub struct LocalResponseNorm<T> {
+    /// Window size n, α, β and k.
     pub config: LrnConfig,
     /// The last input `a`.
     x: Tensor<T>,

@@ -52,7 +52,9 @@ pub use tanh::Tanh;
 pub struct Param<'a, T> {
     /// `"weight"` or `"bias"` (the network prefixes the layer's name).
     pub name: &'static str,
+    /// The parameter itself, which the optimizer updates.
     pub value: &'a mut Tensor<T>,
+    /// Its gradient ∂L/∂(value), filled by the layer's `backward`.
     pub grad: &'a mut Tensor<T>,
 }
 

@@ -52,7 +52,9 @@ use rayon::prelude::*;
 pub struct PoolingConfig {
     /// PH = PW.
     pub size: usize,
+    /// Stride S (the `maxpool(K)` spec's default is K).
     pub stride: usize,
+    /// Padding P on each side.
     pub pad: usize,
 }
 
@@ -95,6 +97,7 @@ impl PoolingConfig {
 
 /// Max pooling over each channel separately.
 pub struct MaxPooling<T> {
+    /// Window size, stride and padding.
     pub config: PoolingConfig,
     /// For every output element, the index within its input plane (iy·W + ix)
     /// of the window's maximum.
@@ -105,6 +108,7 @@ pub struct MaxPooling<T> {
 }
 
 impl<T: Float> MaxPooling<T> {
+    /// A max pooling layer with `config`'s window, stride and padding.
     pub fn new(config: &PoolingConfig) -> Self {
         MaxPooling {
             config: config.clone(),

@@ -56,6 +56,7 @@ pub struct Relu<T> {
 }
 
 impl<T: Float> Relu<T> {
+    /// A ReLU layer (it has no parameters).
     pub fn new() -> Self {
         Relu {
             out: Tensor::default(),

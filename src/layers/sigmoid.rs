@@ -29,6 +29,7 @@ pub struct Sigmoid<T> {
 }
 
 impl<T: Float> Sigmoid<T> {
+    /// A sigmoid layer (it has no parameters).
     pub fn new() -> Self {
         Sigmoid {
             out: Tensor::default(),

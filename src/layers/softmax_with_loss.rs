@@ -62,6 +62,7 @@ impl<T: Float> Default for SoftmaxWithLoss<T> {
 }
 
 impl<T: Float> SoftmaxWithLoss<T> {
+    /// A softmax-with-loss layer (it has no parameters).
     pub fn new() -> Self {
         SoftmaxWithLoss {
             y: Tensor::default(),

@@ -35,6 +35,7 @@ pub struct Tanh<T> {
 }
 
 impl<T: Float> Tanh<T> {
+    /// A tanh layer (it has no parameters).
     pub fn new() -> Self {
         Tanh {
             out: Tensor::default(),

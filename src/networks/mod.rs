@@ -22,17 +22,22 @@ use std::str::FromStr;
 /// A network of the book or of a paper, written as a [spec](mod@spec).
 #[derive(Clone, Copy, Debug)]
 pub struct ModelInfo {
+    /// The name `--model` and [`build_model`] take.
     pub name: &'static str,
     /// `{act}` stands for the activation (`--activation`), `{classes}` for
     /// the number of classes.
     pub spec: &'static str,
+    /// The activation that `{act}` stands for when none is given.
     pub default_activation: &'static str,
+    /// How the weights are drawn when [`ModelOptions::init`] is not given.
     pub init: Init,
     /// The input it was designed for: (C, H, W) and classes.
     pub input_shape: [usize; 3],
+    /// The number of classes it was designed for.
     pub classes: usize,
     /// Adam's learning rate for this network when none is given.
     pub adam_learning_rate: f64,
+    /// Where the network comes from (paper, book section).
     pub source: &'static str,
 }
 
@@ -100,11 +105,17 @@ pub fn model_info(name: &str) -> Option<&'static ModelInfo> {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ModelOptions {
+    /// How the weights are drawn (book §6.2); every model.
     pub init: Option<Init>,
+    /// `simple` only: the number of filters (FN) of its convolution.
     pub filters: Option<usize>,
+    /// `simple` only: the filters' size (FH = FW).
     pub filter_size: Option<usize>,
+    /// `simple` only: the convolution's stride S.
     pub stride: Option<usize>,
+    /// `simple` only: the convolution's padding P.
     pub pad: Option<usize>,
+    /// `simple` only: the hidden affine layer's outputs.
     pub hidden_size: Option<usize>,
     /// The activation of `lenet5`, `alexnet`, `alexnet-small` and `deep`:
     /// relu, sigmoid or tanh.

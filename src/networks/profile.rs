@@ -26,9 +26,13 @@ use std::time::{Duration, Instant};
 /// Time spent in one layer, summed over the profiled steps.
 #[derive(Clone, Debug)]
 pub struct LayerTime {
+    /// The layer's name (`conv1`, `pool1`, ...).
     pub name: String,
+    /// The layer's type (`"Convolution"`, `"MaxPooling"`, ...).
     pub kind: &'static str,
+    /// Time in `forward`.
     pub forward: Duration,
+    /// Time in `backward` (zero when only inference was profiled).
     pub backward: Duration,
 }
 

@@ -40,7 +40,10 @@ use crate::tensor::{Float, Tensor};
 
 /// A layer with its name in the network.
 pub struct NamedLayer<T> {
+    /// The layer's name (`conv1`, `relu1`, ...); its parameters are `<name>.weight`
+    /// and `<name>.bias`.
     pub name: String,
+    /// The layer itself.
     pub layer: Box<dyn Layer<T>>,
     /// A ReLU or max pooling that the convolution before it applies (see
     /// [`fusion`]): forward and backward skip it.
@@ -54,6 +57,7 @@ pub struct LayerOutput<T> {
     pub name: String,
     /// The layer's type (`"Convolution"`, `"MaxPooling"`, ...).
     pub kind: &'static str,
+    /// What the layer gave for the input.
     pub output: Tensor<T>,
 }
 
@@ -61,7 +65,10 @@ pub struct LayerOutput<T> {
 pub struct Network<T> {
     /// One input image: (C, H, W).
     pub input_shape: [usize; 3],
+    /// The layers, in the order forward runs them.
     pub layers: Vec<NamedLayer<T>>,
+    /// Softmax-with-Loss (book §5.6.3), which [`loss`](Self::loss) and
+    /// [`gradient`](Self::gradient) put after the last layer.
     pub loss_layer: SoftmaxWithLoss<T>,
     /// Whether a ReLU and a max pooling after a convolution are fused into
     /// it (the default; see [`fusion`]).

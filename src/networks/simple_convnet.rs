@@ -36,12 +36,19 @@ use crate::tensor::Float;
 pub struct SimpleConvNetConfig {
     /// One input image: (C, H, W).
     pub input_shape: [usize; 3],
+    /// Number of filters (FN): conv1's output channels.
     pub filters: usize,
+    /// Filter size FH = FW.
     pub filter_size: usize,
+    /// conv1's padding P.
     pub pad: usize,
+    /// conv1's stride S.
     pub stride: usize,
+    /// Outputs of the hidden affine layer `fc1`.
     pub hidden_size: usize,
+    /// Outputs of `fc2`: the number of classes.
     pub output_size: usize,
+    /// How the weights are drawn (the book's `weight_init_std = 0.01`).
     pub init: Init,
 }
 

@@ -57,29 +57,48 @@ use std::fmt;
 /// One parsed layer of a spec.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerSpec {
+    /// `conv(F, K, stride, pad)`: a [`Convolution`].
     Conv {
+        /// Number of filters (FN): the output's channels.
         filters: usize,
+        /// Filter size K = FH = FW.
         size: usize,
+        /// Stride S.
         stride: usize,
+        /// Padding P.
         pad: usize,
     },
+    /// `maxpool(K, stride, pad)`: a [`MaxPooling`].
     MaxPool(PoolingConfig),
+    /// `avgpool(K, stride, pad)`: an [`AvgPooling`].
     AvgPool(PoolingConfig),
+    /// `gap`: a [`GlobalAvgPooling`].
     GlobalAvgPool,
+    /// `affine(M)`: an [`Affine`] layer.
     Affine {
+        /// M, the number of outputs.
         outputs: usize,
     },
+    /// `relu`: a [`Relu`].
     Relu,
+    /// `sigmoid`: a [`Sigmoid`].
     Sigmoid,
+    /// `tanh`: a [`Tanh`].
     Tanh,
+    /// `dropout(ratio)`: a [`Dropout`].
     Dropout {
+        /// The probability of dropping a unit.
         ratio: f64,
     },
+    /// `lrn(size, alpha, beta, k)`: a [`LocalResponseNorm`].
     Lrn(LrnConfig),
-    /// Batch normalisation: the running averages' momentum, and ε added to
-    /// the variance (1e-6 by default, the book's; PyTorch's is 1e-5).
+    /// `bn(momentum, eps)`: a [`BatchNorm`] over the features it is given,
+    /// with the running averages' momentum and ε added to the variance
+    /// (1e-6 by default, the book's; PyTorch's is 1e-5).
     BatchNorm {
+        /// The running averages' momentum.
         momentum: f64,
+        /// ε, added to the variance.
         eps: f64,
     },
 }

@@ -19,10 +19,13 @@ use std::fmt;
 /// One layer's line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SummaryRow {
+    /// The layer's name (`conv1`, ...).
     pub name: String,
+    /// The layer's type (`"Convolution"`, ...).
     pub kind: &'static str,
     /// For one image (batch 1).
     pub output_shape: Vec<usize>,
+    /// Its number of learnable parameters.
     pub params: usize,
     /// Forward FLOPs for one image.
     pub flops: u64,
@@ -31,9 +34,13 @@ pub struct SummaryRow {
 /// The whole table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Summary {
+    /// One input image: (C, H, W).
     pub input_shape: [usize; 3],
+    /// One row per layer, in order.
     pub rows: Vec<SummaryRow>,
+    /// The network's learnable parameters.
     pub total_params: usize,
+    /// The network's forward FLOPs for one image.
     pub total_flops: u64,
 }
 

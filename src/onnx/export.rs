@@ -23,9 +23,10 @@ use prost::Message;
 pub struct ExportInfo {
     /// One name per output; empty: no `convnet.class_names` entry.
     pub class_names: Vec<String>,
-    /// The checkpoint's model and options, so that [`import`](super::import)
-    /// can give the network its name back.
+    /// The checkpoint's model, so that [`import`](super::import) can give
+    /// the network its name back.
     pub model: Option<String>,
+    /// The checkpoint's model options (`filters=16,...`), with the model.
     pub model_options: Option<String>,
 }
 

@@ -32,6 +32,7 @@ const MAX_INPUT_DIM: usize = 1 << 16;
 
 /// A network read by [`import`], with the metadata to save it as a checkpoint.
 pub struct Imported {
+    /// The network, with the file's weights.
     pub net: Network<f32>,
     /// `model` is the spec (or, when the file came from convnet and the
     /// layers are those of a named model, that name); `extra` says where

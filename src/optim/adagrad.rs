@@ -50,6 +50,7 @@ pub struct AdaGrad<T> {
 }
 
 impl<T: Float> AdaGrad<T> {
+    /// AdaGrad with `config`'s learning rate; `h` starts at zero on the first step.
     pub fn new(config: AdaGradConfig) -> Self {
         AdaGrad {
             config,
@@ -57,6 +58,7 @@ impl<T: Float> AdaGrad<T> {
         }
     }
 
+    /// The hyper-parameters it was made with.
     pub fn config(&self) -> &AdaGradConfig {
         &self.config
     }

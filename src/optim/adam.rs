@@ -72,6 +72,7 @@ pub struct Adam<T> {
 }
 
 impl<T: Float> Adam<T> {
+    /// Adam with `config`'s settings; `m` and `v` start at zero on the first step.
     pub fn new(config: AdamConfig) -> Self {
         Adam {
             config,
@@ -81,6 +82,7 @@ impl<T: Float> Adam<T> {
         }
     }
 
+    /// The hyper-parameters it was made with.
     pub fn config(&self) -> &AdamConfig {
         &self.config
     }

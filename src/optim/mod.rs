@@ -100,11 +100,17 @@ pub trait Optimizer<T: Float>: Send {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OptimizerKind {
+    /// [`Sgd`] (book §6.1.2).
     Sgd,
+    /// [`Momentum`] (book §6.1.4).
     Momentum,
+    /// [`Nesterov`] (book §6.1, `common/optimizer.py`).
     Nesterov,
+    /// [`AdaGrad`] (book §6.1.5).
     AdaGrad,
+    /// [`RmsProp`] (book §6.1.5).
     RmsProp,
+    /// [`Adam`] (book §6.1.6).
     Adam,
 }
 

@@ -57,6 +57,7 @@ pub struct Momentum<T> {
 }
 
 impl<T: Float> Momentum<T> {
+    /// Momentum SGD with `config`'s settings; the velocity `v` starts at zero.
     pub fn new(config: MomentumConfig) -> Self {
         Momentum {
             config,
@@ -64,6 +65,7 @@ impl<T: Float> Momentum<T> {
         }
     }
 
+    /// The hyper-parameters it was made with.
     pub fn config(&self) -> &MomentumConfig {
         &self.config
     }

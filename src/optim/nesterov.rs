@@ -58,6 +58,7 @@ pub struct Nesterov<T> {
 }
 
 impl<T: Float> Nesterov<T> {
+    /// Nesterov's method with `config`'s settings; the velocity `v` starts at zero.
     pub fn new(config: NesterovConfig) -> Self {
         Nesterov {
             config,
@@ -65,6 +66,7 @@ impl<T: Float> Nesterov<T> {
         }
     }
 
+    /// The hyper-parameters it was made with.
     pub fn config(&self) -> &NesterovConfig {
         &self.config
     }

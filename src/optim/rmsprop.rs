@@ -57,6 +57,7 @@ pub struct RmsProp<T> {
 }
 
 impl<T: Float> RmsProp<T> {
+    /// RMSprop with `config`'s settings; `h` starts at zero on the first step.
     pub fn new(config: RmsPropConfig) -> Self {
         RmsProp {
             config,
@@ -64,6 +65,7 @@ impl<T: Float> RmsProp<T> {
         }
     }
 
+    /// The hyper-parameters it was made with.
     pub fn config(&self) -> &RmsPropConfig {
         &self.config
     }

@@ -48,6 +48,7 @@ pub struct Sgd<T> {
 }
 
 impl<T: Float> Sgd<T> {
+    /// SGD with `config`'s learning rate (it keeps no state).
     pub fn new(config: SgdConfig) -> Self {
         Sgd {
             config,
@@ -55,6 +56,7 @@ impl<T: Float> Sgd<T> {
         }
     }
 
+    /// The hyper-parameters it was made with.
     pub fn config(&self) -> &SgdConfig {
         &self.config
     }

@@ -7,6 +7,7 @@ use super::tiles::Tile;
 /// A colour: red, green, blue.
 pub type Rgb = [u8; 3];
 
+/// White: the background of the pictures.
 pub const WHITE: Rgb = [255, 255, 255];
 
 /// A `width × height` RGB picture.
@@ -33,10 +34,12 @@ impl Canvas {
         }
     }
 
+    /// Width in pixels.
     pub fn width(&self) -> usize {
         self.width
     }
 
+    /// Height in pixels.
     pub fn height(&self) -> usize {
         self.height
     }
@@ -46,10 +49,12 @@ impl Canvas {
         &self.pixels
     }
 
+    /// The bytes, mutable, laid out as in [`pixels`](Self::pixels).
     pub fn pixels_mut(&mut self) -> &mut [u8] {
         &mut self.pixels
     }
 
+    /// The bytes, without copying.
     pub fn into_pixels(self) -> Vec<u8> {
         self.pixels
     }

@@ -21,9 +21,13 @@ use crate::tensor::Tensor;
 /// in [0, 1], stored (C, H, W).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tile {
+    /// Channels: 1 (grey) or 3 (RGB).
     pub channels: usize,
+    /// Height in values.
     pub height: usize,
+    /// Width in values.
     pub width: usize,
+    /// `channels · height · width` values in [0, 1], (C, H, W) order.
     pub values: Vec<f32>,
 }
 
@@ -120,16 +124,24 @@ pub fn feature_map_tiles(maps: &Tensor<f32>) -> Result<Vec<Tile>> {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GridLayout {
+    /// The number of tiles.
     pub count: usize,
+    /// Rows of tiles: ⌈count / max_columns⌉.
     pub rows: usize,
+    /// Tiles per row: ⌈count / rows⌉.
     pub columns: usize,
+    /// Pixels per value along each side.
     pub scale: usize,
+    /// A tile's height in pixels: `scale · height`.
     pub tile_height: usize,
+    /// A tile's width in pixels: `scale · width`.
     pub tile_width: usize,
+    /// Pixels between neighbouring tiles.
     pub gap: usize,
 }
 
 impl GridLayout {
+    /// Lays out `count` tiles of `[height, width]` values (see the formulas above).
     pub fn new(
         count: usize,
         [height, width]: [usize; 2],

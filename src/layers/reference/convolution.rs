@@ -46,9 +46,13 @@ pub struct Convolution<T> {
     pub weight: Tensor<T>,
     /// b: (FN)
     pub bias: Tensor<T>,
+    /// ∂L/∂W: (FN, C, FH, FW), filled by `backward`.
     pub grad_weight: Tensor<T>,
+    /// ∂L/∂b: (FN), filled by `backward`.
     pub grad_bias: Tensor<T>,
+    /// Stride S.
     pub stride: usize,
+    /// Padding P: zeros on each side of the input.
     pub pad: usize,
     /// From the last training forward: the input's shape and its `col`.
     cache: Option<([usize; 4], Tensor<T>)>,

@@ -36,6 +36,7 @@ use crate::tensor::{Float, Tensor};
 
 /// Max pooling over each channel separately, as the book writes it.
 pub struct MaxPooling<T> {
+    /// Window size, stride and padding.
     pub config: PoolingConfig,
     /// From the last training forward: the input's shape, and for every
     /// window (row of `col`) the index of its maximum within the row.
@@ -45,6 +46,7 @@ pub struct MaxPooling<T> {
 }
 
 impl<T: Float> MaxPooling<T> {
+    /// A max pooling layer with `config`'s window, stride and padding.
     pub fn new(config: &PoolingConfig) -> Self {
         MaxPooling {
             config: config.clone(),
