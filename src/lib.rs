@@ -20,6 +20,7 @@
 //! | [`train`] | §4.5, `common/trainer.py` |
 //! | [`checkpoint`] | `pickle` of the parameters, as safetensors |
 //! | [`visualize`] | §7.6.1 `visualize_filter.py` |
+//! | `serve` (feature `serve`) | the web page of `convnet serve`: every layer's output, live |
 
 pub mod checkpoint;
 pub mod data;
@@ -32,6 +33,8 @@ pub mod networks;
 pub mod optim;
 pub mod parallel;
 pub mod rng;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod tensor;
 pub mod train;
 pub mod visualize;

@@ -11,6 +11,7 @@ mod image_input;
 mod outputs;
 mod plot;
 mod predict;
+mod serve;
 mod summary;
 mod train;
 mod visualize;
@@ -47,6 +48,8 @@ enum Command {
     Visualize(visualize::VisualizeArgs),
     /// Draw loss and accuracy per epoch from a `train --metrics` file (PNG, 960×400).
     Plot(plot::PlotArgs),
+    /// Serve a local web page: draw a digit and watch every layer work on it.
+    Serve(serve::ServeArgs),
 }
 
 /// `--reference`, on every command that builds or loads a network.
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => predict::run(args),
         Command::Visualize(args) => visualize::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,
