@@ -95,18 +95,21 @@ function drawScale(container, scale) {
 
 // Lays out `shape` ([C, H, W] or [N]) as a grid of maps, cell pixels `px`.
 function layout(shape, maxWidth) {
-  let [c, h, w] = shape.length === 3 ? shape : [1, 1, shape[0]];
   const flat = shape.length !== 3;
-  let cols;
-  if (flat) cols = 1;
-  else if (w >= 14) cols = Math.min(c, 16);
-  else cols = Math.min(c, 32);
-  const rows = Math.ceil(c / cols);
+  const [c, h, w] = flat ? [1, 1, shape[0]] : shape;
   const gap = flat ? 0 : 1;
+  let px, cols;
+  if (flat) {
+    cols = 1;
+    px = Math.max(1, Math.min(24, Math.floor(maxWidth / w)));
+  } else {
+    // Maps about 60–90 pixels wide, as many to a row as fit.
+    px = Math.max(1, Math.min(10, Math.round(80 / Math.max(w, h))));
+    cols = Math.max(1, Math.min(c, Math.floor((maxWidth + gap * px) / ((w + gap) * px))));
+  }
+  const rows = Math.ceil(c / cols);
   const nativeW = cols * (w + gap) - gap;
   const nativeH = rows * (h + gap) - gap;
-  let px = Math.floor(maxWidth / nativeW);
-  px = Math.max(1, Math.min(px, flat ? 24 : 8));
   return { c, h, w, cols, rows, gap, px, flat, nativeW, nativeH };
 }
 
@@ -190,9 +193,16 @@ function buildLayers(model) {
   // Card 0: the input.
   const inputShape = model.input_shape;
   const inputCard = layerCard(0, "input", "Image", inputShape, 0);
-  inputCard.querySelector("canvas").dataset.layer = "-1";
+  inputCard.querySelector("canvas.maps").dataset.layer = "-1";
   root.append(inputCard);
-  state.layerViews.push({ ...layout(inputShape, Math.min(width, 224)), card: inputCard });
+  const inputView = layout(inputShape, width);
+  // The input bigger: its receptive fields are outlined on it.
+  if (!inputView.flat) inputView.px = Math.max(inputView.px, Math.floor(224 / Math.max(inputView.w, inputView.h)));
+  inputView.cols = 1;
+  inputView.rows = inputView.c;
+  inputView.nativeW = inputView.w;
+  inputView.nativeH = inputView.c * (inputView.h + inputView.gap) - inputView.gap;
+  state.layerViews.push({ ...inputView, card: inputCard });
   for (const layer of model.layers) {
     let kind = layer.kind;
     if (layer.conv) kind += ` ${layer.conv.size}×${layer.conv.size}, stride ${layer.conv.stride}, pad ${layer.conv.pad}`;
@@ -207,7 +217,8 @@ function buildLayers(model) {
     `<span class="meta">${model.class_names.length} classes</span></h3></div><div class="bars" id="softmax-bars"></div>`;
   root.append(soft);
   for (const view of state.layerViews) {
-    view.card.querySelector("canvas").addEventListener("click", (e) => clickUnit(e, view));
+    view.canvas = view.card.querySelector("canvas.maps");
+    view.canvas.addEventListener("click", (e) => clickUnit(e, view));
   }
 }
 
@@ -230,13 +241,13 @@ function renderForward(reply) {
   const inputView = state.layerViews[0];
   const [c] = model.input_shape;
   const inputScale = scaleFor(Math.min(...reply.input), Math.max(...reply.input), "grey");
-  renderMaps(inputView.card.querySelector("canvas"), inputView, reply.input, inputScale);
+  renderMaps(inputView.canvas, inputView, reply.input, inputScale);
   drawScale(inputView.card.querySelector(".scale"), inputScale);
   drawSees(reply.input, model.input_shape);
   reply.layers.forEach((layer, i) => {
     const view = state.layerViews[i + 1];
     const scale = scaleFor(layer.min, layer.max);
-    renderMaps(view.card.querySelector("canvas"), view, layer.data, scale);
+    renderMaps(view.canvas, view, layer.data, scale);
     drawScale(view.card.querySelector(".scale"), scale);
   });
   const names = model.class_names;
@@ -525,7 +536,7 @@ function table(values, rows, cols, scale, mark) {
         style = `background:rgb(${R},${G},${B});color:${light ? "#111" : "#fff"}`;
       }
       if (mark && mark[0] === y && mark[1] === x) style += ";outline:2px solid var(--mark)";
-      html += `<td style="${style}">${fmt(v)}</td>`;
+      html += `<td style="${style}">${v === null ? "pad" : Math.abs(v) >= 0.005 || v === 0 ? v.toFixed(2) : v.toExponential(0)}</td>`;
     }
     html += "</tr>";
   }
@@ -576,8 +587,8 @@ async function showUnit(unit) {
       const part = (a) => a.slice(ch * size, (ch + 1) * size);
       html += `<div class="small dim">input channel ${ch}${channels > 1 ? ` — partial sum ${fmt(partial[ch])}` : ""}</div>`;
       html += '<div class="mats">' + figure("input patch", table(part(u.patch), kh, kw, inputScale)) +
-        '<span class="op">⊙</span>' + figure("filter", table(part(u.filter), kh, kw, filterScale)) +
-        '<span class="op">=</span>' + figure("products", table(part(u.products), kh, kw, productScale)) + "</div>";
+        '<span class="pair"><span class="op">⊙</span>' + figure("filter", table(part(u.filter), kh, kw, filterScale)) + "</span>" +
+        '<span class="pair"><span class="op">=</span>' + figure("products", table(part(u.products), kh, kw, productScale)) + "</span></div>";
     }
     if (channels > shown) {
       html += `<div class="partials">… and ${channels - shown} more input channels. Partial sums of all ${channels}: ${partial.map(fmt).join(", ")}</div>`;
@@ -627,7 +638,7 @@ function highlight(u) {
   // Redraw the two cards without old outlines.
   const redraw = (cardIndex) => {
     const view = state.layerViews[cardIndex];
-    const canvas = view.card.querySelector("canvas");
+    const canvas = view.canvas;
     const data = cardIndex === 0 ? reply.input : reply.layers[cardIndex - 1].data;
     const scale = cardIndex === 0
       ? scaleFor(Math.min(...data), Math.max(...data), "grey")
