@@ -183,6 +183,27 @@ fn served_numbers_are_the_library_s_and_predict_s() {
     }
     assert_eq!(floats(&forward["input"]), image);
 
+    // The page's compact form: every value as a byte of its layer's range.
+    let (status, compact) = server.post("/api/forward", &json!({"image": image, "maps": "u8"}));
+    assert_eq!(status, 200, "{compact}");
+    assert_eq!(compact["probabilities"], forward["probabilities"]);
+    for (s, o) in compact["layers"].as_array().unwrap().iter().zip(&outputs) {
+        assert!(s.get("data").is_none());
+        let hex = s["u8"].as_str().unwrap();
+        assert_eq!(hex.len(), 2 * o.output.len(), "{}", o.name);
+        let (min, max) = (s["min"].as_f64().unwrap(), s["max"].as_f64().unwrap());
+        let step = (max - min) / 255.0;
+        for (i, &v) in o.output.data().iter().enumerate() {
+            let q = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+            let back = min + q as f64 * step;
+            assert!(
+                (back - v as f64).abs() <= step / 2.0 + 1e-6,
+                "{} [{i}]: {v} sent as {q}",
+                o.name
+            );
+        }
+    }
+
     // A convolution unit: the patch, filter and products add up, with the
     // bias, to the layer's output there; the ReLU after it clips it.
     let conv1 = outputs[0].output.data();
@@ -357,6 +378,13 @@ fn bad_requests_get_a_4xx_and_the_server_keeps_serving() {
         (
             "/api/unit",
             json!({"image": zeros, "layer": "conv1"})
+                .to_string()
+                .into_bytes(),
+            400,
+        ),
+        (
+            "/api/forward",
+            json!({"image": zeros, "maps": "png"})
                 .to_string()
                 .into_bytes(),
             400,

@@ -233,7 +233,28 @@ function renderBars(container, probabilities, names) {
   });
 }
 
+// The value of each hex digit's character code.
+const HEX = new Uint8Array(128);
+for (let i = 0; i < 16; i++) HEX["0123456789abcdef".charCodeAt(i)] = i;
+
+// Layers sent as bytes (`"maps": "u8"`) back to numbers for drawing.
+function decodeMaps(reply) {
+  for (const layer of reply.layers) {
+    if (layer.data || layer.u8 === undefined) continue;
+    const hex = layer.u8;
+    const n = hex.length / 2;
+    const data = new Float32Array(n);
+    const step = (layer.max - layer.min) / 255;
+    for (let i = 0; i < n; i++) {
+      data[i] = layer.min + (HEX[hex.charCodeAt(2 * i)] * 16 + HEX[hex.charCodeAt(2 * i + 1)]) * step;
+    }
+    layer.data = data;
+    delete layer.u8;
+  }
+}
+
 function renderForward(reply) {
+  decodeMaps(reply);
   state.forward = reply;
   state.input = reply.input;
   const model = state.model;
@@ -285,7 +306,7 @@ function send(request, started) {
     return;
   }
   state.inFlight = true;
-  api("/api/forward", request)
+  api("/api/forward", { ...request, maps: "u8" })
     .then((reply) => {
       renderForward(reply);
       const ms = performance.now() - started;

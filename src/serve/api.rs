@@ -391,14 +391,28 @@ impl App {
         let start = Instant::now();
         let x = self.input(request)?;
         let (outputs, probabilities) = self.run(&x)?;
+        // `"maps": "u8"`: each layer's values as bytes for display (hex),
+        // a fifth of the exact numbers' size.
+        let bytes = match request.get("maps") {
+            None => false,
+            Some(v) if v == "u8" => true,
+            Some(v) if v == "exact" => false,
+            Some(_) => return Err(bad("\"maps\" must be \"exact\" or \"u8\"")),
+        };
         let layers: Vec<Value> = outputs
             .iter()
             .map(|o| {
                 let (min, max) = min_max(o.output.data());
-                json!({
+                let mut layer = json!({
                     "name": o.name, "kind": o.kind, "shape": &o.output.shape()[1..],
-                    "min": min, "max": max, "data": o.output.data(),
-                })
+                    "min": min, "max": max,
+                });
+                if bytes {
+                    layer["u8"] = Value::String(quantised_hex(o.output.data(), min, max));
+                } else {
+                    layer["data"] = json!(o.output.data());
+                }
+                layer
             })
             .collect();
         let prediction = argmax(&probabilities);
@@ -557,6 +571,21 @@ impl App {
         }
         Ok(reply)
     }
+}
+
+/// `values` scaled from `[min, max]` to bytes 0..=255 (rounded), as two
+/// hex digits each: the page's maps need no more than its 256 colours.
+fn quantised_hex(values: &[f32], min: f32, max: f32) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let span = max - min;
+    let scale = if span > 0.0 { 255.0 / span } else { 0.0 };
+    let mut text = String::with_capacity(2 * values.len());
+    for &v in values {
+        let q = ((v - min) * scale).round().clamp(0.0, 255.0) as usize;
+        text.push(DIGITS[q >> 4] as char);
+        text.push(DIGITS[q & 15] as char);
+    }
+    text
 }
 
 fn parse(body: &[u8]) -> ApiResult<Value> {
