@@ -23,6 +23,8 @@
 //! | [`parallel`] | (not in the book) spreading the work over the cores |
 //! | [`rng`] | `np.random`: a seeded generator, so runs repeat |
 //! | [`error`] | (not in the book) every failure as an [`Error`] |
+//! | `onnx` (feature `onnx`) | (not in the book) ONNX export and import |
+//! | `serve` (feature `serve`) | the web page of `convnet serve`: every layer's output, live |
 //!
 //! ## Use it as a library
 //!
@@ -38,9 +40,10 @@
 //! ```
 //!
 //! Cargo features: `cli` (the default: the `convnet` program; turns on the
-//! other two), `download` (fetching MNIST, Fashion-MNIST and CIFAR-10 into a
+//! others), `download` (fetching MNIST, Fashion-MNIST and CIFAR-10 into a
 //! cache folder, `data::cache`), `image` (reading PNG/JPEG files as a
-//! network's input, `data::image_input`).
+//! network's input, `data::image_input`), `onnx` (ONNX export and import,
+//! `onnx`), `serve` (the web page of `convnet serve`, `serve`).
 //!
 //! Build a network (by name, from a [spec](networks::spec), or layer by layer
 //! with [`Network::push`](networks::Network::push)), train it, and predict:
@@ -106,6 +109,8 @@ pub mod onnx;
 pub mod optim;
 pub mod parallel;
 pub mod rng;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod tensor;
 pub mod train;
 pub mod visualize;

@@ -14,6 +14,7 @@ mod onnx;
 mod outputs;
 mod plot;
 mod predict;
+mod serve;
 mod summary;
 mod train;
 mod visualize;
@@ -55,6 +56,8 @@ enum Command {
     Export(onnx::ExportArgs),
     /// Read an ONNX model into a checkpoint (see docs/onnx.md for the operators).
     Import(onnx::ImportArgs),
+    /// Serve a local web page: draw a digit and watch every layer work on it.
+    Serve(serve::ServeArgs),
 }
 
 /// `--reference`, on every command that builds or loads a network.
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         Command::Plot(args) => plot::run(args),
         Command::Export(args) => onnx::run_export(args),
         Command::Import(args) => onnx::run_import(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,630 @@
+//! The JSON API behind the page (documented in `docs/serve.md`): every
+//! request is a method, a path and a body in, a status and a JSON body out,
+//! with no HTTP in sight, so that it can be tested on its own.
+
+use super::preprocess::mnist_style;
+use crate::checkpoint::CheckpointInfo;
+use crate::data::Dataset;
+use crate::layers::reference;
+use crate::layers::softmax_with_loss::softmax_row;
+use crate::layers::{AvgPooling, Convolution, MaxPooling, PoolingConfig};
+use crate::networks::{LayerOutput, Network};
+use crate::tensor::Tensor;
+use serde_json::{json, Value};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The answer to a request: an HTTP status, a content type and the body.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// The HTTP status code (200, 400, 404, ...).
+    pub status: u16,
+    /// The `Content-Type` header's value.
+    pub content_type: &'static str,
+    /// The body's bytes.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: u16, value: &Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: value.to_string().into_bytes(),
+        }
+    }
+
+    /// A JSON error `{"error": message}` with `status`.
+    pub fn error(status: u16, message: &str) -> Reply {
+        Reply::json(status, &json!({ "error": message }))
+    }
+
+    fn asset(content_type: &'static str, text: &'static str) -> Reply {
+        Reply {
+            status: 200,
+            content_type,
+            body: text.as_bytes().to_vec(),
+        }
+    }
+}
+
+const INDEX_HTML: &str = include_str!("../../assets/web/index.html");
+const APP_JS: &str = include_str!("../../assets/web/app.js");
+const STYLE_CSS: &str = include_str!("../../assets/web/style.css");
+
+/// How many test images `GET /api/samples` offers, and how many of them at
+/// most the network gets wrong.
+const SAMPLES: usize = 16;
+const WRONG_SAMPLES: usize = 6;
+
+/// The geometry of a convolution or pooling layer, as the arithmetic needs it.
+#[derive(Clone, Debug)]
+enum Geometry {
+    Conv {
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        /// (FN, C, FH, FW)
+        shape: [usize; 4],
+        stride: usize,
+        pad: usize,
+    },
+    MaxPool(PoolingConfig),
+    AvgPool(PoolingConfig),
+    Other,
+}
+
+/// What the page is told about a layer.
+#[derive(Clone, Debug)]
+struct LayerInfo {
+    name: String,
+    kind: &'static str,
+    /// Per image, without the batch.
+    input_shape: Vec<usize>,
+    shape: Vec<usize>,
+    params: usize,
+    geometry: Geometry,
+}
+
+/// A test image offered on the page.
+#[derive(Clone, Debug)]
+struct Sample {
+    index: usize,
+    label: usize,
+    prediction: usize,
+    image: Vec<f32>,
+}
+
+/// The served network and what the page asks about it.
+pub struct App {
+    net: Mutex<Network<f32>>,
+    info: CheckpointInfo,
+    layers: Vec<LayerInfo>,
+    samples: Vec<Sample>,
+}
+
+fn geometry_of(layer: &dyn crate::layers::Layer<f32>) -> Geometry {
+    let conv = |weight: &Tensor<f32>, bias: &Tensor<f32>, stride, pad| {
+        let s = weight.shape();
+        Geometry::Conv {
+            weight: weight.data().to_vec(),
+            bias: bias.data().to_vec(),
+            shape: [s[0], s[1], s[2], s[3]],
+            stride,
+            pad,
+        }
+    };
+    if let Some(c) = layer.downcast_ref::<Convolution<f32>>() {
+        conv(&c.weight, &c.bias, c.stride, c.pad)
+    } else if let Some(c) = layer.downcast_ref::<reference::Convolution<f32>>() {
+        conv(&c.weight, &c.bias, c.stride, c.pad)
+    } else if let Some(p) = layer.downcast_ref::<MaxPooling<f32>>() {
+        Geometry::MaxPool(p.config.clone())
+    } else if let Some(p) = layer.downcast_ref::<reference::MaxPooling<f32>>() {
+        Geometry::MaxPool(p.config.clone())
+    } else if let Some(p) = layer.downcast_ref::<AvgPooling<f32>>() {
+        Geometry::AvgPool(p.config.clone())
+    } else {
+        Geometry::Other
+    }
+}
+
+/// The index of the largest value (the first of equal ones).
+fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn min_max(values: &[f32]) -> (f32, f32) {
+    values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+/// A request's error: a status and a message.
+type ApiResult<T> = std::result::Result<T, (u16, String)>;
+
+fn bad(message: impl Into<String>) -> (u16, String) {
+    (400, message.into())
+}
+
+impl App {
+    /// Serves `net`; with `samples` (a test set of the network's input shape
+    /// and classes), `GET /api/samples` offers some of its images, among them
+    /// some the network gets wrong.
+    pub fn new(
+        mut net: Network<f32>,
+        info: CheckpointInfo,
+        samples: Option<&Dataset>,
+    ) -> crate::Result<App> {
+        let shapes = net.shapes(1)?;
+        let mut layers = Vec::with_capacity(net.layers.len());
+        for (i, named) in net.layers.iter_mut().enumerate() {
+            let params = named.layer.params().iter().map(|p| p.value.len()).sum();
+            layers.push(LayerInfo {
+                name: named.name.clone(),
+                kind: named.layer.kind(),
+                input_shape: shapes[i][1..].to_vec(),
+                shape: shapes[i + 1][1..].to_vec(),
+                params,
+                geometry: geometry_of(&*named.layer),
+            });
+        }
+        let samples = match samples {
+            Some(set) if set.input_shape() == net.input_shape && !set.is_empty() => {
+                choose_samples(&mut net, set)?
+            }
+            _ => Vec::new(),
+        };
+        Ok(App {
+            net: Mutex::new(net),
+            info,
+            layers,
+            samples,
+        })
+    }
+
+    /// Whether the page offers the drawing canvas: one-channel 28×28 input.
+    pub fn drawable(&self) -> bool {
+        self.info.input_shape == [1, 28, 28]
+    }
+
+    /// Answers one request. `path` may carry a query string (ignored).
+    pub fn handle(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        let result = match (method, path) {
+            ("GET", "/" | "/index.html") => {
+                return Reply::asset("text/html; charset=utf-8", INDEX_HTML)
+            }
+            ("GET", "/app.js") => return Reply::asset("text/javascript; charset=utf-8", APP_JS),
+            ("GET", "/style.css") => return Reply::asset("text/css; charset=utf-8", STYLE_CSS),
+            ("GET", "/api/model") => Ok(self.model()),
+            ("GET", "/api/filters") => Ok(self.filters()),
+            ("GET", "/api/samples") => Ok(self.samples()),
+            ("POST", "/api/forward") => parse(body).and_then(|v| self.forward(&v)),
+            ("POST", "/api/unit") => parse(body).and_then(|v| self.unit(&v)),
+            (
+                _,
+                "/" | "/index.html" | "/app.js" | "/style.css" | "/api/model" | "/api/filters"
+                | "/api/samples" | "/api/forward" | "/api/unit",
+            ) => Err((405, format!("{method} is not allowed on {path}"))),
+            _ => Err((404, format!("no such page: {path}"))),
+        };
+        match result {
+            Ok(value) => Reply::json(200, &value),
+            Err((status, message)) => Reply::error(status, &message),
+        }
+    }
+
+    /// `GET /api/model`.
+    fn model(&self) -> Value {
+        let layers: Vec<Value> = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut v = json!({
+                    "index": i,
+                    "name": l.name,
+                    "kind": l.kind,
+                    "input_shape": l.input_shape,
+                    "shape": l.shape,
+                    "params": l.params,
+                });
+                match &l.geometry {
+                    Geometry::Conv {
+                        shape, stride, pad, ..
+                    } => {
+                        v["conv"] = json!({
+                            "filters": shape[0], "channels": shape[1],
+                            "size": shape[2], "stride": stride, "pad": pad,
+                        })
+                    }
+                    Geometry::MaxPool(p) | Geometry::AvgPool(p) => {
+                        v["pool"] = json!({"size": p.size, "stride": p.stride, "pad": p.pad})
+                    }
+                    Geometry::Other => {}
+                }
+                v
+            })
+            .collect();
+        json!({
+            "model": self.info.model,
+            "input_shape": self.info.input_shape,
+            "class_names": self.info.class_names,
+            "drawable": self.drawable(),
+            "params": self.layers.iter().map(|l| l.params).sum::<usize>(),
+            "layers": layers,
+        })
+    }
+
+    /// `GET /api/filters`: every convolution's weights and biases.
+    fn filters(&self) -> Value {
+        let layers: Vec<Value> = self
+            .layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| match &l.geometry {
+                Geometry::Conv {
+                    weight,
+                    bias,
+                    shape,
+                    ..
+                } => {
+                    let (min, max) = min_max(weight);
+                    Some(json!({
+                        "index": i, "name": l.name, "shape": shape,
+                        "min": min, "max": max, "weight": weight, "bias": bias,
+                    }))
+                }
+                _ => None,
+            })
+            .collect();
+        json!({ "layers": layers })
+    }
+
+    /// `GET /api/samples`.
+    fn samples(&self) -> Value {
+        let name = |i: usize| self.class_name(i);
+        let samples: Vec<Value> = self
+            .samples
+            .iter()
+            .map(|s| {
+                json!({
+                    "index": s.index, "label": s.label, "label_name": name(s.label),
+                    "prediction": s.prediction, "prediction_name": name(s.prediction),
+                    "correct": s.label == s.prediction, "image": s.image,
+                })
+            })
+            .collect();
+        json!({ "samples": samples })
+    }
+
+    fn class_name(&self, i: usize) -> String {
+        self.info
+            .class_names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| i.to_string())
+    }
+
+    /// The network's input from a request: `"image"` (C·H·W values) or,
+    /// for a drawable network, `"drawing"` (`width`, `height`, `pixels`),
+    /// prepared as MNIST's digits were.
+    fn input(&self, request: &Value) -> ApiResult<Vec<f32>> {
+        let [c, h, w] = self.info.input_shape;
+        let numbers = |value: &Value, what: &str| -> ApiResult<Vec<f32>> {
+            let list = value
+                .as_array()
+                .ok_or_else(|| bad(format!("\"{what}\" must be a list of numbers")))?;
+            list.iter()
+                .map(|v| {
+                    v.as_f64()
+                        .map(|x| x as f32)
+                        .filter(|x| x.is_finite())
+                        .ok_or_else(|| bad(format!("\"{what}\" must hold only finite numbers")))
+                })
+                .collect()
+        };
+        if let Some(image) = request.get("image") {
+            let values = numbers(image, "image")?;
+            if values.len() != c * h * w {
+                return Err(bad(format!(
+                    "\"image\" must hold {} values ({c}×{h}×{w}), got {}",
+                    c * h * w,
+                    values.len()
+                )));
+            }
+            return Ok(values);
+        }
+        if let Some(drawing) = request.get("drawing") {
+            if !self.drawable() {
+                return Err(bad("this network takes \"image\", not \"drawing\""));
+            }
+            let size = |key: &str| {
+                drawing
+                    .get(key)
+                    .and_then(Value::as_u64)
+                    .filter(|&n| (1..=4096).contains(&n))
+                    .map(|n| n as usize)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "\"drawing.{key}\" must be a whole number from 1 to 4096"
+                        ))
+                    })
+            };
+            let (width, height) = (size("width")?, size("height")?);
+            let pixels = numbers(
+                drawing.get("pixels").unwrap_or(&Value::Null),
+                "drawing.pixels",
+            )?;
+            return mnist_style(&pixels, width, height).map_err(|e| bad(e.detail()));
+        }
+        Err(bad("the request needs \"image\" or \"drawing\""))
+    }
+
+    /// Every layer's output for one image.
+    fn run(&self, x: &[f32]) -> ApiResult<(Vec<LayerOutput<f32>>, Vec<f32>)> {
+        let [c, h, w] = self.info.input_shape;
+        let x = Tensor::from_vec(&[1, c, h, w], x.to_vec()).map_err(|e| bad(e.detail()))?;
+        let mut net = self.net.lock().map_err(|_| {
+            (
+                500,
+                "the network is unusable after an earlier failure".to_string(),
+            )
+        })?;
+        let internal = |e: crate::Error| (500, e.to_string());
+        let outputs = net.layer_outputs(&x).map_err(internal)?;
+        // The scores as `predict` computes them (fused layers and all), so
+        // that the probabilities are those of `convnet predict`.
+        let scores = net.predict(&x, false).map_err(internal)?;
+        let mut probabilities = vec![0.0f32; scores.len()];
+        softmax_row(scores.data(), &mut probabilities);
+        Ok((outputs, probabilities))
+    }
+
+    /// `POST /api/forward`.
+    fn forward(&self, request: &Value) -> ApiResult<Value> {
+        let start = Instant::now();
+        let x = self.input(request)?;
+        let (outputs, probabilities) = self.run(&x)?;
+        // `"maps": "u8"`: each layer's values as bytes for display (hex),
+        // a fifth of the exact numbers' size.
+        let bytes = match request.get("maps") {
+            None => false,
+            Some(v) if v == "u8" => true,
+            Some(v) if v == "exact" => false,
+            Some(_) => return Err(bad("\"maps\" must be \"exact\" or \"u8\"")),
+        };
+        let layers: Vec<Value> = outputs
+            .iter()
+            .map(|o| {
+                let (min, max) = min_max(o.output.data());
+                let mut layer = json!({
+                    "name": o.name, "kind": o.kind, "shape": &o.output.shape()[1..],
+                    "min": min, "max": max,
+                });
+                if bytes {
+                    layer["u8"] = Value::String(quantised_hex(o.output.data(), min, max));
+                } else {
+                    layer["data"] = json!(o.output.data());
+                }
+                layer
+            })
+            .collect();
+        let prediction = argmax(&probabilities);
+        Ok(json!({
+            "input": x,
+            "input_shape": self.info.input_shape,
+            "layers": layers,
+            "probabilities": probabilities,
+            "prediction": prediction,
+            "class": self.class_name(prediction),
+            "server_ms": start.elapsed().as_secs_f64() * 1000.0,
+        }))
+    }
+
+    /// `POST /api/unit`: how one output value of one layer was computed.
+    fn unit(&self, request: &Value) -> ApiResult<Value> {
+        let x = self.input(request)?;
+        let index = |key: &str| {
+            request
+                .get(key)
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+                .ok_or_else(|| bad(format!("\"{key}\" must be a whole number")))
+        };
+        let layer = index("layer")?;
+        let info = self.layers.get(layer).ok_or_else(|| {
+            bad(format!(
+                "\"layer\" must be below {} (the number of layers)",
+                self.layers.len()
+            ))
+        })?;
+        let shape = &info.shape;
+        let (channel, y, x_pos) = if shape.len() == 3 {
+            (index("channel")?, index("y")?, index("x")?)
+        } else {
+            (index("channel")?, 0, 0)
+        };
+        let unit_index = if shape.len() == 3 {
+            if channel >= shape[0] || y >= shape[1] || x_pos >= shape[2] {
+                return Err(bad(format!(
+                    "the unit ({channel}, {y}, {x_pos}) is outside the output {shape:?}"
+                )));
+            }
+            (channel * shape[1] + y) * shape[2] + x_pos
+        } else {
+            if channel >= shape.iter().product() {
+                return Err(bad(format!(
+                    "the unit {channel} is outside the output {shape:?}"
+                )));
+            }
+            channel
+        };
+        let (outputs, _) = self.run(&x)?;
+        let input: &[f32] = if layer == 0 {
+            &x
+        } else {
+            outputs[layer - 1].output.data()
+        };
+        let output = outputs[layer].output.data()[unit_index];
+        let mut reply = json!({
+            "layer": layer, "name": info.name, "kind": info.kind,
+            "unit": {"channel": channel, "y": y, "x": x_pos},
+            "input_layer": if layer == 0 { Value::from("input") } else { Value::from(outputs[layer - 1].name.clone()) },
+            "input_shape": info.input_shape,
+            "output": output,
+        });
+        let in_shape = &info.input_shape;
+        // The value at (c, iy, ix) of the input, or None in the padding.
+        let at = |c: usize, iy: isize, ix: isize| -> Option<f32> {
+            let (h, w) = (in_shape[1] as isize, in_shape[2] as isize);
+            ((0..h).contains(&iy) && (0..w).contains(&ix))
+                .then(|| input[(c * in_shape[1] + iy as usize) * in_shape[2] + ix as usize])
+        };
+        match &info.geometry {
+            Geometry::Conv {
+                weight,
+                bias,
+                shape: [_, cin, fh, fw],
+                stride,
+                pad,
+            } => {
+                let (y0, x0) = (
+                    (y * stride) as isize - *pad as isize,
+                    (x_pos * stride) as isize - *pad as isize,
+                );
+                let size = cin * fh * fw;
+                let filter = &weight[channel * size..(channel + 1) * size];
+                let mut patch = Vec::with_capacity(size);
+                let mut products = Vec::with_capacity(size);
+                let mut sum = 0.0f64;
+                for c in 0..*cin {
+                    for ky in 0..*fh {
+                        for kx in 0..*fw {
+                            let v = at(c, y0 + ky as isize, x0 + kx as isize).unwrap_or(0.0);
+                            let wv = filter[(c * fh + ky) * fw + kx];
+                            patch.push(v);
+                            products.push(v * wv);
+                            sum += v as f64 * wv as f64;
+                        }
+                    }
+                }
+                let b = bias[channel];
+                reply["window"] =
+                    json!({"y0": y0, "x0": x0, "height": fh, "width": fw, "channels": cin});
+                reply["patch"] = json!(patch);
+                reply["filter"] = json!(filter);
+                reply["products"] = json!(products);
+                reply["sum"] = json!(sum);
+                reply["bias"] = json!(b);
+                reply["total"] = json!(sum + b as f64);
+                // The ReLU after it, if the next layer is one.
+                if let Some(next) = self.layers.get(layer + 1).filter(|l| l.kind == "Relu") {
+                    reply["relu"] = json!({
+                        "name": next.name,
+                        "output": outputs[layer + 1].output.data()[unit_index],
+                    });
+                }
+            }
+            Geometry::MaxPool(p) | Geometry::AvgPool(p) => {
+                let (y0, x0) = (
+                    (y * p.stride) as isize - p.pad as isize,
+                    (x_pos * p.stride) as isize - p.pad as isize,
+                );
+                let mut values = Vec::with_capacity(p.size * p.size);
+                let mut best: Option<(usize, usize, f32)> = None;
+                for ky in 0..p.size {
+                    for kx in 0..p.size {
+                        let v = at(channel, y0 + ky as isize, x0 + kx as isize);
+                        if let Some(v) = v {
+                            if best.is_none_or(|(_, _, b)| v > b) {
+                                best = Some((ky, kx, v));
+                            }
+                        }
+                        values.push(v);
+                    }
+                }
+                reply["window"] =
+                    json!({"y0": y0, "x0": x0, "height": p.size, "width": p.size, "channels": 1});
+                reply["values"] = json!(values);
+                if matches!(info.geometry, Geometry::MaxPool(_)) {
+                    if let Some((ky, kx, v)) = best {
+                        reply["winner"] =
+                            json!({"y": y0 + ky as isize, "x": x0 + kx as isize, "value": v});
+                    }
+                }
+            }
+            Geometry::Other => {
+                if info.kind == "Relu"
+                    || info.kind == "Sigmoid"
+                    || info.kind == "Tanh"
+                    || info.kind == "Dropout"
+                {
+                    reply["input_value"] = json!(input[unit_index]);
+                }
+            }
+        }
+        Ok(reply)
+    }
+}
+
+/// `values` scaled from `[min, max]` to bytes 0..=255 (rounded), as two
+/// hex digits each: the page's maps need no more than its 256 colours.
+fn quantised_hex(values: &[f32], min: f32, max: f32) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let span = max - min;
+    let scale = if span > 0.0 { 255.0 / span } else { 0.0 };
+    let mut text = String::with_capacity(2 * values.len());
+    for &v in values {
+        let q = ((v - min) * scale).round().clamp(0.0, 255.0) as usize;
+        text.push(DIGITS[q >> 4] as char);
+        text.push(DIGITS[q & 15] as char);
+    }
+    text
+}
+
+fn parse(body: &[u8]) -> ApiResult<Value> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("the body is not valid JSON: {e}")))
+}
+
+/// Picks the samples: the first test images, with up to [`WRONG_SAMPLES`]
+/// of the first ones the network gets wrong among them.
+fn choose_samples(net: &mut Network<f32>, set: &Dataset) -> crate::Result<Vec<Sample>> {
+    let [c, h, w] = net.input_shape;
+    let len = c * h * w;
+    let count = set.len().min(500);
+    let mut data = Vec::with_capacity(count * len);
+    for i in 0..count {
+        data.extend_from_slice(set.image(i));
+    }
+    let x = Tensor::from_vec(&[count, c, h, w], data)?;
+    let scores = net.predict(&x, false)?;
+    let classes = scores.len() / count;
+    let predictions: Vec<usize> = scores.data().chunks(classes).map(argmax).collect();
+    let wrong: Vec<usize> = (0..count)
+        .filter(|&i| predictions[i] != set.labels[i] as usize)
+        .take(WRONG_SAMPLES)
+        .collect();
+    let right = (0..count)
+        .filter(|&i| predictions[i] == set.labels[i] as usize)
+        .take(SAMPLES - wrong.len());
+    let mut chosen: Vec<usize> = right.chain(wrong.iter().copied()).collect();
+    chosen.sort_unstable();
+    Ok(chosen
+        .into_iter()
+        .map(|i| Sample {
+            index: i,
+            label: set.labels[i] as usize,
+            prediction: predictions[i],
+            image: set.image(i).to_vec(),
+        })
+        .collect())
+}
