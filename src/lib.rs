@@ -28,6 +28,7 @@ pub mod gradient_check;
 pub mod init;
 pub mod kernels;
 pub mod layers;
+pub mod limits;
 pub mod networks;
 pub mod optim;
 pub mod parallel;
