@@ -20,7 +20,7 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::transpose_into;
-use crate::networks::{build_model, ModelOptions, Network};
+use crate::networks::{build_model_within, ModelOptions, Network};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use safetensors::{Dtype, SafeTensors};
@@ -128,6 +128,12 @@ pub fn read_info(bytes: &[u8], source: &str) -> Result<CheckpointInfo> {
             .ok_or_else(|| bad(format!("no '{key}' in its metadata")))
     };
     let model = get("model")?;
+    if model.len() > 4096 {
+        return Err(bad(format!(
+            "its model is {} bytes long; a name or spec is at most 4096",
+            model.len()
+        )));
+    }
     let options: ModelOptions = map
         .get("model_options")
         .map(|o| o.parse())
@@ -164,30 +170,61 @@ pub fn read_info(bytes: &[u8], source: &str) -> Result<CheckpointInfo> {
     })
 }
 
-/// Loads a checkpoint: rebuilds its model and fills in the saved weights.
+/// Loads a checkpoint: rebuilds its model and fills in the saved weights,
+/// refusing a model that needs more than the default memory limit
+/// ([`default_max_memory`](crate::limits::default_max_memory)).
 pub fn load(path: &Path) -> Result<(Network<f32>, CheckpointInfo)> {
+    load_within(path, crate::limits::default_max_memory())
+}
+
+/// [`load`] with a memory limit of `max_memory` bytes for the model.
+pub fn load_within(path: &Path, max_memory: u64) -> Result<(Network<f32>, CheckpointInfo)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let source = path.display().to_string();
-    let info = read_info(&bytes, &source)?;
-    let st = SafeTensors::deserialize(&bytes)
+    load_from_bytes(&bytes, &path.display().to_string(), max_memory)
+}
+
+/// Loads a checkpoint from its bytes; `source` names it in errors.
+///
+/// Everything is checked before it is used: the safetensors header (sizes
+/// and offsets within the file), the metadata, the model's sizes against
+/// `max_memory` (before any weight is allocated), and every tensor's type,
+/// shape and values — a NaN or infinite weight, or a negative running
+/// variance, is an error naming the tensor.
+pub fn load_from_bytes(
+    bytes: &[u8],
+    source: &str,
+    max_memory: u64,
+) -> Result<(Network<f32>, CheckpointInfo)> {
+    let info = read_info(bytes, source)?;
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::Data(format!("{source}: not a safetensors file: {e}")))?;
-    let mut net = build_model::<f32>(
+    let mut net = build_model_within::<f32>(
         &info.model,
         &info.options,
         info.input_shape,
         info.class_names.len(),
         &mut Rng::new(0),
-    )?;
+        max_memory,
+    )
+    .map_err(|e| Error::Data(format!("{source}: model {}: {}", info.model, e.detail())))?;
     for named in net.layers.iter_mut() {
         let kind = named.layer.kind();
         for p in named.layer.params() {
             let name = format!("{}.{}", named.name, p.name);
             let transposed = is_affine_weight(kind, p.name);
-            read_tensor(&st, &source, &name, p.value, transposed)?;
+            read_tensor(&st, source, &name, p.value, transposed)?;
         }
         for (buffer_name, buffer) in named.layer.buffers() {
             let name = format!("{}.{buffer_name}", named.name);
-            read_tensor(&st, &source, &name, buffer, false)?;
+            read_tensor(&st, source, &name, buffer, false)?;
+            if buffer_name.ends_with("var") {
+                if let Some(k) = buffer.data().iter().position(|&v| v < 0.0) {
+                    return Err(Error::Data(format!(
+                        "{source}: tensor {name} holds a negative variance ({}) at index {k}",
+                        buffer.data()[k]
+                    )));
+                }
+            }
         }
     }
     Ok((net, info))
@@ -223,11 +260,7 @@ fn read_tensor(
             view.shape()
         )));
     }
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let values = f32_values(source, name, view.data())?;
     let values = if transposed {
         transpose(&values, stored[0], stored[1])
     } else {
@@ -235,6 +268,22 @@ fn read_tensor(
     };
     *target = Tensor::from_vec(&ours, values)?;
     Ok(())
+}
+
+/// The little-endian f32 values of tensor `name`, refusing NaN and
+/// infinities.
+fn f32_values(source: &str, name: &str, bytes: &[u8]) -> Result<Vec<f32>> {
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Data(format!(
+            "{source}: tensor {name} holds a non-finite value ({}) at index {k}",
+            values[k]
+        )));
+    }
+    Ok(values)
 }
 
 /// An optimizer's state: named flat tensors, in order.
@@ -285,9 +334,16 @@ pub fn save_optimizer_state(path: &Path, epoch: usize, state: &[(String, Vec<f32
 /// Loads what [`save_optimizer_state`] wrote: the epoch and the state.
 pub fn load_optimizer_state(path: &Path) -> Result<(usize, OptimizerState)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let source = path.display().to_string();
+    parse_optimizer_state(&bytes, &path.display().to_string())
+}
+
+/// [`load_optimizer_state`] from the file's bytes; `source` names it in
+/// errors. Every tensor must be F32 and finite; whether the state fits a
+/// network is for [`check_state_fits`](crate::optim::check_state_fits) and
+/// the optimizer's [`load_state`](crate::optim::Optimizer::load_state).
+pub fn parse_optimizer_state(bytes: &[u8], source: &str) -> Result<(usize, OptimizerState)> {
     let bad = |what: String| Error::Data(format!("{source}: not an optimizer state: {what}"));
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
     let map = meta.metadata().clone().unwrap_or_default();
     let epoch = map
         .get("epoch")
@@ -297,16 +353,27 @@ pub fn load_optimizer_state(path: &Path) -> Result<(usize, OptimizerState)> {
         .get("order")
         .and_then(|o| serde_json::from_str(o).ok())
         .ok_or_else(|| bad("no order".into()))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    if order.len() != st.len() {
+        return Err(bad(format!(
+            "its order lists {} tensors, the file holds {}",
+            order.len(),
+            st.len()
+        )));
+    }
     let mut state = Vec::with_capacity(order.len());
     for name in order {
-        let mut values = Tensor::<f32>::default();
         let view = st
             .tensor(&name)
             .map_err(|_| bad(format!("tensor {name} is missing")))?;
-        values.resize(view.shape());
-        read_tensor(&st, &source, &name, &mut values, false)?;
-        state.push((name, values.into_data()));
+        if view.dtype() != Dtype::F32 {
+            return Err(Error::Data(format!(
+                "{source}: tensor {name} is {:?}, expected F32",
+                view.dtype()
+            )));
+        }
+        let values = f32_values(source, &name, view.data())?;
+        state.push((name, values));
     }
     Ok((epoch, state))
 }

@@ -29,6 +29,7 @@ pub mod init;
 pub mod kernels;
 pub mod layers;
 pub mod limits;
+pub mod metrics;
 pub mod networks;
 pub mod optim;
 pub mod parallel;

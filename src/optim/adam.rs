@@ -105,7 +105,8 @@ impl<T: Float> Optimizer<T> for Adam<T> {
     fn step(&mut self, params: &mut [Param<'_, T>]) {
         ensure_slots("Adam", &mut self.m, params);
         ensure_slots("Adam", &mut self.v, params);
-        self.iter += 1;
+        // A step count loaded from a file may be at the end of the range.
+        self.iter = self.iter.saturating_add(1);
         let AdamConfig { lr, beta1, beta2 } = self.config;
         // β^t in f64; the exponent saturates harmlessly (β^t is 0 long before).
         let t = i32::try_from(self.iter).unwrap_or(i32::MAX);
@@ -168,7 +169,7 @@ impl<T: Float> Optimizer<T> for Adam<T> {
                 "Adam state: 'iter' must be a whole number of steps, got {iter}"
             )));
         }
-        let [m, v] = read_slots(self.name(), rest, ["m", "v"])?;
+        let [m, v] = read_slots(self.name(), rest, ["m", "v"], &["v"])?;
         self.iter = iter as u64;
         self.m = m;
         self.v = v;

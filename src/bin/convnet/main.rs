@@ -8,6 +8,7 @@ mod data;
 mod drawing;
 mod gradcheck;
 mod image_input;
+mod memory;
 mod plot;
 mod predict;
 mod summary;
@@ -50,7 +51,12 @@ enum Command {
 
 /// Starts rayon's global thread pool (`None`: one thread per core) with
 /// subnormal floats flushed to zero on every thread (see `convnet::parallel::denormals`).
+/// A `--threads` far above the cores (see `convnet::limits::max_threads`)
+/// is refused before any thread starts.
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = threads {
+        convnet::limits::check_threads(n)?;
+    }
     convnet::parallel::denormals::thread_pool_with_flushed_denormals(threads)?;
     Ok(())
 }
@@ -68,7 +74,7 @@ pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 fn main() -> ExitCode {
     // A bug must still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("convnet: internal error: {info}");
+        eprintln!("convnet: internal error: {}", one_line(&info.to_string()));
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -99,9 +105,52 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // `{:#}` joins the error's causes on one line.
-            eprintln!("convnet: error: {e:#}");
+            // `{:#}` joins the error's causes; a cause may itself span
+            // lines (some image decoders'), so fold those too.
+            eprintln!("convnet: error: {}", one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `text` on one line: its lines trimmed, the empty ones dropped, the rest
+/// joined by a space (after a `:` or `.` at a line's end) or by `: `.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with([':', '.', ';', ',']) {
+                " "
+            } else {
+                ": "
+            });
+        }
+        out.push_str(line);
+    }
+    // Other vertical whitespace (\r alone, form feeds) as spaces.
+    out.replace(
+        ['\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}'],
+        " ",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn errors_are_folded_onto_one_line() {
+        assert_eq!(one_line("plain"), "plain");
+        assert_eq!(
+            one_line("cannot read image x.png: Format error decoding Png:\n  invalid signature\n"),
+            "cannot read image x.png: Format error decoding Png: invalid signature"
+        );
+        assert_eq!(one_line("a\n\n b \r\nc"), "a: b: c");
+        assert_eq!(
+            one_line("panicked at src/x.rs:1:2:\nboom"),
+            "panicked at src/x.rs:1:2: boom"
+        );
+        assert_eq!(one_line("cr\ronly"), "cr only");
+        assert!(!one_line("a\u{2028}b\u{85}c").contains(['\u{2028}', '\u{85}']));
     }
 }

@@ -28,6 +28,8 @@ pub struct PredictArgs {
     /// One JSON object per image instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    memory: crate::memory::MemoryArgs,
 }
 
 /// The files to classify: files as given, folders expanded (sorted).
@@ -59,7 +61,7 @@ fn image_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 
 pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
     crate::set_threads(None)?;
-    let (mut net, info) = checkpoint::load(&args.checkpoint)?;
+    let (mut net, info) = checkpoint::load_within(&args.checkpoint, args.memory.limit())?;
     let [c, h, w] = info.input_shape;
     anyhow::ensure!(args.top_k >= 1, "--top-k must be at least 1");
     for file in image_files(&args.images)? {

@@ -1,13 +1,14 @@
 //! `convnet train` and `convnet eval`.
 
 use crate::data::DataArgs;
+use crate::memory::MemoryArgs;
 use anyhow::Context;
 use clap::Args;
 use convnet::checkpoint::{self, CheckpointInfo};
 use convnet::init::Init;
-use convnet::networks::{build_model, model_info, ModelOptions};
-use convnet::optim::build;
+use convnet::networks::{build_model_within, model_info, plan_model, ModelOptions, Usage};
 use convnet::optim::OptimizerKind;
+use convnet::optim::{build, check_state_fits};
 use convnet::train::{
     evaluate, train_with_optimizer, EpochMetrics, Evaluation, Progress, TrainConfig,
 };
@@ -82,6 +83,8 @@ pub struct TrainArgs {
     /// otherwise. The model options come from the checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 #[derive(Args)]
@@ -100,6 +103,8 @@ pub struct EvalArgs {
     /// true class.
     #[arg(long)]
     plot: Option<PathBuf>,
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 fn metrics_json(m: &EpochMetrics) -> String {
@@ -171,9 +176,24 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
     );
     let mut rng = Rng::new(args.seed);
     let mut config = config;
+    let max_memory = args.memory.limit();
+    // The memory training needs: the model, the optimizer's state and a
+    // batch's activations (a batch is never larger than the data).
+    let training = Usage::training(
+        args.batch_size.min(data.train.len().max(1)),
+        args.optimizer.state_slots(),
+    );
+    let f32_bytes = std::mem::size_of::<f32>();
     let (mut net, mut info, optimizer_state) = match &args.resume {
         Some(path) => {
-            let (net, info) = checkpoint::load(path)?;
+            let (net, info) = checkpoint::load_within(path, max_memory)?;
+            plan_model(
+                &info.model,
+                &info.options,
+                info.input_shape,
+                info.class_names.len(),
+            )?
+            .check_memory(&training, max_memory, f32_bytes)?;
             let done: usize = info
                 .extra
                 .get("epoch")
@@ -194,6 +214,12 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
                 data.name,
                 input_shape
             );
+            anyhow::ensure!(
+                info.class_names.len() == classes,
+                "the checkpoint's model has {} classes, {} has {classes}",
+                info.class_names.len(),
+                data.name
+            );
             config.start_epoch = done;
             (net, info, Some(state))
         }
@@ -208,7 +234,17 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
                 hidden_size: args.hidden_size,
                 activation: args.activation.clone(),
             };
-            let net = build_model::<f32>(&args.model, &options, input_shape, classes, &mut rng)?;
+            // Every size is checked before anything is allocated.
+            plan_model(&args.model, &options, input_shape, classes)?
+                .check_memory(&training, max_memory, f32_bytes)?;
+            let net = build_model_within::<f32>(
+                &args.model,
+                &options,
+                input_shape,
+                classes,
+                &mut rng,
+                max_memory,
+            )?;
             let info = CheckpointInfo {
                 model: args.model.clone(),
                 options,
@@ -223,7 +259,19 @@ fn train_on_pool(args: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     let mut optimizer = build::<f32>(config.optimizer, config.learning_rate);
     if let Some(state) = &optimizer_state {
-        optimizer.load_state(state)?;
+        // A state file from another network, or with impossible values, is
+        // an error here rather than a panic in the first step.
+        let optim_path =
+            checkpoint::optimizer_path(args.resume.as_deref().unwrap_or(Path::new("")));
+        let params: Vec<(String, usize)> = net
+            .param_names()
+            .into_iter()
+            .zip(net.params().iter().map(|p| p.value.len()))
+            .collect();
+        let in_file =
+            |e: convnet::Error| anyhow::anyhow!("{}: {}", optim_path.display(), e.detail());
+        check_state_fits(state, &params).map_err(in_file)?;
+        optimizer.load_state(state).map_err(in_file)?;
     }
     let save_path = args.save.clone().or(args.resume.clone());
     if let Some(path) = &save_path {
@@ -359,14 +407,34 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         crate::drawing::check_png_path(path)?;
     }
     crate::set_threads(args.threads)?;
-    let (mut net, info) = checkpoint::load(&args.checkpoint)?;
+    let max_memory = args.memory.limit();
+    let (mut net, info) = checkpoint::load_within(&args.checkpoint, max_memory)?;
     let data = args.data.load()?;
+    anyhow::ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
+    plan_model(
+        &info.model,
+        &info.options,
+        info.input_shape,
+        info.class_names.len(),
+    )?
+    .check_memory(
+        &Usage::inference(args.batch_size.min(data.test.len().max(1))),
+        max_memory,
+        std::mem::size_of::<f32>(),
+    )?;
     anyhow::ensure!(
         data.test.input_shape() == info.input_shape,
         "the checkpoint's model takes {:?} images, {} has {:?}",
         info.input_shape,
         data.name,
         data.test.input_shape()
+    );
+    anyhow::ensure!(
+        info.class_names.len() == data.class_names.len(),
+        "the checkpoint's model has {} classes, {} has {}",
+        info.class_names.len(),
+        data.name,
+        data.class_names.len()
     );
     let eval = evaluate(&mut net, &data.test, args.batch_size)?;
     println!(
