@@ -70,6 +70,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Saves `net`'s parameters and `info` to `path` (atomically).
 pub fn save(net: &mut Network<f32>, info: &CheckpointInfo, path: &Path) -> Result<()> {
+    write_atomically(path, &to_bytes(net, info)?)
+}
+
+/// The bytes of the checkpoint [`save`] writes.
+pub fn to_bytes(net: &mut Network<f32>, info: &CheckpointInfo) -> Result<Vec<u8>> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for named in net.layers.iter_mut() {
         let kind = named.layer.kind();
@@ -112,9 +117,8 @@ pub fn save(net: &mut Network<f32>, info: &CheckpointInfo, path: &Path) -> Resul
         serde_json::to_string(&info.class_names).expect("strings serialise"),
     );
     metadata.insert("normalisation".into(), NORMALISATION.into());
-    let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata))
-        .map_err(|e| Error::Data(format!("cannot encode checkpoint: {e}")))?;
-    write_atomically(path, &bytes)
+    safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata))
+        .map_err(|e| Error::Data(format!("cannot encode checkpoint: {e}")))
 }
 
 /// Reads only the metadata of a checkpoint.
@@ -303,6 +307,11 @@ pub fn optimizer_path(model_path: &Path) -> std::path::PathBuf {
 /// [`Optimizer::state`](crate::optim::Optimizer::state)) after `epoch`
 /// epochs, atomically, as 1-D f32 tensors.
 pub fn save_optimizer_state(path: &Path, epoch: usize, state: &[(String, Vec<f32>)]) -> Result<()> {
+    write_atomically(path, &optimizer_state_to_bytes(epoch, state)?)
+}
+
+/// The bytes of the file [`save_optimizer_state`] writes.
+pub fn optimizer_state_to_bytes(epoch: usize, state: &[(String, Vec<f32>)]) -> Result<Vec<u8>> {
     let bytes: Vec<Vec<u8>> = state
         .iter()
         .map(|(_, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -325,10 +334,8 @@ pub fn save_optimizer_state(path: &Path, epoch: usize, state: &[(String, Vec<f32
             serde_json::to_string(&order).expect("strings serialise"),
         ),
     ]);
-    let encoded =
-        safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata))
-            .map_err(|e| Error::Data(format!("cannot encode optimizer state: {e}")))?;
-    write_atomically(path, &encoded)
+    safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata))
+        .map_err(|e| Error::Data(format!("cannot encode optimizer state: {e}")))
 }
 
 /// Loads what [`save_optimizer_state`] wrote: the epoch and the state.
