@@ -114,12 +114,15 @@ fn main() -> ExitCode {
 }
 
 /// `text` on one line: its lines trimmed, the empty ones dropped, the rest
-/// joined by a space (after a `:` or `.` at a line's end) or by `: `.
+/// joined by nothing (before a line that starts with `:`, `.`, ...), a
+/// space (after a `:` or `.` at a line's end) or `: `.
 fn one_line(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if !out.is_empty() {
-            out.push_str(if out.ends_with([':', '.', ';', ',']) {
+            out.push_str(if line.starts_with([':', '.', ';', ',', ')']) {
+                ""
+            } else if out.ends_with([':', '.', ';', ',']) {
                 " "
             } else {
                 ": "
@@ -146,6 +149,11 @@ mod tests {
             "cannot read image x.png: Format error decoding Png: invalid signature"
         );
         assert_eq!(one_line("a\n\n b \r\nc"), "a: b: c");
+        // The image crate's JPEG errors end in a newline before the cause.
+        assert_eq!(
+            one_line("Jpeg: I/O errors Not enough bytes\n: I/O errors Not enough bytes\n\n"),
+            "Jpeg: I/O errors Not enough bytes: I/O errors Not enough bytes"
+        );
         assert_eq!(
             one_line("panicked at src/x.rs:1:2:\nboom"),
             "panicked at src/x.rs:1:2: boom"

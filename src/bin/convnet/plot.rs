@@ -28,6 +28,13 @@ pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.metrics)
         .with_context(|| format!("cannot read {}", args.metrics.display()))?;
     let points = parse_metrics(&text, &args.metrics.display().to_string())?;
+    let canvas = draw_metrics(&points)?;
+    write_png(canvas, &args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The two charts of `points`, side by side.
+fn draw_metrics(points: &[EpochPoint]) -> anyhow::Result<Canvas> {
     let (width, height) = METRICS_PLOT_SIZE;
     let mut canvas = Canvas::new(width, height, convnet::visualize::WHITE);
     draw_on(&mut canvas, |area| {
@@ -38,7 +45,7 @@ pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
             .fold(0.0, f64::max);
         chart(
             &left,
-            &points,
+            points,
             "loss",
             "cross-entropy loss",
             (0.0, loss_max * 1.08),
@@ -53,7 +60,7 @@ pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
         let low = ((100.0 * acc_min - 1.0) / 5.0).floor().max(0.0) * 5.0;
         chart(
             &right,
-            &points,
+            points,
             "accuracy",
             "accuracy (%)",
             (low, 100.0),
@@ -61,8 +68,7 @@ pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
             |p| (100.0 * p.train_acc, 100.0 * p.test_acc),
         )
     })?;
-    write_png(canvas, &args.output)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(canvas)
 }
 
 /// `v` within ±1e15 (a chart of larger values says nothing more).
@@ -121,7 +127,10 @@ fn chart<DB: DrawingBackend>(
         let pick = |p: &EpochPoint| {
             let (train, test) = value(p);
             let y = if which == 0 { train } else { test };
-            (i64::from(p.epoch), clamp(y))
+            // Off the chart by at most its height: plotters' pixel
+            // arithmetic overflows for points very far outside.
+            let span = y_high - y_low;
+            (i64::from(p.epoch), y.clamp(y_low - span, y_high + span))
         };
         let line = ShapeStyle::from(&colour).stroke_width(2);
         chart
@@ -141,4 +150,63 @@ fn chart<DB: DrawingBackend>(
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            -2.0..2.0f64,
+            Just(0.0),
+            Just(1e308),
+            Just(-1e308),
+            Just(f64::MAX),
+            Just(f64::MIN_POSITIVE),
+            -1e300..1e300f64,
+        ]
+    }
+
+    fn point() -> impl Strategy<Value = EpochPoint> {
+        let epoch = prop_oneof![0..5u32, Just(u32::MAX), Just(u32::MAX - 1), any::<u32>()];
+        (epoch, value(), value(), value(), value()).prop_map(|(epoch, a, b, c, d)| EpochPoint {
+            epoch,
+            train_loss: a,
+            test_loss: b,
+            train_acc: c,
+            test_acc: d,
+        })
+    }
+
+    /// A metrics file of 0.0001 and 1e308, epoch 0 and 4294967295, used to
+    /// overflow plotters' pixel arithmetic (a panic).
+    #[test]
+    fn extreme_values_are_drawn() {
+        let extreme = |epoch, loss, acc| EpochPoint {
+            epoch,
+            train_loss: loss,
+            test_loss: -loss,
+            train_acc: acc,
+            test_acc: -acc,
+        };
+        draw_metrics(&[
+            extreme(0, 1e308, -1e300),
+            extreme(u32::MAX, f64::MAX, 1e300),
+        ])
+        .unwrap();
+        draw_metrics(&[extreme(7, 1.0, -1e300)]).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64)
+        ))]
+
+        #[test]
+        fn any_parsed_metrics_are_drawn(points in prop::collection::vec(point(), 1..4)) {
+            draw_metrics(&points).unwrap();
+        }
+    }
 }
