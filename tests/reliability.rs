@@ -227,6 +227,16 @@ fn threads_far_above_the_cores_are_refused_at_once() {
     }
 }
 
+/// `bench --seconds inf` measured forever.
+#[test]
+fn bench_refuses_endless_measurements() {
+    let line = fails_fast(&["bench", "--seconds", "inf"], 5);
+    assert!(
+        line.contains("--seconds must be a number of seconds"),
+        "{line}"
+    );
+}
+
 /// A checkpoint whose metadata declares huge sizes is refused before its
 /// model is built (it aborted: `memory allocation of N bytes failed`).
 #[test]
@@ -349,6 +359,34 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
             );
         }
     }
+}
+
+/// A negative running variance gave NaN outputs; it is refused too.
+#[test]
+fn a_negative_running_variance_is_refused() {
+    let dir = TempDir::new("negative-variance");
+    let data = tiny_dataset(dir.path());
+    let model = train_and_save(
+        &data,
+        &dir,
+        "bn.safetensors",
+        &["--model", "conv(2,3)-bn-relu-affine(10)"],
+    );
+    set_value(&model, "bn1.running_var", 1, -0.5);
+    let line = convnet_fails(
+        &[
+            "eval",
+            "--checkpoint",
+            model.to_str().unwrap(),
+            "--data",
+            &data,
+        ],
+        &[],
+    );
+    assert!(
+        line.contains("tensor bn1.running_var holds a negative variance (-0.5) at index 1"),
+        "{line}"
+    );
 }
 
 /// An optimizer state from another network made `train --resume` panic:
