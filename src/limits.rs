@@ -111,7 +111,7 @@ pub fn format_bytes(bytes: u128) -> String {
 /// more than [`MAX_THREADS_CAP`].
 pub fn max_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores.saturating_mul(4).max(64).min(MAX_THREADS_CAP)
+    cores.saturating_mul(4).clamp(64, MAX_THREADS_CAP)
 }
 
 /// Checks a `--threads` value: at least 1 and at most [`max_threads`].

@@ -445,9 +445,9 @@ fn plan_layer(layer: &LayerSpec, input: &[usize]) -> Result<LayerPlan> {
             same(4)?
         }
         LayerSpec::BatchNorm => {
-            let features = match input {
-                &[d] => d,
-                &[c, _, _] => c,
+            let features = match *input {
+                [d] => d,
+                [c, _, _] => c,
                 _ => {
                     return Err(Error::Shape(format!(
                         "BatchNorm expects (N, D) or (N, C, H, W) input, gets {} dimensions",
