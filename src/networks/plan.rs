@@ -100,7 +100,7 @@ impl Usage {
             batch: 1,
             training: false,
             optimizer_slots: 0,
-            threads: rayon::current_num_threads(),
+            threads: threads(),
         }
     }
 
@@ -119,7 +119,7 @@ impl Usage {
             batch,
             training: true,
             optimizer_slots,
-            threads: rayon::current_num_threads(),
+            threads: threads(),
         }
     }
 
@@ -134,6 +134,16 @@ impl Usage {
         } else {
             format!("for {images}")
         }
+    }
+}
+
+/// The threads that will each hold buffers: the current pool's inside one,
+/// else the cores (asking rayon outside a pool would start its global pool,
+/// and a later `build_global` would fail).
+fn threads() -> usize {
+    match rayon::current_thread_index() {
+        Some(_) => rayon::current_num_threads(),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
 }
 

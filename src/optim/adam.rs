@@ -252,6 +252,18 @@ mod tests {
     }
 
     #[test]
+    fn a_loaded_step_count_at_the_end_of_the_range_saturates() {
+        // 1e30 steps (a file's f32) used to overflow `iter += 1` (a panic
+        // with overflow checks on).
+        let (mut p, mut g) = tiny();
+        let mut opt = Adam::<f64>::default();
+        opt.load_state(&[("iter".to_string(), vec![1e30])]).unwrap();
+        step(&mut opt, &mut p, &mut g);
+        assert_eq!(opt.iterations(), u64::MAX);
+        assert!(p.data().iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
     fn load_state_rejects_bad_entries() {
         let mut opt = Adam::<f64>::default();
         assert!(opt.load_state(&[]).is_err());
