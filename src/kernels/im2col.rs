@@ -18,7 +18,7 @@
 //! gradient of `im2col`, so `<im2col(x), y> = <x, col2im(y)>`.
 //!
 //! ```
-//! use convnet::{im2col::im2col, Tensor};
+//! use convnet::{kernels::im2col::im2col, Tensor};
 //! // Book §7.4.3: 1 image of 3 channels, 7x7, a 5x5 filter -> (9, 75).
 //! let x = Tensor::<f32>::zeros(&[1, 3, 7, 7]);
 //! assert_eq!(im2col(&x, 5, 5, 1, 0).unwrap().shape(), &[9, 75]);
