@@ -83,7 +83,9 @@
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::kernels::transpose_into;
-use crate::networks::{build_from_spec, build_model, parse_spec, ModelOptions, Network};
+use crate::networks::{
+    build_from_spec_within, build_model_within, parse_spec, ModelOptions, Network,
+};
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 use safetensors::{Dtype, SafeTensors};
@@ -238,12 +240,15 @@ fn with_sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
 /// shape than the network's, or class names that are not one per class;
 /// no class names are saved as `0`, `1`, ...
 pub fn save(net: &mut Network<f32>, info: &CheckpointInfo, path: &Path) -> Result<()> {
+    write_atomically(path, &to_bytes(net, info)?)
+}
+
+/// The bytes of the checkpoint [`save`] writes.
+pub fn to_bytes(net: &mut Network<f32>, info: &CheckpointInfo) -> Result<Vec<u8>> {
     if info.input_shape != net.input_shape {
         return Err(Error::Config(format!(
-            "cannot save {}: the checkpoint's input shape {:?} is not the network's {:?}",
-            path.display(),
-            info.input_shape,
-            net.input_shape
+            "cannot save the checkpoint: its input shape {:?} is not the network's {:?}",
+            info.input_shape, net.input_shape
         )));
     }
     let classes = net.num_classes()?;
@@ -253,8 +258,7 @@ pub fn save(net: &mut Network<f32>, info: &CheckpointInfo, path: &Path) -> Resul
         info.class_names.clone()
     } else {
         return Err(Error::Config(format!(
-            "cannot save {}: {} class names for a network with {classes} classes",
-            path.display(),
+            "cannot save the checkpoint: {} class names for a network with {classes} classes",
             info.class_names.len()
         )));
     };
@@ -312,7 +316,7 @@ pub fn save(net: &mut Network<f32>, info: &CheckpointInfo, path: &Path) -> Resul
     );
     let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata))
         .map_err(|e| Error::Data(format!("cannot encode checkpoint: {e}")))?;
-    write_atomically(path, &with_sorted_header(bytes)?)
+    with_sorted_header(bytes)
 }
 
 /// Reads only the metadata of a checkpoint.
@@ -375,10 +379,29 @@ pub fn load_info(path: &Path) -> Result<CheckpointInfo> {
 /// the saved layer names, and fills in the saved weights. A network with a
 /// layer of your own is loaded with [`load_into`] instead.
 pub fn load(path: &Path) -> Result<(Network<f32>, CheckpointInfo)> {
+    load_within(path, crate::limits::default_max_memory())
+}
+
+/// [`load`] with a memory limit of `max_memory` bytes for the model.
+pub fn load_within(path: &Path, max_memory: u64) -> Result<(Network<f32>, CheckpointInfo)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let source = path.display().to_string();
-    let info = read_info(&bytes, &source)?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    load_from_bytes(&bytes, &path.display().to_string(), max_memory)
+}
+
+/// Loads a checkpoint from its bytes; `source` names it in errors.
+///
+/// Everything is checked before it is used: the safetensors header (sizes
+/// and offsets within the file), the metadata, the model's sizes against
+/// `max_memory` (before any weight is allocated), and every tensor's type,
+/// shape and values — a NaN or infinite weight, or a negative running
+/// variance, is an error naming the tensor.
+pub fn load_from_bytes(
+    bytes: &[u8],
+    source: &str,
+    max_memory: u64,
+) -> Result<(Network<f32>, CheckpointInfo)> {
+    let info = read_info(bytes, source)?;
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::Data(format!("{source}: not a safetensors file: {e}")))?;
     let meta = meta.metadata().clone().unwrap_or_default();
     let classes = info.class_names.len();
@@ -387,15 +410,23 @@ pub fn load(path: &Path) -> Result<(Network<f32>, CheckpointInfo)> {
             let layers = parse_spec(spec)
                 .map_err(|e| Error::Data(format!("{source}: its spec: {}", e.detail())))?;
             // The initialisation does not matter: every weight is overwritten.
-            build_from_spec::<f32>(&layers, info.input_shape, classes, Init::He, &mut Rng::new(0))
-                .map_err(|e| Error::Data(format!("{source}: its spec: {}", e.detail())))?
+            build_from_spec_within::<f32>(
+                &layers,
+                info.input_shape,
+                classes,
+                Init::He,
+                &mut Rng::new(0),
+                max_memory,
+            )
+            .map_err(|e| Error::Data(format!("{source}: its spec: {}", e.detail())))?
         }
-        None => build_model::<f32>(
+        None => build_model_within::<f32>(
             &info.model,
             &info.options,
             info.input_shape,
             classes,
             &mut Rng::new(0),
+            max_memory,
         )
         .map_err(|e| {
             Error::Data(format!(
@@ -419,9 +450,9 @@ pub fn load(path: &Path) -> Result<(Network<f32>, CheckpointInfo)> {
             named.name = name;
         }
     }
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::Data(format!("{source}: not a safetensors file: {e}")))?;
-    fill(&mut net, &st, &source)?;
+    fill(&mut net, &st, source)?;
     Ok((net, info))
 }
 
@@ -454,7 +485,16 @@ fn fill(net: &mut Network<f32>, st: &SafeTensors<'_>, source: &str) -> Result<()
         }
         for (buffer_name, buffer) in named.layer.buffers() {
             let name = format!("{}.{buffer_name}", named.name);
-            values.push(read_tensor(st, source, &name, buffer.shape(), false)?);
+            let value = read_tensor(st, source, &name, buffer.shape(), false)?;
+            if buffer_name.ends_with("var") {
+                if let Some(k) = value.data().iter().position(|&v| v < 0.0) {
+                    return Err(Error::Data(format!(
+                        "{source}: tensor {name} holds a negative variance ({}) at index {k}",
+                        value.data()[k]
+                    )));
+                }
+            }
+            values.push(value);
             expected.push(name);
         }
     }
@@ -513,17 +553,29 @@ fn read_tensor(
             view.shape()
         )));
     }
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let values = f32_values(source, name, view.data())?;
     let values = if transposed {
         transpose(&values, stored[0], stored[1])
     } else {
         values
     };
     Tensor::from_vec(ours, values)
+}
+
+/// The little-endian f32 values of tensor `name`, refusing NaN and
+/// infinities.
+fn f32_values(source: &str, name: &str, bytes: &[u8]) -> Result<Vec<f32>> {
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Data(format!(
+            "{source}: tensor {name} holds a non-finite value ({}) at index {k}",
+            values[k]
+        )));
+    }
+    Ok(values)
 }
 
 /// An optimizer's state: named flat tensors, in order.
@@ -638,12 +690,13 @@ pub struct TrainingState {
     pub optimizer_state: OptimizerState,
 }
 
-/// Loads what [`save_training_state`] wrote: the weights at `path`, their
+/// Loads what [`save_training_state`] wrote (the network within
+/// `max_memory` bytes, see [`load_within`]): the weights at `path`, their
 /// epoch, and the optimizer state of that same epoch (from
 /// `optimizer_path(path, epoch)`, or the unversioned file of an older
 /// checkpoint if it is of that epoch).
-pub fn load_training_state(path: &Path) -> Result<TrainingState> {
-    let (net, info) = load(path)?;
+pub fn load_training_state(path: &Path, max_memory: u64) -> Result<TrainingState> {
+    let (net, info) = load_within(path, max_memory)?;
     let number = |key: &str| -> Result<Option<usize>> {
         info.extra
             .get(key)
@@ -705,6 +758,15 @@ pub fn save_optimizer_state(
     batches_done: usize,
     state: &[(String, Vec<f32>)],
 ) -> Result<()> {
+    write_atomically(path, &optimizer_state_to_bytes(epoch, batches_done, state)?)
+}
+
+/// The bytes of the file [`save_optimizer_state`] writes.
+pub fn optimizer_state_to_bytes(
+    epoch: usize,
+    batches_done: usize,
+    state: &[(String, Vec<f32>)],
+) -> Result<Vec<u8>> {
     let bytes: Vec<Vec<u8>> = state
         .iter()
         .map(|(_, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -731,7 +793,7 @@ pub fn save_optimizer_state(
     let encoded =
         safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata))
             .map_err(|e| Error::Data(format!("cannot encode optimizer state: {e}")))?;
-    write_atomically(path, &with_sorted_header(encoded)?)
+    with_sorted_header(encoded)
 }
 
 /// What [`load_optimizer_state`] reads.
@@ -744,12 +806,19 @@ pub struct SavedOptimizerState {
     pub state: OptimizerState,
 }
 
-/// Loads what [`save_optimizer_state`] wrote: the epoch and the state.
+/// Loads what [`save_optimizer_state`] wrote: the position and the state.
 pub fn load_optimizer_state(path: &Path) -> Result<SavedOptimizerState> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let source = path.display().to_string();
+    parse_optimizer_state(&bytes, &path.display().to_string())
+}
+
+/// [`load_optimizer_state`] from the file's bytes; `source` names it in
+/// errors. Every tensor must be F32 and finite; whether the state fits a
+/// network is for [`check_state_fits`](crate::optim::check_state_fits) and
+/// the optimizer's [`load_state`](crate::optim::Optimizer::load_state).
+pub fn parse_optimizer_state(bytes: &[u8], source: &str) -> Result<SavedOptimizerState> {
     let bad = |what: String| Error::Data(format!("{source}: not an optimizer state: {what}"));
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
     let map = meta.metadata().clone().unwrap_or_default();
     let epoch = map
         .get("epoch")
@@ -763,14 +832,27 @@ pub fn load_optimizer_state(path: &Path) -> Result<SavedOptimizerState> {
         .get("order")
         .and_then(|o| serde_json::from_str(o).ok())
         .ok_or_else(|| bad("no order".into()))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    if order.len() != st.len() {
+        return Err(bad(format!(
+            "its order lists {} tensors, the file holds {}",
+            order.len(),
+            st.len()
+        )));
+    }
     let mut state = Vec::with_capacity(order.len());
     for name in order {
         let view = st
             .tensor(&name)
             .map_err(|_| bad(format!("tensor {name} is missing")))?;
-        let values = read_tensor(&st, &source, &name, view.shape(), false)?;
-        state.push((name, values.into_data()));
+        if view.dtype() != Dtype::F32 {
+            return Err(Error::Data(format!(
+                "{source}: tensor {name} is {:?}, expected F32",
+                view.dtype()
+            )));
+        }
+        let values = f32_values(source, &name, view.data())?;
+        state.push((name, values));
     }
     Ok(SavedOptimizerState {
         epoch,

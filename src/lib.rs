@@ -103,6 +103,8 @@ pub mod gradient_check;
 pub mod init;
 pub mod kernels;
 pub mod layers;
+pub mod limits;
+pub mod metrics;
 pub mod networks;
 #[cfg(feature = "onnx")]
 pub mod onnx;

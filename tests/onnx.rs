@@ -149,7 +149,8 @@ fn an_imported_network_is_a_checkpoint_that_loads_again() {
             net.predict(&x, false).unwrap().data()
         );
         // --resume finds the epoch and its (empty) optimizer state.
-        let state = checkpoint::load_training_state(&path).unwrap();
+        let state =
+            checkpoint::load_training_state(&path, convnet::limits::default_max_memory()).unwrap();
         assert_eq!((state.epoch, state.optimizer_state.len()), (0, 0));
     }
 }
@@ -202,7 +203,12 @@ fn export_import_train_on_the_command_line() {
         ],
         &[&back],
     );
-    assert_eq!(checkpoint::load_training_state(&back).unwrap().epoch, 1);
+    assert_eq!(
+        checkpoint::load_training_state(&back, convnet::limits::default_max_memory())
+            .unwrap()
+            .epoch,
+        1
+    );
     // A broken file is one line.
     let broken = dir.join("broken.onnx");
     std::fs::write(&broken, &std::fs::read(&onnx).unwrap()[..100]).unwrap();

@@ -52,17 +52,34 @@ pub const CLASSES: [&str; 10] = [
     "truck",
 ];
 
-/// Parses the records of one or more concatenated batch files.
+/// Parses the records of one batch file (or several concatenated);
+/// `source` names it in errors, which also give the record's index within it.
 pub fn parse_records(bytes: &[u8], source: &str) -> Result<Dataset> {
-    if bytes.is_empty() || bytes.len() % RECORD_LEN != 0 {
-        return Err(Error::Data(format!(
-            "{source}: {} bytes is not a whole number of CIFAR-10 records ({RECORD_LEN} bytes each)",
-            bytes.len()
-        )));
-    }
+    check_records(bytes, source)?;
     let count = bytes.len() / RECORD_LEN;
     let mut images = Vec::with_capacity(count * (RECORD_LEN - 1));
     let mut labels = Vec::with_capacity(count);
+    append_records(bytes, &mut images, &mut labels);
+    Dataset::new(images, labels, 3, 32, 32, 10)
+}
+
+/// Checks that `bytes` are whole records with labels 0-9.
+fn check_records(bytes: &[u8], source: &str) -> Result<()> {
+    if bytes.is_empty() || bytes.len() % RECORD_LEN != 0 {
+        let whole = bytes.len() / RECORD_LEN;
+        let detail = if bytes.is_empty() {
+            "the file is empty".to_string()
+        } else {
+            format!(
+                "record {whole} is cut short after {} of its {RECORD_LEN} bytes",
+                bytes.len() % RECORD_LEN
+            )
+        };
+        return Err(Error::Data(format!(
+            "{source}: {} bytes is not a whole number of CIFAR-10 records ({RECORD_LEN} bytes each): {detail}",
+            bytes.len()
+        )));
+    }
     for (i, record) in bytes.chunks_exact(RECORD_LEN).enumerate() {
         if record[0] > 9 {
             return Err(Error::Data(format!(
@@ -70,14 +87,22 @@ pub fn parse_records(bytes: &[u8], source: &str) -> Result<Dataset> {
                 record[0]
             )));
         }
+    }
+    Ok(())
+}
+
+/// Appends checked records' labels and pixels (scaled to [0, 1]).
+fn append_records(bytes: &[u8], images: &mut Vec<f32>, labels: &mut Vec<u8>) {
+    for record in bytes.chunks_exact(RECORD_LEN) {
         labels.push(record[0]);
         images.extend(record[1..].iter().map(|&b| b as f32 / 255.0));
     }
-    Dataset::new(images, labels, 3, 32, 32, 10)
 }
 
+/// Reads the batch files `names` of `dir` into one data set; an error names
+/// the file and the record within it.
 fn read(dir: &Path, names: &[&str]) -> Result<Dataset> {
-    let mut bytes = Vec::new();
+    let mut files = Vec::with_capacity(names.len());
     for name in names {
         let path = dir.join(name);
         if !path.is_file() {
@@ -87,14 +112,27 @@ fn read(dir: &Path, names: &[&str]) -> Result<Dataset> {
                 TRAIN_FILES.join(", ")
             )));
         }
-        bytes.extend(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        check_records(&bytes, &path.display().to_string())?;
+        files.push(bytes);
     }
-    parse_records(&bytes, &dir.join(names[0]).display().to_string())
+    let count: usize = files.iter().map(|b| b.len() / RECORD_LEN).sum();
+    let mut images = Vec::with_capacity(count * (RECORD_LEN - 1));
+    let mut labels = Vec::with_capacity(count);
+    for bytes in &files {
+        append_records(bytes, &mut images, &mut labels);
+    }
+    Dataset::new(images, labels, 3, 32, 32, 10)
 }
 
-/// True if `dir` looks like a CIFAR-10 binary folder.
+/// True if `dir` looks like a CIFAR-10 binary folder: it holds one of the
+/// batch files (so that a folder missing `data_batch_1.bin` is reported as
+/// an incomplete CIFAR-10 folder, not as a folder without IDX files).
 pub fn is_cifar10_dir(dir: &Path) -> bool {
-    dir.join(TRAIN_FILES[0]).is_file()
+    TRAIN_FILES
+        .iter()
+        .chain([&TEST_FILE])
+        .any(|name| dir.join(name).is_file())
 }
 
 /// Reads the five training batches and the test batch in `dir`.
@@ -137,6 +175,42 @@ mod tests {
         assert!(matches!(parse_records(&bytes, "t"), Err(Error::Data(_))));
         assert!(parse_records(&record(10, 0, 0, 0), "t").is_err());
         assert!(parse_records(&[], "t").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_record_within_it() {
+        let dir = crate::data::idx::tests::TempDir::new("cifar-errors");
+        for (k, name) in TRAIN_FILES.iter().enumerate() {
+            let mut bytes = record(k as u8, 0, 0, 0);
+            bytes.extend(record(1, 0, 0, 0));
+            if k == 3 {
+                // The second record of the fourth file has label 12.
+                bytes[RECORD_LEN] = 12;
+            }
+            std::fs::write(dir.0.join(name), bytes).unwrap();
+        }
+        std::fs::write(dir.0.join(TEST_FILE), record(8, 1, 2, 3)).unwrap();
+        let e = load_cifar10_dir(&dir.0).err().unwrap().to_string();
+        assert!(e.contains("data_batch_4.bin: record 1 has label 12"), "{e}");
+        // A file cut short names the record that is cut.
+        let mut cut = record(1, 0, 0, 0);
+        cut.extend(&record(2, 0, 0, 0)[..100]);
+        std::fs::write(dir.0.join(TRAIN_FILES[3]), cut).unwrap();
+        let e = load_cifar10_dir(&dir.0).err().unwrap().to_string();
+        assert!(
+            e.contains("data_batch_4.bin: 3173 bytes")
+                && e.contains("record 1 is cut short after 100 of its 3073 bytes"),
+            "{e}"
+        );
+        // Without data_batch_1.bin the folder is still a CIFAR-10 one, and
+        // the message says which file is missing.
+        std::fs::remove_file(dir.0.join(TRAIN_FILES[0])).unwrap();
+        assert!(is_cifar10_dir(&dir.0));
+        let e = crate::data::load_dir(&dir.0).err().unwrap().to_string();
+        assert!(
+            e.contains("data_batch_1.bin is missing: a CIFAR-10 folder holds"),
+            "{e}"
+        );
     }
 
     #[test]

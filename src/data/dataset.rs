@@ -63,12 +63,15 @@ impl Dataset {
                  and {num_classes} classes"
             )));
         }
-        let image_len = channels * height * width;
-        if images.len() != labels.len() * image_len {
+        let needed = channels
+            .checked_mul(height)
+            .and_then(|n| n.checked_mul(width))
+            .and_then(|n| n.checked_mul(labels.len()));
+        if needed != Some(images.len()) {
+            let needed = needed.map_or_else(|| "too many".to_string(), |n| n.to_string());
             return Err(Error::Shape(format!(
-                "{} labels need {} pixels of {channels}x{height}x{width} images, got {}",
+                "{} labels need {needed} pixels of {channels}x{height}x{width} images, got {}",
                 labels.len(),
-                labels.len() * image_len,
                 images.len()
             )));
         }

@@ -125,25 +125,46 @@ pub fn read_idx_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     }
 }
 
+/// The most bytes a gzipped IDX file may unpack to: 2 GiB (MNIST's largest
+/// file is 47 MB). More is refused as it is reached, not after.
+pub const MAX_GUNZIPPED_LEN: usize = 2 << 30;
+
 /// Returns `bytes` gunzipped if they start with the gzip magic `1f 8b`, and
 /// unchanged (borrowed) otherwise. `source` names the data in error messages.
+/// At most [`MAX_GUNZIPPED_LEN`] bytes are unpacked.
 pub fn gunzip_if_compressed<'a>(bytes: &'a [u8], source: &str) -> Result<Cow<'a, [u8]>> {
+    gunzip_at_most(bytes, source, MAX_GUNZIPPED_LEN)
+}
+
+/// [`gunzip_if_compressed`] unpacking at most `max_len` bytes: a stream
+/// that unpacks to more (a "gzip bomb") is an error once `max_len` is
+/// passed, so no more than about `max_len` bytes are ever allocated.
+pub fn gunzip_at_most<'a>(bytes: &'a [u8], source: &str, max_len: usize) -> Result<Cow<'a, [u8]>> {
     if !bytes.starts_with(&GZIP_MAGIC) {
         return Ok(Cow::Borrowed(bytes));
     }
     // The gzip trailer holds the uncompressed size modulo 2^32: a good guess
-    // for the capacity, capped (deflate expands at most ~1032x) so that a
-    // corrupt trailer cannot ask for an absurd allocation.
+    // for the capacity, capped (deflate expands at most ~1032x, and never
+    // beyond the limit) so that a corrupt trailer cannot ask for an absurd
+    // allocation.
     let hint = match bytes.len() {
         n if n >= 18 => {
             u32::from_le_bytes([bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]]) as usize
         }
         _ => 0,
     };
-    let mut out = Vec::with_capacity(hint.min(bytes.len().saturating_mul(1032)));
+    let capacity = hint.min(bytes.len().saturating_mul(1032)).min(max_len);
+    let mut out = Vec::with_capacity(capacity);
+    let limit = u64::try_from(max_len).unwrap_or(u64::MAX).saturating_add(1);
     flate2::read::MultiGzDecoder::new(bytes)
+        .take(limit)
         .read_to_end(&mut out)
         .map_err(|e| Error::Data(format!("{source}: corrupt gzip data ({e})")))?;
+    if out.len() > max_len {
+        return Err(Error::Data(format!(
+            "{source}: gzip data unpacks to more than {max_len} bytes, the limit for an IDX file"
+        )));
+    }
     Ok(Cow::Owned(out))
 }
 
@@ -419,5 +440,21 @@ pub(crate) mod tests {
         // Just the magic.
         let msg = data_err(gunzip_if_compressed(&GZIP_MAGIC, "magic-only"));
         assert!(msg.contains("magic-only"), "{msg}");
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_limit() {
+        // 10 MB of zeros pack into ~10 KB; unpacking stops at the limit.
+        let bomb = gzip(&vec![0u8; 10_000_000]);
+        assert!(bomb.len() < 100_000);
+        let msg = data_err(gunzip_at_most(&bomb, "bomb.gz", 1_000_000));
+        assert!(
+            msg.contains("bomb.gz") && msg.contains("more than 1000000 bytes"),
+            "{msg}"
+        );
+        assert_eq!(
+            gunzip_at_most(&bomb, "bomb.gz", 10_000_000).unwrap().len(),
+            10_000_000
+        );
     }
 }

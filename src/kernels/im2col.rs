@@ -51,7 +51,11 @@ pub fn output_size(input: usize, filter: usize, stride: usize, pad: usize) -> Re
     if filter == 0 {
         return Err(Error::Geometry("filter size must be at least 1".into()));
     }
-    let padded = input + 2 * pad;
+    let Some(padded) = pad.checked_mul(2).and_then(|p| p.checked_add(input)) else {
+        return Err(Error::Geometry(format!(
+            "padding {pad} on an input of {input} is too large to count"
+        )));
+    };
     if filter > padded {
         return Err(Error::Geometry(format!(
             "filter of size {filter} is larger than the padded input {input} + 2·{pad} = {padded}"
@@ -109,7 +113,10 @@ impl ConvGeometry {
         };
         // One image's col must fit in memory; this also keeps every index
         // product below usize::MAX.
-        let col_len = (g.out_h as u128) * (g.out_w as u128) * (g.col_width() as u128);
+        let col_len = [g.out_h, g.out_w, channels, filter_h, filter_w]
+            .iter()
+            .try_fold(1u128, |acc, &v| acc.checked_mul(v as u128))
+            .unwrap_or(u128::MAX);
         if col_len > MAX_COL_LEN {
             return Err(Error::Geometry(format!(
                 "{}x{} output with {}x{} filters over {channels} channels needs {col_len} im2col values per image, more than the limit {MAX_COL_LEN}",

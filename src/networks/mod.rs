@@ -1,6 +1,7 @@
 //! Networks: a sequential container and the book's models.
 
 pub mod fusion;
+pub mod plan;
 pub mod profile;
 pub mod reference;
 pub mod sequential;
@@ -8,9 +9,10 @@ pub mod simple_convnet;
 pub mod spec;
 pub mod summary;
 
+pub use plan::{plan_spec, ModelPlan, Usage};
 pub use sequential::{LayerOutput, NamedLayer, Network};
-pub use simple_convnet::{simple_convnet, SimpleConvNetConfig};
-pub use spec::{build_from_spec, parse_spec, LayerSpec};
+pub use simple_convnet::{simple_convnet, simple_convnet_layers, SimpleConvNetConfig};
+pub use spec::{build_from_spec, build_from_spec_within, parse_spec, LayerSpec};
 
 use crate::error::{Error, Result};
 use crate::init::Init;
@@ -177,42 +179,35 @@ impl FromStr for ModelOptions {
     }
 }
 
-/// Builds a model by name — `simple`, one of [`MODELS`], or a [spec](mod@spec)
-/// such as `conv(16,3)-relu-maxpool(2)-affine(10)` — for images of
-/// `input_shape` (C, H, W) and `num_classes` classes, with `options`
-/// overriding its default sizes, initialisation and activation.
+/// The layers of a model given by name — `simple`, one of [`MODELS`], or a
+/// [spec](mod@spec) — with `options` applied, and the initialisation its
+/// weights get. Nothing is built.
 ///
 /// ```
-/// use convnet::networks::{build_model, ModelOptions};
-/// use convnet::Rng;
-/// let options = ModelOptions::default();
-/// let net = build_model::<f32>("simple", &options, [1, 28, 28], 10, &mut Rng::new(0)).unwrap();
-/// assert_eq!(net.layers.len(), 6);
-/// assert!(build_model::<f32>("resnet", &options, [1, 28, 28], 10, &mut Rng::new(0)).is_err());
+/// use convnet::networks::{resolve_model, ModelOptions, LayerSpec};
+/// let options = ModelOptions { hidden_size: Some(50), ..Default::default() };
+/// let (layers, _) = resolve_model("simple", &options, 10).unwrap();
+/// assert_eq!(layers.len(), 6);
+/// assert_eq!(layers[3], LayerSpec::Affine { outputs: 50 });
 /// ```
-pub fn build_model<T: Float>(
+pub fn resolve_model(
     name: &str,
     options: &ModelOptions,
-    input_shape: [usize; 3],
     num_classes: usize,
-    rng: &mut Rng,
-) -> Result<Network<T>> {
+) -> Result<(Vec<LayerSpec>, Init)> {
     match name {
         "simple" => {
             let d = SimpleConvNetConfig::default();
-            simple_convnet(
-                &SimpleConvNetConfig {
-                    input_shape,
-                    filters: options.filters.unwrap_or(d.filters),
-                    filter_size: options.filter_size.unwrap_or(d.filter_size),
-                    pad: options.pad.unwrap_or(d.pad),
-                    stride: options.stride.unwrap_or(d.stride),
-                    hidden_size: options.hidden_size.unwrap_or(d.hidden_size),
-                    output_size: num_classes,
-                    init: options.init.unwrap_or(d.init),
-                },
-                rng,
-            )
+            let layers = simple_convnet_layers(&SimpleConvNetConfig {
+                filters: options.filters.unwrap_or(d.filters),
+                filter_size: options.filter_size.unwrap_or(d.filter_size),
+                stride: options.stride.unwrap_or(d.stride),
+                pad: options.pad.unwrap_or(d.pad),
+                hidden_size: options.hidden_size.unwrap_or(d.hidden_size),
+                output_size: num_classes,
+                ..d.clone()
+            });
+            Ok((layers, options.init.unwrap_or(d.init)))
         }
         named if model_info(named).is_some() => {
             let info = model_info(named).expect("checked");
@@ -229,17 +224,79 @@ pub fn build_model<T: Float>(
                 .spec
                 .replace("{act}", activation)
                 .replace("{classes}", &num_classes.to_string());
-            let layers = parse_spec(&spec)?;
-            let init = options.init.unwrap_or(info.init);
-            build_from_spec(&layers, input_shape, num_classes, init, rng)
+            Ok((parse_spec(&spec)?, options.init.unwrap_or(info.init)))
         }
         spec if spec.contains('(') || spec.contains('-') => {
-            let layers = parse_spec(spec)?;
-            build_from_spec(&layers, input_shape, num_classes, options.init.unwrap_or(Init::He), rng)
+            Ok((parse_spec(spec)?, options.init.unwrap_or(Init::He)))
         }
         other => Err(Error::Config(format!(
             "unknown model '{other}' (expected one of: {}, or a spec such as conv(30,5)-relu-maxpool(2)-affine(10))",
             MODEL_NAMES.join(", ")
         ))),
     }
+}
+
+/// Every layer's sizes for the model `name` (see [`resolve_model`]) on
+/// images of `input_shape` and `num_classes` classes, worked out without
+/// building it (see [`plan`]).
+pub fn plan_model(
+    name: &str,
+    options: &ModelOptions,
+    input_shape: [usize; 3],
+    num_classes: usize,
+) -> Result<ModelPlan> {
+    let (layers, _) = resolve_model(name, options, num_classes)?;
+    plan_spec(&layers, input_shape, num_classes)
+}
+
+/// Builds a model by name — `simple`, one of [`MODELS`], or a [spec](mod@spec)
+/// such as `conv(16,3)-relu-maxpool(2)-affine(10)` — for images of
+/// `input_shape` (C, H, W) and `num_classes` classes, with `options`
+/// overriding its default sizes, initialisation and activation.
+///
+/// Its sizes are [planned](plan) first and checked against the default
+/// memory limit ([`default_max_memory`](crate::limits::default_max_memory));
+/// [`build_model_within`] takes another.
+///
+/// ```
+/// use convnet::networks::{build_model, ModelOptions};
+/// use convnet::Rng;
+/// let options = ModelOptions::default();
+/// let net = build_model::<f32>("simple", &options, [1, 28, 28], 10, &mut Rng::new(0)).unwrap();
+/// assert_eq!(net.layers.len(), 6);
+/// assert!(build_model::<f32>("resnet", &options, [1, 28, 28], 10, &mut Rng::new(0)).is_err());
+/// ```
+pub fn build_model<T: Float>(
+    name: &str,
+    options: &ModelOptions,
+    input_shape: [usize; 3],
+    num_classes: usize,
+    rng: &mut Rng,
+) -> Result<Network<T>> {
+    let limit = crate::limits::default_max_memory();
+    build_model_within(name, options, input_shape, num_classes, rng, limit)
+}
+
+/// [`build_model`], refusing a model that needs more than `max_memory`
+/// bytes to build and run one image (see [`ModelPlan::check_memory`])
+/// before anything is allocated.
+///
+/// ```
+/// use convnet::networks::{build_model_within, ModelOptions};
+/// use convnet::Rng;
+/// let options = ModelOptions { hidden_size: Some(10_000_000_000), ..Default::default() };
+/// let e = build_model_within::<f32>("simple", &options, [1, 28, 28], 10, &mut Rng::new(0), 1 << 30);
+/// let e = e.err().unwrap().to_string();
+/// assert!(e.starts_with("layer 4 (fc1, affine(10000000000)): needs "), "{e}");
+/// ```
+pub fn build_model_within<T: Float>(
+    name: &str,
+    options: &ModelOptions,
+    input_shape: [usize; 3],
+    num_classes: usize,
+    rng: &mut Rng,
+    max_memory: u64,
+) -> Result<Network<T>> {
+    let (layers, init) = resolve_model(name, options, num_classes)?;
+    build_from_spec_within(&layers, input_shape, num_classes, init, rng, max_memory)
 }

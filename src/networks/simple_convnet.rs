@@ -22,12 +22,11 @@
 //! assert_eq!(net.num_params(), 433_890);
 //! ```
 
+use super::spec::{build_from_spec, LayerSpec};
 use super::Network;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::init::Init;
-use crate::layers::{
-    Affine, AffineConfig, Convolution, ConvolutionConfig, MaxPooling, PoolingConfig, Relu,
-};
+use crate::layers::PoolingConfig;
 use crate::rng::Rng;
 use crate::tensor::Float;
 
@@ -67,55 +66,40 @@ impl Default for SimpleConvNetConfig {
     }
 }
 
-/// Builds the book's SimpleConvNet with weights drawn from `rng`.
+/// SimpleConvNet as a [spec](super::spec):
+/// `conv(F,K,stride=S,pad=P)-relu-maxpool(2)-affine(H)-relu-affine(classes)`.
+pub fn simple_convnet_layers(config: &SimpleConvNetConfig) -> Vec<LayerSpec> {
+    vec![
+        LayerSpec::Conv {
+            filters: config.filters,
+            size: config.filter_size,
+            stride: config.stride,
+            pad: config.pad,
+        },
+        LayerSpec::Relu,
+        LayerSpec::MaxPool(PoolingConfig::default()),
+        LayerSpec::Affine {
+            outputs: config.hidden_size,
+        },
+        LayerSpec::Relu,
+        LayerSpec::Affine {
+            outputs: config.output_size,
+        },
+    ]
+}
+
+/// Builds the book's SimpleConvNet with weights drawn from `rng`
+/// (conv1, relu1, pool1, fc1, relu2, fc2); its sizes are checked first, as
+/// [`build_from_spec`] does.
 pub fn simple_convnet<T: Float>(config: &SimpleConvNetConfig, rng: &mut Rng) -> Result<Network<T>> {
-    let mut net = Network::new(config.input_shape);
-    net.push(
-        "conv1",
-        Convolution::new(
-            &ConvolutionConfig {
-                in_channels: config.input_shape[0],
-                filters: config.filters,
-                filter_size: config.filter_size,
-                stride: config.stride,
-                pad: config.pad,
-                init: config.init,
-            },
-            rng,
-        )?,
-    )?;
-    net.push("relu1", Relu::new())?;
-    net.push("pool1", MaxPooling::new(&PoolingConfig::default()))?;
-    let pooled: usize = net.output_shape_for(1)?.iter().product();
-    if config.hidden_size == 0 || config.output_size == 0 {
-        return Err(Error::Config(
-            "hidden and output sizes must be at least 1".into(),
-        ));
-    }
-    net.push(
-        "fc1",
-        Affine::new(
-            &AffineConfig {
-                inputs: pooled,
-                outputs: config.hidden_size,
-                init: config.init,
-            },
-            rng,
-        ),
-    )?;
-    net.push("relu2", Relu::new())?;
-    net.push(
-        "fc2",
-        Affine::new(
-            &AffineConfig {
-                inputs: config.hidden_size,
-                outputs: config.output_size,
-                init: config.init,
-            },
-            rng,
-        ),
-    )?;
-    Ok(net)
+    let layers = simple_convnet_layers(config);
+    build_from_spec(
+        &layers,
+        config.input_shape,
+        config.output_size,
+        config.init,
+        rng,
+    )
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@
 //! assert!(parse_spec("conv(30,5)-softmax").is_err());
 //! ```
 
+use super::plan::{name_prefix, plan_spec, Usage};
 use super::Network;
 use crate::error::{Error, Result};
 use crate::init::Init;
@@ -301,6 +302,11 @@ pub fn parse_spec(spec: &str) -> Result<Vec<LayerSpec>> {
 /// Builds the network a parsed spec describes, for images of `input_shape`
 /// and `num_classes` classes; convolutions and affine layers draw their
 /// weights with `init`, dropout layers get generators forked from `rng`.
+///
+/// The sizes are [planned](super::plan) first: an impossible geometry, or a
+/// network that needs more memory than the default limit
+/// ([`default_max_memory`](crate::limits::default_max_memory)), is an error
+/// before any weight is allocated. [`build_from_spec_within`] takes another limit.
 pub fn build_from_spec<T: Float>(
     layers: &[LayerSpec],
     input_shape: [usize; 3],
@@ -308,21 +314,27 @@ pub fn build_from_spec<T: Float>(
     init: Init,
     rng: &mut Rng,
 ) -> Result<Network<T>> {
+    let limit = crate::limits::default_max_memory();
+    build_from_spec_within(layers, input_shape, num_classes, init, rng, limit)
+}
+
+/// [`build_from_spec`] with a memory limit of `max_memory` bytes for
+/// building the network and running one image through it.
+pub fn build_from_spec_within<T: Float>(
+    layers: &[LayerSpec],
+    input_shape: [usize; 3],
+    num_classes: usize,
+    init: Init,
+    rng: &mut Rng,
+    max_memory: u64,
+) -> Result<Network<T>> {
+    let plan = plan_spec(layers, input_shape, num_classes)?;
+    plan.check_memory(&Usage::build(), max_memory, std::mem::size_of::<T>())?;
     let mut net = Network::new(input_shape);
     let mut counts: HashMap<&'static str, usize> = HashMap::new();
     for (position, layer) in layers.iter().enumerate() {
         let shape = net.output_shape_for(1)?;
-        let prefix = match layer {
-            LayerSpec::Conv { .. } => "conv",
-            LayerSpec::MaxPool(_) | LayerSpec::AvgPool(_) | LayerSpec::GlobalAvgPool => "pool",
-            LayerSpec::Affine { .. } => "fc",
-            LayerSpec::Relu => "relu",
-            LayerSpec::Sigmoid => "sigmoid",
-            LayerSpec::Tanh => "tanh",
-            LayerSpec::Dropout { .. } => "dropout",
-            LayerSpec::Lrn(_) => "lrn",
-            LayerSpec::BatchNorm { .. } => "bn",
-        };
+        let prefix = name_prefix(layer);
         let count = counts.entry(prefix).or_insert(0);
         *count += 1;
         let name = format!("{prefix}{count}");

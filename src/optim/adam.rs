@@ -107,7 +107,8 @@ impl<T: Float> Optimizer<T> for Adam<T> {
     fn step(&mut self, params: &mut [Param<'_, T>]) {
         ensure_slots("Adam", &mut self.m, params);
         ensure_slots("Adam", &mut self.v, params);
-        self.iter += 1;
+        // A step count loaded from a file may be at the end of the range.
+        self.iter = self.iter.saturating_add(1);
         let AdamConfig { lr, beta1, beta2 } = self.config;
         // β^t in f64; the exponent saturates harmlessly (β^t is 0 long before).
         let t = i32::try_from(self.iter).unwrap_or(i32::MAX);
@@ -170,7 +171,7 @@ impl<T: Float> Optimizer<T> for Adam<T> {
                 "Adam state: 'iter' must be a whole number of steps, got {iter}"
             )));
         }
-        let [m, v] = read_slots(self.name(), rest, ["m", "v"])?;
+        let [m, v] = read_slots(self.name(), rest, ["m", "v"], &["v"])?;
         self.iter = iter as u64;
         self.m = m;
         self.v = v;
@@ -250,6 +251,18 @@ mod tests {
             Adam::<f64>::default().state(),
             [("iter".to_string(), vec![0.0])]
         );
+    }
+
+    #[test]
+    fn a_loaded_step_count_at_the_end_of_the_range_saturates() {
+        // 1e30 steps (a file's f32) used to overflow `iter += 1` (a panic
+        // with overflow checks on).
+        let (mut p, mut g) = tiny();
+        let mut opt = Adam::<f64>::default();
+        opt.load_state(&[("iter".to_string(), vec![1e30])]).unwrap();
+        step(&mut opt, &mut p, &mut g);
+        assert_eq!(opt.iterations(), u64::MAX);
+        assert!(p.data().iter().all(|v| v.is_finite()));
     }
 
     #[test]

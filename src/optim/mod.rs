@@ -43,6 +43,7 @@ pub use momentum::{Momentum, MomentumConfig};
 pub use nesterov::{Nesterov, NesterovConfig};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use sgd::{Sgd, SgdConfig};
+pub use state::check_state_fits;
 
 use crate::error::{Error, Result};
 use crate::layers::Param;
@@ -134,6 +135,16 @@ impl OptimizerKind {
             OptimizerKind::AdaGrad => "adagrad",
             OptimizerKind::RmsProp => "rmsprop",
             OptimizerKind::Adam => "adam",
+        }
+    }
+
+    /// Tensors the optimizer keeps per parameter: 0 for SGD, 2 for Adam
+    /// (`m` and `v`), 1 for the others.
+    pub fn state_slots(self) -> usize {
+        match self {
+            OptimizerKind::Sgd => 0,
+            OptimizerKind::Adam => 2,
+            _ => 1,
         }
     }
 

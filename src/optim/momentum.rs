@@ -110,7 +110,7 @@ impl<T: Float> Optimizer<T> for Momentum<T> {
     }
 
     fn load_state(&mut self, state: &[(String, Vec<T>)]) -> Result<()> {
-        let [v] = read_slots(self.name(), state, ["v"])?;
+        let [v] = read_slots(self.name(), state, ["v"], &[])?;
         self.v = v;
         Ok(())
     }

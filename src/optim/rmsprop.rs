@@ -113,7 +113,7 @@ impl<T: Float> Optimizer<T> for RmsProp<T> {
     }
 
     fn load_state(&mut self, state: &[(String, Vec<T>)]) -> Result<()> {
-        let [h] = read_slots(self.name(), state, ["h"])?;
+        let [h] = read_slots(self.name(), state, ["h"], &["h"])?;
         self.h = h;
         Ok(())
     }

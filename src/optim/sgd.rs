@@ -96,7 +96,7 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
     }
 
     fn load_state(&mut self, state: &[(String, Vec<T>)]) -> Result<()> {
-        read_slots::<T, 0>(self.name(), state, []).map(|_| ())
+        read_slots::<T, 0>(self.name(), state, [], &[]).map(|_| ())
     }
 }
 

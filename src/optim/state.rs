@@ -94,13 +94,16 @@ pub(super) fn push_slots<T: Float>(
 /// Reads the buffers written by [`push_slots`] for each prefix in turn
 /// (all `prefixes[0]` entries, then all `prefixes[1]` entries, ...).
 ///
-/// Checks the entry names and that the buffers of one parameter all have the
-/// same length; returns the buffers of each prefix. With no prefixes (an
+/// Checks the entry names, that the buffers of one parameter all have the
+/// same length, that every value is finite, and that the buffers of the
+/// prefixes in `non_negative` (sums and averages of squares) hold no
+/// negative value; returns the buffers of each prefix. With no prefixes (an
 /// optimizer without state), `state` must be empty.
 pub(super) fn read_slots<T: Float, const K: usize>(
     optimizer: &str,
     state: &[(String, Vec<T>)],
     prefixes: [&str; K],
+    non_negative: &[&str],
 ) -> Result<[Vec<Vec<T>>; K]> {
     let mut out: [Vec<Vec<T>>; K] = std::array::from_fn(|_| Vec::new());
     if K == 0 {
@@ -130,6 +133,20 @@ pub(super) fn read_slots<T: Float, const K: usize>(
                     j * n + i
                 )));
             }
+            if let Some(k) = data.iter().position(|v| !v.as_f64().is_finite()) {
+                return Err(Error::Config(format!(
+                    "{optimizer} state: '{name}' holds a non-finite value ({}) at index {k}",
+                    data[k].as_f64()
+                )));
+            }
+            if non_negative.contains(prefix) {
+                if let Some(k) = data.iter().position(|v| v.as_f64() < 0.0) {
+                    return Err(Error::Config(format!(
+                        "{optimizer} state: '{name}' holds a negative value ({}) at index {k}; it sums squares and cannot be negative",
+                        data[k].as_f64()
+                    )));
+                }
+            }
             slots.push(data.clone());
         }
     }
@@ -146,4 +163,67 @@ pub(super) fn read_slots<T: Float, const K: usize>(
         }
     }
     Ok(out)
+}
+
+/// Checks an optimizer's saved state (see
+/// [`Optimizer::state`](super::Optimizer::state)) against the parameters it
+/// is to update, given as `(name, number of values)` in the network's order:
+/// every `<prefix>.<i>` entry must belong to a parameter `i` and have its
+/// size, and every prefix must cover all the parameters (or the state must
+/// hold none, as before the first step). Anything else — a state file from
+/// another network — is an [`Error::Config`] naming the entry and the
+/// parameter, instead of a panic on the next step.
+///
+/// ```
+/// use convnet::optim::check_state_fits;
+/// let params = [("fc1.weight".to_string(), 6), ("fc1.bias".to_string(), 2)];
+/// let good = [("v.0".to_string(), vec![0.0f32; 6]), ("v.1".to_string(), vec![0.0; 2])];
+/// check_state_fits(&good, &params).unwrap();
+/// let other = [("v.0".to_string(), vec![0.0f32; 5]), ("v.1".to_string(), vec![0.0; 2])];
+/// let e = check_state_fits(&other, &params).unwrap_err().to_string();
+/// assert!(e.contains("'v.0' has 5 values but parameter 0 (fc1.weight) has 6"), "{e}");
+/// ```
+pub fn check_state_fits<T: Float>(
+    state: &[(String, Vec<T>)],
+    params: &[(String, usize)],
+) -> Result<()> {
+    let mut per_prefix: Vec<(&str, usize)> = Vec::new();
+    for (name, data) in state {
+        if name == "iter" {
+            continue;
+        }
+        let parsed = name
+            .rsplit_once('.')
+            .and_then(|(prefix, i)| Some((prefix, i.parse::<usize>().ok()?)));
+        let Some((prefix, i)) = parsed else {
+            return Err(Error::Config(format!(
+                "optimizer state entry '{name}' is not named <buffer>.<parameter index>"
+            )));
+        };
+        let Some((param, len)) = params.get(i) else {
+            return Err(Error::Config(format!(
+                "optimizer state entry '{name}' is for parameter {i}, but the network has {} parameters (the state is from another network)",
+                params.len()
+            )));
+        };
+        if data.len() != *len {
+            return Err(Error::Config(format!(
+                "optimizer state entry '{name}' has {} values but parameter {i} ({param}) has {len} (the state is from another network)",
+                data.len()
+            )));
+        }
+        match per_prefix.iter_mut().find(|(p, _)| *p == prefix) {
+            Some((_, count)) => *count += 1,
+            None => per_prefix.push((prefix, 1)),
+        }
+    }
+    for (prefix, count) in per_prefix {
+        if count != params.len() {
+            return Err(Error::Config(format!(
+                "optimizer state holds {count} '{prefix}' entries, but the network has {} parameters (the state is from another network)",
+                params.len()
+            )));
+        }
+    }
+    Ok(())
 }

@@ -92,15 +92,14 @@ pub fn pool_builder_with_flushed_denormals() -> rayon::ThreadPoolBuilder {
 
 /// Makes rayon's global pool (`threads` workers, or one per core), with
 /// denormals flushed on every worker and on the calling thread. An error if
-/// `threads` is 0 or the global pool already exists (it can be made once
-/// per process, and rayon makes it at the first parallel loop).
+/// `threads` is 0 or above [`max_threads`](crate::limits::max_threads), or
+/// if the global pool already exists (it can be made once per process, and
+/// rayon makes it at the first parallel loop).
 pub fn thread_pool_with_flushed_denormals(threads: Option<usize>) -> crate::Result<()> {
     flush_denormals();
     let mut builder = pool_builder_with_flushed_denormals();
     if let Some(n) = threads {
-        if n == 0 {
-            return Err(crate::Error::Config("--threads must be at least 1".into()));
-        }
+        crate::limits::check_threads(n)?;
         builder = builder.num_threads(n);
     }
     builder

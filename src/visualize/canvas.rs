@@ -18,7 +18,32 @@ pub struct Canvas {
     pixels: Vec<u8>,
 }
 
+/// The widest or tallest picture [`Canvas::checked`] makes, in pixels.
+pub const MAX_SIDE: usize = 32_768;
+/// The most pixels [`Canvas::checked`] makes: 2^26 (192 MiB of RGB).
+pub const MAX_PIXELS: usize = 1 << 26;
+
 impl Canvas {
+    /// A picture filled with `background`, or an error if it would be
+    /// larger than [`MAX_SIDE`] a side or [`MAX_PIXELS`] in all (a network
+    /// with very many or very large feature maps), before it is allocated.
+    ///
+    /// ```
+    /// use convnet::visualize::{Canvas, WHITE};
+    /// assert!(Canvas::checked(640, 480, WHITE).is_ok());
+    /// let e = Canvas::checked(442, 420_046, WHITE).unwrap_err().to_string();
+    /// assert!(e.contains("442×420046"), "{e}");
+    /// ```
+    pub fn checked(width: usize, height: usize, background: Rgb) -> crate::Result<Self> {
+        let pixels = width.checked_mul(height);
+        if width > MAX_SIDE || height > MAX_SIDE || pixels.is_none_or(|p| p > MAX_PIXELS) {
+            return Err(crate::Error::Config(format!(
+                "the picture would be {width}×{height} pixels, more than the limit of {MAX_SIDE} pixels a side and {MAX_PIXELS} pixels in all"
+            )));
+        }
+        Ok(Canvas::new(width, height, background))
+    }
+
     /// A picture filled with `background`.
     pub fn new(width: usize, height: usize, background: Rgb) -> Self {
         let pixels = background

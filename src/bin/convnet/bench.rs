@@ -13,7 +13,7 @@
 use crate::summary::default_shape;
 use clap::Args;
 use convnet::kernels::gemm::{matmul, MatMut, MatRef};
-use convnet::networks::{build_model, summary::summarize, ModelOptions};
+use convnet::networks::{build_model_within, plan_model, summary::summarize, ModelOptions, Usage};
 use convnet::optim::{build, OptimizerKind};
 use convnet::{Rng, Tensor};
 use std::process::ExitCode;
@@ -51,6 +51,8 @@ pub struct BenchArgs {
     scaling: bool,
     #[command(flatten)]
     reference: crate::ReferenceFlag,
+    #[command(flatten)]
+    memory: crate::memory::MemoryArgs,
 }
 
 /// Runs `step` repeatedly for about `seconds` (at least 3 times after one
@@ -120,6 +122,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.inference_batches.iter().all(|&b| b >= 1),
         "inference batch sizes must be at least 1"
     );
+    anyhow::ensure!(
+        args.seconds.is_finite() && args.seconds >= 0.0,
+        "--seconds must be a number of seconds, got {}",
+        args.seconds
+    );
+    // Every model's sizes, for the training batch and the largest inference
+    // batch, before any time is spent measuring.
+    for model in &args.model {
+        let (shape, classes) = default_shape(model);
+        let plan = plan_model(model, &ModelOptions::default(), shape, classes)?;
+        let largest = args.inference_batches.iter().copied().max().unwrap_or(1);
+        let f32_bytes = std::mem::size_of::<f32>();
+        let limit = args.memory.limit();
+        plan.check_memory(&Usage::training(args.batch_size, 2), limit, f32_bytes)?;
+        plan.check_memory(&Usage::inference(largest), limit, f32_bytes)?;
+    }
     let threads = rayon::current_num_threads();
     let peak = gemm_gflops(args.seconds.min(2.0))?;
     if args.json {
@@ -146,7 +164,14 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
     let mut rng = Rng::new(0);
     let (shape, classes) = default_shape(model);
     let options = ModelOptions::default();
-    let mut net = build_model::<f32>(model, &options, shape, classes, &mut rng)?;
+    let mut net = build_model_within::<f32>(
+        model,
+        &options,
+        shape,
+        classes,
+        &mut rng,
+        args.memory.limit(),
+    )?;
     args.reference.apply(&mut net);
     let flops = summarize(&mut net)?.total_flops as f64;
     let mut optimizer = build::<f32>(OptimizerKind::Adam, None);

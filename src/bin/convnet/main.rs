@@ -10,6 +10,7 @@ mod confusion_plot;
 mod data;
 mod drawing;
 mod gradcheck;
+mod memory;
 mod onnx;
 mod outputs;
 mod plot;
@@ -95,7 +96,12 @@ impl ReferenceFlag {
 /// subnormal floats flushed to zero on every thread (see
 /// `convnet::parallel::denormals`). The library's training, evaluation and
 /// `convnet::parallel::run_fast` then run on it, its workers kept awake.
+/// A `--threads` far above the cores (see `convnet::limits::max_threads`)
+/// is refused before any thread starts.
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = threads {
+        convnet::limits::check_threads(n)?;
+    }
     convnet::parallel::denormals::thread_pool_with_flushed_denormals(threads)?;
     Ok(())
 }
@@ -104,7 +110,7 @@ fn main() -> ExitCode {
     die_quietly_on_closed_pipe();
     // A bug must still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("convnet: internal error: {info}");
+        eprintln!("convnet: internal error: {}", fold_lines(&info.to_string()));
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -126,8 +132,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // `{:#}` joins the error's causes on one line.
-            eprintln!("convnet: error: {e:#}");
+            // `{:#}` joins the error's causes; a cause may itself span
+            // lines (some image decoders'), so fold those too.
+            eprintln!("convnet: error: {}", fold_lines(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -224,9 +231,33 @@ fn die_quietly_on_closed_pipe() {
     }
 }
 
+/// `text` on one line: its lines trimmed, the empty ones dropped, the rest
+/// joined by nothing (before a line that starts with `:`, `.`, ...), a
+/// space (after a `:` or `.` at a line's end) or `: `.
+fn fold_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(if line.starts_with([':', '.', ';', ',', ')']) {
+                ""
+            } else if out.ends_with([':', '.', ';', ',']) {
+                " "
+            } else {
+                ": "
+            });
+        }
+        out.push_str(line);
+    }
+    // Other vertical whitespace (\r alone, form feeds) as spaces.
+    out.replace(
+        ['\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}'],
+        " ",
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{command_path, one_line};
+    use super::{command_path, fold_lines, one_line};
 
     #[test]
     fn clap_errors_become_one_line_with_their_tips() {
@@ -258,5 +289,28 @@ mod tests {
             "convnet visualize filters"
         );
         assert_eq!(path(&["--", "train"]), "convnet");
+    }
+
+    #[test]
+    fn errors_are_folded_onto_one_line() {
+        assert_eq!(fold_lines("plain"), "plain");
+        assert_eq!(
+            fold_lines(
+                "cannot read image x.png: Format error decoding Png:\n  invalid signature\n"
+            ),
+            "cannot read image x.png: Format error decoding Png: invalid signature"
+        );
+        assert_eq!(fold_lines("a\n\n b \r\nc"), "a: b: c");
+        // The image crate's JPEG errors end in a newline before the cause.
+        assert_eq!(
+            fold_lines("Jpeg: I/O errors Not enough bytes\n: I/O errors Not enough bytes\n\n"),
+            "Jpeg: I/O errors Not enough bytes: I/O errors Not enough bytes"
+        );
+        assert_eq!(
+            fold_lines("panicked at src/x.rs:1:2:\nboom"),
+            "panicked at src/x.rs:1:2: boom"
+        );
+        assert_eq!(fold_lines("cr\ronly"), "cr only");
+        assert!(!fold_lines("a\u{2028}b\u{85}c").contains(['\u{2028}', '\u{85}']));
     }
 }

@@ -5,10 +5,10 @@
 use crate::drawing::{check_png_path, draw_on, text_style, write_png, FONT};
 use anyhow::Context;
 use clap::Args;
+use convnet::metrics::{parse_metrics, EpochPoint};
 use convnet::visualize::Canvas;
 use plotters::prelude::*;
-use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The picture's size in pixels.
@@ -23,55 +23,18 @@ pub struct PlotArgs {
     output: PathBuf,
 }
 
-/// One line of a metrics file.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct EpochPoint {
-    epoch: u32,
-    train_loss: f64,
-    test_loss: f64,
-    train_acc: f64,
-    test_acc: f64,
-}
-
-/// Parses the metrics file's text; an error names the line at fault.
-fn parse_metrics(text: &str, source: &Path) -> anyhow::Result<Vec<EpochPoint>> {
-    let mut points = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{} line {}", source.display(), index + 1);
-        let value: Value =
-            serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
-        let number = |key: &str| {
-            value
-                .get(key)
-                .and_then(Value::as_f64)
-                .filter(|v| v.is_finite())
-                .with_context(|| format!("{}: no number '{key}'", at()))
-        };
-        let epoch = value
-            .get("epoch")
-            .and_then(Value::as_u64)
-            .and_then(|e| u32::try_from(e).ok())
-            .with_context(|| format!("{}: no whole number 'epoch'", at()))?;
-        points.push(EpochPoint {
-            epoch,
-            train_loss: number("train_loss")?,
-            test_loss: number("test_loss")?,
-            train_acc: number("train_acc")?,
-            test_acc: number("test_acc")?,
-        });
-    }
-    anyhow::ensure!(!points.is_empty(), "{} holds no epochs", source.display());
-    Ok(points)
-}
-
 pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
     check_png_path(&args.output)?;
     let text = std::fs::read_to_string(&args.metrics)
         .with_context(|| format!("cannot read {}", args.metrics.display()))?;
-    let points = parse_metrics(&text, &args.metrics)?;
+    let points = parse_metrics(&text, &args.metrics.display().to_string())?;
+    let canvas = draw_metrics(&points)?;
+    write_png(canvas, &args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The two charts of `points`, side by side.
+fn draw_metrics(points: &[EpochPoint]) -> anyhow::Result<Canvas> {
     let (width, height) = METRICS_PLOT_SIZE;
     let mut canvas = Canvas::new(width, height, convnet::visualize::WHITE);
     draw_on(&mut canvas, |area| {
@@ -82,7 +45,7 @@ pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
             .fold(0.0, f64::max);
         chart(
             &left,
-            &points,
+            points,
             "loss",
             "cross-entropy loss",
             (0.0, loss_max * 1.08),
@@ -97,7 +60,7 @@ pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
         let low = ((100.0 * acc_min - 1.0) / 5.0).floor().max(0.0) * 5.0;
         chart(
             &right,
-            &points,
+            points,
             "accuracy",
             "accuracy (%)",
             (low, 100.0),
@@ -105,8 +68,12 @@ pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
             |p| (100.0 * p.train_acc, 100.0 * p.test_acc),
         )
     })?;
-    write_png(canvas, &args.output)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(canvas)
+}
+
+/// `v` within ±1e15 (a chart of larger values says nothing more).
+fn clamp(v: f64) -> f64 {
+    v.clamp(-1e15, 1e15)
 }
 
 /// One chart: the train and test values `value(point)` against the epoch.
@@ -119,13 +86,16 @@ fn chart<DB: DrawingBackend>(
     legend_at: SeriesLabelPosition,
     value: impl Fn(&EpochPoint) -> (f64, f64),
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let first = points.iter().map(|p| p.epoch).min().unwrap_or(1);
+    // Epochs as i64 and values within ±1e15, so that no file (epoch
+    // 4294967295, a loss of 1e308) can overflow the axes' arithmetic.
+    let first = points.iter().map(|p| i64::from(p.epoch)).min().unwrap_or(1);
     let last = points
         .iter()
-        .map(|p| p.epoch)
+        .map(|p| i64::from(p.epoch))
         .max()
         .unwrap_or(1)
         .max(first + 1);
+    let (y_low, y_high) = (clamp(y_low), clamp(y_high));
     let y_high = if y_high > y_low { y_high } else { y_low + 1.0 };
     // Enough decimals to tell the tick labels apart.
     let decimals = match y_high - y_low {
@@ -156,7 +126,11 @@ fn chart<DB: DrawingBackend>(
     for (name, colour, which) in series {
         let pick = |p: &EpochPoint| {
             let (train, test) = value(p);
-            (p.epoch, if which == 0 { train } else { test })
+            let y = if which == 0 { train } else { test };
+            // Off the chart by at most its height: plotters' pixel
+            // arithmetic overflows for points very far outside.
+            let span = y_high - y_low;
+            (i64::from(p.epoch), y.clamp(y_low - span, y_high + span))
         };
         let line = ShapeStyle::from(&colour).stroke_width(2);
         chart
@@ -181,19 +155,58 @@ fn chart<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            -2.0..2.0f64,
+            Just(0.0),
+            Just(1e308),
+            Just(-1e308),
+            Just(f64::MAX),
+            Just(f64::MIN_POSITIVE),
+            -1e300..1e300f64,
+        ]
+    }
+
+    fn point() -> impl Strategy<Value = EpochPoint> {
+        let epoch = prop_oneof![0..5u32, Just(u32::MAX), Just(u32::MAX - 1), any::<u32>()];
+        (epoch, value(), value(), value(), value()).prop_map(|(epoch, a, b, c, d)| EpochPoint {
+            epoch,
+            train_loss: a,
+            test_loss: b,
+            train_acc: c,
+            test_acc: d,
+        })
+    }
+
+    /// A metrics file of 0.0001 and 1e308, epoch 0 and 4294967295, used to
+    /// overflow plotters' pixel arithmetic (a panic).
     #[test]
-    fn reads_the_lines_train_writes_and_names_a_bad_one() {
-        let good = r#"{"epoch":1,"train_loss":0.5,"train_acc":0.8,"test_loss":0.4,"test_acc":0.85,"seconds":1.0}"#;
-        let text = format!("{good}\n\n{}\n", good.replace("\"epoch\":1", "\"epoch\":2"));
-        let points = parse_metrics(&text, Path::new("m.jsonl")).unwrap();
-        assert_eq!(points.len(), 2);
-        assert_eq!(points[1].epoch, 2);
-        assert_eq!(points[0].test_acc, 0.85);
-        let bad = format!("{good}\n{{\"epoch\":2}}\n");
-        let e = parse_metrics(&bad, Path::new("m.jsonl")).unwrap_err();
-        assert_eq!(e.to_string(), "m.jsonl line 2: no number 'train_loss'");
-        let e = parse_metrics("", Path::new("m.jsonl")).unwrap_err();
-        assert_eq!(e.to_string(), "m.jsonl holds no epochs");
+    fn extreme_values_are_drawn() {
+        let extreme = |epoch, loss, acc| EpochPoint {
+            epoch,
+            train_loss: loss,
+            test_loss: -loss,
+            train_acc: acc,
+            test_acc: -acc,
+        };
+        draw_metrics(&[
+            extreme(0, 1e308, -1e300),
+            extreme(u32::MAX, f64::MAX, 1e300),
+        ])
+        .unwrap();
+        draw_metrics(&[extreme(7, 1.0, -1e300)]).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64)
+        ))]
+
+        #[test]
+        fn any_parsed_metrics_are_drawn(points in prop::collection::vec(point(), 1..4)) {
+            draw_metrics(&points).unwrap();
+        }
     }
 }

@@ -29,6 +29,8 @@ pub struct PredictArgs {
     json: bool,
     #[command(flatten)]
     reference: crate::ReferenceFlag,
+    #[command(flatten)]
+    memory: crate::memory::MemoryArgs,
 }
 
 /// The files to classify: files as given, folders expanded (sorted).
@@ -60,7 +62,7 @@ fn image_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 
 pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
     crate::set_threads(None)?;
-    let (mut net, info) = checkpoint::load(&args.checkpoint)?;
+    let (mut net, info) = checkpoint::load_within(&args.checkpoint, args.memory.limit())?;
     args.reference.apply(&mut net);
     anyhow::ensure!(args.top_k >= 1, "--top-k must be at least 1");
     for file in image_files(&args.images)? {

@@ -1,7 +1,7 @@
 //! `convnet summary`: each layer's output shape, parameters and FLOPs.
 
 use clap::Args;
-use convnet::networks::{build_model, model_info, summary::summarize, ModelOptions};
+use convnet::networks::{build_model_within, model_info, summary::summarize, ModelOptions};
 use convnet::Rng;
 use std::process::ExitCode;
 
@@ -23,6 +23,8 @@ pub struct SummaryArgs {
     activation: Option<String>,
     #[command(flatten)]
     reference: crate::ReferenceFlag,
+    #[command(flatten)]
+    memory: crate::memory::MemoryArgs,
 }
 
 /// `C,H,W` → `[C, H, W]`.
@@ -49,7 +51,15 @@ pub fn run(args: SummaryArgs) -> anyhow::Result<ExitCode> {
     };
     let input = args.input.unwrap_or(shape);
     let classes = args.classes.unwrap_or(classes);
-    let mut net = build_model::<f32>(&args.model, &options, input, classes, &mut Rng::new(0))?;
+    let limit = args.memory.limit();
+    let mut net = build_model_within::<f32>(
+        &args.model,
+        &options,
+        input,
+        classes,
+        &mut Rng::new(0),
+        limit,
+    )?;
     args.reference.apply(&mut net);
     println!(
         "{}{} on {:?} input, {classes} classes",

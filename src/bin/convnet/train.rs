@@ -1,12 +1,13 @@
 //! `convnet train` and `convnet eval`.
 
 use crate::data::DataArgs;
+use crate::memory::MemoryArgs;
 use clap::Args;
 use convnet::checkpoint::{self, CheckpointInfo};
 use convnet::init::Init;
-use convnet::networks::{build_model, model_info, ModelOptions};
-use convnet::optim::build;
+use convnet::networks::{build_model_within, model_info, plan_model, ModelOptions, Usage};
 use convnet::optim::OptimizerKind;
+use convnet::optim::{build, check_state_fits};
 use convnet::train::{
     evaluate, train_with_optimizer, EpochMetrics, EpochPosition, Evaluation, Progress, StopFlag,
     TrainConfig,
@@ -91,6 +92,8 @@ pub struct TrainArgs {
     resume: Option<PathBuf>,
     #[command(flatten)]
     reference: crate::ReferenceFlag,
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 #[derive(Args)]
@@ -113,6 +116,8 @@ pub struct EvalArgs {
     plot: Option<PathBuf>,
     #[command(flatten)]
     reference: crate::ReferenceFlag,
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 fn metrics_json(m: &EpochMetrics) -> String {
@@ -229,12 +234,13 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         ],
         &crate::outputs::training_inputs(args.resume.as_deref(), args.data.folder()),
     )?;
+    let max_memory = args.memory.limit();
     // A resumed run's network, metadata and optimizer state; its model name
     // sets the default learning rate.
     let resumed = args
         .resume
         .as_deref()
-        .map(checkpoint::load_training_state)
+        .map(|path| checkpoint::load_training_state(path, max_memory))
         .transpose()?;
     let model = match &resumed {
         Some(state) => {
@@ -301,6 +307,13 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let classes = data.class_names.len();
     let fingerprint = data.fingerprint();
     let mut rng = Rng::new(args.seed);
+    // The memory training needs: the model, the optimizer's state and a
+    // batch's activations (a batch is never larger than the data).
+    let training = Usage::training(
+        args.batch_size.min(data.train.len().max(1)),
+        args.optimizer.state_slots(),
+    );
+    let f32_bytes = std::mem::size_of::<f32>();
     let (mut net, mut info, optimizer_state) = match resumed {
         Some(state) => {
             let path = args.resume.as_deref().unwrap_or(Path::new(""));
@@ -320,6 +333,19 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
                 data.name,
                 input_shape
             );
+            anyhow::ensure!(
+                state.info.class_names.len() == classes,
+                "the checkpoint's model has {} classes, {} has {classes}",
+                state.info.class_names.len(),
+                data.name
+            );
+            plan_model(
+                &state.info.model,
+                &state.info.options,
+                state.info.input_shape,
+                classes,
+            )?
+            .check_memory(&training, max_memory, f32_bytes)?;
             config.start_epoch = state.epoch;
             if state.batches_done > 0 {
                 config.start_position = Some(epoch_position(&state.info, state.batches_done)?);
@@ -337,7 +363,17 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
                 hidden_size: args.hidden_size,
                 activation: args.activation.clone(),
             };
-            let net = build_model::<f32>(&model, &options, input_shape, classes, &mut rng)?;
+            // Every size is checked before anything is allocated.
+            plan_model(&model, &options, input_shape, classes)?
+                .check_memory(&training, max_memory, f32_bytes)?;
+            let net = build_model_within::<f32>(
+                &model,
+                &options,
+                input_shape,
+                classes,
+                &mut rng,
+                max_memory,
+            )?;
             let info = CheckpointInfo {
                 model: model.clone(),
                 options,
@@ -359,7 +395,19 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     // An empty state (a checkpoint from `convnet import`) starts the
     // optimizer afresh.
     if let Some(state) = optimizer_state.as_ref().filter(|s| !s.is_empty()) {
-        optimizer.load_state(state)?;
+        // A state file from another network, or with impossible values, is
+        // an error here rather than a panic in the first step.
+        let params: Vec<(String, usize)> = net
+            .param_names()
+            .into_iter()
+            .zip(net.params().iter().map(|p| p.value.len()))
+            .collect();
+        let resume = args.resume.as_deref().unwrap_or(Path::new(""));
+        let in_file = |e: convnet::Error| {
+            anyhow::anyhow!("{}'s optimizer state: {}", resume.display(), e.detail())
+        };
+        check_state_fits(state, &params).map_err(in_file)?;
+        optimizer.load_state(state).map_err(in_file)?;
     }
     let mut metrics_file = match &args.metrics {
         Some(path) => Some(crate::outputs::open_metrics(path, config.start_epoch)?),
@@ -643,15 +691,35 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         crate::drawing::check_png_path(path)?;
     }
     crate::set_threads(args.threads)?;
-    let (mut net, info) = checkpoint::load(&args.checkpoint)?;
+    let max_memory = args.memory.limit();
+    let (mut net, info) = checkpoint::load_within(&args.checkpoint, max_memory)?;
     args.reference.apply(&mut net);
     let data = args.data.load()?;
+    anyhow::ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
+    plan_model(
+        &info.model,
+        &info.options,
+        info.input_shape,
+        info.class_names.len(),
+    )?
+    .check_memory(
+        &Usage::inference(args.batch_size.min(data.test.len().max(1))),
+        max_memory,
+        std::mem::size_of::<f32>(),
+    )?;
     anyhow::ensure!(
         data.test.input_shape() == info.input_shape,
         "the checkpoint's model takes {:?} images, {} has {:?}",
         info.input_shape,
         data.name,
         data.test.input_shape()
+    );
+    anyhow::ensure!(
+        info.class_names.len() == data.class_names.len(),
+        "the checkpoint's model has {} classes, {} has {}",
+        info.class_names.len(),
+        data.name,
+        data.class_names.len()
     );
     if data.class_names != info.class_names {
         eprintln!(

@@ -5,12 +5,14 @@
 //! [`convnet::visualize::tiles`]).
 
 use crate::drawing::{check_png_path, draw_on, label, write_png};
+
+use crate::memory::MemoryArgs;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use convnet::checkpoint::{self, CheckpointInfo};
 use convnet::data::image_input::load_image;
 use convnet::layers::softmax_with_loss::softmax_row;
-use convnet::networks::{build_model, Network};
+use convnet::networks::{build_model_within, Network};
 use convnet::visualize::{feature_map_tiles, filter_tiles, Canvas, GridLayout, Tile, WHITE};
 use convnet::{Rng, Tensor};
 use std::path::{Path, PathBuf};
@@ -78,6 +80,8 @@ struct FiltersArgs {
     /// seed stored in the checkpoint), left of the trained ones.
     #[arg(long)]
     compare: bool,
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 #[derive(Args)]
@@ -93,6 +97,8 @@ struct ActivationsArgs {
     /// Never invert dark-on-light images (see `convnet predict`).
     #[arg(long)]
     no_invert: bool,
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 pub fn run(args: VisualizeArgs) -> anyhow::Result<ExitCode> {
@@ -154,7 +160,7 @@ impl Panel {
     }
 
     fn height(&self) -> usize {
-        HEADER + self.layout.height()
+        self.layout.height().saturating_add(HEADER)
     }
 }
 
@@ -174,7 +180,7 @@ fn draw_panels(canvas: &mut Canvas, placed: &[(&Panel, (usize, usize))]) -> anyh
 
 fn filters(args: FiltersArgs) -> anyhow::Result<()> {
     check_png_path(&args.output)?;
-    let (mut net, info) = checkpoint::load(&args.checkpoint)?;
+    let (mut net, info) = checkpoint::load_within(&args.checkpoint, args.memory.limit())?;
     let (name, trained) = first_convolution(&mut net, &args.checkpoint)?;
     let (_, c, k, _) = trained.dims4()?;
     let epoch = info
@@ -187,12 +193,13 @@ fn filters(args: FiltersArgs) -> anyhow::Result<()> {
         let seed = training_seed(&info, &args.checkpoint)?;
         let classes = info.class_names.len();
         let mut rng = Rng::new(seed);
-        let mut untrained = build_model::<f32>(
+        let mut untrained = build_model_within::<f32>(
             &info.model,
             &info.options,
             info.input_shape,
             classes,
             &mut rng,
+            args.memory.limit(),
         )?;
         let (_, initial) = first_convolution(&mut untrained, &args.checkpoint)?;
         let title = format!("{name} before training (seed {seed})");
@@ -202,9 +209,12 @@ fn filters(args: FiltersArgs) -> anyhow::Result<()> {
     panels.push(Panel::new(title, filter_tiles(&trained)?, 10));
 
     let panel_width = panels[0].layout.width().max(240);
-    let width = 2 * MARGIN + panels.len() * panel_width + 24 * (panels.len() - 1);
-    let height = 2 * MARGIN + panels[0].height();
-    let mut canvas = Canvas::new(width, height, WHITE);
+    let width = panel_width
+        .saturating_mul(panels.len())
+        .saturating_add(2 * MARGIN + 24 * (panels.len() - 1));
+    let height = panels[0].height().saturating_add(2 * MARGIN);
+    // Bounded before it is allocated (a convolution of 100,000 filters).
+    let mut canvas = Canvas::checked(width, height, WHITE)?;
     let placed: Vec<_> = panels
         .iter()
         .enumerate()
@@ -230,7 +240,7 @@ fn is_drawn(kind: &str, output: &Tensor<f32>) -> bool {
 fn activations(args: ActivationsArgs) -> anyhow::Result<()> {
     check_png_path(&args.output)?;
     crate::set_threads(None)?;
-    let (mut net, info) = checkpoint::load(&args.checkpoint)?;
+    let (mut net, info) = checkpoint::load_within(&args.checkpoint, args.memory.limit())?;
     let [c, h, w] = info.input_shape;
     let x = load_image(&args.image, info.input_shape, !args.no_invert)?;
     let values = x.data().to_vec();
@@ -269,10 +279,12 @@ fn activations(args: ActivationsArgs) -> anyhow::Result<()> {
     );
 
     let grid_width = panels.iter().map(|p| p.layout.width()).max().unwrap_or(0);
-    let width = 2 * MARGIN + grid_width.max(300);
-    let height =
-        2 * MARGIN + panels.iter().map(Panel::height).sum::<usize>() + 10 * (panels.len() - 1);
-    let mut canvas = Canvas::new(width, height, WHITE);
+    let width = grid_width.max(300).saturating_add(2 * MARGIN);
+    let height = panels
+        .iter()
+        .map(Panel::height)
+        .fold(2 * MARGIN + 10 * (panels.len() - 1), usize::saturating_add);
+    let mut canvas = Canvas::checked(width, height, WHITE)?;
     let mut y = MARGIN;
     let mut placed = Vec::new();
     for panel in &panels {
