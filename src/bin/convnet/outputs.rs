@@ -66,10 +66,22 @@ pub fn training_inputs(
     }
     if let Some(folder) = data_folder {
         for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
-            inputs.push(("--data".to_string(), entry.path()));
+            if is_data_file(&entry.file_name().to_string_lossy()) {
+                inputs.push(("--data".to_string(), entry.path()));
+            }
         }
     }
     inputs
+}
+
+/// Whether a file in a `--data` folder is one the readers take: MNIST's IDX
+/// files (`train-images-idx3-ubyte.gz`, ...) and CIFAR-10's batches. Other
+/// files there (a checkpoint saved beside the data) are not inputs.
+fn is_data_file(name: &str) -> bool {
+    name.contains("-idx")
+        || name.starts_with("data_batch")
+        || name.starts_with("test_batch")
+        || name.starts_with("batches.meta")
 }
 
 /// Checks every given output (by its option's name) before the work: its

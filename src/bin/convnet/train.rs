@@ -339,13 +339,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
                 state.info.class_names.len(),
                 data.name
             );
-            plan_model(
-                &state.info.model,
-                &state.info.options,
-                state.info.input_shape,
-                classes,
-            )?
-            .check_memory(&training, max_memory, f32_bytes)?;
+            plan_loaded(&state.net, &state.info)?.check_memory(&training, max_memory, f32_bytes)?;
             config.start_epoch = state.epoch;
             if state.batches_done > 0 {
                 config.start_position = Some(epoch_position(&state.info, state.batches_done)?);
@@ -591,6 +585,23 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The sizes of a network loaded from a checkpoint: planned from the network
+/// itself (its spec), else from the checkpoint's model name and options.
+fn plan_loaded(
+    net: &convnet::networks::Network<f32>,
+    info: &CheckpointInfo,
+) -> anyhow::Result<convnet::networks::ModelPlan> {
+    let classes = info.class_names.len();
+    Ok(match net.to_spec() {
+        Ok(spec) => convnet::networks::plan_spec(
+            &convnet::networks::parse_spec(&spec)?,
+            info.input_shape,
+            classes,
+        )?,
+        Err(_) => plan_model(&info.model, &info.options, info.input_shape, classes)?,
+    })
+}
+
 /// Makes Ctrl-C ask training to stop after the current mini-batch (and save,
 /// with --save); a second Ctrl-C ends the program at once.
 fn stop_on_ctrl_c(stop: &StopFlag) {
@@ -696,13 +707,7 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     args.reference.apply(&mut net);
     let data = args.data.load()?;
     anyhow::ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
-    plan_model(
-        &info.model,
-        &info.options,
-        info.input_shape,
-        info.class_names.len(),
-    )?
-    .check_memory(
+    plan_loaded(&net, &info)?.check_memory(
         &Usage::inference(args.batch_size.min(data.test.len().max(1))),
         max_memory,
         std::mem::size_of::<f32>(),
