@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod schedule;
+pub use schedule::Schedule;
+
 /// A request to stop training early, shared with whoever asks (a Ctrl-C
 /// handler): [`train_with_optimizer`] looks at it after every mini-batch
 /// and, when it is set, reports [`Progress::Interrupted`] and returns.
@@ -101,6 +104,10 @@ pub struct TrainConfig {
     /// thread per core unless the program says otherwise (see
     /// [`run_fast`]).
     pub threads: Option<usize>,
+    /// How the learning rate changes over the run, from the base rate
+    /// (`learning_rate`, else the optimizer's). Default
+    /// [`Schedule::Constant`], which never touches the optimizer's rate.
+    pub schedule: Schedule,
 }
 
 impl Default for TrainConfig {
@@ -115,6 +122,7 @@ impl Default for TrainConfig {
             start_position: None,
             stop: StopFlag::default(),
             threads: None,
+            schedule: Schedule::Constant,
         }
     }
 }
@@ -131,6 +139,7 @@ impl TrainConfig {
                 "the number of threads must be at least 1".into(),
             ));
         }
+        self.schedule.validate()?;
         if let Some(lr) = self.learning_rate {
             if !(lr.is_finite() && lr > 0.0) {
                 return Err(Error::Config(format!(
@@ -155,6 +164,9 @@ pub struct EpochMetrics {
     pub seconds: f64,
     /// Training images per second.
     pub images_per_second: f64,
+    /// The learning rate of the epoch's first mini-batch (see
+    /// [`TrainConfig::schedule`]).
+    pub lr: f64,
 }
 
 /// Progress reports during training.
@@ -343,6 +355,14 @@ fn train_here<T: Float>(
         labels: Vec::new(),
     };
     let total = data.train.len().div_ceil(config.batch_size);
+    let base_lr = config
+        .learning_rate
+        .unwrap_or_else(|| optimizer.learning_rate());
+    let lr_at = |epoch, batch| {
+        config
+            .schedule
+            .lr_at(base_lr, epoch, batch, total, config.epochs)
+    };
     let mut history = Vec::with_capacity(config.epochs);
     for epoch in config.start_epoch..config.epochs {
         let start = Instant::now();
@@ -389,6 +409,9 @@ fn train_here<T: Float>(
                 .count();
             position.loss_sum += loss * chunk.len() as f64;
             position.batches_done = done + 1;
+            if config.schedule != Schedule::Constant {
+                optimizer.set_learning_rate(lr_at(epoch, done));
+            }
             optimizer.step(&mut network.params());
             let batch_done = Progress::Batch {
                 epoch: epoch + 1,
@@ -421,6 +444,7 @@ fn train_here<T: Float>(
             test_acc: test.accuracy,
             seconds,
             images_per_second: n / seconds.max(1e-9),
+            lr: lr_at(epoch, 0),
         };
         on_progress(Progress::Epoch(&metrics), network, optimizer)?;
         history.push(metrics);

@@ -224,3 +224,93 @@ fn the_default_config_is_the_command_lines() {
     assert_eq!(config.optimizer, OptimizerKind::Adam);
     assert_eq!((config.learning_rate, config.threads), (None, None));
 }
+
+/// The learning rate of every step of a run of `config` on `data`, as the
+/// optimizer holds it after the step, with the epoch metrics' rates.
+fn rates_of(data: &TrainTest, config: &TrainConfig) -> (Vec<(usize, usize, f64)>, Vec<f64>) {
+    let mut net = simple_convnet(data, 1);
+    let mut optimizer = build::<f32>(config.optimizer, config.learning_rate);
+    let mut rates = Vec::new();
+    let history = convnet::train::train_with_optimizer(
+        &mut net,
+        optimizer.as_mut(),
+        data,
+        config,
+        |event, _, optimizer| {
+            if let Progress::Batch { epoch, done, .. } = event {
+                rates.push((epoch, done, optimizer.learning_rate()));
+            }
+            Ok(())
+        },
+    )
+    .expect("training runs");
+    (rates, history.iter().map(|m| m.lr).collect())
+}
+
+/// A scheduled run uses each step's rate of `Schedule::lr_at`, and a run
+/// resumed after an epoch or in the middle of one uses the same rates as an
+/// uninterrupted run.
+#[test]
+fn schedules_set_each_steps_rate_and_resume_with_the_same_rates() {
+    use convnet::train::{EpochPosition, Schedule};
+    let full = load_embedded_mnist10k().expect("embedded digits load");
+    let data = TrainTest {
+        name: "mnist-10k subset".into(),
+        train: full.train.subset(40),
+        test: full.test.subset(20),
+        class_names: full.class_names.clone(),
+    };
+    // 4 batches per epoch, 3 epochs.
+    for schedule in [
+        Schedule::Cosine,
+        Schedule::OneCycle { warmup: 0.3 },
+        Schedule::Step {
+            every: 1,
+            gamma: 0.5,
+        },
+    ] {
+        let config = TrainConfig {
+            epochs: 3,
+            batch_size: 10,
+            learning_rate: Some(0.002),
+            schedule,
+            threads: Some(1),
+            ..TrainConfig::default()
+        };
+        let (rates, epoch_rates) = rates_of(&data, &config);
+        assert_eq!(rates.len(), 12);
+        for &(epoch, done, lr) in &rates {
+            let expected = schedule.lr_at(0.002, epoch - 1, done - 1, 4, 3) as f32;
+            assert_eq!(lr as f32, expected, "{schedule} epoch {epoch} batch {done}");
+        }
+        let firsts: Vec<f64> = (0..3).map(|e| schedule.lr_at(0.002, e, 0, 4, 3)).collect();
+        assert_eq!(epoch_rates, firsts, "{schedule}");
+        // The rates do change.
+        assert!(rates.windows(2).any(|w| w[0].2 != w[1].2), "{schedule}");
+
+        let after_epoch = TrainConfig {
+            start_epoch: 1,
+            ..config.clone()
+        };
+        assert_eq!(rates_of(&data, &after_epoch).0, rates[4..], "{schedule}");
+        let mid_epoch = TrainConfig {
+            start_epoch: 1,
+            start_position: Some(EpochPosition {
+                batches_done: 2,
+                ..EpochPosition::default()
+            }),
+            ..config.clone()
+        };
+        assert_eq!(rates_of(&data, &mid_epoch).0, rates[6..], "{schedule}");
+    }
+    // Constant leaves the optimizer's own rate alone.
+    let config = TrainConfig {
+        epochs: 1,
+        batch_size: 10,
+        threads: Some(1),
+        ..TrainConfig::default()
+    };
+    let (rates, epoch_rates) = rates_of(&data, &config);
+    assert!(rates.iter().all(|r| r.2 == 0.001));
+    assert_eq!(epoch_rates, [0.001]);
+}
