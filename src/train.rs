@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod schedule;
+pub mod weight_decay;
 pub use schedule::Schedule;
+pub use weight_decay::WeightDecayMode;
 
 /// A request to stop training early, shared with whoever asks (a Ctrl-C
 /// handler): [`train_with_optimizer`] looks at it after every mini-batch
@@ -108,6 +110,12 @@ pub struct TrainConfig {
     /// (`learning_rate`, else the optimizer's). Default
     /// [`Schedule::Constant`], which never touches the optimizer's rate.
     pub schedule: Schedule,
+    /// The weight decay λ (≥ 0; default 0, none), applied to the weights
+    /// of convolutions and affine layers only (see [`weight_decay`]).
+    pub weight_decay: f64,
+    /// How weight decay is applied. Default [`WeightDecayMode::L2`] (the
+    /// book's penalty, which the reported training loss includes).
+    pub weight_decay_mode: WeightDecayMode,
 }
 
 impl Default for TrainConfig {
@@ -123,6 +131,8 @@ impl Default for TrainConfig {
             stop: StopFlag::default(),
             threads: None,
             schedule: Schedule::Constant,
+            weight_decay: 0.0,
+            weight_decay_mode: WeightDecayMode::L2,
         }
     }
 }
@@ -140,6 +150,12 @@ impl TrainConfig {
             ));
         }
         self.schedule.validate()?;
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::Config(format!(
+                "weight decay must be a number ≥ 0, got {}",
+                self.weight_decay
+            )));
+        }
         if let Some(lr) = self.learning_rate {
             if !(lr.is_finite() && lr > 0.0) {
                 return Err(Error::Config(format!(
@@ -382,7 +398,10 @@ fn train_here<T: Float>(
                 .batch_into(chunk, &mut batch.x, &mut batch.labels);
             // Dropout masks depend only on the seed, the epoch and the batch.
             network.reseed(batch_seed(config.seed, epoch, done));
-            let loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
+            let mut loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
+            if config.weight_decay > 0.0 && config.weight_decay_mode == WeightDecayMode::L2 {
+                loss += weight_decay::add_l2_penalty(network, config.weight_decay);
+            }
             // Stop before the step, so that the weights (and the last saved
             // checkpoint) stay the last good ones.
             let bad = if !loss.is_finite() {
@@ -411,6 +430,10 @@ fn train_here<T: Float>(
             position.batches_done = done + 1;
             if config.schedule != Schedule::Constant {
                 optimizer.set_learning_rate(lr_at(epoch, done));
+            }
+            if config.weight_decay > 0.0 && config.weight_decay_mode == WeightDecayMode::Decoupled {
+                let shrink = optimizer.learning_rate() * config.weight_decay;
+                weight_decay::shrink_weights(network, shrink);
             }
             optimizer.step(&mut network.params());
             let batch_done = Progress::Batch {

@@ -314,3 +314,93 @@ fn schedules_set_each_steps_rate_and_resume_with_the_same_rates() {
     assert!(rates.iter().all(|r| r.2 == 0.001));
     assert_eq!(epoch_rates, [0.001]);
 }
+
+/// One step of SGD on a single batch of the whole (tiny) training set:
+/// the weights and biases afterwards, and the reported batch loss.
+fn one_sgd_step(data: &TrainTest, config: &TrainConfig) -> (Vec<(String, Vec<f32>)>, f64) {
+    let mut net = simple_convnet(data, 2);
+    let mut loss = 0.0;
+    train(&mut net, data, config, |event, _| {
+        if let Progress::Batch { loss: l, .. } = event {
+            loss = l;
+        }
+        Ok(())
+    })
+    .expect("training runs");
+    let names = net.param_names();
+    let values: Vec<Vec<f32>> = net
+        .params()
+        .iter()
+        .map(|p| p.value.data().to_vec())
+        .collect();
+    (names.into_iter().zip(values).collect(), loss)
+}
+
+/// Decoupled decay shrinks the weights by lr·λ and leaves the biases
+/// exactly as they are without it; L2 decay adds λ/2·‖W‖² to the reported
+/// loss.
+#[test]
+fn weight_decay_shrinks_weights_not_biases_and_l2_adds_to_the_loss() {
+    use convnet::train::WeightDecayMode;
+    let full = load_embedded_mnist10k().expect("embedded digits load");
+    let data = TrainTest {
+        name: "mnist-10k subset".into(),
+        train: full.train.subset(20),
+        test: full.test.subset(10),
+        class_names: full.class_names.clone(),
+    };
+    let (lr, lambda) = (0.1, 0.5);
+    let base = TrainConfig {
+        epochs: 1,
+        batch_size: 20,
+        optimizer: OptimizerKind::Sgd,
+        learning_rate: Some(lr),
+        threads: Some(1),
+        ..TrainConfig::default()
+    };
+    let (plain, plain_loss) = one_sgd_step(&data, &base);
+    let (decoupled, decoupled_loss) = one_sgd_step(
+        &data,
+        &TrainConfig {
+            weight_decay: lambda,
+            weight_decay_mode: WeightDecayMode::Decoupled,
+            ..base.clone()
+        },
+    );
+    assert_eq!(decoupled_loss, plain_loss);
+    let initial = {
+        let mut net = simple_convnet(&data, 2);
+        let values: Vec<Vec<f32>> = net
+            .params()
+            .iter()
+            .map(|p| p.value.data().to_vec())
+            .collect();
+        values
+    };
+    let mut squares = 0.0;
+    for (((name, p), (_, d)), w0) in plain.iter().zip(&decoupled).zip(&initial) {
+        if name.ends_with(".bias") {
+            assert_eq!(p, d, "{name}");
+        } else {
+            // W_decoupled − W_plain = −lr·λ·W₀ (to f32 rounding).
+            for ((&a, &b), &w) in p.iter().zip(d).zip(w0) {
+                let expected = -(lr * lambda) as f32 * w;
+                assert!((b - a - expected).abs() <= 1e-6 + 1e-4 * w.abs(), "{name}");
+                squares += f64::from(w) * f64::from(w);
+            }
+        }
+    }
+    let (_, l2_loss) = one_sgd_step(
+        &data,
+        &TrainConfig {
+            weight_decay: lambda,
+            ..base.clone()
+        },
+    );
+    let penalty = 0.5 * lambda * squares;
+    assert!(penalty > 1.0);
+    assert!(
+        (l2_loss - plain_loss - penalty).abs() < 1e-6 * penalty,
+        "{l2_loss} − {plain_loss} vs {penalty}"
+    );
+}

@@ -9,7 +9,7 @@ use convnet::optim::build;
 use convnet::optim::OptimizerKind;
 use convnet::train::{
     evaluate, train_with_optimizer, EpochMetrics, EpochPosition, Evaluation, Progress, Schedule,
-    StopFlag, TrainConfig,
+    StopFlag, TrainConfig, WeightDecayMode,
 };
 use convnet::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -50,6 +50,15 @@ pub struct TrainArgs {
     /// constant, or with --resume the checkpoint's.
     #[arg(long)]
     schedule: Option<Schedule>,
+    /// Weight decay λ (book §6.4.1) on the weights of convolutions and
+    /// affine layers (not biases, not batch norm). 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// l2: the penalty λ/2·‖W‖² added to the loss (and to the reported
+    /// training loss), λW to the gradients; decoupled: the weights shrunk by
+    /// lr·λ before each step (AdamW's form).
+    #[arg(long, default_value = "l2")]
+    weight_decay_mode: WeightDecayMode,
     /// Weight initialisation: he (N(0, 2/fan_in)), xavier (N(0, 1/fan_in)),
     /// std (the book's N(0, 0.01²)) or std:SIGMA. Default: he, except xavier
     /// for lenet5.
@@ -275,6 +284,8 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         stop: StopFlag::default(),
         threads: args.threads,
         schedule: args.schedule.unwrap_or_default(),
+        weight_decay: args.weight_decay,
+        weight_decay_mode: args.weight_decay_mode,
     };
     config.validate()?;
     let simple_only = [
