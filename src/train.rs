@@ -116,6 +116,10 @@ pub struct TrainConfig {
     /// How weight decay is applied. Default [`WeightDecayMode::L2`] (the
     /// book's penalty, which the reported training loss includes).
     pub weight_decay_mode: WeightDecayMode,
+    /// Label smoothing ε in [0, 1) of the training loss (default 0: none;
+    /// see [`SoftmaxWithLoss`](crate::layers::SoftmaxWithLoss)). The
+    /// reported training loss is the smoothed one, the test loss never is.
+    pub label_smoothing: f64,
 }
 
 impl Default for TrainConfig {
@@ -133,6 +137,7 @@ impl Default for TrainConfig {
             schedule: Schedule::Constant,
             weight_decay: 0.0,
             weight_decay_mode: WeightDecayMode::L2,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -150,6 +155,12 @@ impl TrainConfig {
             ));
         }
         self.schedule.validate()?;
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(Error::Config(format!(
+                "label smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            )));
+        }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(Error::Config(format!(
                 "weight decay must be a number ≥ 0, got {}",
@@ -350,9 +361,16 @@ pub fn train_with_optimizer<T: Float>(
     on_progress: impl FnMut(Progress<'_>, &mut Network<T>, &dyn Optimizer<T>) -> Result<()> + Send,
 ) -> Result<Vec<EpochMetrics>> {
     config.validate()?;
-    run_fast(config.threads, || {
+    // The network keeps its own smoothing once training is over.
+    let smoothing = network.loss_layer.label_smoothing();
+    network
+        .loss_layer
+        .set_label_smoothing(config.label_smoothing)?;
+    let result = run_fast(config.threads, || {
         train_here(network, optimizer, data, config, on_progress)
-    })?
+    });
+    network.loss_layer.set_label_smoothing(smoothing)?;
+    result?
 }
 
 /// [`train_with_optimizer`] on the calling thread.

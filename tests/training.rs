@@ -404,3 +404,63 @@ fn weight_decay_shrinks_weights_not_biases_and_l2_adds_to_the_loss() {
         "{l2_loss} − {plain_loss} vs {penalty}"
     );
 }
+
+/// Label smoothing: the reported batch loss is the smoothed loss of the
+/// network before the step, the test loss is the plain one (as `evaluate`
+/// gives it), the network keeps no smoothing afterwards, and a whole
+/// network's gradients with smoothing pass the f64 gradient check.
+#[test]
+fn label_smoothing_smooths_the_training_loss_only() {
+    let full = load_embedded_mnist10k().expect("embedded digits load");
+    let data = TrainTest {
+        name: "mnist-10k subset".into(),
+        train: full.train.subset(20),
+        test: full.test.subset(10),
+        class_names: full.class_names.clone(),
+    };
+    let config = TrainConfig {
+        epochs: 1,
+        batch_size: 20,
+        threads: Some(1),
+        label_smoothing: 0.1,
+        ..TrainConfig::default()
+    };
+    let mut net = simple_convnet(&data, 2);
+    let (mut x, mut labels) = (Tensor::<f32>::zeros(&[0]), Vec::new());
+    // The first (only) batch is the epoch's shuffled order of the 20 images.
+    let order = convnet::train::epoch_order(20, config.seed, 0);
+    data.train.batch_into(&order, &mut x, &mut labels);
+    net.loss_layer.set_label_smoothing(0.1).unwrap();
+    let smoothed = net.loss(&x, &labels, true).unwrap().as_f64();
+    let plain = net.loss(&x, &labels, false).unwrap().as_f64();
+    net.loss_layer.set_label_smoothing(0.0).unwrap();
+    // Near chance the two are close, but not equal.
+    assert_ne!(smoothed, plain);
+    let mut batch_loss = 0.0;
+    let history = train(&mut net, &data, &config, |event, _| {
+        if let Progress::Batch { loss, .. } = event {
+            batch_loss = loss;
+        }
+        Ok(())
+    })
+    .expect("training runs");
+    assert_eq!(batch_loss, smoothed);
+    assert_eq!(net.loss_layer.label_smoothing(), 0.0);
+    let eval = evaluate(&mut net, &data.test, 20).expect("evaluate");
+    assert_eq!(history[0].test_loss, eval.loss);
+
+    let mut rng = Rng::new(7);
+    let mut small = build_model::<f64>(
+        "conv(3,3)-relu-affine(6)-tanh-affine(4)",
+        &ModelOptions::default(),
+        [1, 5, 5],
+        4,
+        &mut rng,
+    )
+    .unwrap();
+    small.loss_layer.set_label_smoothing(0.2).unwrap();
+    let x = Tensor::from_vec(&[3, 1, 5, 5], (0..75).map(|_| rng.normal()).collect()).unwrap();
+    for (name, err) in convnet::gradient_check::check_network(&mut small, &x, &[0, 3, 1]).unwrap() {
+        assert!(err < 1e-6, "{name}: {err}");
+    }
+}

@@ -59,6 +59,11 @@ pub struct TrainArgs {
     /// lr·λ before each step (AdamW's form).
     #[arg(long, default_value = "l2")]
     weight_decay_mode: WeightDecayMode,
+    /// Label smoothing ε in [0, 1): the training targets become
+    /// (1 − ε)·onehot + ε/classes. The reported train loss is the smoothed
+    /// one; the test loss is not. 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
     /// Weight initialisation: he (N(0, 2/fan_in)), xavier (N(0, 1/fan_in)),
     /// std (the book's N(0, 0.01²)) or std:SIGMA. Default: he, except xavier
     /// for lenet5.
@@ -286,6 +291,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         schedule: args.schedule.unwrap_or_default(),
         weight_decay: args.weight_decay,
         weight_decay_mode: args.weight_decay_mode,
+        label_smoothing: args.label_smoothing,
     };
     config.validate()?;
     let simple_only = [
