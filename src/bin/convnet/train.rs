@@ -52,17 +52,17 @@ pub struct TrainArgs {
     schedule: Option<Schedule>,
     /// Weight decay λ (book §6.4.1) on the weights of convolutions and
     /// affine layers (not biases, not batch norm). 0: none.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
     weight_decay: f64,
     /// l2: the penalty λ/2·‖W‖² added to the loss (and to the reported
     /// training loss), λW to the gradients; decoupled: the weights shrunk by
     /// lr·λ before each step (AdamW's form).
-    #[arg(long, default_value = "l2")]
+    #[arg(long, default_value = "l2", value_name = "MODE")]
     weight_decay_mode: WeightDecayMode,
     /// Label smoothing ε in [0, 1): the training targets become
     /// (1 − ε)·onehot + ε/classes. The reported train loss is the smoothed
     /// one; the test loss is not. 0: none.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_name = "EPSILON")]
     label_smoothing: f64,
     /// Weight initialisation: he (N(0, 2/fan_in)), xavier (N(0, 1/fan_in)),
     /// std (the book's N(0, 0.01²)) or std:SIGMA. Default: he, except xavier
