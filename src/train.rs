@@ -25,6 +25,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod schedule;
+pub mod weight_decay;
+pub use schedule::Schedule;
+pub use weight_decay::WeightDecayMode;
+
 /// A request to stop training early, shared with whoever asks (a Ctrl-C
 /// handler): [`train_with_optimizer`] looks at it after every mini-batch
 /// and, when it is set, reports [`Progress::Interrupted`] and returns.
@@ -101,6 +106,20 @@ pub struct TrainConfig {
     /// thread per core unless the program says otherwise (see
     /// [`run_fast`]).
     pub threads: Option<usize>,
+    /// How the learning rate changes over the run, from the base rate
+    /// (`learning_rate`, else the optimizer's). Default
+    /// [`Schedule::Constant`], which never touches the optimizer's rate.
+    pub schedule: Schedule,
+    /// The weight decay λ (≥ 0; default 0, none), applied to the weights
+    /// of convolutions and affine layers only (see [`weight_decay`]).
+    pub weight_decay: f64,
+    /// How weight decay is applied. Default [`WeightDecayMode::L2`] (the
+    /// book's penalty, which the reported training loss includes).
+    pub weight_decay_mode: WeightDecayMode,
+    /// Label smoothing ε in [0, 1) of the training loss (default 0: none;
+    /// see [`SoftmaxWithLoss`](crate::layers::SoftmaxWithLoss)). The
+    /// reported training loss is the smoothed one, the test loss never is.
+    pub label_smoothing: f64,
 }
 
 impl Default for TrainConfig {
@@ -115,6 +134,10 @@ impl Default for TrainConfig {
             start_position: None,
             stop: StopFlag::default(),
             threads: None,
+            schedule: Schedule::Constant,
+            weight_decay: 0.0,
+            weight_decay_mode: WeightDecayMode::L2,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -130,6 +153,19 @@ impl TrainConfig {
             return Err(Error::Config(
                 "the number of threads must be at least 1".into(),
             ));
+        }
+        self.schedule.validate()?;
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(Error::Config(format!(
+                "label smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            )));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::Config(format!(
+                "weight decay must be a number ≥ 0, got {}",
+                self.weight_decay
+            )));
         }
         if let Some(lr) = self.learning_rate {
             if !(lr.is_finite() && lr > 0.0) {
@@ -159,6 +195,9 @@ pub struct EpochMetrics {
     pub seconds: f64,
     /// Training images per second.
     pub images_per_second: f64,
+    /// The learning rate of the epoch's first mini-batch (see
+    /// [`TrainConfig::schedule`]).
+    pub lr: f64,
 }
 
 /// Progress reports during training.
@@ -334,9 +373,16 @@ pub fn train_with_optimizer<T: Float>(
     on_progress: impl FnMut(Progress<'_>, &mut Network<T>, &dyn Optimizer<T>) -> Result<()> + Send,
 ) -> Result<Vec<EpochMetrics>> {
     config.validate()?;
-    run_fast(config.threads, || {
+    // The network keeps its own smoothing once training is over.
+    let smoothing = network.loss_layer.label_smoothing();
+    network
+        .loss_layer
+        .set_label_smoothing(config.label_smoothing)?;
+    let result = run_fast(config.threads, || {
         train_here(network, optimizer, data, config, on_progress)
-    })?
+    });
+    network.loss_layer.set_label_smoothing(smoothing)?;
+    result?
 }
 
 /// [`train_with_optimizer`] on the calling thread.
@@ -355,6 +401,14 @@ fn train_here<T: Float>(
         labels: Vec::new(),
     };
     let total = data.train.len().div_ceil(config.batch_size);
+    let base_lr = config
+        .learning_rate
+        .unwrap_or_else(|| optimizer.learning_rate());
+    let lr_at = |epoch, batch| {
+        config
+            .schedule
+            .lr_at(base_lr, epoch, batch, total, config.epochs)
+    };
     let mut history = Vec::with_capacity(config.epochs);
     for epoch in config.start_epoch..config.epochs {
         let start = Instant::now();
@@ -374,7 +428,10 @@ fn train_here<T: Float>(
                 .batch_into(chunk, &mut batch.x, &mut batch.labels);
             // Dropout masks depend only on the seed, the epoch and the batch.
             network.reseed(batch_seed(config.seed, epoch, done));
-            let loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
+            let mut loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
+            if config.weight_decay > 0.0 && config.weight_decay_mode == WeightDecayMode::L2 {
+                loss += weight_decay::add_l2_penalty(network, config.weight_decay);
+            }
             // Stop before the step, so that the weights (and the last saved
             // checkpoint) stay the last good ones.
             let bad = if !loss.is_finite() {
@@ -401,6 +458,13 @@ fn train_here<T: Float>(
                 .count();
             position.loss_sum += loss * chunk.len() as f64;
             position.batches_done = done + 1;
+            if config.schedule != Schedule::Constant {
+                optimizer.set_learning_rate(lr_at(epoch, done));
+            }
+            if config.weight_decay > 0.0 && config.weight_decay_mode == WeightDecayMode::Decoupled {
+                let shrink = optimizer.learning_rate() * config.weight_decay;
+                weight_decay::shrink_weights(network, shrink);
+            }
             optimizer.step(&mut network.params());
             let batch_done = Progress::Batch {
                 epoch: epoch + 1,
@@ -433,6 +497,7 @@ fn train_here<T: Float>(
             test_acc: test.accuracy,
             seconds,
             images_per_second: n / seconds.max(1e-9),
+            lr: lr_at(epoch, 0),
         };
         on_progress(Progress::Epoch(&metrics), network, optimizer)?;
         history.push(metrics);

@@ -1036,3 +1036,33 @@ fn save_into_a_missing_folder_fails_before_training() {
     assert!(line.contains("does not exist"), "{line}");
     assert!(!dir.join("no-such-folder").exists());
 }
+
+/// `--schedule step:1:0.5` halves the rate every epoch, and the metrics
+/// file holds each epoch's rate; without `--schedule` the rate is constant;
+/// a malformed schedule is refused.
+#[test]
+fn schedule_sets_each_epochs_learning_rate_in_the_metrics() {
+    let dir = TempDir::new("schedule");
+    write_dataset(dir.path(), 100, 20);
+    let data = dir.path().to_str().unwrap();
+    let rates = |name: &str, extra: &[&str]| {
+        let path = dir.join(name);
+        let mut args = train_args(data, path.to_str().unwrap(), "3", "1", "1");
+        args.extend_from_slice(extra);
+        run_ok(&args);
+        read_metrics(&path)
+            .iter()
+            .map(|m| number(m, "lr"))
+            .collect::<Vec<f64>>()
+    };
+    assert_eq!(rates("constant.jsonl", &[]), [0.001, 0.001, 0.001]);
+    assert_eq!(
+        rates("step.jsonl", &["--schedule", "step:1:0.5", "--lr", "0.002"]),
+        [0.002, 0.001, 0.0005]
+    );
+    for bad in ["linear", "step:0:0.5", "onecycle:1.5"] {
+        let out = convnet(&["train", "--data", data, "--schedule", bad]);
+        assert!(!out.status.success(), "{bad}");
+        assert!(stderr(&out).contains("schedule"), "{}", stderr(&out));
+    }
+}

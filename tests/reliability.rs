@@ -259,11 +259,7 @@ fn a_checkpoint_declaring_huge_sizes_is_refused() {
             "conv(1000000000,5)-relu-maxpool(2)-affine(10)",
             "layer 1 (conv1, conv(1000000000,",
         ),
-        (
-            "input_shape",
-            "1,100000000,100000000",
-            "layer 1 (conv1, ",
-        ),
+        ("input_shape", "1,100000000,100000000", "layer 1 (conv1, "),
         (
             "input_shape",
             "18446744073709551615,18446744073709551615,2",
@@ -453,10 +449,7 @@ fn invalid_optimizer_state_is_refused_naming_the_tensor() {
             ],
             &[],
         );
-        assert!(
-            line.contains("optim") && line.contains(expected),
-            "{line}"
-        );
+        assert!(line.contains("optim") && line.contains(expected), "{line}");
     }
 }
 

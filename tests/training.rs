@@ -224,3 +224,243 @@ fn the_default_config_is_the_command_lines() {
     assert_eq!(config.optimizer, OptimizerKind::Adam);
     assert_eq!((config.learning_rate, config.threads), (None, None));
 }
+
+/// The learning rate of every step of a run of `config` on `data`, as the
+/// optimizer holds it after the step, with the epoch metrics' rates.
+fn rates_of(data: &TrainTest, config: &TrainConfig) -> (Vec<(usize, usize, f64)>, Vec<f64>) {
+    let mut net = simple_convnet(data, 1);
+    let mut optimizer = build::<f32>(config.optimizer, config.learning_rate);
+    let mut rates = Vec::new();
+    let history = convnet::train::train_with_optimizer(
+        &mut net,
+        optimizer.as_mut(),
+        data,
+        config,
+        |event, _, optimizer| {
+            if let Progress::Batch { epoch, done, .. } = event {
+                rates.push((epoch, done, optimizer.learning_rate()));
+            }
+            Ok(())
+        },
+    )
+    .expect("training runs");
+    (rates, history.iter().map(|m| m.lr).collect())
+}
+
+/// A scheduled run uses each step's rate of `Schedule::lr_at`, and a run
+/// resumed after an epoch or in the middle of one uses the same rates as an
+/// uninterrupted run.
+#[test]
+fn schedules_set_each_steps_rate_and_resume_with_the_same_rates() {
+    use convnet::train::{EpochPosition, Schedule};
+    let full = load_embedded_mnist10k().expect("embedded digits load");
+    let data = TrainTest {
+        name: "mnist-10k subset".into(),
+        train: full.train.subset(40),
+        test: full.test.subset(20),
+        class_names: full.class_names.clone(),
+    };
+    // 4 batches per epoch, 3 epochs.
+    for schedule in [
+        Schedule::Cosine,
+        Schedule::OneCycle { warmup: 0.3 },
+        Schedule::Step {
+            every: 1,
+            gamma: 0.5,
+        },
+    ] {
+        let config = TrainConfig {
+            epochs: 3,
+            batch_size: 10,
+            learning_rate: Some(0.002),
+            schedule,
+            threads: Some(1),
+            ..TrainConfig::default()
+        };
+        let (rates, epoch_rates) = rates_of(&data, &config);
+        assert_eq!(rates.len(), 12);
+        for &(epoch, done, lr) in &rates {
+            let expected = schedule.lr_at(0.002, epoch - 1, done - 1, 4, 3) as f32;
+            assert_eq!(lr as f32, expected, "{schedule} epoch {epoch} batch {done}");
+        }
+        let firsts: Vec<f64> = (0..3).map(|e| schedule.lr_at(0.002, e, 0, 4, 3)).collect();
+        assert_eq!(epoch_rates, firsts, "{schedule}");
+        // The rates do change.
+        assert!(rates.windows(2).any(|w| w[0].2 != w[1].2), "{schedule}");
+
+        let after_epoch = TrainConfig {
+            start_epoch: 1,
+            ..config.clone()
+        };
+        assert_eq!(rates_of(&data, &after_epoch).0, rates[4..], "{schedule}");
+        let mid_epoch = TrainConfig {
+            start_epoch: 1,
+            start_position: Some(EpochPosition {
+                batches_done: 2,
+                ..EpochPosition::default()
+            }),
+            ..config.clone()
+        };
+        assert_eq!(rates_of(&data, &mid_epoch).0, rates[6..], "{schedule}");
+    }
+    // Constant leaves the optimizer's own rate alone.
+    let config = TrainConfig {
+        epochs: 1,
+        batch_size: 10,
+        threads: Some(1),
+        ..TrainConfig::default()
+    };
+    let (rates, epoch_rates) = rates_of(&data, &config);
+    assert!(rates.iter().all(|r| r.2 == 0.001));
+    assert_eq!(epoch_rates, [0.001]);
+}
+
+/// One step of SGD on a single batch of the whole (tiny) training set:
+/// the weights and biases afterwards, and the reported batch loss.
+fn one_sgd_step(data: &TrainTest, config: &TrainConfig) -> (Vec<(String, Vec<f32>)>, f64) {
+    let mut net = simple_convnet(data, 2);
+    let mut loss = 0.0;
+    train(&mut net, data, config, |event, _| {
+        if let Progress::Batch { loss: l, .. } = event {
+            loss = l;
+        }
+        Ok(())
+    })
+    .expect("training runs");
+    let names = net.param_names();
+    let values: Vec<Vec<f32>> = net
+        .params()
+        .iter()
+        .map(|p| p.value.data().to_vec())
+        .collect();
+    (names.into_iter().zip(values).collect(), loss)
+}
+
+/// Decoupled decay shrinks the weights by lr·λ and leaves the biases
+/// exactly as they are without it; L2 decay adds λ/2·‖W‖² to the reported
+/// loss.
+#[test]
+fn weight_decay_shrinks_weights_not_biases_and_l2_adds_to_the_loss() {
+    use convnet::train::WeightDecayMode;
+    let full = load_embedded_mnist10k().expect("embedded digits load");
+    let data = TrainTest {
+        name: "mnist-10k subset".into(),
+        train: full.train.subset(20),
+        test: full.test.subset(10),
+        class_names: full.class_names.clone(),
+    };
+    let (lr, lambda) = (0.1, 0.5);
+    let base = TrainConfig {
+        epochs: 1,
+        batch_size: 20,
+        optimizer: OptimizerKind::Sgd,
+        learning_rate: Some(lr),
+        threads: Some(1),
+        ..TrainConfig::default()
+    };
+    let (plain, plain_loss) = one_sgd_step(&data, &base);
+    let (decoupled, decoupled_loss) = one_sgd_step(
+        &data,
+        &TrainConfig {
+            weight_decay: lambda,
+            weight_decay_mode: WeightDecayMode::Decoupled,
+            ..base.clone()
+        },
+    );
+    assert_eq!(decoupled_loss, plain_loss);
+    let initial = {
+        let mut net = simple_convnet(&data, 2);
+        let values: Vec<Vec<f32>> = net
+            .params()
+            .iter()
+            .map(|p| p.value.data().to_vec())
+            .collect();
+        values
+    };
+    let mut squares = 0.0;
+    for (((name, p), (_, d)), w0) in plain.iter().zip(&decoupled).zip(&initial) {
+        if name.ends_with(".bias") {
+            assert_eq!(p, d, "{name}");
+        } else {
+            // W_decoupled − W_plain = −lr·λ·W₀ (to f32 rounding).
+            for ((&a, &b), &w) in p.iter().zip(d).zip(w0) {
+                let expected = -(lr * lambda) as f32 * w;
+                assert!((b - a - expected).abs() <= 1e-6 + 1e-4 * w.abs(), "{name}");
+                squares += f64::from(w) * f64::from(w);
+            }
+        }
+    }
+    let (_, l2_loss) = one_sgd_step(
+        &data,
+        &TrainConfig {
+            weight_decay: lambda,
+            ..base.clone()
+        },
+    );
+    let penalty = 0.5 * lambda * squares;
+    assert!(penalty > 1.0);
+    assert!(
+        (l2_loss - plain_loss - penalty).abs() < 1e-6 * penalty,
+        "{l2_loss} − {plain_loss} vs {penalty}"
+    );
+}
+
+/// Label smoothing: the reported batch loss is the smoothed loss of the
+/// network before the step, the test loss is the plain one (as `evaluate`
+/// gives it), the network keeps no smoothing afterwards, and a whole
+/// network's gradients with smoothing pass the f64 gradient check.
+#[test]
+fn label_smoothing_smooths_the_training_loss_only() {
+    let full = load_embedded_mnist10k().expect("embedded digits load");
+    let data = TrainTest {
+        name: "mnist-10k subset".into(),
+        train: full.train.subset(20),
+        test: full.test.subset(10),
+        class_names: full.class_names.clone(),
+    };
+    let config = TrainConfig {
+        epochs: 1,
+        batch_size: 20,
+        threads: Some(1),
+        label_smoothing: 0.1,
+        ..TrainConfig::default()
+    };
+    let mut net = simple_convnet(&data, 2);
+    let (mut x, mut labels) = (Tensor::<f32>::zeros(&[0]), Vec::new());
+    // The first (only) batch is the epoch's shuffled order of the 20 images.
+    let order = convnet::train::epoch_order(20, config.seed, 0);
+    data.train.batch_into(&order, &mut x, &mut labels);
+    net.loss_layer.set_label_smoothing(0.1).unwrap();
+    let smoothed = net.loss(&x, &labels, true).unwrap().as_f64();
+    let plain = net.loss(&x, &labels, false).unwrap().as_f64();
+    net.loss_layer.set_label_smoothing(0.0).unwrap();
+    // Near chance the two are close, but not equal.
+    assert_ne!(smoothed, plain);
+    let mut batch_loss = 0.0;
+    let history = train(&mut net, &data, &config, |event, _| {
+        if let Progress::Batch { loss, .. } = event {
+            batch_loss = loss;
+        }
+        Ok(())
+    })
+    .expect("training runs");
+    assert_eq!(batch_loss, smoothed);
+    assert_eq!(net.loss_layer.label_smoothing(), 0.0);
+    let eval = evaluate(&mut net, &data.test, 20).expect("evaluate");
+    assert_eq!(history[0].test_loss, eval.loss);
+
+    let mut rng = Rng::new(7);
+    let mut small = build_model::<f64>(
+        "conv(3,3)-relu-affine(6)-tanh-affine(4)",
+        &ModelOptions::default(),
+        [1, 5, 5],
+        4,
+        &mut rng,
+    )
+    .unwrap();
+    small.loss_layer.set_label_smoothing(0.2).unwrap();
+    let x = Tensor::from_vec(&[3, 1, 5, 5], (0..75).map(|_| rng.normal()).collect()).unwrap();
+    for (name, err) in convnet::gradient_check::check_network(&mut small, &x, &[0, 3, 1]).unwrap() {
+        assert!(err < 1e-6, "{name}: {err}");
+    }
+}

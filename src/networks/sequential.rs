@@ -195,11 +195,17 @@ impl<T: Float> Network<T> {
         Ok(outputs)
     }
 
-    /// The mean cross-entropy loss of `x` against `labels`.
+    /// The mean cross-entropy loss of `x` against `labels`: in training
+    /// mode with the loss layer's label smoothing, in evaluation mode
+    /// against the plain one-hot labels.
     pub fn loss(&mut self, x: &Tensor<T>, labels: &[usize], train: bool) -> Result<T> {
         self.check_input(x)?;
         let scores = forward_layers(&mut self.layers, x, train)?;
-        self.loss_layer.forward(scores, labels)
+        if train {
+            self.loss_layer.forward(scores, labels)
+        } else {
+            self.loss_layer.forward_plain(scores, labels)
+        }
     }
 
     /// Forward and backward in training mode: fills every parameter's

@@ -9,8 +9,8 @@ use convnet::networks::{build_model_within, model_info, plan_model, ModelOptions
 use convnet::optim::OptimizerKind;
 use convnet::optim::{build, check_state_fits};
 use convnet::train::{
-    evaluate, train_with_optimizer, EpochMetrics, EpochPosition, Evaluation, Progress, StopFlag,
-    TrainConfig,
+    evaluate, train_with_optimizer, EpochMetrics, EpochPosition, Evaluation, Progress, Schedule,
+    StopFlag, TrainConfig, WeightDecayMode,
 };
 use convnet::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,6 +44,27 @@ pub struct TrainArgs {
     /// (0.001 for adam, 0.01 for the others), except adam on alexnet-small: 0.0005.
     #[arg(long)]
     lr: Option<f64>,
+    /// Learning-rate schedule: constant, step:EVERY:GAMMA (the rate times
+    /// GAMMA every EVERY epochs), cosine (annealed per batch from --lr
+    /// towards 0 over the run) or onecycle:WARMUP_FRACTION (linear warm-up
+    /// over that fraction of the run's batches, then cosine). Default:
+    /// constant, or with --resume the checkpoint's.
+    #[arg(long)]
+    schedule: Option<Schedule>,
+    /// Weight decay λ (book §6.4.1) on the weights of convolutions and
+    /// affine layers (not biases, not batch norm). 0: none.
+    #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
+    weight_decay: f64,
+    /// l2: the penalty λ/2·‖W‖² added to the loss (and to the reported
+    /// training loss), λW to the gradients; decoupled: the weights shrunk by
+    /// lr·λ before each step (AdamW's form).
+    #[arg(long, default_value = "l2", value_name = "MODE")]
+    weight_decay_mode: WeightDecayMode,
+    /// Label smoothing ε in [0, 1): the training targets become
+    /// (1 − ε)·onehot + ε/classes. The reported train loss is the smoothed
+    /// one; the test loss is not. 0: none.
+    #[arg(long, default_value_t = 0.0, value_name = "EPSILON")]
+    label_smoothing: f64,
     /// Weight initialisation: he (N(0, 2/fan_in)), xavier (N(0, 1/fan_in)),
     /// std (the book's N(0, 0.01²)) or std:SIGMA. Default: he, except xavier
     /// for lenet5.
@@ -129,6 +150,7 @@ fn metrics_json(m: &EpochMetrics) -> String {
         "test_acc": m.test_acc,
         "seconds": m.seconds,
         "images_per_second": m.images_per_second,
+        "lr": m.lr,
     })
     .to_string()
 }
@@ -272,6 +294,10 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         start_position: None,
         stop: StopFlag::default(),
         threads: args.threads,
+        schedule: args.schedule.unwrap_or_default(),
+        weight_decay: args.weight_decay,
+        weight_decay_mode: args.weight_decay_mode,
+        label_smoothing: args.label_smoothing,
     };
     config.validate()?;
     let simple_only = [
@@ -341,6 +367,11 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
             );
             plan_loaded(&state.net, &state.info)?.check_memory(&training, max_memory, f32_bytes)?;
             config.start_epoch = state.epoch;
+            if args.schedule.is_none() {
+                if let Some(text) = state.info.extra.get("schedule") {
+                    config.schedule = text.parse()?;
+                }
+            }
             if state.batches_done > 0 {
                 config.start_position = Some(epoch_position(&state.info, state.batches_done)?);
             }
@@ -385,6 +416,14 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         }
     };
     args.reference.apply(&mut net);
+    // A resumed run keeps the schedule unless told otherwise (a constant
+    // rate, the default, is not written).
+    match config.schedule {
+        Schedule::Constant => info.extra.remove("schedule"),
+        schedule => info
+            .extra
+            .insert("schedule".to_string(), schedule.to_string()),
+    };
     let mut optimizer = build::<f32>(config.optimizer, config.learning_rate);
     // An empty state (a checkpoint from `convnet import`) starts the
     // optimizer afresh.
@@ -413,7 +452,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "training {}{} ({} parameters) on {}: {} train / {} test images {:?}, {} epochs, batch {}, {} lr {}, {} threads",
+        "training {}{} ({} parameters) on {}: {} train / {} test images {:?}, {} epochs, batch {}, {} lr {}{}, {} threads",
         info.model,
         args.reference.note(),
         net.num_params(),
@@ -425,6 +464,10 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         args.batch_size,
         args.optimizer,
         learning_rate.unwrap_or(args.optimizer.default_learning_rate()),
+        match config.schedule {
+            Schedule::Constant => String::new(),
+            schedule => format!(" ({schedule})"),
+        },
         rayon::current_num_threads()
     );
 
