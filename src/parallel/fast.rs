@@ -4,8 +4,8 @@
 //! the threads that compute rather than to the code:
 //!
 //! 1. subnormal floats flushed to zero on every thread
-//!    ([`denormals`](super::denormals): an epoch late in training 2–3×
-//!    faster);
+//!    ([`denormals`](super::denormals): late in training many values are
+//!    subnormal, and the processor handles those in slow microcode);
 //! 2. the pool's workers kept awake between the layers' parallel loops
 //!    ([`awake_workers`](super::awake_workers): fewer context switches per
 //!    step).
