@@ -3,20 +3,8 @@
 
 mod common;
 
-use common::{convnet_ok as convnet, TempDir};
+use common::{convnet_ok as convnet, weights, TempDir};
 use convnet::checkpoint;
-use std::path::Path;
-
-/// Every parameter of a checkpoint, flattened, in order.
-fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let (mut net, _) = checkpoint::load(path).unwrap();
-    let names = net.param_names();
-    names
-        .into_iter()
-        .zip(net.params())
-        .map(|(n, p)| (n, p.value.data().to_vec()))
-        .collect()
-}
 
 #[test]
 fn resume_ends_with_the_weights_of_an_uninterrupted_run() {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{convnet_fails, convnet_ok, idx_images, idx_labels, TempDir};
+use common::{convnet_fails, convnet_ok, idx_images, idx_labels, weights, TempDir};
 use convnet::checkpoint;
 use std::path::Path;
 use std::process::Command;
@@ -25,17 +25,6 @@ fn train_args(epochs: &str) -> Vec<&str> {
         "--epochs",
         epochs,
     ]
-}
-
-/// Every parameter of a checkpoint, flattened, in order.
-fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let (mut net, _) = checkpoint::load(path).unwrap();
-    let names = net.param_names();
-    names
-        .into_iter()
-        .zip(net.params())
-        .map(|(n, p)| (n, p.value.data().to_vec()))
-        .collect()
 }
 
 #[test]

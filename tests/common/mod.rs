@@ -115,3 +115,14 @@ pub fn idx_labels(labels: &[u8]) -> Vec<u8> {
     bytes.extend_from_slice(labels);
     bytes
 }
+
+/// Every parameter of the checkpoint at `path`, by name, flattened, in order.
+pub fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let (mut net, _) = convnet::checkpoint::load(path).unwrap();
+    let names = net.param_names();
+    names
+        .into_iter()
+        .zip(net.params())
+        .map(|(n, p)| (n, p.value.data().to_vec()))
+        .collect()
+}

@@ -142,6 +142,11 @@ pub struct EvalArgs {
 }
 
 fn metrics_json(m: &EpochMetrics) -> String {
+    metrics_value(m).to_string()
+}
+
+/// One epoch's metrics as a JSON object: `--metrics`' line.
+fn metrics_value(m: &EpochMetrics) -> serde_json::Value {
     serde_json::json!({
         "epoch": m.epoch,
         "train_loss": m.train_loss,
@@ -152,20 +157,17 @@ fn metrics_json(m: &EpochMetrics) -> String {
         "images_per_second": m.images_per_second,
         "lr": m.lr,
     })
-    .to_string()
 }
 
 /// The metrics stored in a checkpoint: those of [`metrics_json`] without the
 /// timings, so that two identical runs write identical checkpoints.
 fn checkpoint_metrics_json(m: &EpochMetrics) -> String {
-    serde_json::json!({
-        "epoch": m.epoch,
-        "train_loss": m.train_loss,
-        "train_acc": m.train_acc,
-        "test_loss": m.test_loss,
-        "test_acc": m.test_acc,
-    })
-    .to_string()
+    let mut value = metrics_value(m);
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("seconds");
+        fields.remove("images_per_second");
+    }
+    value.to_string()
 }
 
 fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
@@ -231,15 +233,7 @@ impl PlainProgress {
 
 /// `n` with a comma between thousands: 8,004.
 fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
+    convnet::networks::summary::with_commas(n as u64)
 }
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
