@@ -341,7 +341,9 @@ fn all_finite<T: Float>(values: &[T]) -> bool {
     }
     let total = rest
         .iter()
-        .fold(sums.iter().fold(T::zero(), |a, &b| a + b), |a, &x| a + (x - x));
+        .fold(sums.iter().fold(T::zero(), |a, &b| a + b), |a, &x| {
+            a + (x - x)
+        });
     total == T::zero()
 }
 
