@@ -329,6 +329,7 @@ fn epoch_seed(seed: u64, epoch: usize) -> u64 {
 /// NaN and ±∞, so the sum is 0 exactly when all are finite. Eight running
 /// sums let the compiler use SIMD lanes, where a short-circuiting `all`
 /// would test one value at a time.
+#[allow(clippy::eq_op)] // `x - x` is the point: NaN exactly for NaN and ±∞
 fn all_finite<T: Float>(values: &[T]) -> bool {
     const LANES: usize = 8;
     let mut sums = [T::zero(); LANES];
