@@ -96,7 +96,7 @@ use std::path::{Path, PathBuf};
 /// The metadata stored beside the weights.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckpointInfo {
-    /// The model's name (`simple`, `lenet5`, ...) or spec, as [`build_model`] takes it;
+    /// The model's name (`simple`, `lenet5`, ...) or spec, as [`build_model`](crate::networks::build_model) takes it;
     /// `"custom"` for a network with a layer of its own.
     pub model: String,
     /// The sizes the model was built with (`filters=16,...`).

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-mod schedule;
+pub mod schedule;
 pub mod weight_decay;
 pub use schedule::Schedule;
 pub use weight_decay::WeightDecayMode;
