@@ -172,13 +172,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Flushes the folder holding `path` to the disk, so that a rename into it
 /// survives a power loss. Best effort: not every platform can open a folder.
 fn sync_folder(path: &Path) {
-    let folder = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Ok(dir) = std::fs::File::open(folder) {
+    if let Ok(dir) = std::fs::File::open(folder_of(path)) {
         let _ = dir.sync_all();
     }
+}
+
+/// The folder a file path lies in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// For the tests of a kill during a save: when the environment variable
@@ -653,26 +656,38 @@ pub fn save_training_state(
 /// Removes the optimizer files of `path` other than `keep` (best effort: a
 /// file left behind is only disk space).
 fn remove_other_optimizer_files(path: &Path, keep: &Path) {
-    let _ = std::fs::remove_file(unversioned_optimizer_path(path));
-    let folder = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let prefix = format!("{}.optim-", file_stem(path));
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let position = name
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix(".safetensors"));
-        let is_ours = position
-            .is_some_and(|p| !p.is_empty() && p.split('-').all(|n| n.parse::<usize>().is_ok()));
-        if is_ours && Some(name.as_str()) != keep.file_name().and_then(|n| n.to_str()) {
-            let _ = std::fs::remove_file(entry.path());
+    for file in optimizer_files(path) {
+        if file != keep {
+            let _ = std::fs::remove_file(file);
         }
     }
+}
+
+/// The optimizer-state files beside the checkpoint `model_path`, of any
+/// position: `model.optim-3.safetensors`, `model.optim-3-250.safetensors`,
+/// and the unversioned `model.optim.safetensors` of older checkpoints.
+pub fn optimizer_files(model_path: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}.optim-", file_stem(model_path));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder_of(model_path))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let position = name
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(".safetensors"));
+            position
+                .is_some_and(|p| !p.is_empty() && p.split('-').all(|n| n.parse::<usize>().is_ok()))
+        })
+        .map(|entry| model_path.with_file_name(entry.file_name()))
+        .collect();
+    let unversioned = unversioned_optimizer_path(model_path);
+    if unversioned.exists() {
+        files.push(unversioned);
+    }
+    files.sort();
+    files
 }
 
 /// A training run read back by [`load_training_state`].

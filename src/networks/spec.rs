@@ -491,14 +491,20 @@ impl<T: Float> Network<T> {
     /// assert_eq!(rebuilt.to_spec().unwrap(), spec);
     /// ```
     pub fn to_spec(&self) -> Result<String> {
+        Ok(format_spec(&self.layer_specs()?))
+    }
+
+    /// Every layer as a [`LayerSpec`], in order (what [`to_spec`](Self::to_spec)
+    /// writes, before it is written): an error for an empty network or for a
+    /// layer the grammar cannot name.
+    pub fn layer_specs(&self) -> Result<Vec<LayerSpec>> {
         if self.layers.is_empty() {
             return Err(Error::Config("a network with no layers has no spec".into()));
         }
-        let layers = self
-            .layers
+        self.layers
             .iter()
             .map(|named| {
-                named.layer.spec().map(|s| s.to_string()).ok_or_else(|| {
+                named.layer.spec().ok_or_else(|| {
                     Error::Config(format!(
                         "layer {} ({}) has no spec form: a spec can only name the library's own layers",
                         named.name,
@@ -506,8 +512,7 @@ impl<T: Float> Network<T> {
                     ))
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(layers.join("-"))
+            .collect()
     }
 }
 

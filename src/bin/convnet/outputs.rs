@@ -49,19 +49,8 @@ pub fn training_inputs(
     let mut inputs = Vec::new();
     if let Some(path) = resume {
         inputs.push(("--resume".to_string(), path.to_path_buf()));
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let prefix = format!("{stem}.optim");
-        for entry in std::fs::read_dir(folder_of(path))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                inputs.push(("--resume's optimizer state".to_string(), entry.path()));
-            }
+        for file in convnet::checkpoint::optimizer_files(path) {
+            inputs.push(("--resume's optimizer state".to_string(), file));
         }
     }
     if let Some(folder) = data_folder {

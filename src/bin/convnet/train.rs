@@ -623,18 +623,15 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The sizes of a network loaded from a checkpoint: planned from the network
-/// itself (its spec), else from the checkpoint's model name and options.
+/// itself (its layers as specs), else from the checkpoint's model name and
+/// options.
 fn plan_loaded(
     net: &convnet::networks::Network<f32>,
     info: &CheckpointInfo,
 ) -> anyhow::Result<convnet::networks::ModelPlan> {
     let classes = info.class_names.len();
-    Ok(match net.to_spec() {
-        Ok(spec) => convnet::networks::plan_spec(
-            &convnet::networks::parse_spec(&spec)?,
-            info.input_shape,
-            classes,
-        )?,
+    Ok(match net.layer_specs() {
+        Ok(layers) => convnet::networks::plan_spec(&layers, info.input_shape, classes)?,
         Err(_) => plan_model(&info.model, &info.options, info.input_shape, classes)?,
     })
 }
