@@ -324,6 +324,26 @@ fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// What is not finite after a mini-batch's backward pass — its loss, or the
+/// first gradient with a NaN or an infinity — as words for the error.
+fn not_finite<T: Float>(network: &mut Network<T>, loss: f64) -> Option<String> {
+    if !loss.is_finite() {
+        return Some(format!("the loss became {loss}"));
+    }
+    network.layers.iter_mut().find_map(|named| {
+        let param = named
+            .layer
+            .params()
+            .iter()
+            .find(|p| !all_finite(p.grad.data()))
+            .map(|p| p.name)?;
+        Some(format!(
+            "the gradient of {}.{param} is not finite",
+            named.name
+        ))
+    })
+}
+
 /// Whether every value is finite, in one pass that vectorises (it runs on
 /// every gradient of every step): `x − x` is 0 for a finite `x` and NaN for
 /// NaN and ±∞, so the sum is 0 exactly when all are finite. Eight running
@@ -458,18 +478,7 @@ fn train_here<T: Float>(
             }
             // Stop before the step, so that the weights (and the last saved
             // checkpoint) stay the last good ones.
-            let bad = if !loss.is_finite() {
-                Some(format!("the loss became {loss}"))
-            } else {
-                network.layers.iter_mut().find_map(|named| {
-                    let bad = named.layer.params().iter().find_map(|p| {
-                        let finite = all_finite(p.grad.data());
-                        (!finite).then_some(p.name)
-                    });
-                    bad.map(|param| format!("the gradient of {}.{param} is not finite", named.name))
-                })
-            };
-            if let Some(what) = bad {
+            if let Some(what) = not_finite(network, loss) {
                 return Err(Error::Config(format!(
                     "{what} in epoch {}, batch {}: training diverged (the learning rate is probably too high)",
                     epoch + 1,
@@ -507,7 +516,6 @@ fn train_here<T: Float>(
                 return Ok(history);
             }
         }
-        let (loss_sum, correct) = (position.loss_sum, position.correct);
         let seconds = resumed.seconds + start.elapsed().as_secs_f64();
         // Evaluate with the training batch size: a larger batch would only grow
         // every layer's kept buffers (and the peak memory) for no speed gain.
@@ -515,8 +523,8 @@ fn train_here<T: Float>(
         let n = data.train.len() as f64;
         let metrics = EpochMetrics {
             epoch: epoch + 1,
-            train_loss: loss_sum / n,
-            train_acc: correct as f64 / n,
+            train_loss: position.loss_sum / n,
+            train_acc: position.correct as f64 / n,
             test_loss: test.loss,
             test_acc: test.accuracy,
             seconds,
