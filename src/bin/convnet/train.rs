@@ -16,7 +16,7 @@ use convnet::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -256,14 +256,14 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let resumed = args
         .resume
         .as_deref()
-        .map(|path| checkpoint::load_training_state(path, max_memory))
+        .map(|path| checkpoint::load_training_state(path, max_memory).map(|state| (path, state)))
         .transpose()?;
     let model = match &resumed {
-        Some(state) => {
+        Some((path, state)) => {
             anyhow::ensure!(
                 args.model.as_ref().is_none_or(|m| *m == state.info.model),
                 "{} holds a {} network, not --model {}: leave out --model to continue it",
-                args.resume.as_deref().unwrap_or(Path::new("")).display(),
+                path.display(),
                 state.info.model,
                 args.model.as_deref().unwrap_or_default()
             );
@@ -311,11 +311,11 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         args.activation.is_none() || (model_info(&model).is_some() && resumed.is_none()),
         "--activation applies to lenet5, alexnet, alexnet-small and deep only (a resumed run keeps its model)"
     );
-    if let Some(state) = &resumed {
+    if let Some((path, state)) = &resumed {
         if state.epoch >= args.epochs {
             println!(
                 "{} already holds {} epochs (--epochs {}): nothing to do",
-                args.resume.as_deref().unwrap_or(Path::new("")).display(),
+                path.display(),
                 state.epoch,
                 args.epochs
             );
@@ -335,8 +335,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     );
     let f32_bytes = std::mem::size_of::<f32>();
     let (mut net, mut info, optimizer_state) = match resumed {
-        Some(state) => {
-            let path = args.resume.as_deref().unwrap_or(Path::new(""));
+        Some((path, state)) => {
             if let Some(theirs) = state.info.extra.get("dataset_fingerprint") {
                 let their_name = state.info.extra.get("dataset").map_or("?", String::as_str);
                 anyhow::ensure!(
@@ -369,7 +368,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
             if state.batches_done > 0 {
                 config.start_position = Some(epoch_position(&state.info, state.batches_done)?);
             }
-            (state.net, state.info, Some(state.optimizer_state))
+            (state.net, state.info, Some((path, state.optimizer_state)))
         }
         None => {
             let options = ModelOptions {
@@ -421,7 +420,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut optimizer = build::<f32>(config.optimizer, config.learning_rate);
     // An empty state (a checkpoint from `convnet import`) starts the
     // optimizer afresh.
-    if let Some(state) = optimizer_state.as_ref().filter(|s| !s.is_empty()) {
+    if let Some((resume, state)) = optimizer_state.as_ref().filter(|(_, s)| !s.is_empty()) {
         // A state file from another network, or with impossible values, is
         // an error here rather than a panic in the first step.
         let params: Vec<(String, usize)> = net
@@ -429,7 +428,6 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
             .into_iter()
             .zip(net.params().iter().map(|p| p.value.len()))
             .collect();
-        let resume = args.resume.as_deref().unwrap_or(Path::new(""));
         let in_file = |e: convnet::Error| {
             anyhow::anyhow!("{}'s optimizer state: {}", resume.display(), e.detail())
         };
