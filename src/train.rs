@@ -25,10 +25,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+pub mod augment;
+pub mod ema;
+pub mod recipe;
 pub mod schedule;
 pub mod weight_decay;
+mod weights;
+pub use augment::Augment;
+pub use ema::Ema;
 pub use schedule::Schedule;
 pub use weight_decay::WeightDecayMode;
+use weights::Weights;
 
 /// A request to stop training early, shared with whoever asks (a Ctrl-C
 /// handler): [`train_with_optimizer`] looks at it after every mini-batch
@@ -120,6 +127,18 @@ pub struct TrainConfig {
     /// see [`SoftmaxWithLoss`](crate::layers::SoftmaxWithLoss)). The
     /// reported training loss is the smoothed one, the test loss never is.
     pub label_smoothing: f64,
+    /// How each training mini-batch is augmented (default: not at all; see
+    /// [`augment`]).
+    pub augment: Augment,
+    /// Training images held out for validation (default 0): chosen by the
+    /// seed, never trained on, and measured after every epoch
+    /// ([`EpochMetrics::val_acc`]). They come out of `data.train`; the test
+    /// set is untouched.
+    pub validation: usize,
+    /// Early stopping: stop when the validation accuracy has not improved
+    /// for this many epochs, and end with the best epoch's weights
+    /// (default `None`: train every epoch). Needs `validation > 0`.
+    pub early_stop: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -138,6 +157,9 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             weight_decay_mode: WeightDecayMode::L2,
             label_smoothing: 0.0,
+            augment: Augment::default(),
+            validation: 0,
+            early_stop: None,
         }
     }
 }
@@ -166,6 +188,19 @@ impl TrainConfig {
                 "weight decay must be a number ≥ 0, got {}",
                 self.weight_decay
             )));
+        }
+        match self.early_stop {
+            Some(0) => {
+                return Err(Error::Config(
+                    "early stopping needs a patience of at least 1 epoch".into(),
+                ))
+            }
+            Some(_) if self.validation == 0 => {
+                return Err(Error::Config(
+                    "early stopping needs a validation set (hold out some training images)".into(),
+                ))
+            }
+            _ => {}
         }
         if let Some(lr) = self.learning_rate {
             if !(lr.is_finite() && lr > 0.0) {
@@ -198,6 +233,16 @@ pub struct EpochMetrics {
     /// The learning rate of the epoch's first mini-batch (see
     /// [`TrainConfig::schedule`]).
     pub lr: f64,
+    /// Mean cross-entropy loss on the validation images after the epoch
+    /// (`None` without [`TrainConfig::validation`]).
+    pub val_loss: Option<f64>,
+    /// Accuracy on the validation images after the epoch.
+    pub val_acc: Option<f64>,
+    /// Whether the validation accuracy is the best of the run so far (an
+    /// earlier epoch with the same accuracy stays the best); always `true`
+    /// without validation. With [`TrainConfig::early_stop`], the weights of
+    /// the last epoch marked best are those training ends with.
+    pub is_best: bool,
 }
 
 /// Progress reports during training.
@@ -281,14 +326,34 @@ pub fn evaluate<T: Float>(
     data: &Dataset,
     batch_size: usize,
 ) -> Result<Evaluation> {
-    run_fast(None, || evaluate_here(network, data, batch_size))?
+    evaluate_with(network, data, batch_size, false)
 }
 
-/// [`evaluate`] on the calling thread.
-fn evaluate_here<T: Float>(
+/// [`evaluate`], with test-time augmentation when `flip_average` is set:
+/// each image's class probabilities are the average of those of the image
+/// and of its left–right mirror image (for data sets where a mirrored
+/// image is still of its class: clothes, not digits). The loss is then
+/// `−log` of the averaged probability of the true class.
+pub fn evaluate_with<T: Float>(
     network: &mut Network<T>,
     data: &Dataset,
     batch_size: usize,
+    flip_average: bool,
+) -> Result<Evaluation> {
+    let all: Vec<usize> = (0..data.len()).collect();
+    run_fast(None, || {
+        evaluate_here(network, data, &all, batch_size, flip_average)
+    })?
+}
+
+/// [`evaluate_with`] of the images `indices` of `data`, on the calling
+/// thread.
+fn evaluate_here<T: Float>(
+    network: &mut Network<T>,
+    data: &Dataset,
+    indices: &[usize],
+    batch_size: usize,
+    flip_average: bool,
 ) -> Result<Evaluation> {
     if batch_size == 0 {
         return Err(Error::Config("batch size must be at least 1".into()));
@@ -300,23 +365,64 @@ fn evaluate_here<T: Float>(
         labels: Vec::new(),
     };
     let mut loss_sum = 0.0;
-    let indices: Vec<usize> = (0..data.len()).collect();
+    let mut averaged: Tensor<T> = Tensor::default();
+    let [channels, height, width] = data.input_shape();
     for chunk in indices.chunks(batch_size) {
         data.batch_into(chunk, &mut batch.x, &mut batch.labels);
         let loss = network.loss(&batch.x, &batch.labels, false)?;
-        loss_sum += loss.as_f64() * chunk.len() as f64;
-        let probabilities = network.loss_layer.probabilities();
+        let probabilities = if flip_average {
+            averaged.copy_from(network.loss_layer.probabilities());
+            augment::flip_horizontally(batch.x.data_mut(), chunk.len() * channels, height, width);
+            network.loss(&batch.x, &batch.labels, false)?;
+            let half = T::cast(0.5);
+            for (a, &b) in averaged
+                .data_mut()
+                .iter_mut()
+                .zip(network.loss_layer.probabilities().data())
+            {
+                *a = half * (*a + b);
+            }
+            for (row, &label) in averaged.data().chunks(classes).zip(&batch.labels) {
+                // Floored, so that a probability rounded to 0 costs a large
+                // but finite loss.
+                loss_sum -= row[label].as_f64().max(f64::MIN_POSITIVE).ln();
+            }
+            &averaged
+        } else {
+            loss_sum += loss.as_f64() * chunk.len() as f64;
+            network.loss_layer.probabilities()
+        };
         for (predicted, &label) in argmax_rows(probabilities).zip(&batch.labels) {
             confusion[label][predicted] += 1;
         }
     }
-    let n = data.len().max(1) as f64;
+    let n = indices.len().max(1) as f64;
     let correct: usize = (0..classes).map(|c| confusion[c][c]).sum();
     Ok(Evaluation {
         loss: loss_sum / n,
         accuracy: correct as f64 / n,
         confusion,
     })
+}
+
+/// The training images that [`TrainConfig::validation`] holds out, and
+/// those left to train on (both in increasing order): `count` images of
+/// `len` chosen by the seed. An error unless some images are left.
+pub fn validation_split(len: usize, count: usize, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+    if count >= len {
+        return Err(Error::Config(format!(
+            "cannot hold out {count} of {len} training images for validation: none would be left to train on"
+        )));
+    }
+    let mut all: Vec<usize> = (0..len).collect();
+    if count > 0 {
+        Rng::new(seed ^ 0x5EED_0F_7A11_DA7E).shuffle(&mut all);
+    }
+    let mut held_out = all[..count].to_vec();
+    let mut train = all[count..].to_vec();
+    held_out.sort_unstable();
+    train.sort_unstable();
+    Ok((held_out, train))
 }
 
 /// The seed of everything random in epoch `epoch` (0-based) of a run.
@@ -375,11 +481,21 @@ fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
     epoch_seed(seed, epoch) ^ (batch as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)
 }
 
+/// The seed of the augmentation of mini-batch `batch` of epoch `epoch`: a
+/// stream apart from the dropout masks'.
+fn augment_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
+    batch_seed(seed, epoch, batch) ^ 0x6A09_E667_F3BC_C909
+}
+
 /// The shuffled order of the training set in epoch `epoch` (0-based).
 pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..len).collect();
-    Rng::new(epoch_seed(seed, epoch)).shuffle(&mut order);
-    order
+    shuffled((0..len).collect(), seed, epoch)
+}
+
+/// `images` in the shuffled order of epoch `epoch`.
+fn shuffled(mut images: Vec<usize>, seed: u64, epoch: usize) -> Vec<usize> {
+    Rng::new(epoch_seed(seed, epoch)).shuffle(&mut images);
+    images
 }
 
 /// Trains `network` on `data.train`, evaluating on `data.test` after every
@@ -444,7 +560,22 @@ fn train_here<T: Float>(
         x: Tensor::default(),
         labels: Vec::new(),
     };
-    let total = data.train.len().div_ceil(config.batch_size);
+    let (held_out, trained_on) = validation_split(data.train.len(), config.validation, config.seed)?;
+    let total = trained_on.len().div_ceil(config.batch_size);
+    let validate = |network: &mut Network<T>| -> Result<Option<Evaluation>> {
+        (!held_out.is_empty())
+            .then(|| evaluate_here(network, &data.train, &held_out, config.batch_size, false))
+            .transpose()
+    };
+    // Early stopping keeps the best epoch's weights; a resumed run starts
+    // from its checkpoint's, measured again.
+    let mut best: Option<(f64, Option<Weights<T>>)> = None;
+    let mut epochs_since_best = 0;
+    if config.early_stop.is_some() && config.start_epoch > 0 {
+        if let Some(val) = validate(network)? {
+            best = Some((val.accuracy, Some(Weights::capture(network))));
+        }
+    }
     let base_lr = config
         .learning_rate
         .unwrap_or_else(|| optimizer.learning_rate());
@@ -456,7 +587,7 @@ fn train_here<T: Float>(
     let mut history = Vec::with_capacity(config.epochs);
     for epoch in config.start_epoch..config.epochs {
         let start = Instant::now();
-        let order = epoch_order(data.train.len(), config.seed, epoch);
+        let order = shuffled(trained_on.clone(), config.seed, epoch);
         let resumed = config
             .start_position
             .clone()
@@ -470,7 +601,11 @@ fn train_here<T: Float>(
         {
             data.train
                 .batch_into(chunk, &mut batch.x, &mut batch.labels);
-            // Dropout masks depend only on the seed, the epoch and the batch.
+            // Dropout masks and augmentation depend only on the seed, the
+            // epoch and the batch.
+            config
+                .augment
+                .apply(&mut batch.x, augment_seed(config.seed, epoch, done))?;
             network.reseed(batch_seed(config.seed, epoch, done));
             let mut loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
             if config.weight_decay > 0.0 && config.weight_decay_mode == WeightDecayMode::L2 {
@@ -519,8 +654,21 @@ fn train_here<T: Float>(
         let seconds = resumed.seconds + start.elapsed().as_secs_f64();
         // Evaluate with the training batch size: a larger batch would only grow
         // every layer's kept buffers (and the peak memory) for no speed gain.
-        let test = evaluate_here(network, &data.test, config.batch_size)?;
-        let n = data.train.len() as f64;
+        let all_test: Vec<usize> = (0..data.test.len()).collect();
+        let test = evaluate_here(network, &data.test, &all_test, config.batch_size, false)?;
+        let val = validate(network)?;
+        let is_best = match (&val, &best) {
+            (None, _) | (Some(_), None) => true,
+            (Some(val), Some((best_acc, _))) => val.accuracy > *best_acc,
+        };
+        if let Some(val) = val.as_ref().filter(|_| is_best) {
+            let kept = config.early_stop.map(|_| Weights::capture(network));
+            best = Some((val.accuracy, kept));
+            epochs_since_best = 0;
+        } else {
+            epochs_since_best += 1;
+        }
+        let n = trained_on.len() as f64;
         let metrics = EpochMetrics {
             epoch: epoch + 1,
             train_loss: position.loss_sum / n,
@@ -530,11 +678,23 @@ fn train_here<T: Float>(
             seconds,
             images_per_second: n / seconds.max(1e-9),
             lr: lr_at(epoch, 0),
+            val_loss: val.as_ref().map(|v| v.loss),
+            val_acc: val.as_ref().map(|v| v.accuracy),
+            is_best,
         };
         on_progress(Progress::Epoch(&metrics), network, optimizer)?;
         history.push(metrics);
         if config.stop.is_requested() {
             break;
+        }
+        if config.early_stop.is_some_and(|patience| epochs_since_best >= patience) {
+            break;
+        }
+    }
+    // Early stopping ends with the best epoch's weights.
+    if let Some((_, Some(weights))) = best.as_mut() {
+        if epochs_since_best > 0 && !config.stop.is_requested() {
+            weights.restore(network)?;
         }
     }
     Ok(history)

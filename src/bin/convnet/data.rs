@@ -42,10 +42,16 @@ impl DataArgs {
 
     /// Loads the chosen set, downloading it if needed.
     pub fn load(&self) -> anyhow::Result<TrainTest> {
+        self.load_or(None)
+    }
+
+    /// [`load`](Self::load), with `default` (a `--dataset` name) instead of
+    /// the embedded digits when neither `--data` nor `--dataset` is given.
+    pub fn load_or(&self, default: Option<&str>) -> anyhow::Result<TrainTest> {
         if let Some(dir) = &self.data {
             return Ok(load_dir(dir)?);
         }
-        let name: DatasetName = match &self.dataset {
+        let name: DatasetName = match self.dataset.as_deref().or(default) {
             Some(name) => name.parse()?,
             None => DatasetName::Mnist10k,
         };

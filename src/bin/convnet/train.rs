@@ -9,8 +9,8 @@ use convnet::networks::{build_model_within, model_info, plan_model, ModelOptions
 use convnet::optim::OptimizerKind;
 use convnet::optim::{build, check_state_fits};
 use convnet::train::{
-    evaluate, train_with_optimizer, EpochMetrics, EpochPosition, Evaluation, Progress, Schedule,
-    StopFlag, TrainConfig, WeightDecayMode,
+    evaluate, evaluate_with, recipe, train_with_optimizer, Augment, Ema, EpochMetrics,
+    EpochPosition, Evaluation, Progress, Schedule, StopFlag, TrainConfig, WeightDecayMode,
 };
 use convnet::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,6 +22,11 @@ use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct TrainArgs {
+    /// A named recipe: a network and every training option chosen together
+    /// (fashion-fast: Fashion-MNIST, see docs/training.md). It is printed
+    /// in full at the start; options given beside it override its values.
+    #[arg(long)]
+    recipe: Option<String>,
     /// The network: simple (the book's SimpleConvNet), lenet5, alexnet,
     /// alexnet-small, deep, or a spec such as
     /// 'conv(30,5)-relu-maxpool(2)-affine(100)-relu-affine(10)'. Default:
@@ -31,15 +36,15 @@ pub struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
     /// Epochs in all: each one trains on every training image once, in a
-    /// new shuffled order, then measures the test set.
-    #[arg(long, default_value_t = 15)]
-    epochs: usize,
-    /// Images per mini-batch (one gradient step each).
-    #[arg(long, default_value_t = 100)]
-    batch_size: usize,
-    /// sgd, momentum, nesterov, adagrad, rmsprop or adam.
-    #[arg(long, default_value = "adam")]
-    optimizer: OptimizerKind,
+    /// new shuffled order, then measures the test set. Default: 15.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per mini-batch (one gradient step each). Default: 100.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// sgd, momentum, nesterov, adagrad, rmsprop or adam. Default: adam.
+    #[arg(long)]
+    optimizer: Option<OptimizerKind>,
     /// Learning rate. Default: the optimizer's default from the book
     /// (0.001 for adam, 0.01 for the others), except adam on alexnet-small: 0.0005.
     #[arg(long)]
@@ -52,19 +57,42 @@ pub struct TrainArgs {
     #[arg(long)]
     schedule: Option<Schedule>,
     /// Weight decay λ (book §6.4.1) on the weights of convolutions and
-    /// affine layers (not biases, not batch norm). 0: none.
-    #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
-    weight_decay: f64,
-    /// l2: the penalty λ/2·‖W‖² added to the loss (and to the reported
-    /// training loss), λW to the gradients; decoupled: the weights shrunk by
-    /// lr·λ before each step (AdamW's form).
-    #[arg(long, default_value = "l2", value_name = "MODE")]
-    weight_decay_mode: WeightDecayMode,
+    /// affine layers (not biases, not batch norm). Default 0: none.
+    #[arg(long, value_name = "LAMBDA")]
+    weight_decay: Option<f64>,
+    /// l2 (the default): the penalty λ/2·‖W‖² added to the loss (and to the
+    /// reported training loss), λW to the gradients; decoupled: the weights
+    /// shrunk by lr·λ before each step (AdamW's form).
+    #[arg(long, value_name = "MODE")]
+    weight_decay_mode: Option<WeightDecayMode>,
     /// Label smoothing ε in [0, 1): the training targets become
     /// (1 − ε)·onehot + ε/classes. The reported train loss is the smoothed
-    /// one; the test loss is not. 0: none.
-    #[arg(long, default_value_t = 0.0, value_name = "EPSILON")]
-    label_smoothing: f64,
+    /// one; the test loss is not. Default 0: none.
+    #[arg(long, value_name = "EPSILON")]
+    label_smoothing: Option<f64>,
+    /// Data augmentation of every training batch, seeded: crop:P (random
+    /// crop with zero padding P: a move of up to P pixels), translate:P (the
+    /// same move, the border filled with edge pixels), flip (left–right,
+    /// half the images; not for digits), joined by commas (crop:2,flip), or
+    /// none. Default: none.
+    #[arg(long, value_name = "ITEMS")]
+    augment: Option<Augment>,
+    /// Hold out N training images (chosen by the seed) for validation:
+    /// never trained on, measured after every epoch. The test set stays a
+    /// separate, final measurement. Default 0: none.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    validation: usize,
+    /// Stop when the validation accuracy has not improved for PATIENCE
+    /// epochs and keep the best epoch: --save writes only epochs that
+    /// improve it, and training ends with its weights. Needs --validation.
+    #[arg(long, value_name = "PATIENCE")]
+    early_stop: Option<usize>,
+    /// Keep an averaged model, the exponential moving average of the
+    /// weights with this decay (e.g. 0.999), measured after every epoch
+    /// and saved beside --save as NAME.ema.safetensors (a checkpoint like
+    /// any other).
+    #[arg(long, value_name = "DECAY")]
+    ema: Option<f64>,
     /// Weight initialisation: he (N(0, 2/fan_in)), xavier (N(0, 1/fan_in)),
     /// std (the book's N(0, 0.01²)) or std:SIGMA. Default: he, except xavier
     /// for lenet5.
@@ -130,6 +158,11 @@ pub struct EvalArgs {
     /// Worker threads. Default: one per core.
     #[arg(long)]
     threads: Option<usize>,
+    /// Test-time augmentation: average each image's class probabilities
+    /// with those of its left–right mirror image (for clothes and objects,
+    /// not digits).
+    #[arg(long)]
+    tta: bool,
     /// Also draw the confusion matrix as a PNG heat-map (640×640 pixels):
     /// class names on the axes, counts in the cells, colour by share of the
     /// true class.
@@ -141,13 +174,42 @@ pub struct EvalArgs {
     memory: MemoryArgs,
 }
 
-fn metrics_json(m: &EpochMetrics) -> String {
-    metrics_value(m).to_string()
+impl TrainArgs {
+    /// Fills every option not given on the command line from `recipe`.
+    fn take_recipe(&mut self, recipe: &recipe::Recipe) {
+        self.model.get_or_insert_with(|| recipe.model.to_string());
+        self.epochs.get_or_insert(recipe.epochs);
+        self.batch_size.get_or_insert(recipe.batch_size);
+        self.optimizer.get_or_insert(recipe.optimizer);
+        self.lr.get_or_insert(recipe.learning_rate);
+        self.schedule.get_or_insert(recipe.schedule);
+        self.weight_decay.get_or_insert(recipe.weight_decay);
+        self.weight_decay_mode.get_or_insert(recipe.weight_decay_mode);
+        self.label_smoothing.get_or_insert(recipe.label_smoothing);
+        self.augment.get_or_insert(recipe.augment);
+        if self.ema.is_none() {
+            self.ema = recipe.ema;
+        }
+    }
 }
 
-/// One epoch's metrics as a JSON object: `--metrics`' line.
-fn metrics_value(m: &EpochMetrics) -> serde_json::Value {
-    serde_json::json!({
+/// Where the averaged model of a run saved to `checkpoint` goes:
+/// `NAME.ema.safetensors` beside `NAME.safetensors`.
+pub fn ema_file(checkpoint: &std::path::Path) -> PathBuf {
+    let stem = checkpoint
+        .file_stem()
+        .map_or_else(|| "checkpoint".into(), |s| s.to_string_lossy().into_owned());
+    checkpoint.with_file_name(format!("{stem}.ema.safetensors"))
+}
+
+fn metrics_json(m: &EpochMetrics, ema_acc: Option<f64>) -> String {
+    metrics_value(m, ema_acc).to_string()
+}
+
+/// One epoch's metrics as a JSON object: `--metrics`' line. The
+/// validation and averaged-model fields appear only when they are measured.
+fn metrics_value(m: &EpochMetrics, ema_acc: Option<f64>) -> serde_json::Value {
+    let mut value = serde_json::json!({
         "epoch": m.epoch,
         "train_loss": m.train_loss,
         "train_acc": m.train_acc,
@@ -156,13 +218,26 @@ fn metrics_value(m: &EpochMetrics) -> serde_json::Value {
         "seconds": m.seconds,
         "images_per_second": m.images_per_second,
         "lr": m.lr,
-    })
+    });
+    let optional = [
+        ("val_loss", m.val_loss),
+        ("val_acc", m.val_acc),
+        ("ema_test_acc", ema_acc),
+    ];
+    if let Some(fields) = value.as_object_mut() {
+        for (key, v) in optional {
+            if let Some(v) = v {
+                fields.insert(key.to_string(), serde_json::json!(v));
+            }
+        }
+    }
+    value
 }
 
 /// The metrics stored in a checkpoint: those of [`metrics_json`] without the
 /// timings, so that two identical runs write identical checkpoints.
-fn checkpoint_metrics_json(m: &EpochMetrics) -> String {
-    let mut value = metrics_value(m);
+fn checkpoint_metrics_json(m: &EpochMetrics, ema_acc: Option<f64>) -> String {
+    let mut value = metrics_value(m, ema_acc);
     if let Some(fields) = value.as_object_mut() {
         fields.remove("seconds");
         fields.remove("images_per_second");
@@ -170,9 +245,13 @@ fn checkpoint_metrics_json(m: &EpochMetrics) -> String {
     value.to_string()
 }
 
-fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
+fn epoch_line(m: &EpochMetrics, epochs: usize, ema_acc: Option<f64>) -> String {
+    let val = m.val_acc.map_or(String::new(), |acc| {
+        format!("  val acc {:6.2}%{}", 100.0 * acc, if m.is_best { "*" } else { " " })
+    });
+    let ema = ema_acc.map_or(String::new(), |acc| format!("  ema acc {:6.2}%", 100.0 * acc));
     format!(
-        "epoch {:>2}/{epochs}  train loss {:.4}  train acc {:6.2}%  test acc {:6.2}%  ({:.2} s, {:.0} img/s)",
+        "epoch {:>2}/{epochs}  train loss {:.4}  train acc {:6.2}%{val}  test acc {:6.2}%{ema}  ({:.2} s, {:.0} img/s)",
         m.epoch,
         m.train_loss,
         100.0 * m.train_acc,
@@ -236,17 +315,31 @@ fn thousands(n: usize) -> String {
     convnet::networks::summary::with_commas(n as u64)
 }
 
-pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
     // The library's `train_with_optimizer` runs on this pool, its workers
     // kept awake (`convnet::parallel::run_fast`).
     crate::set_threads(args.threads)?;
+    let recipe = args.recipe.as_deref().map(recipe::find).transpose()?;
+    if let Some(recipe) = recipe {
+        args.take_recipe(recipe);
+        println!("recipe {}: {}", recipe.name, recipe.about);
+        println!("  the same as: {}", recipe.command_line());
+    }
+    let epochs = args.epochs.unwrap_or(15);
+    let batch_size = args.batch_size.unwrap_or(100);
+    let optimizer_kind = args.optimizer.unwrap_or(OptimizerKind::Adam);
     let save_path = args.save.clone().or(args.resume.clone());
+    let ema_path = save_path.as_deref().map(ema_file);
     // Every output is checked before any work: a mistake shows at once, and
     // an output can never overwrite an input.
     crate::outputs::check_outputs(
         &[
             ("--save", save_path.as_deref()),
             ("--metrics", args.metrics.as_deref()),
+            (
+                "the averaged model (--ema)",
+                ema_path.as_deref().filter(|_| args.ema.is_some()),
+            ),
         ],
         &crate::outputs::training_inputs(args.resume.as_deref(), args.data.folder()),
     )?;
@@ -275,13 +368,13 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     // is unstable at 0.001), else the optimizer's book default.
     let learning_rate = args.lr.or_else(|| {
         model_info(&model)
-            .filter(|_| args.optimizer == OptimizerKind::Adam)
+            .filter(|_| optimizer_kind == OptimizerKind::Adam)
             .map(|m| m.adam_learning_rate)
     });
     let mut config = TrainConfig {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        optimizer: args.optimizer,
+        epochs,
+        batch_size,
+        optimizer: optimizer_kind,
         learning_rate,
         seed: args.seed,
         start_epoch: 0,
@@ -289,9 +382,12 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         stop: StopFlag::default(),
         threads: args.threads,
         schedule: args.schedule.unwrap_or_default(),
-        weight_decay: args.weight_decay,
-        weight_decay_mode: args.weight_decay_mode,
-        label_smoothing: args.label_smoothing,
+        weight_decay: args.weight_decay.unwrap_or(0.0),
+        weight_decay_mode: args.weight_decay_mode.unwrap_or_default(),
+        label_smoothing: args.label_smoothing.unwrap_or(0.0),
+        augment: args.augment.unwrap_or_default(),
+        validation: args.validation,
+        early_stop: args.early_stop,
     };
     config.validate()?;
     let simple_only = [
@@ -312,17 +408,17 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         "--activation applies to lenet5, alexnet, alexnet-small and deep only (a resumed run keeps its model)"
     );
     if let Some((path, state)) = &resumed {
-        if state.epoch >= args.epochs {
+        if state.epoch >= epochs {
             println!(
                 "{} already holds {} epochs (--epochs {}): nothing to do",
                 path.display(),
                 state.epoch,
-                args.epochs
+                epochs
             );
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let data = args.data.load()?;
+    let data = args.data.load_or(recipe.map(|r| r.dataset))?;
     let input_shape = data.train.input_shape();
     let classes = data.class_names.len();
     let fingerprint = data.fingerprint();
@@ -330,8 +426,8 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     // The memory training needs: the model, the optimizer's state and a
     // batch's activations (a batch is never larger than the data).
     let training = Usage::training(
-        args.batch_size.min(data.train.len().max(1)),
-        args.optimizer.state_slots(),
+        batch_size.min(data.train.len().max(1)),
+        optimizer_kind.state_slots(),
     );
     let f32_bytes = std::mem::size_of::<f32>();
     let (mut net, mut info, optimizer_state) = match resumed {
@@ -417,6 +513,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
             .extra
             .insert("schedule".to_string(), schedule.to_string()),
     };
+    let mut ema = averaged_model(&args, &mut net, &mut info, optimizer_state.as_ref().map(|(p, _)| *p), max_memory)?;
     let mut optimizer = build::<f32>(config.optimizer, config.learning_rate);
     // An empty state (a checkpoint from `convnet import`) starts the
     // optimizer afresh.
@@ -452,10 +549,10 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         data.train.len(),
         data.test.len(),
         input_shape,
-        args.epochs,
-        args.batch_size,
-        args.optimizer,
-        learning_rate.unwrap_or(args.optimizer.default_learning_rate()),
+        epochs,
+        batch_size,
+        optimizer_kind,
+        learning_rate.unwrap_or(optimizer_kind.default_learning_rate()),
         match config.schedule {
             Schedule::Constant => String::new(),
             schedule => format!(" ({schedule})"),
@@ -474,7 +571,6 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         );
         bar
     });
-    let epochs = args.epochs;
     let mut divergence = DivergenceWatch::default();
     stop_on_ctrl_c(&config.stop);
     // Without a terminal for the bar: a line of text now and then, so that
@@ -483,11 +579,12 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         every: progress_interval(),
         last: Instant::now(),
         images: data.train.len(),
-        batch_size: args.batch_size,
+        batch_size,
         epochs,
         loss_sum: 0.0,
         seen: 0,
     });
+    let mut ema_accuracies: Vec<Option<f64>> = Vec::new();
     let history = train_with_optimizer(
         &mut net,
         optimizer.as_mut(),
@@ -519,20 +616,38 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
                     if let Some(plain) = plain.as_mut() {
                         plain.batch(epoch, done, total, loss);
                     }
+                    if let Some(ema) = ema.as_mut() {
+                        ema.update(net)?;
+                    }
                 }
                 Progress::Epoch(m) => {
                     if let Some(plain) = plain.as_mut() {
                         plain.last = Instant::now();
                     }
-                    let line = epoch_line(m, epochs);
+                    let ema_acc = match ema.as_mut() {
+                        Some(ema) => Some(
+                            ema.with_weights(net, |net| evaluate(net, &data.test, batch_size))??
+                                .accuracy,
+                        ),
+                        None => None,
+                    };
+                    ema_accuracies.push(ema_acc);
+                    let line = epoch_line(m, epochs, ema_acc);
                     match &bar {
                         Some(bar) => bar.println(line),
                         None => println!("{line}"),
                     }
-                    if let Some(path) = &save_path {
-                        info.extra
-                            .insert("metrics".to_string(), checkpoint_metrics_json(m));
+                    // With early stopping the checkpoint keeps the best epoch.
+                    let keep = config.early_stop.is_none() || m.is_best;
+                    if let (Some(path), true) = (&save_path, keep) {
+                        info.extra.insert(
+                            "metrics".to_string(),
+                            checkpoint_metrics_json(m, ema_acc),
+                        );
                         info.extra.remove("epoch_position");
+                        if let (Some(ema), Some(ema_path)) = (ema.as_mut(), &ema_path) {
+                            save_averaged(ema, net, &mut info, ema_path)?;
+                        }
                         checkpoint::save_training_state(
                             net,
                             &info,
@@ -546,7 +661,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
                     // that the checkpoint lacks (a resume cuts it back to the
                     // checkpoint's epochs anyway).
                     if let Some(file) = metrics_file.as_mut() {
-                        writeln!(file, "{}", metrics_json(m)).map_err(|e| {
+                        writeln!(file, "{}", metrics_json(m, ema_acc)).map_err(|e| {
                             convnet::Error::Data(format!("cannot write metrics: {e}"))
                         })?;
                     }
@@ -555,14 +670,23 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
                     let done = format!(
                         "interrupted in epoch {epoch} after {} of {} batches",
                         position.batches_done,
-                        data.train.len().div_ceil(args.batch_size)
+                        (data.train.len() - config.validation).div_ceil(batch_size)
                     );
                     let line = match &save_path {
+                        // The checkpoint holds the best epoch: keep it.
+                        Some(path) if config.early_stop.is_some() => format!(
+                            "{done}: {} keeps the best epoch so far (continue with --resume {})",
+                            path.display(),
+                            path.display()
+                        ),
                         Some(path) => {
                             info.extra.insert(
                                 "epoch_position".to_string(),
                                 epoch_position_json(position),
                             );
+                            if let (Some(ema), Some(ema_path)) = (ema.as_mut(), &ema_path) {
+                                save_averaged(ema, net, &mut info, ema_path)?;
+                            }
                             checkpoint::save_training_state(
                                 net,
                                 &info,
@@ -607,17 +731,100 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &save_path {
         println!("saved {}", path.display());
     }
-    match history.last() {
-        Some(m) => println!(
-            "test accuracy: {:.2}% ({} test images, {} epochs, {:.1} s training)",
-            100.0 * m.test_acc,
-            data.test.len(),
-            history.len(),
-            history.iter().map(|m| m.seconds).sum::<f64>()
-        ),
+    if let (Some(path), Some(_)) = (&ema_path, &ema) {
+        println!("saved {} (the averaged model)", path.display());
+    }
+    // With early stopping the network is the best epoch's, else the last's.
+    let kept = match config.early_stop {
+        Some(patience) => {
+            let best = history.iter().rposition(|m| m.is_best);
+            if history.len() < epochs - config.start_epoch {
+                println!(
+                    "stopped early after epoch {}: no better validation accuracy for {patience} epoch{}",
+                    history.last().map_or(config.start_epoch, |m| m.epoch),
+                    if patience == 1 { "" } else { "s" }
+                );
+            }
+            best
+        }
+        None => history.len().checked_sub(1),
+    };
+    match kept.map(|i| (&history[i], ema_accuracies[i])) {
+        Some((m, ema_acc)) => {
+            println!(
+                "test accuracy: {:.2}% (epoch {}; {} test images, {} epochs, {:.1} s training)",
+                100.0 * m.test_acc,
+                m.epoch,
+                data.test.len(),
+                history.len(),
+                history.iter().map(|m| m.seconds).sum::<f64>()
+            );
+            if let Some(acc) = ema_acc {
+                println!(
+                    "averaged model's test accuracy: {:.2}% (epoch {})",
+                    100.0 * acc,
+                    m.epoch
+                );
+            }
+        }
         None => println!("no epochs run"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The averaged model of `--ema DECAY` (or of the resumed run, which keeps
+/// its decay): a resumed run continues the average saved beside its
+/// checkpoint; a new one starts from the network's weights. Records the
+/// decay in `info`, so that `--resume` goes on with it.
+fn averaged_model(
+    args: &TrainArgs,
+    net: &mut convnet::networks::Network<f32>,
+    info: &mut CheckpointInfo,
+    resumed_from: Option<&std::path::Path>,
+    max_memory: u64,
+) -> anyhow::Result<Option<Ema<f32>>> {
+    let kept_decay = info.extra.get("ema_decay").and_then(|d| d.parse::<f64>().ok());
+    let Some(decay) = args.ema.or(kept_decay) else {
+        return Ok(None);
+    };
+    info.extra.insert("ema_decay".to_string(), decay.to_string());
+    let (Some(resume), Some(_)) = (resumed_from, kept_decay) else {
+        return Ok(Some(Ema::new(net, decay)?));
+    };
+    let file = ema_file(resume);
+    let (mut averaged, averaged_info) = checkpoint::load_within(&file, max_memory).map_err(|e| {
+        anyhow::anyhow!(
+            "{} keeps an averaged model, but it cannot be read: {e}",
+            resume.display()
+        )
+    })?;
+    let steps = |i: &CheckpointInfo| i.extra.get("ema_steps").and_then(|s| s.parse::<u64>().ok());
+    anyhow::ensure!(
+        steps(&averaged_info).is_some() && steps(&averaged_info) == steps(info),
+        "{} is not the averaged model of {} (another run, or another epoch): move it away to start a new average",
+        file.display(),
+        resume.display()
+    );
+    let mut ema = Ema::resume(&mut averaged, decay, steps(info).unwrap_or(0))?;
+    // An error here, rather than at the first step, if the averaged
+    // network does not fit the one being trained.
+    ema.with_weights(net, |_| ())?;
+    Ok(Some(ema))
+}
+
+/// Saves the averaged model to `path` (before the checkpoint, which records
+/// how many steps it has averaged, so that a resume can tell they match).
+fn save_averaged(
+    ema: &mut Ema<f32>,
+    net: &mut convnet::networks::Network<f32>,
+    info: &mut CheckpointInfo,
+    path: &std::path::Path,
+) -> convnet::Result<()> {
+    info.extra
+        .insert("ema_steps".to_string(), ema.steps().to_string());
+    let mut averaged_info = info.clone();
+    averaged_info.extra.remove("epoch_position");
+    ema.with_weights(net, |net| checkpoint::save(net, &averaged_info, path))?
 }
 
 /// The sizes of a network loaded from a checkpoint: planned from the network
@@ -764,13 +971,18 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
             data.name, data.class_names, info.class_names
         );
     }
-    let eval = evaluate(&mut net, &data.test, args.batch_size)?;
+    let eval = evaluate_with(&mut net, &data.test, args.batch_size, args.tta)?;
     println!(
-        "{}{} on {} ({} test images)",
+        "{}{} on {} ({} test images{})",
         info.model,
         args.reference.note(),
         data.name,
-        data.test.len()
+        data.test.len(),
+        if args.tta {
+            ", each averaged with its mirror image"
+        } else {
+            ""
+        }
     );
     print_evaluation(&eval, &data.class_names);
     if let Some(path) = &args.plot {
