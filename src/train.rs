@@ -560,7 +560,8 @@ fn train_here<T: Float>(
         x: Tensor::default(),
         labels: Vec::new(),
     };
-    let (held_out, trained_on) = validation_split(data.train.len(), config.validation, config.seed)?;
+    let (held_out, trained_on) =
+        validation_split(data.train.len(), config.validation, config.seed)?;
     let total = trained_on.len().div_ceil(config.batch_size);
     let validate = |network: &mut Network<T>| -> Result<Option<Evaluation>> {
         (!held_out.is_empty())
@@ -687,7 +688,10 @@ fn train_here<T: Float>(
         if config.stop.is_requested() {
             break;
         }
-        if config.early_stop.is_some_and(|patience| epochs_since_best >= patience) {
+        if config
+            .early_stop
+            .is_some_and(|patience| epochs_since_best >= patience)
+        {
             break;
         }
     }

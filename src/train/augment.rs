@@ -199,7 +199,11 @@ impl FromStr for Augment {
                     if !(1..=MAX_SHIFT).contains(&max_shift) {
                         return Err(bad(&format!("{name} takes 1 to {MAX_SHIFT} pixels")));
                     }
-                    let fill = if name == "crop" { Fill::Zero } else { Fill::Edge };
+                    let fill = if name == "crop" {
+                        Fill::Zero
+                    } else {
+                        Fill::Edge
+                    };
                     augment.shift = Some(Shift { max_shift, fill });
                 }
                 ["flip"] | ["crop" | "translate", _] => {
@@ -296,8 +300,20 @@ mod tests {
             let augment: Augment = text.parse().unwrap();
             assert_eq!(augment.to_string(), text);
         }
-        assert_eq!("flip,crop:2".parse::<Augment>().unwrap().to_string(), "crop:2,flip");
-        for text in ["", "crop", "crop:0", "crop:-1", "crop:65", "crop:2,translate:1", "flip,flip", "rotate:5"] {
+        assert_eq!(
+            "flip,crop:2".parse::<Augment>().unwrap().to_string(),
+            "crop:2,flip"
+        );
+        for text in [
+            "",
+            "crop",
+            "crop:0",
+            "crop:-1",
+            "crop:65",
+            "crop:2,translate:1",
+            "flip,flip",
+            "rotate:5",
+        ] {
             let err = text.parse::<Augment>().unwrap_err().to_string();
             assert!(err.contains("augmentation"), "{text}: {err}");
         }

@@ -159,7 +159,10 @@ mod tests {
             expected = d * expected + (1.0 - d) * t as f64;
         }
         let averaged = ema.with_weights(&mut net, values).unwrap();
-        assert!(averaged.iter().all(|&v| (v - expected).abs() < 1e-12), "{expected}");
+        assert!(
+            averaged.iter().all(|&v| (v - expected).abs() < 1e-12),
+            "{expected}"
+        );
         // The network's own weights came back.
         assert!(values(&mut net).iter().all(|&v| v == 4.0));
         assert_eq!(ema.steps(), 4);
@@ -168,7 +171,9 @@ mod tests {
         set_all(&mut net, 14.0);
         late.update(&mut net).unwrap();
         let averaged = late.with_weights(&mut net, values).unwrap();
-        assert!(averaged.iter().all(|&v| (v - (0.9 * 4.0 + 0.1 * 14.0)).abs() < 1e-12));
+        assert!(averaged
+            .iter()
+            .all(|&v| (v - (0.9 * 4.0 + 0.1 * 14.0)).abs() < 1e-12));
     }
 
     #[test]

@@ -38,7 +38,11 @@ impl<T: Float> Weights<T> {
 
     /// Calls `work` with each kept tensor and the network's tensor at the
     /// same place, after checking that the network has the sizes captured.
-    fn zip_with(&mut self, network: &mut Network<T>, mut work: impl FnMut(&mut [T], &mut [T])) -> Result<()> {
+    fn zip_with(
+        &mut self,
+        network: &mut Network<T>,
+        mut work: impl FnMut(&mut [T], &mut [T]),
+    ) -> Result<()> {
         let mut sizes = Vec::with_capacity(self.values.len());
         for_each_tensor(network, |_, t| sizes.push(t.len()));
         let fits = sizes.len() == self.values.len()
@@ -63,7 +67,12 @@ impl<T: Float> Weights<T> {
     }
 
     /// `kept ← keep · kept + take · network`, value by value.
-    pub(crate) fn blend_towards(&mut self, network: &mut Network<T>, keep: T, take: T) -> Result<()> {
+    pub(crate) fn blend_towards(
+        &mut self,
+        network: &mut Network<T>,
+        keep: T,
+        take: T,
+    ) -> Result<()> {
         self.zip_with(network, |kept, net| {
             for (k, &now) in kept.iter_mut().zip(net.iter()) {
                 *k = keep * *k + take * now;

@@ -184,7 +184,8 @@ impl TrainArgs {
         self.lr.get_or_insert(recipe.learning_rate);
         self.schedule.get_or_insert(recipe.schedule);
         self.weight_decay.get_or_insert(recipe.weight_decay);
-        self.weight_decay_mode.get_or_insert(recipe.weight_decay_mode);
+        self.weight_decay_mode
+            .get_or_insert(recipe.weight_decay_mode);
         self.label_smoothing.get_or_insert(recipe.label_smoothing);
         self.augment.get_or_insert(recipe.augment);
         if self.ema.is_none() {
@@ -247,9 +248,15 @@ fn checkpoint_metrics_json(m: &EpochMetrics, ema_acc: Option<f64>) -> String {
 
 fn epoch_line(m: &EpochMetrics, epochs: usize, ema_acc: Option<f64>) -> String {
     let val = m.val_acc.map_or(String::new(), |acc| {
-        format!("  val acc {:6.2}%{}", 100.0 * acc, if m.is_best { "*" } else { " " })
+        format!(
+            "  val acc {:6.2}%{}",
+            100.0 * acc,
+            if m.is_best { "*" } else { " " }
+        )
     });
-    let ema = ema_acc.map_or(String::new(), |acc| format!("  ema acc {:6.2}%", 100.0 * acc));
+    let ema = ema_acc.map_or(String::new(), |acc| {
+        format!("  ema acc {:6.2}%", 100.0 * acc)
+    });
     format!(
         "epoch {:>2}/{epochs}  train loss {:.4}  train acc {:6.2}%{val}  test acc {:6.2}%{ema}  ({:.2} s, {:.0} img/s)",
         m.epoch,
@@ -513,7 +520,13 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
             .extra
             .insert("schedule".to_string(), schedule.to_string()),
     };
-    let mut ema = averaged_model(&args, &mut net, &mut info, optimizer_state.as_ref().map(|(p, _)| *p), max_memory)?;
+    let mut ema = averaged_model(
+        &args,
+        &mut net,
+        &mut info,
+        optimizer_state.as_ref().map(|(p, _)| *p),
+        max_memory,
+    )?;
     let mut optimizer = build::<f32>(config.optimizer, config.learning_rate);
     // An empty state (a checkpoint from `convnet import`) starts the
     // optimizer afresh.
@@ -640,10 +653,8 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
                     // With early stopping the checkpoint keeps the best epoch.
                     let keep = config.early_stop.is_none() || m.is_best;
                     if let (Some(path), true) = (&save_path, keep) {
-                        info.extra.insert(
-                            "metrics".to_string(),
-                            checkpoint_metrics_json(m, ema_acc),
-                        );
+                        info.extra
+                            .insert("metrics".to_string(), checkpoint_metrics_json(m, ema_acc));
                         info.extra.remove("epoch_position");
                         if let (Some(ema), Some(ema_path)) = (ema.as_mut(), &ema_path) {
                             save_averaged(ema, net, &mut info, ema_path)?;
@@ -783,21 +794,26 @@ fn averaged_model(
     resumed_from: Option<&std::path::Path>,
     max_memory: u64,
 ) -> anyhow::Result<Option<Ema<f32>>> {
-    let kept_decay = info.extra.get("ema_decay").and_then(|d| d.parse::<f64>().ok());
+    let kept_decay = info
+        .extra
+        .get("ema_decay")
+        .and_then(|d| d.parse::<f64>().ok());
     let Some(decay) = args.ema.or(kept_decay) else {
         return Ok(None);
     };
-    info.extra.insert("ema_decay".to_string(), decay.to_string());
+    info.extra
+        .insert("ema_decay".to_string(), decay.to_string());
     let (Some(resume), Some(_)) = (resumed_from, kept_decay) else {
         return Ok(Some(Ema::new(net, decay)?));
     };
     let file = ema_file(resume);
-    let (mut averaged, averaged_info) = checkpoint::load_within(&file, max_memory).map_err(|e| {
-        anyhow::anyhow!(
-            "{} keeps an averaged model, but it cannot be read: {e}",
-            resume.display()
-        )
-    })?;
+    let (mut averaged, averaged_info) =
+        checkpoint::load_within(&file, max_memory).map_err(|e| {
+            anyhow::anyhow!(
+                "{} keeps an averaged model, but it cannot be read: {e}",
+                resume.display()
+            )
+        })?;
     let steps = |i: &CheckpointInfo| i.extra.get("ema_steps").and_then(|s| s.parse::<u64>().ok());
     anyhow::ensure!(
         steps(&averaged_info).is_some() && steps(&averaged_info) == steps(info),
