@@ -416,7 +416,7 @@ pub fn validation_split(len: usize, count: usize, seed: u64) -> Result<(Vec<usiz
     }
     let mut all: Vec<usize> = (0..len).collect();
     if count > 0 {
-        Rng::new(seed ^ 0x5EED_0F_7A11_DA7E).shuffle(&mut all);
+        Rng::new(seed ^ 0x5EED_0F7A_11DA_7E00).shuffle(&mut all);
     }
     let mut held_out = all[..count].to_vec();
     let mut train = all[count..].to_vec();
