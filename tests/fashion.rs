@@ -99,8 +99,9 @@ fn one_epoch_on_fashion_mnist_reaches_82_percent() {
 /// The `fashion-fast` recipe's training options (schedule, decoupled weight
 /// decay, label smoothing, augmentation) must beat the same network trained
 /// the plain way (Adam at its constant default rate, nothing else) over the
-/// same few epochs of a subset: 10,000 training images, 3 epochs, the first
-/// 2,000 test images.
+/// same few epochs of a subset: 4,000 training images, 6 epochs, the first
+/// 2,000 test images. On so few images plain training overfits, which the
+/// recipe's regularisation is for.
 #[test]
 #[ignore = "needs the Fashion-MNIST files; run with: cargo test --release --test fashion -- --ignored"]
 fn the_fashion_fast_recipe_beats_plain_training_on_a_subset() {
@@ -111,12 +112,12 @@ fn the_fashion_fast_recipe_beats_plain_training_on_a_subset() {
     let dir = fashion_dir().unwrap_or_else(|msg| panic!("{msg}"));
     let full = load_dir(&dir).expect("Fashion-MNIST loads");
     let data = TrainTest {
-        train: full.train.subset(10_000),
+        train: full.train.subset(4_000),
         test: full.test.subset(2_000),
         ..full
     };
     let fast = recipe::find("fashion-fast").unwrap();
-    let epochs = 3;
+    let epochs = 6;
     let accuracy = |config: &TrainConfig| {
         let mut net = build_model::<f32>(
             fast.model,
@@ -138,7 +139,7 @@ fn the_fashion_fast_recipe_beats_plain_training_on_a_subset() {
         batch_size: fast.batch_size,
         ..TrainConfig::default()
     });
-    eprintln!("fashion-fast options: {with_recipe}, plain: {plain} (3 epochs of 10,000 images)");
+    eprintln!("fashion-fast options: {with_recipe}, plain: {plain} (6 epochs of 4,000 images)");
     assert!(
         with_recipe > plain,
         "the recipe's options ({with_recipe}) must beat plain training ({plain})"

@@ -349,7 +349,7 @@ proptest! {
         if let Ok(set) = cifar10::parse_records(&bytes, "fuzz.bin") {
             prop_assert_eq!(set.len() * cifar10::RECORD_LEN, bytes.len());
             prop_assert!(set.labels.iter().all(|&l| l < 10));
-            prop_assert!(set.images.iter().all(|&p| (0.0..=1.0).contains(&p)));
+            prop_assert!(set.pixels.floats(0..set.pixels.len()).iter().all(|&p| (0.0..=1.0).contains(&p)));
         }
     }
 }

@@ -265,7 +265,7 @@ fn served_numbers_are_the_library_s_and_predict_s() {
     for s in samples {
         let i = s["index"].as_u64().unwrap() as usize;
         assert_eq!(s["label"].as_u64().unwrap(), data.test.labels[i] as u64);
-        assert_eq!(floats(&s["image"]), data.test.image(i));
+        assert_eq!(floats(&s["image"]), data.test.image(i).to_vec());
     }
     assert!(samples.iter().any(|s| s["correct"] == false));
 

@@ -70,7 +70,7 @@ fn augmented_training_repeats_exactly_on_any_number_of_threads() {
 #[test]
 fn augmentation_moves_the_batch_the_trainer_sees_and_not_the_data_set() {
     let data = digits(50, 10);
-    let before = data.train.images.clone();
+    let before = data.train.pixels.clone();
     let mut net = network(SMALL, &data, 1);
     let config = TrainConfig {
         epochs: 1,
@@ -79,7 +79,7 @@ fn augmentation_moves_the_batch_the_trainer_sees_and_not_the_data_set() {
         ..TrainConfig::default()
     };
     train(&mut net, &data, &config, |_, _| Ok(())).unwrap();
-    assert_eq!(data.train.images, before);
+    assert_eq!(data.train.pixels, before);
 }
 
 #[test]
@@ -112,7 +112,10 @@ fn validation_images_are_measured_and_never_trained_on() {
     for &i in &held_out {
         labels[i] = 5;
     }
-    let train_set = Dataset::new(data.train.images.clone(), labels, 1, 28, 28, 10).unwrap();
+    let train_set = Dataset {
+        labels,
+        ..data.train.clone()
+    };
     let rigged = TrainTest {
         train: train_set,
         ..data.clone()

@@ -60,7 +60,7 @@ pub fn parse_records(bytes: &[u8], source: &str) -> Result<Dataset> {
     let mut images = Vec::with_capacity(count * (RECORD_LEN - 1));
     let mut labels = Vec::with_capacity(count);
     append_records(bytes, &mut images, &mut labels);
-    Dataset::new(images, labels, 3, 32, 32, 10)
+    Dataset::from_bytes(images, labels, 3, 32, 32, 10)
 }
 
 /// Checks that `bytes` are whole records with labels 0-9.
@@ -91,11 +91,11 @@ fn check_records(bytes: &[u8], source: &str) -> Result<()> {
     Ok(())
 }
 
-/// Appends checked records' labels and pixels (scaled to [0, 1]).
-fn append_records(bytes: &[u8], images: &mut Vec<f32>, labels: &mut Vec<u8>) {
+/// Appends checked records' labels and pixel bytes.
+fn append_records(bytes: &[u8], images: &mut Vec<u8>, labels: &mut Vec<u8>) {
     for record in bytes.chunks_exact(RECORD_LEN) {
         labels.push(record[0]);
-        images.extend(record[1..].iter().map(|&b| b as f32 / 255.0));
+        images.extend_from_slice(&record[1..]);
     }
 }
 
@@ -122,7 +122,7 @@ fn read(dir: &Path, names: &[&str]) -> Result<Dataset> {
     for bytes in &files {
         append_records(bytes, &mut images, &mut labels);
     }
-    Dataset::new(images, labels, 3, 32, 32, 10)
+    Dataset::from_bytes(images, labels, 3, 32, 32, 10)
 }
 
 /// True if `dir` looks like a CIFAR-10 binary folder: it holds one of the

@@ -1,9 +1,13 @@
 //! An in-memory image classification data set, and mini-batches cut from it.
 //!
-//! A [`Dataset`] holds `len()` images of shape `(C, H, W)` as one flat `f32`
+//! A [`Dataset`] holds `len()` images of shape `(C, H, W)` as one flat
 //! vector, image after image, each image channel-major then row-major (the
-//! NCHW layout of [`Tensor`]), with pixels scaled to `[0, 1]`
-//! (`byte / 255`, the book's `normalize=True`), and one label byte per image.
+//! NCHW layout of [`Tensor`]), with pixels in `[0, 1]`, and one label byte
+//! per image. The pixels of MNIST and CIFAR-10 stay the bytes of their
+//! files ([`Pixels::Bytes`], read as `byte / 255`, the book's
+//! `normalize=True`), a quarter of the memory of `f32`s: they become floats
+//! one mini-batch at a time. Any other values are kept as `f32`
+//! ([`Pixels::Floats`]).
 //! [`Dataset::batch_into`] copies chosen examples into an `(N, C, H, W)`
 //! tensor and a label vector, reusing their allocations, so a training loop
 //! allocates nothing per batch. A [`TrainTest`] pairs a training and a test
@@ -27,12 +31,61 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
+use std::borrow::Cow;
+
+/// The pixels of a [`Dataset`], image after image (NCHW order).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pixels {
+    /// Bytes, each meaning `byte / 255` (as `f32`): the pixels of MNIST-style
+    /// and CIFAR-10 files, kept as they were read.
+    Bytes(Vec<u8>),
+    /// Values as they are.
+    Floats(Vec<f32>),
+}
+
+impl Pixels {
+    /// The number of pixels.
+    pub fn len(&self) -> usize {
+        match self {
+            Pixels::Bytes(b) => b.len(),
+            Pixels::Floats(f) => f.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pixels `range` as `f32` (borrowed when they are floats already).
+    pub fn floats(&self, range: std::ops::Range<usize>) -> Cow<'_, [f32]> {
+        match self {
+            Pixels::Bytes(b) => Cow::Owned(b[range].iter().map(|&v| byte_value(v)).collect()),
+            Pixels::Floats(f) => Cow::Borrowed(&f[range]),
+        }
+    }
+
+    /// Pixels `range` (a copy of that part only).
+    fn slice(&self, range: std::ops::Range<usize>) -> Pixels {
+        match self {
+            Pixels::Bytes(b) => Pixels::Bytes(b[range].to_vec()),
+            Pixels::Floats(f) => Pixels::Floats(f[range].to_vec()),
+        }
+    }
+}
+
+/// The value of a pixel byte: `byte / 255` in `f32`, the scaling the data
+/// set readers have always used (so results do not depend on how a set is
+/// kept).
+pub fn byte_value(byte: u8) -> f32 {
+    f32::from(byte) / 255.0
+}
 
 /// Images with `channels x height x width` pixels in `[0, 1]` and a class label each.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
     /// `len() * channels * height * width` pixels, NCHW order.
-    pub images: Vec<f32>,
+    pub pixels: Pixels,
     /// One class index (`< num_classes`) per image.
     pub labels: Vec<u8>,
     /// C: channels per image (1 for grey, 3 for RGB).
@@ -51,6 +104,44 @@ impl Dataset {
     /// below `num_classes`.
     pub fn new(
         images: Vec<f32>,
+        labels: Vec<u8>,
+        channels: usize,
+        height: usize,
+        width: usize,
+        num_classes: usize,
+    ) -> Result<Self> {
+        Self::with_pixels(
+            Pixels::Floats(images),
+            labels,
+            channels,
+            height,
+            width,
+            num_classes,
+        )
+    }
+
+    /// [`new`](Self::new) for pixels kept as bytes (`byte / 255`).
+    pub fn from_bytes(
+        bytes: Vec<u8>,
+        labels: Vec<u8>,
+        channels: usize,
+        height: usize,
+        width: usize,
+        num_classes: usize,
+    ) -> Result<Self> {
+        Self::with_pixels(
+            Pixels::Bytes(bytes),
+            labels,
+            channels,
+            height,
+            width,
+            num_classes,
+        )
+    }
+
+    /// [`new`](Self::new) for either kind of [`Pixels`].
+    pub fn with_pixels(
+        images: Pixels,
         labels: Vec<u8>,
         channels: usize,
         height: usize,
@@ -85,7 +176,7 @@ impl Dataset {
             )));
         }
         Ok(Dataset {
-            images,
+            pixels: images,
             labels,
             channels,
             height,
@@ -109,10 +200,10 @@ impl Dataset {
         self.channels * self.height * self.width
     }
 
-    /// The pixels of image `i` (CHW order). Panics if `i >= len()`.
-    pub fn image(&self, i: usize) -> &[f32] {
+    /// The pixels of image `i` (CHW order), as `f32`. Panics if `i >= len()`.
+    pub fn image(&self, i: usize) -> Cow<'_, [f32]> {
         let len = self.image_len();
-        &self.images[i * len..(i + 1) * len]
+        self.pixels.floats(i * len..(i + 1) * len)
     }
 
     /// `[channels, height, width]`: the shape of one input to a network.
@@ -137,8 +228,18 @@ impl Dataset {
         let out = x.data_mut();
         for (k, &i) in indices.iter().enumerate() {
             let dst = &mut out[k * len..(k + 1) * len];
-            for (d, &s) in dst.iter_mut().zip(self.image(i)) {
-                *d = T::cast(f64::from(s));
+            let src = i * len..(i + 1) * len;
+            match &self.pixels {
+                Pixels::Bytes(bytes) => {
+                    for (d, &b) in dst.iter_mut().zip(&bytes[src]) {
+                        *d = T::cast(f64::from(byte_value(b)));
+                    }
+                }
+                Pixels::Floats(floats) => {
+                    for (d, &s) in dst.iter_mut().zip(&floats[src]) {
+                        *d = T::cast(f64::from(s));
+                    }
+                }
             }
         }
         labels.clear();
@@ -149,7 +250,7 @@ impl Dataset {
     pub fn subset(&self, count: usize) -> Dataset {
         let count = count.min(self.len());
         Dataset {
-            images: self.images[..count * self.image_len()].to_vec(),
+            pixels: self.pixels.slice(0..count * self.image_len()),
             labels: self.labels[..count].to_vec(),
             channels: self.channels,
             height: self.height,
@@ -293,5 +394,26 @@ mod tests {
         assert_eq!(s.labels, vec![3, 1]);
         assert_eq!(s.image(1), d.image(1));
         assert_eq!(d.subset(100), d);
+    }
+
+    #[test]
+    fn bytes_read_as_the_floats_they_stand_for() {
+        let bytes: Vec<u8> = (0..=255)
+            .cycle()
+            .take(4 * 12)
+            .map(|v: u32| v as u8)
+            .collect();
+        let floats: Vec<f32> = bytes.iter().map(|&b| f32::from(b) / 255.0).collect();
+        let b = Dataset::from_bytes(bytes, vec![3, 1, 4, 0], 2, 2, 3, 5).unwrap();
+        let f = Dataset::new(floats, vec![3, 1, 4, 0], 2, 2, 3, 5).unwrap();
+        assert_eq!(b.image(2), f.image(2));
+        assert_eq!(b.subset(3).image(2), f.image(2));
+        let (mut xb, mut xf) = (Tensor::<f64>::zeros(&[0]), Tensor::<f64>::zeros(&[0]));
+        let (mut tb, mut tf) = (Vec::new(), Vec::new());
+        b.batch_into(&[3, 0, 2], &mut xb, &mut tb);
+        f.batch_into(&[3, 0, 2], &mut xf, &mut tf);
+        assert_eq!((xb.data(), tb), (xf.data(), tf));
+        assert_eq!(byte_value(255), 1.0);
+        assert!(Dataset::from_bytes(vec![0; 11], vec![0], 1, 3, 4, 2).is_err());
     }
 }

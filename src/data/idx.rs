@@ -78,6 +78,32 @@ impl IdxImages {
 /// Parses an IDX image file (magic `0x00000803`) already in memory.
 /// `source` names the file in error messages.
 pub fn parse_images(bytes: &[u8], source: &str) -> Result<IdxImages> {
+    let [count, rows, cols] = check_images(bytes, source)?;
+    Ok(IdxImages {
+        count,
+        rows,
+        cols,
+        pixels: bytes[IMAGES_HEADER_LEN..].to_vec(),
+    })
+}
+
+/// [`parse_images`] keeping the file's own bytes as the pixels (the header
+/// cut off in place), so that a large file is never held twice.
+pub fn parse_images_owned(mut bytes: Vec<u8>, source: &str) -> Result<IdxImages> {
+    let [count, rows, cols] = check_images(&bytes, source)?;
+    bytes.drain(..IMAGES_HEADER_LEN);
+    bytes.shrink_to_fit();
+    Ok(IdxImages {
+        count,
+        rows,
+        cols,
+        pixels: bytes,
+    })
+}
+
+/// The `[count, rows, cols]` of an IDX image file, after checking its
+/// header and that its data is exactly that long.
+fn check_images(bytes: &[u8], source: &str) -> Result<[usize; 3]> {
     let [count, rows, cols] = parse_header::<3>(bytes, IMAGES_MAGIC, source)?;
     if rows == 0 || cols == 0 {
         return Err(Error::Data(format!(
@@ -96,12 +122,7 @@ pub fn parse_images(bytes: &[u8], source: &str) -> Result<IdxImages> {
     check_data_len(data.len(), expected, source, || {
         format!("{count} images of {rows}x{cols}")
     })?;
-    Ok(IdxImages {
-        count,
-        rows,
-        cols,
-        pixels: data.to_vec(),
-    })
+    Ok([count, rows, cols])
 }
 
 /// Parses an IDX label file (magic `0x00000801`) already in memory, returning

@@ -32,7 +32,9 @@
 //! ```
 
 use super::dataset::{Dataset, TrainTest};
-use super::idx::{gunzip_if_compressed, parse_images, parse_labels, read_idx_file, IdxImages};
+use super::idx::{
+    gunzip_if_compressed, parse_images, parse_images_owned, parse_labels, read_idx_file, IdxImages,
+};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -106,7 +108,7 @@ pub fn load_idx_dir(dir: &Path) -> Result<TrainTest> {
 pub fn load_idx_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
     let images_src = images_path.display().to_string();
     let labels_src = labels_path.display().to_string();
-    let images = parse_images(&read_idx_file(images_path)?, &images_src)?;
+    let images = parse_images_owned(read_idx_file(images_path)?, &images_src)?;
     let labels = parse_labels(&read_idx_file(labels_path)?, &labels_src)?;
     dataset_from_idx(images, labels, &images_src, &labels_src)
 }
@@ -196,12 +198,14 @@ fn dataset_from_idx(
             NUM_CLASSES - 1
         )));
     }
-    let pixels = images
-        .pixels
-        .iter()
-        .map(|&b| f32::from(b) / 255.0)
-        .collect();
-    Dataset::new(pixels, labels, 1, images.rows, images.cols, NUM_CLASSES)
+    Dataset::from_bytes(
+        images.pixels,
+        labels,
+        1,
+        images.rows,
+        images.cols,
+        NUM_CLASSES,
+    )
 }
 
 fn check_same_size(
@@ -258,10 +262,12 @@ mod tests {
         for (d, n) in [(&set.train, 8004), (&set.test, 1996)] {
             assert_eq!(d.len(), n);
             assert_eq!(d.input_shape(), [1, 28, 28]);
-            assert_eq!(d.images.len(), n * 784);
+            assert_eq!(d.pixels.len(), n * 784);
+            assert!(matches!(d.pixels, crate::data::Pixels::Bytes(_)));
             assert_eq!(d.num_classes, 10);
             let (lo, hi) = d
-                .images
+                .pixels
+                .floats(0..d.pixels.len())
                 .iter()
                 .fold((f32::MAX, f32::MIN), |(lo, hi), &p| (lo.min(p), hi.max(p)));
             assert_eq!((lo, hi), (0.0, 1.0));
@@ -276,8 +282,9 @@ mod tests {
             vec![200, 225, 198, 206, 196, 172, 202, 214, 188, 195]
         );
         // Digits, not noise: most pixels are background, and a digit has ink.
-        let zeros = set.train.images.iter().filter(|&&p| p == 0.0).count();
-        assert!(zeros > set.train.images.len() / 2);
+        let pixels = set.train.pixels.floats(0..set.train.pixels.len());
+        let zeros = pixels.iter().filter(|&&p| p == 0.0).count();
+        assert!(zeros > pixels.len() / 2);
         assert!(set.train.image(0).iter().filter(|&&p| p > 0.5).count() > 20);
     }
 
@@ -402,8 +409,8 @@ mod tests {
         let mut t = Vec::new();
         set.test.batch_into(&[10, 3, 1995], &mut x, &mut t);
         assert_eq!(x.shape(), &[3, 1, 28, 28]);
-        assert_eq!(&x.data()[784..1568], set.test.image(3));
-        assert_eq!(&x.data()[1568..], set.test.image(1995));
+        assert_eq!(&x.data()[784..1568], &*set.test.image(3));
+        assert_eq!(&x.data()[1568..], &*set.test.image(1995));
         let want: Vec<usize> = [10, 3, 1995]
             .iter()
             .map(|&i| set.test.labels[i] as usize)

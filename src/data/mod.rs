@@ -40,7 +40,7 @@ pub mod idx;
 pub mod image_input;
 pub mod mnist;
 
-pub use dataset::{Dataset, TrainTest};
+pub use dataset::{byte_value, Dataset, Pixels, TrainTest};
 pub use mnist::{load_embedded_mnist10k, load_idx_dir};
 
 /// Reads a data folder: CIFAR-10 binary batches if it has `data_batch_1.bin`,

@@ -603,7 +603,7 @@ fn choose_samples(net: &mut Network<f32>, set: &Dataset) -> crate::Result<Vec<Sa
     let count = set.len().min(500);
     let mut data = Vec::with_capacity(count * len);
     for i in 0..count {
-        data.extend_from_slice(set.image(i));
+        data.extend_from_slice(&set.image(i));
     }
     let x = Tensor::from_vec(&[count, c, h, w], data)?;
     let scores = net.predict(&x, false)?;
