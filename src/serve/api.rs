@@ -232,7 +232,12 @@ impl App {
     /// version. Requests already under way finish with the network they
     /// started with. An error (weights that are not finite) leaves the
     /// served network as it was.
-    pub fn publish(&self, net: &mut Network<f32>, epoch: usize, batch: usize) -> crate::Result<u64> {
+    pub fn publish(
+        &self,
+        net: &mut Network<f32>,
+        epoch: usize,
+        batch: usize,
+    ) -> crate::Result<u64> {
         // The copy is made before the lock is taken: requests are held up
         // only for the swap.
         let mut copy = copy_network(net, &self.info)?;
@@ -349,11 +354,10 @@ impl App {
         }
         match after.or(last_event_id) {
             None => Ok(0),
-            Some(text) => text.trim().parse::<u64>().map_err(|_| {
-                bad(format!(
-                    "the event id must be a whole number, not {text:?}"
-                ))
-            }),
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| bad(format!("the event id must be a whole number, not {text:?}"))),
         }
     }
 
@@ -575,11 +579,7 @@ impl App {
     }
 
     /// Every layer's output for one image, by `snapshot`'s network.
-    fn run(
-        &self,
-        snapshot: &Snapshot,
-        x: &[f32],
-    ) -> ApiResult<(Vec<LayerOutput<f32>>, Vec<f32>)> {
+    fn run(&self, snapshot: &Snapshot, x: &[f32]) -> ApiResult<(Vec<LayerOutput<f32>>, Vec<f32>)> {
         let [c, h, w] = self.info.input_shape;
         let x = Tensor::from_vec(&[1, c, h, w], x.to_vec()).map_err(|e| bad(e.detail()))?;
         let mut net = snapshot.net.lock().map_err(|_| {

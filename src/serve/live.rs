@@ -41,7 +41,7 @@ pub enum Next {
     Events(Vec<(u64, String)>),
     /// Nothing new within the time asked for.
     Quiet,
-    /// The run is over and every event has been read, or the server stops.
+    /// The run is over or the server stops, and every event has been read.
     End,
 }
 
@@ -81,9 +81,6 @@ impl Events {
         let mut log = self.lock();
         let deadline = Instant::now() + wait;
         loop {
-            if log.closed {
-                return Next::End;
-            }
             if (log.events.len() as u64) > after {
                 let start = after as usize;
                 return Next::Events(
@@ -94,7 +91,7 @@ impl Events {
                         .collect(),
                 );
             }
-            if log.finished {
+            if log.finished || log.closed {
                 return Next::End;
             }
             let now = Instant::now();
@@ -318,7 +315,10 @@ mod tests {
         assert_eq!(events.wait_after(2, Duration::ZERO), Next::Quiet);
         events.push(json!({"type": "done"}));
         assert!(events.finished());
-        assert!(matches!(events.wait_after(2, Duration::ZERO), Next::Events(_)));
+        assert!(matches!(
+            events.wait_after(2, Duration::ZERO),
+            Next::Events(_)
+        ));
         assert_eq!(events.wait_after(3, Duration::ZERO), Next::End);
         assert_eq!(events.all().len(), 3);
     }

@@ -11,10 +11,10 @@
 
 use clap::Args;
 use convnet::checkpoint::{self, CheckpointInfo};
+use convnet::data::TrainTest;
 use convnet::data::{load_embedded_mnist10k, Dataset};
 use convnet::init::Init;
 use convnet::networks::{build_model, ModelOptions, Network};
-use convnet::data::TrainTest;
 use convnet::serve::{App, RunInfo, Server, Stopper, Trainer};
 use convnet::train::{train, EpochMetrics, Progress, TrainConfig};
 use convnet::Rng;
