@@ -539,7 +539,7 @@ async function loadFilters() {
   layers.forEach((layer, n) => root.append(filterBox(layer, n === 0, 560)));
   const liveRoot = $("live-filters");
   if (!$("training").hidden) {
-    const box = filterBox(layers[0], true, 380);
+    const box = filterBox(layers[0], true, 520);
     box.dataset.version = String(version);
     liveRoot.replaceChildren(box);
   }

@@ -3,7 +3,8 @@
 Chromium, driven by Selenium.
 
 Training live (unless --checkpoint is given): it runs `convnet train --serve`
-(SimpleConvNet, 3 epochs on the embedded digits) on 127.0.0.1 with a free
+(SimpleConvNet, 12 epochs on the embedded digits, one thread: long
+enough to watch) on 127.0.0.1 with a free
 port, opens the page while it trains, and checks that:
 
 - the training card shows the run in progress, and its loss curve is drawn
@@ -171,15 +172,20 @@ def canvas_picture(driver, selector):
                                  selector)
 
 
+# The training live run: long enough for the page to watch it.
+LIVE_EPOCHS = 12
+
+
 def live_training(binary, folder, screenshot, failures):
     """`convnet train --serve` seen from the page; returns the checkpoint."""
     # The browser first: the page then opens as soon as the URL is known,
     # early in the run.
     driver = browser()
     checkpoint = os.path.join(folder, "simple.safetensors")
-    print("training SimpleConvNet for 3 epochs with --serve ...", flush=True)
+    print(f"training SimpleConvNet for {LIVE_EPOCHS} epochs with --serve ...", flush=True)
     process = subprocess.Popen(
-        [binary, "train", "--serve", "--port", "0", "--epochs", "3", "--save", checkpoint],
+        [binary, "train", "--serve", "--port", "0", "--epochs", str(LIVE_EPOCHS), "--threads", "1",
+         "--save", checkpoint],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -212,7 +218,7 @@ def live_training(binary, folder, screenshot, failures):
         colours = canvas_colours(driver, "loss-curve")
         if colours < 4:
             failures.append(f"the loss curve looks blank ({colours} colours)")
-        filters = canvas_picture(driver, "#live-filters canvas")
+        filters = canvas_picture(driver, "#live-filters .filter-layer > canvas")
         filters_version = driver.execute_script("return window.convnet.filtersVersion")
         if filters is None:
             failures.append("the first layer's filters are not drawn")
@@ -226,17 +232,17 @@ def live_training(binary, folder, screenshot, failures):
         after = driver.execute_script(f"return {live}.batches.length")
         if canvas_picture(driver, "#loss-curve") == curve:
             failures.append(f"the loss curve did not change from {before} to {after} batches")
-        if canvas_picture(driver, "#live-filters canvas") == filters:
+        if canvas_picture(driver, "#live-filters .filter-layer > canvas") == filters:
             failures.append("the filters did not change with a newer snapshot")
         if canvas_colours(driver, "acc-curve") < 2:
             failures.append("the accuracy chart is blank")
         newer = driver.execute_script("return window.convnet.forward.version")
         print(f"loss curve redrawn from {before} to {after} batches; filters and the answer from snapshot {newer}")
 
-        # The screenshot: during the run (after 2 of its 3 epochs if the
+        # The screenshot: during the run (after half of its epochs if the
         # page sees them before the end), with a conv1 unit's arithmetic.
         WebDriverWait(driver, 300).until(lambda d: d.execute_script(
-            f"return {live}.epochs.length >= 2 || {live}.done !== null"))
+            f"return {live}.epochs.length >= {LIVE_EPOCHS // 2} || {live}.done !== null"))
         click_unit(driver, 0, 4, 4, 10)
         driver.execute_script("window.scrollTo(0, 0)")
         time.sleep(0.3)
@@ -296,7 +302,7 @@ def value(driver, element_id):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "convnet"))
-    parser.add_argument("--checkpoint", help="a trained digit checkpoint (default: train one, 3 epochs, "
+    parser.add_argument("--checkpoint", help="a trained digit checkpoint (default: train one, 12 epochs, "
                         "with the training live test)")
     parser.add_argument("--screenshot", default=os.path.join(ROOT, "docs", "images", "serve.png"))
     parser.add_argument("--live-screenshot", default=os.path.join(ROOT, "docs", "images", "train-serve.png"))
