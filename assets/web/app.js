@@ -279,7 +279,11 @@ function renderForward(reply) {
   $("prediction").dataset.class = reply.class;
   $("confidence").textContent = `${(100 * p).toFixed(1)}% sure`;
   void c;
-  if (state.unit) showUnit(state.unit);
+  if (state.unit) {
+    // Keep the unit's outlines on the new maps until its new numbers come.
+    if (state.unitReply) highlight(state.unitReply);
+    showUnit(state.unit);
+  }
 }
 
 function drawSees(values, [c, h, w]) {
@@ -599,6 +603,7 @@ async function showUnit(unit) {
     return;
   }
   if (state.unit !== unit) return;
+  state.unitReply = u;
   $("unit-help").hidden = true;
   const card = $("unit");
   card.dataset.layer = String(u.layer);
