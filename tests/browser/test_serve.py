@@ -272,27 +272,33 @@ def live_training(binary, folder, screenshot, failures):
 
 
 def click_unit(driver, layer, channel, y, x):
-    """Clicks unit (channel, y, x) of layer `layer`'s maps."""
-    # A click event at the unit's point of the canvas, sent from JavaScript:
-    # WebDriver's pointer clicks on these canvases landed at wrong window
-    # coordinates in headless Chromium 156 (the drawing uses real pointer
-    # strokes).
-    driver.execute_script("""
+    """Clicks unit (channel, y, x) of layer `layer`'s maps: a real pointer
+    click (WebDriver actions) at the unit's pixel, then checks that the
+    page shows that unit."""
+    canvas = driver.execute_script("""
+        const canvas = window.convnet.layerViews[arguments[0] + 1].canvas;
+        canvas.scrollIntoView({block: 'center'});
+        return canvas;""", layer)
+    # The unit's centre as an offset from the canvas's centre, in CSS
+    # pixels (where WebDriver's actions start).
+    dx, dy = driver.execute_script("""
         const [layer, channel, y, x] = arguments;
         const view = window.convnet.layerViews[layer + 1];
         const canvas = view.canvas;
-        canvas.scrollIntoView({block: 'center'});
         const cx = ((channel % view.cols) * (view.w + view.gap) + x + 0.5) * view.px;
         const cy = (Math.floor(channel / view.cols) * (view.h + view.gap) + y + 0.5) * view.px;
         const r = canvas.getBoundingClientRect();
-        canvas.dispatchEvent(new MouseEvent('click', {bubbles: true,
-          clientX: r.left + cx * r.width / canvas.width, clientY: r.top + cy * r.height / canvas.height}));
+        return [cx * r.width / canvas.width - r.width / 2, cy * r.height / canvas.height - r.height / 2];
         """, layer, channel, y, x)
+    ActionChains(driver, duration=10).move_to_element_with_offset(canvas, round(dx), round(dy)).click().perform()
     WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "unit").get_attribute("data-layer") == str(layer)
                                     and d.find_element(By.ID, "unit").get_attribute("data-channel") == str(channel))
     time.sleep(0.2)
     card = driver.find_element(By.ID, "unit")
-    return {k: int(card.get_attribute(f"data-{k}")) for k in ["layer", "channel", "y", "x"]}
+    shown = {k: int(card.get_attribute(f"data-{k}")) for k in ["layer", "channel", "y", "x"]}
+    wanted = {"layer": layer, "channel": channel, "y": y, "x": x}
+    assert shown == wanted, f"clicked {wanted}, the page shows {shown}"
+    return shown
 
 
 def value(driver, element_id):
