@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The browser test of `convnet serve` (tests/browser/test_serve.py): a
-# headless Chromium driven by Selenium draws digits on the page and checks
-# what it shows; it writes docs/images/serve.png. Installs Debian's chromium
+# The browser test of `convnet train --serve` and `convnet serve`
+# (tests/browser/test_serve.py): a headless Chromium driven by Selenium
+# watches a short training run live, then draws digits on the page of its
+# network and checks what it shows; it writes docs/images/train-serve.png and
+# docs/images/serve.png. Installs Debian's chromium
 # and chromium-driver if missing, and Selenium in .venv-web. Only the package
 # installs use the network; the test itself stays on 127.0.0.1.
 # Pass --latency-model deep to also measure the stroke-to-maps latency.

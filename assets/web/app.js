@@ -279,7 +279,11 @@ function renderForward(reply) {
   $("prediction").dataset.class = reply.class;
   $("confidence").textContent = `${(100 * p).toFixed(1)}% sure`;
   void c;
-  if (state.unit) showUnit(state.unit);
+  if (state.unit) {
+    // Keep the unit's outlines on the new maps until its new numbers come.
+    if (state.unitReply) highlight(state.unitReply);
+    showUnit(state.unit);
+  }
 }
 
 function drawSees(values, [c, h, w]) {
@@ -300,15 +304,21 @@ function drawSees(values, [c, h, w]) {
 
 // ---- sending the input --------------------------------------------------------
 
+// Sends the input for a forward pass; `started` is when the user acted, or
+// null for a refresh (a new snapshot of a training network), which is not
+// a latency to report.
 function send(request, started) {
+  state.lastRequest = request;
   if (state.inFlight) {
-    state.pending = { request, started: state.pending ? state.pending.started : started };
+    const first = state.pending ? state.pending.started : null;
+    state.pending = { request, started: first !== null ? first : started };
     return;
   }
   state.inFlight = true;
   api("/api/forward", { ...request, maps: "u8" })
     .then((reply) => {
       renderForward(reply);
+      if (started === null) return;
       const ms = performance.now() - started;
       state.latencies.push(ms);
       $("latency").textContent = `stroke → maps ${ms.toFixed(0)} ms (server ${reply.server_ms.toFixed(1)} ms)`;
@@ -421,6 +431,7 @@ function setupUpload(model) {
 async function loadSamples(model) {
   const { samples } = await api("/api/samples");
   const root = $("samples");
+  root.innerHTML = "";
   if (!samples.length) {
     root.closest(".card").hidden = true;
     return;
@@ -457,73 +468,86 @@ async function loadSamples(model) {
 
 // ---- filters ------------------------------------------------------------------
 
+// One convolution's filters as a canvas (at most `maxWidth` pixels wide),
+// with a head that names them and shows the colour scale.
+function filterBox(layer, first, maxWidth) {
+  const [fn, c, kh, kw] = layer.shape;
+  const box = document.createElement("div");
+  box.className = "filter-layer";
+  const scale = scaleFor(layer.min, layer.max);
+  const rgb = first && c === 3;
+  // First layer: each filter a picture (RGB for colour input). Deeper
+  // layers: a row per filter, a column per input channel (up to 64×64).
+  const rows = first ? Math.ceil(fn / 16) : Math.min(fn, 64);
+  const cols = first ? Math.min(fn, 16) : Math.min(c, 64);
+  const cells = first ? (rgb ? 1 : c) : 1;
+  const gap = 1;
+  const nativeW = cols * (kw * cells + gap) - gap;
+  const nativeH = rows * (kh + gap) - gap;
+  const px = Math.max(1, Math.min(first ? 10 : 4, Math.floor(maxWidth / nativeW)));
+  const head = document.createElement("div");
+  head.className = "head";
+  const what = first ? `${fn} filters, ${c}×${kh}×${kw} each` : `rows: ${Math.min(fn, 64)} of ${fn} filters · columns: ${Math.min(c, 64)} of ${c} input channels`;
+  head.innerHTML = `<h3><span>${layer.name}</span><span class="meta">${what}</span></h3><div class="scale"></div>`;
+  box.append(head);
+  const off = document.createElement("canvas");
+  off.width = nativeW;
+  off.height = nativeH;
+  const octx = off.getContext("2d");
+  const img = octx.createImageData(nativeW, nativeH);
+  img.data.fill(255);
+  const put = (x, y, rgbv) => img.data.set([rgbv[0], rgbv[1], rgbv[2], 255], (y * nativeW + x) * 4);
+  const colour = (v) => { const t = colourIndex(scale, v); return [scale.table[t * 3], scale.table[t * 3 + 1], scale.table[t * 3 + 2]]; };
+  const W = layer.weight;
+  const at = (f, ch, y, x) => W[((f * c + ch) * kh + y) * kw + x];
+  if (first) {
+    for (let f = 0; f < fn; f++) {
+      const gx = (f % cols) * (kw * cells + gap), gy = Math.floor(f / cols) * (kh + gap);
+      for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) {
+        if (rgb) {
+          const v = [0, 1, 2].map((k) => Math.round(255 * (at(f, k, y, x) - layer.min) / (layer.max - layer.min || 1)));
+          put(gx + x, gy + y, v);
+        } else {
+          for (let ch = 0; ch < c; ch++) put(gx + ch * kw + x, gy + y, colour(at(f, ch, y, x)));
+        }
+      }
+    }
+  } else {
+    for (let f = 0; f < rows; f++) for (let ch = 0; ch < cols; ch++) {
+      const gx = ch * (kw + gap), gy = f * (kh + gap);
+      for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) put(gx + x, gy + y, colour(at(f, ch, y, x)));
+    }
+  }
+  octx.putImageData(img, 0, 0);
+  const canvas = document.createElement("canvas");
+  canvas.width = nativeW * px;
+  canvas.height = nativeH * px;
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(off, 0, 0, canvas.width, canvas.height);
+  box.append(canvas);
+  drawScale(head.querySelector(".scale"), scale);
+  return box;
+}
+
+// Every convolution's filters (again after each new snapshot of a training
+// network; the training card shows the first layer's too).
 async function loadFilters() {
-  const { layers } = await api("/api/filters");
+  const { layers, version } = await api("/api/filters");
   const root = $("filters");
+  root.innerHTML = "";
   if (!layers.length) {
     root.textContent = "This network has no convolutions.";
     return;
   }
-  layers.forEach((layer, n) => {
-    const [fn, c, kh, kw] = layer.shape;
-    const box = document.createElement("div");
-    box.className = "filter-layer";
-    const scale = scaleFor(layer.min, layer.max);
-    const first = n === 0;
-    const rgb = first && c === 3;
-    // First layer: each filter a picture (RGB for colour input). Deeper
-    // layers: a row per filter, a column per input channel (up to 64×64).
-    const rows = first ? Math.ceil(fn / 16) : Math.min(fn, 64);
-    const cols = first ? Math.min(fn, 16) : Math.min(c, 64);
-    const cells = first ? (rgb ? 1 : c) : 1;
-    const gap = 1;
-    const nativeW = cols * (kw * cells + gap) - gap;
-    const nativeH = rows * (kh + gap) - gap;
-    const px = Math.max(1, Math.min(first ? 10 : 4, Math.floor(560 / nativeW)));
-    const head = document.createElement("div");
-    head.className = "head";
-    const what = first ? `${fn} filters, ${c}×${kh}×${kw} each` : `rows: ${Math.min(fn, 64)} of ${fn} filters · columns: ${Math.min(c, 64)} of ${c} input channels`;
-    head.innerHTML = `<h3><span>${layer.name}</span><span class="meta">${what}</span></h3><div class="scale"></div>`;
-    box.append(head);
-    const off = document.createElement("canvas");
-    off.width = nativeW;
-    off.height = nativeH;
-    const octx = off.getContext("2d");
-    const img = octx.createImageData(nativeW, nativeH);
-    img.data.fill(255);
-    const put = (x, y, rgbv) => img.data.set([rgbv[0], rgbv[1], rgbv[2], 255], (y * nativeW + x) * 4);
-    const colour = (v) => { const t = colourIndex(scale, v); return [scale.table[t * 3], scale.table[t * 3 + 1], scale.table[t * 3 + 2]]; };
-    const W = layer.weight;
-    const at = (f, ch, y, x) => W[((f * c + ch) * kh + y) * kw + x];
-    if (first) {
-      for (let f = 0; f < fn; f++) {
-        const gx = (f % cols) * (kw * cells + gap), gy = Math.floor(f / cols) * (kh + gap);
-        for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) {
-          if (rgb) {
-            const v = [0, 1, 2].map((k) => Math.round(255 * (at(f, k, y, x) - layer.min) / (layer.max - layer.min || 1)));
-            put(gx + x, gy + y, v);
-          } else {
-            for (let ch = 0; ch < c; ch++) put(gx + ch * kw + x, gy + y, colour(at(f, ch, y, x)));
-          }
-        }
-      }
-    } else {
-      for (let f = 0; f < rows; f++) for (let ch = 0; ch < cols; ch++) {
-        const gx = ch * (kw + gap), gy = f * (kh + gap);
-        for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) put(gx + x, gy + y, colour(at(f, ch, y, x)));
-      }
-    }
-    octx.putImageData(img, 0, 0);
-    const canvas = document.createElement("canvas");
-    canvas.width = nativeW * px;
-    canvas.height = nativeH * px;
-    const ctx = canvas.getContext("2d");
-    ctx.imageSmoothingEnabled = false;
-    ctx.drawImage(off, 0, 0, canvas.width, canvas.height);
-    box.append(canvas);
-    drawScale(head.querySelector(".scale"), scale);
-    root.append(box);
-  });
+  layers.forEach((layer, n) => root.append(filterBox(layer, n === 0, 560)));
+  const liveRoot = $("live-filters");
+  if (!$("training").hidden) {
+    const box = filterBox(layers[0], true, 520);
+    box.dataset.version = String(version);
+    liveRoot.replaceChildren(box);
+  }
+  state.filtersVersion = version;
 }
 
 // ---- one unit's arithmetic ---------------------------------------------------
@@ -579,6 +603,7 @@ async function showUnit(unit) {
     return;
   }
   if (state.unit !== unit) return;
+  state.unitReply = u;
   $("unit-help").hidden = true;
   const card = $("unit");
   card.dataset.layer = String(u.layer);
@@ -683,6 +708,209 @@ function highlight(u) {
   if (u.winner) outline(input.canvas, input.view, [[u.unit.channel, u.winner.y, u.winner.x, 1, 1]], "#ffd400", 2);
 }
 
+// ---- training live (convnet train --serve) ---------------------------------------
+
+const live = {
+  lastId: 0, // the newest event's id
+  start: null, // the "start" event
+  batches: [], // [step, loss] per mini-batch
+  epochs: [], // "epoch" events
+  current: null, // the newest "batch" event
+  snapshot: null, // the newest "snapshot" event
+  done: null, // the "done" event
+  source: null,
+  drawPending: false,
+  filtersBusy: false,
+  filtersAgain: false,
+};
+state.live = live;
+
+function setupLive() {
+  $("training").hidden = false;
+  // The stream replays the run so far, then follows it; on a reconnect the
+  // browser asks only for what it missed (Last-Event-ID).
+  const source = new EventSource("/api/progress");
+  live.source = source;
+  source.onmessage = (e) => onProgress(JSON.parse(e.data));
+  source.onerror = () => {
+    if (live.done) source.close();
+    else $("training-status").textContent = "lost the connection to the server: retrying …";
+  };
+}
+
+function onProgress(ev) {
+  if (ev.id <= live.lastId) return;
+  live.lastId = ev.id;
+  if (ev.type === "start") live.start = ev;
+  else if (ev.type === "batch") {
+    live.current = ev;
+    live.batches.push([ev.step, ev.loss]);
+  } else if (ev.type === "epoch") live.epochs.push(ev);
+  else if (ev.type === "snapshot") {
+    live.snapshot = ev;
+    refreshNetwork();
+  } else if (ev.type === "done") {
+    live.done = ev;
+    live.source.close();
+    refreshNetwork();
+    if (state.model) loadSamples(state.model).catch(() => {});
+  }
+  if (!live.drawPending) {
+    live.drawPending = true;
+    requestAnimationFrame(() => { live.drawPending = false; drawLive(); });
+  }
+}
+
+// A newer network: the drawing's answer and maps, and the filters, again.
+function refreshNetwork() {
+  if (state.lastRequest) send(state.lastRequest, null);
+  if (live.filtersBusy) {
+    live.filtersAgain = true;
+    return;
+  }
+  live.filtersBusy = true;
+  loadFilters().catch(() => {}).finally(() => {
+    live.filtersBusy = false;
+    if (live.filtersAgain) {
+      live.filtersAgain = false;
+      refreshNetwork();
+    }
+  });
+}
+
+function pct(x) { return `${(100 * x).toFixed(2)}%`; }
+
+function drawLive() {
+  const s = live.start;
+  const last = live.epochs[live.epochs.length - 1];
+  let text;
+  if (live.done) {
+    const how = { finished: "finished", interrupted: "interrupted (Ctrl-C)", failed: `failed: ${live.done.message}` }[live.done.status] || live.done.status;
+    text = `training ${how}` + (last ? ` after epoch ${last.epoch}: test accuracy ${pct(last.test_acc)}` : "") +
+      ". The page uses the final network.";
+  } else if (live.current && s) {
+    const c = live.current;
+    text = `epoch ${c.epoch}/${s.epochs} · batch ${c.batch}/${c.batches} · loss ${c.loss === null ? "not finite" : c.loss.toFixed(4)}` +
+      (last ? ` · test accuracy ${pct(last.test_acc)} after epoch ${last.epoch}` : "");
+  } else {
+    text = "starting …";
+  }
+  $("training-status").textContent = text;
+  $("training-status").dataset.state = live.done ? live.done.status : "training";
+  const snap = live.snapshot;
+  $("training-snapshot").textContent = snap
+    ? `The page's network: snapshot ${snap.version}, taken at epoch ${snap.epoch}, batch ${snap.batch}.`
+    : "The page's network: the initial weights.";
+  drawLossCurve();
+  drawAccuracyCurve();
+}
+
+// A chart's frame: the plot area, axes and tick labels. `xs` and `ys` are
+// [lo, hi]; returns functions from data to canvas coordinates.
+function chartFrame(canvas, xs, ys, xTicks, yTicks, yFormat) {
+  const width = Math.max(200, Math.floor(canvas.clientWidth || canvas.width));
+  canvas.width = width;
+  const height = canvas.height;
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, width, height);
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, width, height);
+  const m = { left: 44, right: 10, top: 8, bottom: 26 };
+  const X = (x) => m.left + ((x - xs[0]) / (xs[1] - xs[0] || 1)) * (width - m.left - m.right);
+  const Y = (y) => height - m.bottom - ((y - ys[0]) / (ys[1] - ys[0] || 1)) * (height - m.top - m.bottom);
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.fillStyle = "#6b7280";
+  ctx.strokeStyle = "#e3e6eb";
+  ctx.lineWidth = 1;
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  for (const y of yTicks) {
+    ctx.beginPath();
+    ctx.moveTo(m.left, Math.round(Y(y)) + 0.5);
+    ctx.lineTo(width - m.right, Math.round(Y(y)) + 0.5);
+    ctx.stroke();
+    ctx.fillText(yFormat(y), m.left - 4, Y(y));
+  }
+  ctx.textAlign = "center";
+  ctx.textBaseline = "top";
+  for (const [x, label] of xTicks) {
+    ctx.beginPath();
+    ctx.moveTo(Math.round(X(x)) + 0.5, m.top);
+    ctx.lineTo(Math.round(X(x)) + 0.5, height - m.bottom);
+    ctx.stroke();
+    ctx.fillText(label, X(x), height - m.bottom + 4);
+  }
+  return { ctx, X, Y };
+}
+
+function line(ctx, points, colour, width) {
+  ctx.strokeStyle = colour;
+  ctx.lineWidth = width;
+  ctx.beginPath();
+  points.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+  ctx.stroke();
+}
+
+function dots(ctx, points, colour) {
+  ctx.fillStyle = colour;
+  for (const [x, y] of points) {
+    ctx.beginPath();
+    ctx.arc(x, y, 3.5, 0, 2 * Math.PI);
+    ctx.fill();
+  }
+}
+
+// Epoch boundaries as x ticks: at most about ten labelled.
+function epochTicks(first, last, perEpoch) {
+  const every = Math.max(1, Math.ceil((last - first) / 10));
+  const ticks = [];
+  for (let e = first; e <= last; e += every) ticks.push([e * perEpoch, String(e)]);
+  return ticks;
+}
+
+function drawLossCurve() {
+  const s = live.start;
+  if (!s) return;
+  const canvas = $("loss-curve");
+  const losses = live.batches.filter(([, l]) => l !== null && Number.isFinite(l));
+  const tests = live.epochs.filter((e) => e.test_loss !== null).map((e) => [e.epoch * s.batches, e.test_loss]);
+  let top = Math.max(0.1, ...losses.map(([, l]) => l), ...tests.map(([, l]) => l));
+  const step = top > 2 ? 0.5 : top > 1 ? 0.25 : 0.1;
+  top = Math.ceil(top / step) * step;
+  const yTicks = [];
+  for (let y = 0; y <= top + 1e-9; y += step) yTicks.push(y);
+  const { ctx, X, Y } = chartFrame(canvas, [s.start_epoch * s.batches, s.epochs * s.batches], [0, top],
+    epochTicks(s.start_epoch, s.epochs, s.batches), yTicks, (y) => y.toFixed(step < 0.25 ? 1 : 2));
+  line(ctx, losses.map(([x, l]) => [X(x), Y(l)]), "#c7cdd6", 1);
+  // The trend: an exponential moving average of the batch losses.
+  let avg = null;
+  const smooth = losses.map(([x, l]) => {
+    avg = avg === null ? l : 0.9 * avg + 0.1 * l;
+    return [X(x), Y(avg)];
+  });
+  line(ctx, smooth, "#2563eb", 2);
+  dots(ctx, tests.map(([x, l]) => [X(x), Y(l)]), "#f97316");
+}
+
+function drawAccuracyCurve() {
+  const s = live.start;
+  if (!s) return;
+  const canvas = $("acc-curve");
+  const accs = live.epochs.flatMap((e) => [e.train_acc, e.test_acc]);
+  const low = accs.length ? Math.max(0, Math.floor(Math.min(...accs) * 10) / 10) : 0;
+  const yTicks = [];
+  const step = 1 - low > 0.5 ? 0.2 : 0.1;
+  for (let y = low; y <= 1 + 1e-9; y += step) yTicks.push(y);
+  const { ctx, X, Y } = chartFrame(canvas, [s.start_epoch, s.epochs], [low, 1],
+    epochTicks(s.start_epoch, s.epochs, 1), yTicks, (y) => `${Math.round(100 * y)}%`);
+  const train = live.epochs.map((e) => [X(e.epoch), Y(e.train_acc)]);
+  const test = live.epochs.map((e) => [X(e.epoch), Y(e.test_acc)]);
+  line(ctx, train, "#2563eb", 2);
+  dots(ctx, train, "#2563eb");
+  line(ctx, test, "#16a34a", 2);
+  dots(ctx, test, "#16a34a");
+}
+
 // ---- start ----------------------------------------------------------------------
 
 async function main() {
@@ -692,6 +920,7 @@ async function main() {
   $("model-summary").textContent =
     `${model.layers.length} layers · ${model.params.toLocaleString("en")} parameters · input ${model.input_shape.join("×")} · ${model.class_names.length} classes`;
   buildLayers(model);
+  if (model.progress) setupLive();
   if (model.drawable) setupDrawing();
   else setupUpload(model);
   await Promise.all([loadSamples(model), loadFilters()]);

@@ -2,8 +2,9 @@
 //! request is a method, a path and a body in, a status and a JSON body out,
 //! with no HTTP in sight, so that it can be tested on its own.
 
+use super::live::Events;
 use super::preprocess::mnist_style;
-use crate::checkpoint::CheckpointInfo;
+use crate::checkpoint::{self, CheckpointInfo};
 use crate::data::Dataset;
 use crate::layers::reference;
 use crate::layers::softmax_with_loss::softmax_row;
@@ -11,7 +12,7 @@ use crate::layers::{AvgPooling, Convolution, MaxPooling, PoolingConfig};
 use crate::networks::{LayerOutput, Network};
 use crate::tensor::Tensor;
 use serde_json::{json, Value};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 /// The answer to a request: an HTTP status, a content type and the body.
@@ -94,12 +95,32 @@ struct Sample {
     image: Vec<f32>,
 }
 
+/// How many of a test set's first images the samples are chosen from.
+const SAMPLE_CANDIDATES: usize = 500;
+
+/// One version of the served network, with what the page is told about its
+/// layers (a convolution's weights among them): a request uses one snapshot
+/// throughout, so that its numbers agree with each other while training
+/// publishes newer ones.
+struct Snapshot {
+    net: Mutex<Network<f32>>,
+    layers: Vec<LayerInfo>,
+    /// Chosen on the first `GET /api/samples` of this version.
+    samples: OnceLock<Vec<Sample>>,
+    /// 0 for the first; one more for each [`App::publish`].
+    version: u64,
+    /// The epoch and the batches of it done when it was taken (training).
+    at: Option<(usize, usize)>,
+}
+
 /// The served network and what the page asks about it.
 pub struct App {
-    net: Mutex<Network<f32>>,
+    current: RwLock<Arc<Snapshot>>,
     info: CheckpointInfo,
-    layers: Vec<LayerInfo>,
-    samples: Vec<Sample>,
+    /// The first test images and their labels, to choose samples from.
+    candidates: Option<(Vec<usize>, Vec<f32>)>,
+    /// A training run's progress (`convnet train --serve`).
+    events: Option<Events>,
 }
 
 fn geometry_of(layer: &dyn crate::layers::Layer<f32>) -> Geometry {
@@ -163,31 +184,104 @@ impl App {
         info: CheckpointInfo,
         samples: Option<&Dataset>,
     ) -> crate::Result<App> {
-        let shapes = net.shapes(1)?;
-        let mut layers = Vec::with_capacity(net.layers.len());
-        for (i, named) in net.layers.iter_mut().enumerate() {
-            let params = named.layer.params().iter().map(|p| p.value.len()).sum();
-            layers.push(LayerInfo {
-                name: named.name.clone(),
-                kind: named.layer.kind(),
-                input_shape: shapes[i][1..].to_vec(),
-                shape: shapes[i + 1][1..].to_vec(),
-                params,
-                geometry: geometry_of(&*named.layer),
-            });
-        }
-        let samples = match samples {
+        let candidates = match samples {
             Some(set) if set.input_shape() == net.input_shape && !set.is_empty() => {
-                choose_samples(&mut net, set)?
+                let count = set.len().min(SAMPLE_CANDIDATES);
+                let labels: Vec<usize> = (0..count).map(|i| set.labels[i] as usize).collect();
+                let images: Vec<f32> = (0..count).flat_map(|i| set.image(i).to_vec()).collect();
+                Some((labels, images))
             }
-            _ => Vec::new(),
+            _ => None,
+        };
+        let layers = layer_infos(&mut net)?;
+        let chosen = match &candidates {
+            Some((labels, images)) => choose_samples(&mut net, labels, images)?,
+            None => Vec::new(),
+        };
+        let snapshot = Snapshot {
+            net: Mutex::new(net),
+            layers,
+            samples: OnceLock::from(chosen),
+            version: 0,
+            at: None,
         };
         Ok(App {
-            net: Mutex::new(net),
+            current: RwLock::new(Arc::new(snapshot)),
             info,
-            layers,
-            samples,
+            candidates,
+            events: None,
         })
+    }
+
+    /// Serves a training run (`convnet train --serve`): a copy of `net` now,
+    /// newer ones as [`publish`](Self::publish) gives them, and the run's
+    /// progress events (see [`super::live::Trainer`]).
+    pub fn training(
+        net: &mut Network<f32>,
+        info: CheckpointInfo,
+        samples: Option<&Dataset>,
+    ) -> crate::Result<App> {
+        let copy = copy_network(net, &info)?;
+        let mut app = App::new(copy, info, samples)?;
+        app.events = Some(Events::default());
+        Ok(app)
+    }
+
+    /// Makes a copy of `net`'s weights the served network (for training
+    /// live: `epoch` and `batch` say how far the run was); returns its
+    /// version. Requests already under way finish with the network they
+    /// started with. An error (weights that are not finite) leaves the
+    /// served network as it was.
+    pub fn publish(
+        &self,
+        net: &mut Network<f32>,
+        epoch: usize,
+        batch: usize,
+    ) -> crate::Result<u64> {
+        // The copy is made before the lock is taken: requests are held up
+        // only for the swap.
+        let mut copy = copy_network(net, &self.info)?;
+        let layers = layer_infos(&mut copy)?;
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let version = current.version + 1;
+        *current = Arc::new(Snapshot {
+            net: Mutex::new(copy),
+            layers,
+            samples: OnceLock::new(),
+            version,
+            at: Some((epoch, batch)),
+        });
+        Ok(version)
+    }
+
+    /// The version of the served network: 0 for the first, one more for
+    /// each [`publish`](Self::publish).
+    pub fn version(&self) -> u64 {
+        self.snapshot().version
+    }
+
+    /// The progress events of the run being served, if it is one.
+    pub fn events(&self) -> Option<&Events> {
+        self.events.as_ref()
+    }
+
+    /// The checkpoint's description of the served network.
+    pub fn info(&self) -> &CheckpointInfo {
+        &self.info
+    }
+
+    /// Ends every progress stream (the server is stopping).
+    pub fn close(&self) {
+        if let Some(events) = &self.events {
+            events.close();
+        }
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether the page offers the drawing canvas: one-channel 28×28 input.
@@ -195,8 +289,12 @@ impl App {
         self.info.input_shape == [1, 28, 28]
     }
 
-    /// Answers one request. `path` may carry a query string (ignored).
+    /// Answers one request. `path` may carry a query string (ignored, but
+    /// for `/api/progress`'s `after`). `GET /api/progress` is answered here
+    /// with the events so far; the HTTP server streams it instead (see
+    /// [`progress_after`](Self::progress_after)).
     pub fn handle(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        let full_path = path;
         let path = path.split(['?', '#']).next().unwrap_or("");
         let result = match (method, path) {
             ("GET", "/" | "/index.html") => {
@@ -207,12 +305,19 @@ impl App {
             ("GET", "/api/model") => Ok(self.model()),
             ("GET", "/api/filters") => Ok(self.filters()),
             ("GET", "/api/samples") => Ok(self.samples()),
+            ("GET", "/api/history") => Ok(self.history()),
+            ("GET", "/api/checkpoint") => return self.checkpoint(),
+            ("GET", "/api/progress") => match self.progress_after(full_path, None) {
+                Ok(after) => return self.progress_text(after),
+                Err(error) => Err(error),
+            },
             ("POST", "/api/forward") => parse(body).and_then(|v| self.forward(&v)),
             ("POST", "/api/unit") => parse(body).and_then(|v| self.unit(&v)),
             (
                 _,
                 "/" | "/index.html" | "/app.js" | "/style.css" | "/api/model" | "/api/filters"
-                | "/api/samples" | "/api/forward" | "/api/unit",
+                | "/api/samples" | "/api/forward" | "/api/unit" | "/api/history"
+                | "/api/checkpoint" | "/api/progress",
             ) => Err((405, format!("{method} is not allowed on {path}"))),
             _ => Err((404, format!("no such page: {path}"))),
         };
@@ -222,9 +327,102 @@ impl App {
         }
     }
 
+    /// For `GET /api/progress` (`path` with its query string): the id after
+    /// which to send events, from the query's `after=ID`, else from the
+    /// `Last-Event-ID` header an EventSource sends when it reconnects,
+    /// else 0 (every event). An error reply when this server serves no
+    /// training run, or for a malformed id.
+    pub fn progress_after(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> std::result::Result<u64, (u16, String)> {
+        if self.events.is_none() {
+            return Err((
+                404,
+                "no training run here: /api/progress is for `convnet train --serve`".to_string(),
+            ));
+        }
+        let query = path.split_once('?').map_or("", |(_, q)| q);
+        let query = query.split('#').next().unwrap_or("");
+        let mut after = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("after", value)) => after = Some(value),
+                _ => return Err(bad(format!("unknown query parameter: {pair}"))),
+            }
+        }
+        match after.or(last_event_id) {
+            None => Ok(0),
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| bad(format!("the event id must be a whole number, not {text:?}"))),
+        }
+    }
+
+    /// The events after id `after` as server-sent-event text (`id:` and
+    /// `data:` lines), without waiting for more.
+    fn progress_text(&self, after: u64) -> Reply {
+        let mut body = String::new();
+        if let Some(events) = &self.events {
+            if let super::live::Next::Events(list) =
+                events.wait_after(after, std::time::Duration::ZERO)
+            {
+                for (id, text) in list {
+                    body.push_str(&sse_frame(id, &text));
+                }
+            }
+        }
+        Reply {
+            status: 200,
+            content_type: "text/event-stream",
+            body: body.into_bytes(),
+        }
+    }
+
+    /// `GET /api/history`: every progress event so far.
+    fn history(&self) -> Value {
+        json!({
+            "training": self.in_training(),
+            "events": self.events.as_ref().map(Events::all).unwrap_or_default(),
+        })
+    }
+
+    /// Whether a training run is going on (not yet `done`).
+    fn in_training(&self) -> bool {
+        self.events.as_ref().is_some_and(|e| !e.finished())
+    }
+
+    /// `GET /api/checkpoint`: the served network as a checkpoint file, its
+    /// version in the metadata.
+    fn checkpoint(&self) -> Reply {
+        let snapshot = self.snapshot();
+        let mut info = self.info.clone();
+        info.extra
+            .insert("served_version".to_string(), snapshot.version.to_string());
+        if let Some((epoch, batch)) = snapshot.at {
+            info.extra
+                .insert("served_at".to_string(), format!("{epoch},{batch}"));
+        }
+        let bytes = match snapshot.net.lock() {
+            Ok(mut net) => checkpoint::to_bytes(&mut net, &info),
+            Err(_) => return Reply::error(500, "the network is unusable after an earlier failure"),
+        };
+        match bytes {
+            Ok(body) => Reply {
+                status: 200,
+                content_type: "application/octet-stream",
+                body,
+            },
+            Err(e) => Reply::error(500, &e.to_string()),
+        }
+    }
+
     /// `GET /api/model`.
     fn model(&self) -> Value {
-        let layers: Vec<Value> = self
+        let snapshot = self.snapshot();
+        let layers: Vec<Value> = snapshot
             .layers
             .iter()
             .enumerate()
@@ -259,14 +457,18 @@ impl App {
             "input_shape": self.info.input_shape,
             "class_names": self.info.class_names,
             "drawable": self.drawable(),
-            "params": self.layers.iter().map(|l| l.params).sum::<usize>(),
+            "params": snapshot.layers.iter().map(|l| l.params).sum::<usize>(),
             "layers": layers,
+            "progress": self.events.is_some(),
+            "training": self.in_training(),
+            "version": snapshot.version,
         })
     }
 
     /// `GET /api/filters`: every convolution's weights and biases.
     fn filters(&self) -> Value {
-        let layers: Vec<Value> = self
+        let snapshot = self.snapshot();
+        let layers: Vec<Value> = snapshot
             .layers
             .iter()
             .enumerate()
@@ -286,14 +488,21 @@ impl App {
                 _ => None,
             })
             .collect();
-        json!({ "layers": layers })
+        json!({ "layers": layers, "version": snapshot.version })
     }
 
     /// `GET /api/samples`.
     fn samples(&self) -> Value {
         let name = |i: usize| self.class_name(i);
-        let samples: Vec<Value> = self
-            .samples
+        let snapshot = self.snapshot();
+        let chosen = snapshot.samples.get_or_init(|| {
+            let (Some((labels, images)), Ok(mut net)) = (&self.candidates, snapshot.net.lock())
+            else {
+                return Vec::new();
+            };
+            choose_samples(&mut net, labels, images).unwrap_or_default()
+        });
+        let samples: Vec<Value> = chosen
             .iter()
             .map(|s| {
                 json!({
@@ -303,7 +512,7 @@ impl App {
                 })
             })
             .collect();
-        json!({ "samples": samples })
+        json!({ "samples": samples, "version": snapshot.version })
     }
 
     fn class_name(&self, i: usize) -> String {
@@ -369,11 +578,11 @@ impl App {
         Err(bad("the request needs \"image\" or \"drawing\""))
     }
 
-    /// Every layer's output for one image.
-    fn run(&self, x: &[f32]) -> ApiResult<(Vec<LayerOutput<f32>>, Vec<f32>)> {
+    /// Every layer's output for one image, by `snapshot`'s network.
+    fn run(&self, snapshot: &Snapshot, x: &[f32]) -> ApiResult<(Vec<LayerOutput<f32>>, Vec<f32>)> {
         let [c, h, w] = self.info.input_shape;
         let x = Tensor::from_vec(&[1, c, h, w], x.to_vec()).map_err(|e| bad(e.detail()))?;
-        let mut net = self.net.lock().map_err(|_| {
+        let mut net = snapshot.net.lock().map_err(|_| {
             (
                 500,
                 "the network is unusable after an earlier failure".to_string(),
@@ -393,7 +602,8 @@ impl App {
     fn forward(&self, request: &Value) -> ApiResult<Value> {
         let start = Instant::now();
         let x = self.input(request)?;
-        let (outputs, probabilities) = self.run(&x)?;
+        let snapshot = self.snapshot();
+        let (outputs, probabilities) = self.run(&snapshot, &x)?;
         // `"maps": "u8"`: each layer's values as bytes for display (hex),
         // a fifth of the exact numbers' size.
         let bytes = match request.get("maps") {
@@ -427,6 +637,7 @@ impl App {
             "prediction": prediction,
             "class": self.class_name(prediction),
             "server_ms": start.elapsed().as_secs_f64() * 1000.0,
+            "version": snapshot.version,
         }))
     }
 
@@ -441,10 +652,12 @@ impl App {
                 .ok_or_else(|| bad(format!("\"{key}\" must be a whole number")))
         };
         let layer = index("layer")?;
-        let info = self.layers.get(layer).ok_or_else(|| {
+        // One snapshot for the outputs and the weights shown with them.
+        let snapshot = self.snapshot();
+        let info = snapshot.layers.get(layer).ok_or_else(|| {
             bad(format!(
                 "\"layer\" must be below {} (the number of layers)",
-                self.layers.len()
+                snapshot.layers.len()
             ))
         })?;
         let shape = &info.shape;
@@ -468,7 +681,7 @@ impl App {
             }
             channel
         };
-        let (outputs, _) = self.run(&x)?;
+        let (outputs, _) = self.run(&snapshot, &x)?;
         let input: &[f32] = if layer == 0 {
             &x
         } else {
@@ -481,6 +694,7 @@ impl App {
             "input_layer": if layer == 0 { Value::from("input") } else { Value::from(outputs[layer - 1].name.clone()) },
             "input_shape": info.input_shape,
             "output": output,
+            "version": snapshot.version,
         });
         let in_shape = &info.input_shape;
         // The value at (c, iy, ix) of the input, or None in the padding.
@@ -527,7 +741,7 @@ impl App {
                 reply["bias"] = json!(b);
                 reply["total"] = json!(sum + b as f64);
                 // The ReLU after it, if the next layer is one.
-                if let Some(next) = self.layers.get(layer + 1).filter(|l| l.kind == "Relu") {
+                if let Some(next) = snapshot.layers.get(layer + 1).filter(|l| l.kind == "Relu") {
                     reply["relu"] = json!({
                         "name": next.name,
                         "output": outputs[layer + 1].output.data()[unit_index],
@@ -595,26 +809,27 @@ fn parse(body: &[u8]) -> ApiResult<Value> {
     serde_json::from_slice(body).map_err(|e| bad(format!("the body is not valid JSON: {e}")))
 }
 
-/// Picks the samples: the first test images, with up to [`WRONG_SAMPLES`]
-/// of the first ones the network gets wrong among them.
-fn choose_samples(net: &mut Network<f32>, set: &Dataset) -> crate::Result<Vec<Sample>> {
+/// Picks the samples among the candidates (`labels` and their `images`, in
+/// order): the first ones, with up to [`WRONG_SAMPLES`] of the first ones
+/// the network gets wrong among them.
+fn choose_samples(
+    net: &mut Network<f32>,
+    labels: &[usize],
+    images: &[f32],
+) -> crate::Result<Vec<Sample>> {
     let [c, h, w] = net.input_shape;
     let len = c * h * w;
-    let count = set.len().min(500);
-    let mut data = Vec::with_capacity(count * len);
-    for i in 0..count {
-        data.extend_from_slice(&set.image(i));
-    }
-    let x = Tensor::from_vec(&[count, c, h, w], data)?;
+    let count = labels.len();
+    let x = Tensor::from_vec(&[count, c, h, w], images.to_vec())?;
     let scores = net.predict(&x, false)?;
     let classes = scores.len() / count;
     let predictions: Vec<usize> = scores.data().chunks(classes).map(argmax).collect();
     let wrong: Vec<usize> = (0..count)
-        .filter(|&i| predictions[i] != set.labels[i] as usize)
+        .filter(|&i| predictions[i] != labels[i])
         .take(WRONG_SAMPLES)
         .collect();
     let right = (0..count)
-        .filter(|&i| predictions[i] == set.labels[i] as usize)
+        .filter(|&i| predictions[i] == labels[i])
         .take(SAMPLES - wrong.len());
     let mut chosen: Vec<usize> = right.chain(wrong.iter().copied()).collect();
     chosen.sort_unstable();
@@ -622,9 +837,42 @@ fn choose_samples(net: &mut Network<f32>, set: &Dataset) -> crate::Result<Vec<Sa
         .into_iter()
         .map(|i| Sample {
             index: i,
-            label: set.labels[i] as usize,
+            label: labels[i],
             prediction: predictions[i],
-            image: set.image(i).to_vec(),
+            image: images[i * len..(i + 1) * len].to_vec(),
         })
         .collect())
+}
+
+/// What the page is told about each of `net`'s layers.
+fn layer_infos(net: &mut Network<f32>) -> crate::Result<Vec<LayerInfo>> {
+    let shapes = net.shapes(1)?;
+    let mut layers = Vec::with_capacity(net.layers.len());
+    for (i, named) in net.layers.iter_mut().enumerate() {
+        let params = named.layer.params().iter().map(|p| p.value.len()).sum();
+        layers.push(LayerInfo {
+            name: named.name.clone(),
+            kind: named.layer.kind(),
+            input_shape: shapes[i][1..].to_vec(),
+            shape: shapes[i + 1][1..].to_vec(),
+            params,
+            geometry: geometry_of(&*named.layer),
+        });
+    }
+    Ok(layers)
+}
+
+/// A copy of `net` (its layers, names, weights and buffers), made the way a
+/// checkpoint is saved and loaded: the served network is then exactly what
+/// `convnet predict` would load from a checkpoint of it.
+fn copy_network(net: &mut Network<f32>, info: &CheckpointInfo) -> crate::Result<Network<f32>> {
+    let bytes = checkpoint::to_bytes(net, info)?;
+    // The network exists already: its copy needs no memory check.
+    let (copy, _) = checkpoint::load_from_bytes(&bytes, "the training network", u64::MAX)?;
+    Ok(copy)
+}
+
+/// One server-sent event: its id and its data (one line of JSON).
+pub(super) fn sse_frame(id: u64, json: &str) -> String {
+    format!("id: {id}\ndata: {json}\n\n")
 }

@@ -1,9 +1,27 @@
 #!/usr/bin/env python3
-"""Browser test of `convnet serve`: a real Chromium, driven by Selenium.
+"""Browser test of `convnet serve` and `convnet train --serve`: a real
+Chromium, driven by Selenium.
 
-It trains a SimpleConvNet for 2 epochs on the embedded digits (or takes
---checkpoint), starts `convnet serve` on 127.0.0.1 with a free port, draws a
-1, a 0 and a 7 on the page's canvas as mouse strokes, and checks that:
+Training live (unless --checkpoint is given): it runs `convnet train --serve`
+(SimpleConvNet, 12 epochs on the embedded digits, one thread: long
+enough to watch) on 127.0.0.1 with a free
+port, opens the page while it trains, and checks that:
+
+- the training card shows the run in progress, and its loss curve is drawn
+  and changes as batches arrive;
+- the first layer's filters are drawn, and redrawn (changed) from a newer
+  snapshot of the network;
+- a digit drawn on the pad gets an answer, which is asked again of each
+  newer snapshot;
+- when training is over the page says so and uses the final network;
+- Ctrl-C then stops the server (exit code 0).
+
+It saves a screenshot taken during the run to docs/images/train-serve.png,
+and the run's checkpoint serves for the rest.
+
+Then it starts `convnet serve` on that checkpoint on 127.0.0.1 with a free
+port, draws a 1, a 0 and a 7 on the page's canvas as mouse strokes, and
+checks that:
 
 - the page shows the right class for each;
 - every layer's map canvas is drawn (not blank, more than two colours);
@@ -22,6 +40,7 @@ Needs chromium and chromium-driver (Debian) and the selenium package;
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -137,28 +156,149 @@ def check_maps_drawn(driver):
     return len(counts)
 
 
+def canvas_colours(driver, element_id):
+    """The number of different colours on a canvas (up to 50)."""
+    return driver.execute_script("""
+        const c = document.getElementById(arguments[0]);
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const seen = new Set();
+        for (let i = 0; i < d.length && seen.size < 50; i += 4) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+        return seen.size;""", element_id)
+
+
+def canvas_picture(driver, selector):
+    """A canvas's pixels as a data URL, to compare two moments."""
+    return driver.execute_script("const c = document.querySelector(arguments[0]); return c ? c.toDataURL() : null",
+                                 selector)
+
+
+# The training live run: long enough for the page to watch it.
+LIVE_EPOCHS = 12
+
+
+def live_training(binary, folder, screenshot, failures):
+    """`convnet train --serve` seen from the page; returns the checkpoint."""
+    # The browser first: the page then opens as soon as the URL is known,
+    # early in the run.
+    driver = browser()
+    checkpoint = os.path.join(folder, "simple.safetensors")
+    print(f"training SimpleConvNet for {LIVE_EPOCHS} epochs with --serve ...", flush=True)
+    process = subprocess.Popen(
+        [binary, "train", "--serve", "--port", "0", "--epochs", str(LIVE_EPOCHS), "--threads", "1",
+         "--save", checkpoint],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline()
+    url = next((w for w in line.split() if w.startswith("http://")), None)
+    live = "window.convnet.live"
+    try:
+        if url is None:
+            sys.exit(f"convnet train --serve printed no URL: {line!r}")
+        driver.get(url)
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+            f"return window.convnet && window.convnet.model !== null && {live}.start !== null && {live}.batches.length > 0"))
+        if not driver.find_element(By.ID, "training").is_displayed():
+            failures.append("the training card is not shown")
+        state = driver.find_element(By.ID, "training-status").get_attribute("data-state")
+        if state != "training":
+            failures.append(f"the page opened after the run ended ({state}): nothing live to see")
+
+        # The drawing pad answers during training.
+        draw(driver, DIGITS["1"])
+        shown = driver.find_element(By.ID, "prediction").get_attribute("data-class")
+        version = driver.execute_script("return window.convnet.forward.version")
+        if shown not in [str(d) for d in range(10)]:
+            failures.append(f"no answer during training: {shown!r}")
+        print(f"during training, snapshot {version}: a drawn 1 is read as {shown}")
+
+        # The loss curve is drawn, and changes as more batches come.
+        before = driver.execute_script(f"return {live}.batches.length")
+        curve = canvas_picture(driver, "#loss-curve")
+        colours = canvas_colours(driver, "loss-curve")
+        if colours < 4:
+            failures.append(f"the loss curve looks blank ({colours} colours)")
+        filters = canvas_picture(driver, "#live-filters .filter-layer > canvas")
+        filters_version = driver.execute_script("return window.convnet.filtersVersion")
+        if filters is None:
+            failures.append("the first layer's filters are not drawn")
+        WebDriverWait(driver, 120).until(lambda d: d.execute_script(
+            f"return {live}.done !== null || ({live}.batches.length >= arguments[0] + 5"
+            f" && {live}.snapshot !== null && {live}.snapshot.version > arguments[1])", before, version))
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+            "return window.convnet.filtersVersion > arguments[0] && window.convnet.forward.version > arguments[1]",
+            filters_version, version))
+        time.sleep(0.2)
+        after = driver.execute_script(f"return {live}.batches.length")
+        if canvas_picture(driver, "#loss-curve") == curve:
+            failures.append(f"the loss curve did not change from {before} to {after} batches")
+        if canvas_picture(driver, "#live-filters .filter-layer > canvas") == filters:
+            failures.append("the filters did not change with a newer snapshot")
+        if canvas_colours(driver, "acc-curve") < 2:
+            failures.append("the accuracy chart is blank")
+        newer = driver.execute_script("return window.convnet.forward.version")
+        print(f"loss curve redrawn from {before} to {after} batches; filters and the answer from snapshot {newer}")
+
+        # The screenshot: during the run (after half of its epochs if the
+        # page sees them before the end), with a conv1 unit's arithmetic.
+        WebDriverWait(driver, 300).until(lambda d: d.execute_script(
+            f"return {live}.epochs.length >= {LIVE_EPOCHS // 2} || {live}.done !== null"))
+        click_unit(driver, 0, 4, 4, 10)
+        driver.execute_script("window.scrollTo(0, 0)")
+        time.sleep(0.3)
+        os.makedirs(os.path.dirname(screenshot), exist_ok=True)
+        driver.save_screenshot(screenshot)
+        print(f"wrote {screenshot}")
+
+        # The end: the page says so and answers with the final network.
+        WebDriverWait(driver, 600).until(lambda d: d.execute_script(f"return {live}.done !== null"))
+        final = driver.execute_script(f"return {live}.snapshot.version")
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+            "return window.convnet.forward.version === arguments[0] && !window.convnet.inFlight", final))
+        state = driver.find_element(By.ID, "training-status").get_attribute("data-state")
+        text = driver.find_element(By.ID, "training-status").text
+        if state != "finished" or "final network" not in text:
+            failures.append(f"after training the page says {state}: {text!r}")
+        shown = driver.find_element(By.ID, "prediction").get_attribute("data-class")
+        epochs = driver.execute_script(f"return {live}.epochs.map(e => e.test_acc)")
+        print(f"training over ({text}); test accuracy per epoch {epochs}; the 1 is read as {shown}")
+    finally:
+        driver.quit()
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+    if code != 0:
+        failures.append(f"convnet train --serve ended with {code} after Ctrl-C")
+    return checkpoint
+
+
 def click_unit(driver, layer, channel, y, x):
-    """Clicks unit (channel, y, x) of layer `layer`'s maps."""
-    # A click event at the unit's point of the canvas, sent from JavaScript:
-    # WebDriver's pointer clicks on these canvases landed at wrong window
-    # coordinates in headless Chromium 156 (the drawing uses real pointer
-    # strokes).
-    driver.execute_script("""
+    """Clicks unit (channel, y, x) of layer `layer`'s maps: a real pointer
+    click (WebDriver actions) at the unit's pixel, then checks that the
+    page shows that unit."""
+    canvas = driver.execute_script("""
+        const canvas = window.convnet.layerViews[arguments[0] + 1].canvas;
+        canvas.scrollIntoView({block: 'center'});
+        return canvas;""", layer)
+    # The unit's centre as an offset from the canvas's centre, in CSS
+    # pixels (where WebDriver's actions start).
+    dx, dy = driver.execute_script("""
         const [layer, channel, y, x] = arguments;
         const view = window.convnet.layerViews[layer + 1];
         const canvas = view.canvas;
-        canvas.scrollIntoView({block: 'center'});
         const cx = ((channel % view.cols) * (view.w + view.gap) + x + 0.5) * view.px;
         const cy = (Math.floor(channel / view.cols) * (view.h + view.gap) + y + 0.5) * view.px;
         const r = canvas.getBoundingClientRect();
-        canvas.dispatchEvent(new MouseEvent('click', {bubbles: true,
-          clientX: r.left + cx * r.width / canvas.width, clientY: r.top + cy * r.height / canvas.height}));
+        return [cx * r.width / canvas.width - r.width / 2, cy * r.height / canvas.height - r.height / 2];
         """, layer, channel, y, x)
+    ActionChains(driver, duration=10).move_to_element_with_offset(canvas, round(dx), round(dy)).click().perform()
     WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "unit").get_attribute("data-layer") == str(layer)
                                     and d.find_element(By.ID, "unit").get_attribute("data-channel") == str(channel))
     time.sleep(0.2)
     card = driver.find_element(By.ID, "unit")
-    return {k: int(card.get_attribute(f"data-{k}")) for k in ["layer", "channel", "y", "x"]}
+    shown = {k: int(card.get_attribute(f"data-{k}")) for k in ["layer", "channel", "y", "x"]}
+    wanted = {"layer": layer, "channel": channel, "y": y, "x": x}
+    assert shown == wanted, f"clicked {wanted}, the page shows {shown}"
+    return shown
 
 
 def value(driver, element_id):
@@ -168,22 +308,21 @@ def value(driver, element_id):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "convnet"))
-    parser.add_argument("--checkpoint", help="a trained digit checkpoint (default: train one, 2 epochs)")
+    parser.add_argument("--checkpoint", help="a trained digit checkpoint (default: train one, 12 epochs, "
+                        "with the training live test)")
     parser.add_argument("--screenshot", default=os.path.join(ROOT, "docs", "images", "serve.png"))
+    parser.add_argument("--live-screenshot", default=os.path.join(ROOT, "docs", "images", "train-serve.png"))
     parser.add_argument("--latency-model", help="also measure stroke-to-maps latency for this --model (e.g. deep)")
     args = parser.parse_args()
 
     temp = tempfile.TemporaryDirectory(prefix="convnet-browser-")
+    failures = []
     checkpoint = args.checkpoint
     if checkpoint is None:
-        checkpoint = os.path.join(temp.name, "simple.safetensors")
-        print("training SimpleConvNet for 2 epochs ...", flush=True)
-        subprocess.run([args.binary, "train", "--epochs", "2", "--save", checkpoint],
-                       check=True, stdout=subprocess.DEVNULL)
+        checkpoint = live_training(args.binary, temp.name, args.live_screenshot, failures)
 
     server, url = start_server(args.binary, checkpoint)
     driver = browser()
-    failures = []
     try:
         driver.get(url)
         WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.convnet && window.convnet.model !== null"))

@@ -5,19 +5,24 @@
 //! digits first (a few epochs, with progress) and kept in the cache folder,
 //! so that the page works out of the box and without a network; the next
 //! start loads it.
+//!
+//! `convnet train --serve` serves the same page during training
+//! ([`TrainLive`]): the curves, the filters and the answers follow the run.
 
 use clap::Args;
 use convnet::checkpoint::{self, CheckpointInfo};
+use convnet::data::TrainTest;
 use convnet::data::{load_embedded_mnist10k, Dataset};
 use convnet::init::Init;
 use convnet::networks::{build_model, ModelOptions, Network};
-use convnet::serve::{App, Server};
-use convnet::train::{train, Progress, TrainConfig};
+use convnet::serve::{App, RunInfo, Server, Stopper, Trainer};
+use convnet::train::{train, EpochMetrics, Progress, TrainConfig};
 use convnet::Rng;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The default network's training: epochs over the embedded digits.
@@ -48,6 +53,139 @@ pub struct ServeArgs {
     threads: Option<usize>,
     #[command(flatten)]
     reference: crate::ReferenceFlag,
+}
+
+/// `convnet train`'s options for training live.
+#[derive(Args)]
+pub struct TrainServeArgs {
+    /// Serve the web page of `convnet serve` during training (its URL is
+    /// printed before the first epoch): loss and accuracy curves, the first
+    /// layer's filters and the drawing pad follow the run. When training is
+    /// over, the final network is served until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+    /// With --serve: the address to listen on. The default serves this
+    /// computer only; 0.0.0.0 serves the whole network.
+    #[arg(long, default_value = "127.0.0.1", requires = "serve")]
+    host: String,
+    /// With --serve: the port (0: any free port; the URL printed says which).
+    #[arg(long, default_value_t = 8000, requires = "serve")]
+    port: u16,
+}
+
+/// Training live: the server of `convnet train --serve` and the trainer's
+/// side of it. Dropping it stops the server.
+pub struct TrainLive {
+    trainer: Trainer,
+    server: Option<Server>,
+    url: String,
+    /// Set when training is over: Ctrl-C then stops the server.
+    over: Arc<AtomicBool>,
+}
+
+/// What Ctrl-C does to a training live server: nothing during training
+/// (training stops first, then the server), stop it once training is over.
+pub struct ServeCtrlC {
+    stopper: Stopper,
+    over: Arc<AtomicBool>,
+}
+
+impl ServeCtrlC {
+    /// Stops the server if training is over; whether it did.
+    pub fn stop_if_over(&self) -> bool {
+        let over = self.over.load(Ordering::SeqCst);
+        if over {
+            self.stopper.stop();
+        }
+        over
+    }
+}
+
+impl TrainLive {
+    /// Starts serving `net` (a copy) for a run of `epochs` in all, from
+    /// `start_epoch`, if `--serve` asks for it; prints the URL.
+    pub fn start(
+        args: &TrainServeArgs,
+        net: &mut Network<f32>,
+        info: &CheckpointInfo,
+        data: &TrainTest,
+        config: &TrainConfig,
+    ) -> anyhow::Result<Option<TrainLive>> {
+        if !args.serve {
+            return Ok(None);
+        }
+        let app = Arc::new(App::training(net, info.clone(), Some(&data.test))?);
+        let server = Server::start(app.clone(), &args.host, args.port)?;
+        let url = server.url().to_string();
+        let run = RunInfo {
+            epochs: config.epochs,
+            start_epoch: config.start_epoch,
+            batches: data.train.len().div_ceil(config.batch_size.max(1)),
+            batch_size: config.batch_size,
+            train_images: data.train.len(),
+            test_images: data.test.len(),
+            dataset: data.name.clone(),
+        };
+        println!("serving the training live at {url}  (Ctrl-C stops the training)");
+        std::io::stdout().flush()?;
+        Ok(Some(TrainLive {
+            trainer: Trainer::new(app, &run),
+            server: Some(server),
+            url,
+            over: Arc::new(AtomicBool::new(false)),
+        }))
+    }
+
+    /// For the Ctrl-C handler.
+    pub fn ctrl_c(&self) -> Option<ServeCtrlC> {
+        self.server.as_ref().map(|server| ServeCtrlC {
+            stopper: server.stopper(),
+            over: self.over.clone(),
+        })
+    }
+
+    /// Reports a training event (see [`Trainer::progress`]).
+    pub fn progress(&mut self, event: &Progress, net: &mut Network<f32>) {
+        self.trainer.progress(event, net);
+    }
+
+    /// Training has ended (`result`; `interrupted` by Ctrl-C): the final
+    /// network is served, and the page told.
+    pub fn finish(
+        &mut self,
+        net: &mut Network<f32>,
+        result: &convnet::Result<Vec<EpochMetrics>>,
+        interrupted: bool,
+    ) {
+        let (status, message) = match result {
+            Err(e) => ("failed", Some(e.to_string())),
+            Ok(_) if interrupted => ("interrupted", None),
+            Ok(_) => ("finished", None),
+        };
+        self.trainer.finish(net, status, message.as_deref());
+    }
+
+    /// Serves the final network until Ctrl-C.
+    pub fn serve_until_stopped(mut self) {
+        self.over.store(true, Ordering::SeqCst);
+        println!(
+            "training is over: serving the final network at {}  (Ctrl-C to stop)",
+            self.url
+        );
+        let _ = std::io::stdout().flush();
+        if let Some(server) = self.server.take() {
+            server.wait();
+        }
+        eprintln!("stopped");
+    }
+}
+
+impl Drop for TrainLive {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop();
+        }
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {

@@ -143,6 +143,8 @@ pub struct TrainArgs {
     reference: crate::ReferenceFlag,
     #[command(flatten)]
     memory: MemoryArgs,
+    #[command(flatten)]
+    serve: crate::serve::TrainServeArgs,
 }
 
 #[derive(Args)]
@@ -553,6 +555,7 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         println!("saved {} (the initial weights: --epochs 0)", path.display());
         return Ok(ExitCode::SUCCESS);
     }
+    let mut live = crate::serve::TrainLive::start(&args.serve, &mut net, &info, &data, &config)?;
     println!(
         "training {}{} ({} parameters) on {}: {} train / {} test images {:?}, {} epochs, batch {}, {} lr {}{}, {} threads",
         info.model,
@@ -585,7 +588,7 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         bar
     });
     let mut divergence = DivergenceWatch::default();
-    stop_on_ctrl_c(&config.stop);
+    stop_on_ctrl_c(&config.stop, live.as_ref().and_then(|l| l.ctrl_c()));
     // Without a terminal for the bar: a line of text now and then, so that
     // a log file shows that a long epoch is under way.
     let mut plain = bar.is_none().then(|| PlainProgress {
@@ -604,6 +607,9 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         &data,
         &config,
         |event, net, optimizer| {
+            if let Some(live) = live.as_mut() {
+                live.progress(&event, net);
+            }
             match event {
                 Progress::Batch {
                     epoch,
@@ -722,7 +728,11 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(())
         },
-    )?;
+    );
+    if let Some(live) = live.as_mut() {
+        live.finish(&mut net, &history, config.stop.is_requested());
+    }
+    let history = history?;
     if config.stop.is_requested() {
         if let Some(bar) = &bar {
             bar.finish_and_clear();
@@ -779,6 +789,9 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
             }
         }
         None => println!("no epochs run"),
+    }
+    if let Some(live) = live {
+        live.serve_until_stopped();
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -858,10 +871,14 @@ fn plan_loaded(
 }
 
 /// Makes Ctrl-C ask training to stop after the current mini-batch (and save,
-/// with --save); a second Ctrl-C ends the program at once.
-fn stop_on_ctrl_c(stop: &StopFlag) {
+/// with --save); a second Ctrl-C ends the program at once. With --serve,
+/// once training is over, Ctrl-C stops the server.
+fn stop_on_ctrl_c(stop: &StopFlag, serving: Option<crate::serve::ServeCtrlC>) {
     let stop = stop.clone();
     let installed = ctrlc::set_handler(move || {
+        if serving.as_ref().is_some_and(|s| s.stop_if_over()) {
+            return;
+        }
         if stop.is_requested() {
             std::process::exit(130);
         }
