@@ -139,6 +139,10 @@ pub struct TrainConfig {
     /// for this many epochs, and end with the best epoch's weights
     /// (default `None`: train every epoch). Needs `validation > 0`.
     pub early_stop: Option<usize>,
+    /// Measure the test and validation images with test-time augmentation
+    /// (each image's probabilities averaged with its mirror image's; see
+    /// [`evaluate_with`]). Default `false`.
+    pub test_flip_average: bool,
 }
 
 impl Default for TrainConfig {
@@ -160,6 +164,7 @@ impl Default for TrainConfig {
             augment: Augment::default(),
             validation: 0,
             early_stop: None,
+            test_flip_average: false,
         }
     }
 }
@@ -565,7 +570,15 @@ fn train_here<T: Float>(
     let total = trained_on.len().div_ceil(config.batch_size);
     let validate = |network: &mut Network<T>| -> Result<Option<Evaluation>> {
         (!held_out.is_empty())
-            .then(|| evaluate_here(network, &data.train, &held_out, config.batch_size, false))
+            .then(|| {
+                evaluate_here(
+                    network,
+                    &data.train,
+                    &held_out,
+                    config.batch_size,
+                    config.test_flip_average,
+                )
+            })
             .transpose()
     };
     // Early stopping keeps the best epoch's weights; a resumed run starts
@@ -656,7 +669,13 @@ fn train_here<T: Float>(
         // Evaluate with the training batch size: a larger batch would only grow
         // every layer's kept buffers (and the peak memory) for no speed gain.
         let all_test: Vec<usize> = (0..data.test.len()).collect();
-        let test = evaluate_here(network, &data.test, &all_test, config.batch_size, false)?;
+        let test = evaluate_here(
+            network,
+            &data.test,
+            &all_test,
+            config.batch_size,
+            config.test_flip_average,
+        )?;
         let val = validate(network)?;
         let is_best = match (&val, &best) {
             (None, _) | (Some(_), None) => true,

@@ -47,6 +47,8 @@ pub struct Recipe {
     pub augment: Augment,
     /// The decay of the averaged model ([`Ema`](super::Ema)), if one is kept.
     pub ema: Option<f64>,
+    /// Whether the test images are measured with test-time augmentation.
+    pub tta: bool,
 }
 
 /// Every recipe, by name.
@@ -74,6 +76,7 @@ pub const RECIPES: &[Recipe] = &[Recipe {
         flip: true,
     },
     ema: Some(0.999),
+    tta: true,
 }];
 
 /// The recipe called `name`, or an error that lists them all.
@@ -100,6 +103,7 @@ impl Recipe {
             weight_decay_mode: self.weight_decay_mode,
             label_smoothing: self.label_smoothing,
             augment: self.augment,
+            test_flip_average: self.tta,
             ..TrainConfig::default()
         }
     }
@@ -124,6 +128,9 @@ impl Recipe {
         );
         if let Some(decay) = self.ema {
             line.push_str(&format!(" --ema {decay}"));
+        }
+        if self.tta {
+            line.push_str(" --tta");
         }
         line
     }

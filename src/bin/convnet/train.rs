@@ -9,8 +9,8 @@ use convnet::networks::{build_model_within, model_info, plan_model, ModelOptions
 use convnet::optim::OptimizerKind;
 use convnet::optim::{build, check_state_fits};
 use convnet::train::{
-    evaluate, evaluate_with, recipe, train_with_optimizer, Augment, Ema, EpochMetrics,
-    EpochPosition, Evaluation, Progress, Schedule, StopFlag, TrainConfig, WeightDecayMode,
+    evaluate_with, recipe, train_with_optimizer, Augment, Ema, EpochMetrics, EpochPosition,
+    Evaluation, Progress, Schedule, StopFlag, TrainConfig, WeightDecayMode,
 };
 use convnet::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -93,6 +93,11 @@ pub struct TrainArgs {
     /// any other).
     #[arg(long, value_name = "DECAY")]
     ema: Option<f64>,
+    /// Measure the test (and validation) images with test-time
+    /// augmentation: each image's class probabilities averaged with its
+    /// mirror image's (for clothes and objects, not digits).
+    #[arg(long)]
+    tta: bool,
     /// Weight initialisation: he (N(0, 2/fan_in)), xavier (N(0, 1/fan_in)),
     /// std (the book's N(0, 0.01²)) or std:SIGMA. Default: he, except xavier
     /// for lenet5.
@@ -193,6 +198,7 @@ impl TrainArgs {
         if self.ema.is_none() {
             self.ema = recipe.ema;
         }
+        self.tta |= recipe.tta;
     }
 }
 
@@ -397,6 +403,7 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         augment: args.augment.unwrap_or_default(),
         validation: args.validation,
         early_stop: args.early_stop,
+        test_flip_average: args.tta,
     };
     config.validate()?;
     let simple_only = [
@@ -645,8 +652,10 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
                     }
                     let ema_acc = match ema.as_mut() {
                         Some(ema) => Some(
-                            ema.with_weights(net, |net| evaluate(net, &data.test, batch_size))??
-                                .accuracy,
+                            ema.with_weights(net, |net| {
+                                evaluate_with(net, &data.test, batch_size, args.tta)
+                            })??
+                            .accuracy,
                         ),
                         None => None,
                     };
