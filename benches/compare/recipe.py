@@ -15,7 +15,7 @@ convolutions and affine layers only (torch's AdamW, which shrinks each
 weight by lr*lambda before the step, as ours), the same one-cycle schedule
 per batch, label smoothing, augmentation (random crop with zero padding,
 left-right flips of half the images) and averaged model (the same warm-up
-formula). Each side's time to the target is the wall time from its start
+formula) and test-time augmentation (`--tta`). Each side's time to the target is the wall time from its start
 (data loading included) to the end of the first epoch whose test accuracy,
 of the weights or of the averaged model, reaches the target. Peak RSS of
 each process is reported too.
@@ -48,8 +48,10 @@ def parse_recipe_line(line):
     options, i = {}, words.index("train") + 1
     while i < len(words):
         key = words[i].lstrip("-")
-        options[key] = words[i + 1]
-        i += 2
+        if i + 1 < len(words) and not words[i + 1].startswith("--"):
+            options[key], i = words[i + 1], i + 2
+        else:
+            options[key], i = True, i + 1  # a flag such as --tta
     return options
 
 
@@ -147,7 +149,11 @@ def torch_twin(args):
         correct = 0
         with torch.no_grad():
             for i in range(0, len(x_test), batch):
-                correct += (model(x_test[i:i + batch]).argmax(1) == t_test[i:i + batch]).sum().item()
+                x = x_test[i:i + batch]
+                p = F.softmax(model(x), 1)
+                if o.get("tta"):  # averaged with the mirror image's, as `--tta`
+                    p = 0.5 * (p + F.softmax(model(x.flip(3)), 1))
+                correct += (p.argmax(1) == t_test[i:i + batch]).sum().item()
         if saved is not None:
             model.load_state_dict(saved)
         return correct / len(x_test)
