@@ -55,7 +55,7 @@ pub struct Recipe {
 pub const RECIPES: &[Recipe] = &[Recipe {
     name: "fashion-fast",
     about: "Fashion-MNIST: a VGG-style network with batch norm, one-cycle Adam (decoupled weight decay), \
-            label smoothing, random crops and flips, and an averaged model",
+            label smoothing, random crops and flips, an averaged model and test-time augmentation",
     dataset: "fashion-mnist",
     model: "conv(32,3,pad=1)-bn-relu-conv(32,3,pad=1)-bn-relu-maxpool(2)\
             -conv(64,3,pad=1)-bn-relu-conv(64,3,pad=1)-bn-relu-maxpool(2)\
