@@ -24,6 +24,10 @@ It prints the medians as a Markdown table (images/s at batch 1 and 1,000,
 ratio ours / ORT, peak RSS) with the goals (batch 1 >= 1.5x ORT, batch 1,000
 >= 1.0x ORT, peak RSS <= ORT's), then every round's figures.
 
+`ort.py ort-profile --onnx M.onnx --batch B`, run with the ORT venv's
+python, prints ONNX Runtime's per-node profile of one model instead (the
+counterpart of `convnet bench --layers`).
+
 The runner needs only the Python standard library; ONNX Runtime runs from
 the virtual environment benches/compare/.venv-ort, created here (pip install
 onnxruntime numpy) when it does not exist. See benches/compare/README.md.
@@ -106,6 +110,46 @@ def ort_worker(args):
                       "input_shape": shape, "inference": results,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                       * 1024 / 1e6}), flush=True)
+
+
+def ort_profile(args):
+    """Runs in the ORT venv: ORT's own per-node profile (enable_profiling) of
+    --calls runs at one batch size; prints microseconds per image per node."""
+    import collections
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.intra_op
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "convnet-ort-profile")
+    session = ort.InferenceSession(args.onnx, options, providers=["CPUExecutionProvider"])
+    model_input = session.get_inputs()[0]
+    x = np.random.default_rng(1).random(
+        (args.batch, *[int(d) for d in model_input.shape[1:]]), dtype=np.float32)
+    session.run(None, {model_input.name: x})  # warm-up, profiled too: counted below
+    for _ in range(args.calls):
+        session.run(None, {model_input.name: x})
+    trace = Path(session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    total, ops = collections.defaultdict(float), {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            node = event["name"][:-len("_kernel_time")]
+            total[node] += event["dur"]
+            ops[node] = event["args"].get("op_name", "?")
+    per_image = 1 / ((args.calls + 1) * args.batch)
+    whole = sum(total.values())
+    print(f"onnxruntime {ort.__version__}, intra-op {args.intra_op}, batch {args.batch}, "
+          f"{args.calls} calls + 1 warm-up: {whole * per_image:.1f} us per image in the nodes")
+    for node, us in sorted(total.items(), key=lambda kv: -kv[1]):
+        print(f"  {node:32} {ops[node]:16} {us * per_image:8.2f} us per image "
+              f"{100 * us / whole:5.1f} %")
 
 
 # ---------------------------------------------------------------- setup
@@ -262,7 +306,8 @@ def report(rounds, info, args, keys):
         batch = int(key[3:])
         header += [f"ours b{batch} ({args.threads.replace(',', ' / ')} thr.)",
                    f"ORT b{batch} ({args.intra_op.replace(',', ' / ')} thr.)", f"ratio b{batch}"]
-    header += ["RSS ours", "RSS ORT"]
+    header += [f"RSS ours ({args.threads.replace(',', ' / ')} thr.)",
+               f"RSS ORT ({args.intra_op.replace(',', ' / ')} thr.)"]
     lines += ["", "Every round (images/s per thread setting; ratio of the better ones; "
               "peak RSS MB per process):", "",
               "| " + " | ".join(header) + " |", "|---:|---|" + "---:|" * (len(header) - 2)]
@@ -282,6 +327,17 @@ def report(rounds, info, args, keys):
 
 
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "ort-profile":
+        parser = argparse.ArgumentParser(prog="ort.py ort-profile",
+                                         description="ORT's per-node profile of one model "
+                                         "(run with the ORT venv's python)")
+        parser.add_argument("ort_profile")
+        parser.add_argument("--onnx", required=True)
+        parser.add_argument("--intra-op", type=int, default=1)
+        parser.add_argument("--batch", type=int, default=1000)
+        parser.add_argument("--calls", type=int, default=20)
+        ort_profile(parser.parse_args())
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "ort-worker":
         parser = argparse.ArgumentParser(prog="ort.py ort-worker")
         parser.add_argument("ort_worker")
