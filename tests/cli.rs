@@ -856,11 +856,19 @@ fn train_defaults_are_the_librarys() {
             .lines()
             .find(|l| l.trim_start().starts_with(option))
             .unwrap_or_else(|| panic!("no {option} in:\n{text}"));
-        let at = line
-            .find("[default: ")
-            .unwrap_or_else(|| panic!("no default: {line}"));
-        let rest = &line[at + "[default: ".len()..];
-        rest[..rest.find(']').unwrap()].to_string()
+        // clap's "[default: X]", or "Default: X." for the options that a
+        // --recipe may set.
+        let (at, tag, end) = match line.find("[default: ") {
+            Some(at) => (at, "[default: ", ']'),
+            None => (
+                line.find("Default: ")
+                    .unwrap_or_else(|| panic!("no default: {line}")),
+                "Default: ",
+                '.',
+            ),
+        };
+        let rest = &line[at + tag.len()..];
+        rest[..rest.find(end).unwrap_or(rest.len())].to_string()
     };
     let config = convnet::train::TrainConfig::default();
     assert_eq!(default_of("--epochs"), config.epochs.to_string());

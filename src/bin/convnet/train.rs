@@ -340,9 +340,11 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         println!("recipe {}: {}", recipe.name, recipe.about);
         println!("  the same as: {}", recipe.command_line());
     }
-    let epochs = args.epochs.unwrap_or(15);
-    let batch_size = args.batch_size.unwrap_or(100);
-    let optimizer_kind = args.optimizer.unwrap_or(OptimizerKind::Adam);
+    // The library's defaults, which the help states.
+    let defaults = TrainConfig::default();
+    let epochs = args.epochs.unwrap_or(defaults.epochs);
+    let batch_size = args.batch_size.unwrap_or(defaults.batch_size);
+    let optimizer_kind = args.optimizer.unwrap_or(defaults.optimizer);
     let save_path = args.save.clone().or(args.resume.clone());
     let ema_path = save_path.as_deref().map(ema_file);
     // Every output is checked before any work: a mistake shows at once, and
