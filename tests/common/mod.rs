@@ -64,6 +64,8 @@ pub fn convnet_ok(args: &[&str], files: &[&Path]) -> String {
 /// returns that line.
 pub fn convnet_fails(args: &[&str], files: &[&Path]) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_convnet"));
+    // No progress lines, however slow the machine: stderr is the error alone.
+    command.env("CONVNET_PROGRESS_SECONDS", "100000");
     command.args(args);
     for f in files {
         command.arg(f);
