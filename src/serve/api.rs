@@ -284,9 +284,18 @@ impl App {
             .clone()
     }
 
-    /// Whether the page offers the drawing canvas: one-channel 28×28 input.
+    /// Whether the page offers the drawing canvas: a digit classifier (one
+    /// channel of 28×28, the classes 0 to 9). Other networks, Fashion-MNIST's
+    /// and CIFAR-10's among them, get a picture upload instead.
     pub fn drawable(&self) -> bool {
-        self.info.input_shape == [1, 28, 28]
+        let digits = self.info.class_names.len() == 10
+            && self
+                .info
+                .class_names
+                .iter()
+                .enumerate()
+                .all(|(d, name)| *name == d.to_string());
+        self.info.input_shape == [1, 28, 28] && digits
     }
 
     /// Answers one request. `path` may carry a query string (ignored, but
@@ -875,4 +884,46 @@ fn copy_network(net: &mut Network<f32>, info: &CheckpointInfo) -> crate::Result<
 /// One server-sent event: its id and its data (one line of JSON).
 pub(super) fn sse_frame(id: u64, json: &str) -> String {
     format!("id: {id}\ndata: {json}\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::App;
+    use crate::checkpoint::CheckpointInfo;
+    use crate::networks::{build_model, ModelOptions};
+    use crate::rng::Rng;
+
+    fn app(class_names: &[&str], input_shape: [usize; 3]) -> App {
+        let options = ModelOptions::default();
+        let net =
+            build_model::<f32>("affine(10)", &options, input_shape, 10, &mut Rng::new(1)).unwrap();
+        let info = CheckpointInfo {
+            model: "affine(10)".into(),
+            options,
+            input_shape,
+            class_names: class_names.iter().map(|s| s.to_string()).collect(),
+            extra: Default::default(),
+        };
+        App::new(net, info, None).unwrap()
+    }
+
+    #[test]
+    fn only_digit_classifiers_get_the_drawing_pad() {
+        let digits = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+        let fashion = [
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ];
+        assert!(app(&digits, [1, 28, 28]).drawable());
+        assert!(!app(&fashion, [1, 28, 28]).drawable());
+        assert!(!app(&digits, [3, 32, 32]).drawable());
+    }
 }
