@@ -21,6 +21,7 @@
 //! | [`checkpoint`] | `pickle` of the parameters, as safetensors |
 //! | [`visualize`] | §7.6.1 `visualize_filter.py` |
 //! | [`parallel`] | (not in the book) spreading the work over the cores |
+//! | [`distributed`] | (not in the book) data-parallel training, in shards and over MPI (feature `mpi`) |
 //! | [`rng`] | `np.random`: a seeded generator, so runs repeat |
 //! | [`error`] | (not in the book) every failure as an [`Error`] |
 //! | `onnx` (feature `onnx`) | (not in the book) ONNX export and import |
@@ -98,6 +99,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod gradient_check;
 pub mod init;

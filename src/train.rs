@@ -120,6 +120,11 @@ pub struct TrainConfig {
     /// see [`SoftmaxWithLoss`](crate::layers::SoftmaxWithLoss)). The
     /// reported training loss is the smoothed one, the test loss never is.
     pub label_smoothing: f64,
+    /// `Some`: every mini-batch's gradient computed in shards, possibly
+    /// over several processes (data-parallel training; see
+    /// [`distributed`](crate::distributed)). `None` (the default): the
+    /// whole batch at once.
+    pub sharding: Option<crate::distributed::Sharding>,
 }
 
 impl Default for TrainConfig {
@@ -138,6 +143,7 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             weight_decay_mode: WeightDecayMode::L2,
             label_smoothing: 0.0,
+            sharding: None,
         }
     }
 }
@@ -258,7 +264,7 @@ struct Batch<T> {
 }
 
 /// Index of the largest score in each row of `scores: (N, K)`.
-fn argmax_rows<T: Float>(scores: &Tensor<T>) -> impl Iterator<Item = usize> + '_ {
+pub(crate) fn argmax_rows<T: Float>(scores: &Tensor<T>) -> impl Iterator<Item = usize> + '_ {
     let k = scores.shape()[1];
     scores.data().chunks(k).map(|row| {
         row.iter()
@@ -471,8 +477,19 @@ fn train_here<T: Float>(
             data.train
                 .batch_into(chunk, &mut batch.x, &mut batch.labels);
             // Dropout masks depend only on the seed, the epoch and the batch.
-            network.reseed(batch_seed(config.seed, epoch, done));
-            let mut loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
+            let seed = batch_seed(config.seed, epoch, done);
+            let (mut loss, correct) = match &config.sharding {
+                Some(sharding) => sharding.gradient(network, &data.train, chunk, seed)?,
+                None => {
+                    network.reseed(seed);
+                    let loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
+                    let correct = argmax_rows(network.loss_layer.probabilities())
+                        .zip(&batch.labels)
+                        .filter(|(p, &t)| *p == t)
+                        .count();
+                    (loss, correct)
+                }
+            };
             if config.weight_decay > 0.0 && config.weight_decay_mode == WeightDecayMode::L2 {
                 loss += weight_decay::add_l2_penalty(network, config.weight_decay);
             }
@@ -485,10 +502,7 @@ fn train_here<T: Float>(
                     done + 1
                 )));
             }
-            position.correct += argmax_rows(network.loss_layer.probabilities())
-                .zip(&batch.labels)
-                .filter(|(p, &t)| *p == t)
-                .count();
+            position.correct += correct;
             position.loss_sum += loss * chunk.len() as f64;
             position.batches_done = done + 1;
             if config.schedule != Schedule::Constant {
@@ -519,7 +533,10 @@ fn train_here<T: Float>(
         let seconds = resumed.seconds + start.elapsed().as_secs_f64();
         // Evaluate with the training batch size: a larger batch would only grow
         // every layer's kept buffers (and the peak memory) for no speed gain.
-        let test = evaluate_here(network, &data.test, config.batch_size)?;
+        let test = match &config.sharding {
+            Some(sharding) => sharding.evaluate(network, &data.test, config.batch_size)?,
+            None => evaluate_here(network, &data.test, config.batch_size)?,
+        };
         let n = data.train.len() as f64;
         let metrics = EpochMetrics {
             epoch: epoch + 1,

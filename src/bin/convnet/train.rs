@@ -115,6 +115,8 @@ pub struct TrainArgs {
     reference: crate::ReferenceFlag,
     #[command(flatten)]
     memory: MemoryArgs,
+    #[command(flatten)]
+    distributed: crate::distributed::DistributedArgs,
 }
 
 #[derive(Args)]
@@ -240,7 +242,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     // The library's `train_with_optimizer` runs on this pool, its workers
     // kept awake (`convnet::parallel::run_fast`).
     crate::set_threads(args.threads)?;
-    let save_path = args.save.clone().or(args.resume.clone());
+    // In an MPI job, rank 0 alone writes (crate::distributed).
+    let leader = crate::distributed::is_leader();
+    let save_path = args.save.clone().or(args.resume.clone()).filter(|_| leader);
     // Every output is checked before any work: a mistake shows at once, and
     // an output can never overwrite an input.
     crate::outputs::check_outputs(
@@ -292,6 +296,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         weight_decay: args.weight_decay,
         weight_decay_mode: args.weight_decay_mode,
         label_smoothing: args.label_smoothing,
+        sharding: crate::distributed::sharding(&args.distributed)?,
     };
     config.validate()?;
     let simple_only = [
@@ -434,7 +439,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         check_state_fits(state, &params).map_err(in_file)?;
         optimizer.load_state(state).map_err(in_file)?;
     }
-    let mut metrics_file = match &args.metrics {
+    let mut metrics_file = match args.metrics.as_ref().filter(|_| leader) {
         Some(path) => Some(crate::outputs::open_metrics(path, config.start_epoch)?),
         None => None,
     };
@@ -476,10 +481,12 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     });
     let epochs = args.epochs;
     let mut divergence = DivergenceWatch::default();
-    stop_on_ctrl_c(&config.stop);
+    if !crate::distributed::in_job() {
+        stop_on_ctrl_c(&config.stop);
+    }
     // Without a terminal for the bar: a line of text now and then, so that
     // a log file shows that a long epoch is under way.
-    let mut plain = bar.is_none().then(|| PlainProgress {
+    let mut plain = (bar.is_none() && leader).then(|| PlainProgress {
         every: progress_interval(),
         last: Instant::now(),
         images: data.train.len(),
@@ -607,6 +614,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &save_path {
         println!("saved {}", path.display());
     }
+    crate::distributed::report(config.sharding.as_ref());
     match history.last() {
         Some(m) => println!(
             "test accuracy: {:.2}% ({} test images, {} epochs, {:.1} s training)",
