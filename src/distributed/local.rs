@@ -1,6 +1,9 @@
 //! A [`Transport`] between threads of one process: each "process" of a
 //! data-parallel run is a thread with its own network. It exists to test the
 //! sharded training without MPI, and as the smallest example of a transport.
+//! Each member's training must run on a rayon pool of its own (`pool.install`):
+//! on one shared pool the members' jobs would queue behind one another, and
+//! the first would wait for the others' messages forever.
 //!
 //! ```
 //! use convnet::distributed::{local::LocalTransport, Transport};
