@@ -122,7 +122,7 @@ struct PartialSum<T> {
 
 impl<T: Float> PartialSum<T> {
     /// `self + later`, `self` holding the lower-numbered shards.
-    fn add(mut self, later: PartialSum<T>) -> PartialSum<T> {
+    fn followed_by(mut self, later: PartialSum<T>) -> PartialSum<T> {
         for (a, &b) in self.grad.iter_mut().zip(&later.grad) {
             *a += b;
         }
@@ -256,7 +256,7 @@ impl Sharding {
             {
                 let later = pending.pop().expect("two pending");
                 let earlier = pending.pop().expect("two pending");
-                pending.push(earlier.add(later));
+                pending.push(earlier.followed_by(later));
             }
         }
         let mut sum = pending
@@ -388,27 +388,34 @@ fn wire_size<T: Float>() -> Result<usize> {
     }
 }
 
+/// Appends `values` to `out` as little-endian bytes of `T`'s width.
 fn put<T: Float>(values: &[T], out: &mut Vec<u8>) {
-    if std::mem::size_of::<T>() == 4 {
+    let size = std::mem::size_of::<T>();
+    let start = out.len();
+    out.resize(start + values.len() * size, 0);
+    let bytes = out[start..].chunks_exact_mut(size);
+    if size == 4 {
         // Exact: T is f32 here.
-        for &v in values {
-            out.extend_from_slice(&(v.as_f64() as f32).to_le_bytes());
+        for (b, &v) in bytes.zip(values) {
+            b.copy_from_slice(&(v.as_f64() as f32).to_le_bytes());
         }
     } else {
-        for &v in values {
-            out.extend_from_slice(&v.as_f64().to_le_bytes());
+        for (b, &v) in bytes.zip(values) {
+            b.copy_from_slice(&v.as_f64().to_le_bytes());
         }
     }
 }
 
+/// Reads `values` back from [`put`]'s bytes.
 fn get<T: Float>(bytes: &[u8], values: &mut [T]) {
-    let size = std::mem::size_of::<T>();
-    for (v, b) in values.iter_mut().zip(bytes.chunks_exact(size)) {
-        *v = if size == 4 {
-            T::cast(f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)
-        } else {
-            T::cast(f64::from_le_bytes(b.try_into().expect("8 bytes")))
-        };
+    if std::mem::size_of::<T>() == 4 {
+        for (v, b) in values.iter_mut().zip(bytes.chunks_exact(4)) {
+            *v = T::cast(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64);
+        }
+    } else {
+        for (v, b) in values.iter_mut().zip(bytes.chunks_exact(8)) {
+            *v = T::cast(f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+        }
     }
 }
 
@@ -418,7 +425,7 @@ fn get<T: Float>(bytes: &[u8], values: &mut [T]) {
 fn all_reduce_tree<T: Float>(
     transport: &dyn Transport,
     sum: &mut PartialSum<T>,
-    buffers: &mut Vec<T>,
+    buffers: &mut [T],
 ) -> Result<u64> {
     let value = wire_size::<T>()?;
     let (rank, size) = (transport.rank(), transport.size());
@@ -446,28 +453,21 @@ fn all_reduce_tree<T: Float>(
         let their_loss = f64::from_le_bytes(scalars[..8].try_into().expect("8 bytes"));
         let their_correct = f64::from_le_bytes(scalars[8..].try_into().expect("8 bytes"));
         let (their_grad, their_buffers) = theirs.split_at(grads);
-        let other = PartialSum {
-            shards: sum.shards,
-            grad: their_grad.to_vec(),
-            loss_sum: their_loss,
-            correct: their_correct,
-        };
-        let mine = std::mem::replace(
-            sum,
-            PartialSum {
-                shards: 0,
-                grad: Vec::new(),
-                loss_sum: 0.0,
-                correct: 0.0,
-            },
-        );
+        // lower + higher: the same float sums on both sides (a + b and
+        // b + a are the same number; the order matters for three or more).
+        for (mine, &their) in sum.grad.iter_mut().zip(their_grad) {
+            *mine = if rank < partner { *mine + their } else { their + *mine };
+        }
         if rank < partner {
-            *sum = mine.add(other);
+            sum.loss_sum += their_loss;
+            sum.correct += their_correct;
         } else {
-            *sum = other.add(mine);
+            sum.loss_sum = their_loss + sum.loss_sum;
+            sum.correct = their_correct + sum.correct;
             // The lower process's running averages, which come from process 0.
             buffers.copy_from_slice(their_buffers);
         }
+        sum.shards *= 2;
         distance *= 2;
     }
     Ok(bytes_sent)

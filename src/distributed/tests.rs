@@ -78,7 +78,7 @@ fn one_two_and_four_processes_train_the_same_weights() {
     let mut untrained =
         build_model::<f32>(SPEC, &ModelOptions::default(), [1, 28, 28], 10, &mut Rng::new(7))
             .unwrap();
-    assert!(untrained.params()[0].value.data() != &weights[0][..]);
+    assert_ne!(untrained.params()[0].value.data(), weights[0].as_slice());
     for processes in [2, 4] {
         let group = LocalTransport::group(processes);
         let runs = train_with(&data, processes, |rank| {
