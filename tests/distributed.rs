@@ -45,15 +45,29 @@ fn write_digits(dir: &Path, train: usize, test: usize) {
 static ONE_JOB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_job() -> std::sync::MutexGuard<'static, ()> {
-    ONE_JOB.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    ONE_JOB
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// `mpirun -n ranks convnet …` on this machine, over loopback.
 fn mpirun(ranks: usize) -> Command {
     let mut command = Command::new("mpirun");
     command
-        .args(["--allow-run-as-root", "--oversubscribe", "--bind-to", "none"])
-        .args(["--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "lo"])
+        .args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+        ])
+        .args([
+            "--mca",
+            "btl",
+            "self,tcp",
+            "--mca",
+            "btl_tcp_if_include",
+            "lo",
+        ])
         .args(["-n", &ranks.to_string(), env!("CARGO_BIN_EXE_convnet")]);
     command
 }
@@ -81,8 +95,20 @@ fn same_checkpoint_from_every_rank_count(model: &str, train: usize) {
     let data = dir.path().to_str().unwrap().to_string();
     let train_args = |save: &Path| -> Vec<String> {
         [
-            "train", "--model", model, "--data", &data, "--epochs", "1", "--batch-size", "40",
-            "--threads", "1", "--seed", "3", "--save",
+            "train",
+            "--model",
+            model,
+            "--data",
+            &data,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "40",
+            "--threads",
+            "1",
+            "--seed",
+            "3",
+            "--save",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -245,7 +271,12 @@ fn a_killed_rank_ends_the_job_and_the_checkpoint_stays_good() {
     assert!(stderr.contains("rank 1"), "{stderr}");
     // The last checkpoint loads and evaluates.
     let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
-        .args(["eval", "--data", dir.path().to_str().unwrap(), "--checkpoint"])
+        .args([
+            "eval",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--checkpoint",
+        ])
         .arg(&save)
         .output()
         .unwrap();

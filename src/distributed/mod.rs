@@ -17,9 +17,8 @@
 //! the shards `r·S/N ..< (r+1)·S/N`, a whole subtree, and adds them up
 //! itself; the top `log₂ N` levels of the tree are added by *recursive
 //! doubling*: at step `d = 1, 2, 4, …` process `r` swaps its partial sum
-//! with process `r XOR d`, and both compute `lower + higher` (the partial
-//! sum of the lower-numbered process first), the same float sum on both
-//! sides. Every process ends with exactly the tree's sum, whatever `N`; so
+//! with process `r XOR d`, and both add the two (a sum of two floats is
+//! the same number in either order, so both sides get the same bits). Every process ends with exactly the tree's sum, whatever `N`; so
 //! one process with `S` shards, or 2 or 4 processes, take the same steps.
 //! Floating-point addition is not associative, which is why the order is
 //! fixed here rather than left to `MPI_Allreduce`.
@@ -392,7 +391,7 @@ fn wire_size<T: Float>() -> Result<usize> {
 fn put<T: Float>(values: &[T], out: &mut Vec<u8>) {
     let size = std::mem::size_of::<T>();
     let start = out.len();
-    out.resize(start + values.len() * size, 0);
+    out.resize(start + std::mem::size_of_val(values), 0);
     let bytes = out[start..].chunks_exact_mut(size);
     if size == 4 {
         // Exact: T is f32 here.
@@ -414,7 +413,9 @@ fn get<T: Float>(bytes: &[u8], values: &mut [T]) {
         }
     } else {
         for (v, b) in values.iter_mut().zip(bytes.chunks_exact(8)) {
-            *v = T::cast(f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+            *v = T::cast(f64::from_le_bytes([
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+            ]));
         }
     }
 }
@@ -453,17 +454,15 @@ fn all_reduce_tree<T: Float>(
         let their_loss = f64::from_le_bytes(scalars[..8].try_into().expect("8 bytes"));
         let their_correct = f64::from_le_bytes(scalars[8..].try_into().expect("8 bytes"));
         let (their_grad, their_buffers) = theirs.split_at(grads);
-        // lower + higher: the same float sums on both sides (a + b and
-        // b + a are the same number; the order matters for three or more).
+        // Both partners add the same two numbers, and IEEE 754 addition of
+        // two numbers is commutative: the same bits on both sides. The order
+        // only matters from three terms on, and the tree fixes that.
         for (mine, &their) in sum.grad.iter_mut().zip(their_grad) {
-            *mine = if rank < partner { *mine + their } else { their + *mine };
+            *mine += their;
         }
-        if rank < partner {
-            sum.loss_sum += their_loss;
-            sum.correct += their_correct;
-        } else {
-            sum.loss_sum = their_loss + sum.loss_sum;
-            sum.correct = their_correct + sum.correct;
+        sum.loss_sum += their_loss;
+        sum.correct += their_correct;
+        if rank > partner {
             // The lower process's running averages, which come from process 0.
             buffers.copy_from_slice(their_buffers);
         }
@@ -473,8 +472,7 @@ fn all_reduce_tree<T: Float>(
     Ok(bytes_sent)
 }
 
-/// Adds `values` over all processes, by recursive doubling (the lower
-/// process's values first).
+/// Adds `values` over all processes, by recursive doubling.
 fn all_reduce_sum(transport: &dyn Transport, values: &mut [f64]) -> Result<u64> {
     let (rank, size) = (transport.rank(), transport.size());
     let mut send = Vec::with_capacity(values.len() * 8);
@@ -489,7 +487,8 @@ fn all_reduce_sum(transport: &dyn Transport, values: &mut [f64]) -> Result<u64> 
         bytes_sent += send.len() as u64;
         for (v, b) in values.iter_mut().zip(receive.chunks_exact(8)) {
             let theirs = f64::from_le_bytes(b.try_into().expect("8 bytes"));
-            *v = if rank < partner { *v + theirs } else { theirs + *v };
+            // Commutative, as in `all_reduce_tree`: the same bits on both sides.
+            *v += theirs;
         }
         distance *= 2;
     }

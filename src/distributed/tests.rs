@@ -53,12 +53,18 @@ fn train_with(
                     // A pool per process: `run_fast` would otherwise queue
                     // every process's job on one shared pool of 1 thread,
                     // where the first waits for the others forever.
-                    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .build()
+                        .unwrap();
                     let history = pool
                         .install(|| train(&mut net, data, &config, |_, _| Ok(())))
                         .unwrap();
-                    let mut values: Vec<Vec<f32>> =
-                        net.params().iter().map(|p| p.value.data().to_vec()).collect();
+                    let mut values: Vec<Vec<f32>> = net
+                        .params()
+                        .iter()
+                        .map(|p| p.value.data().to_vec())
+                        .collect();
                     values.push(flat_buffers(&mut net));
                     (values, history)
                 })
@@ -75,9 +81,14 @@ fn one_two_and_four_processes_train_the_same_weights() {
     let (weights, history) = &one[0];
     assert!(history[0].train_loss.is_finite(), "{history:?}");
     // Training moved the weights (so equal weights below mean something).
-    let mut untrained =
-        build_model::<f32>(SPEC, &ModelOptions::default(), [1, 28, 28], 10, &mut Rng::new(7))
-            .unwrap();
+    let mut untrained = build_model::<f32>(
+        SPEC,
+        &ModelOptions::default(),
+        [1, 28, 28],
+        10,
+        &mut Rng::new(7),
+    )
+    .unwrap();
     assert_ne!(untrained.params()[0].value.data(), weights[0].as_slice());
     for processes in [2, 4] {
         let group = LocalTransport::group(processes);
@@ -101,9 +112,14 @@ fn one_two_and_four_processes_train_the_same_weights() {
 #[test]
 fn evaluation_over_two_processes_equals_one_process() {
     let data = digits(60, 70);
-    let mut net =
-        build_model::<f32>("affine(10)", &ModelOptions::default(), [1, 28, 28], 10, &mut Rng::new(1))
-            .unwrap();
+    let mut net = build_model::<f32>(
+        "affine(10)",
+        &ModelOptions::default(),
+        [1, 28, 28],
+        10,
+        &mut Rng::new(1),
+    )
+    .unwrap();
     let plain = crate::train::evaluate(&mut net, &data.test, 16).unwrap();
     let group = LocalTransport::group(2);
     let shared: Vec<Evaluation> = std::thread::scope(|scope| {
