@@ -169,6 +169,52 @@ fn batch_norm_trains_the_same_on_1_2_and_4_ranks() {
     );
 }
 
+/// A run resumed under mpirun continues as one process with the same
+/// shards: 1 epoch on 2 ranks, then `--resume` to 2 epochs on 2 ranks, ends
+/// with the weights of 2 epochs in one process.
+#[test]
+fn a_run_resumed_under_mpirun_ends_as_one_process() {
+    let _job = one_job();
+    let dir = TempDir::new("distributed-resume");
+    write_digits(dir.path(), 200, 50);
+    let data = dir.path().to_str().unwrap();
+    let common = [
+        "train",
+        "--data",
+        data,
+        "--batch-size",
+        "25",
+        "--threads",
+        "1",
+    ];
+    let alone = dir.join("alone.safetensors");
+    let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .args(common)
+        .args(["--epochs", "2", "--shards", "4", "--save"])
+        .arg(&alone)
+        .output()
+        .unwrap();
+    succeeded(out, "one process, 2 epochs");
+    let resumed = dir.join("resumed.safetensors");
+    let out = mpirun(2)
+        .args(common)
+        .args(["--epochs", "1", "--save"])
+        .arg(&resumed)
+        .output()
+        .unwrap();
+    succeeded(out, "mpirun -n 2, epoch 1");
+    let out = mpirun(2)
+        .args(common)
+        .args(["--epochs", "2", "--resume"])
+        .arg(&resumed)
+        .output()
+        .unwrap();
+    let stdout = succeeded(out, "mpirun -n 2, resumed to epoch 2");
+    assert!(stdout.contains("epoch  2/2"), "{stdout}");
+    let (expected, got) = (common::weights(&alone), common::weights(&resumed));
+    assert!(expected == got, "the resumed run's weights differ");
+}
+
 /// The process ids of `mpirun`'s ranks on this machine, by rank (from
 /// OMPI_COMM_WORLD_RANK in each child's environment).
 fn rank_pids(mpirun: u32) -> Vec<(usize, u32)> {
