@@ -253,7 +253,7 @@ fn wait_at_most(child: &mut Child, limit: Duration) -> Output {
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > limit {
             let _ = child.kill();
-            panic!("the job still runs {limit:?} after the rank died");
+            panic!("the job still runs {limit:?} after the rank was lost");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -328,6 +328,57 @@ fn a_killed_rank_ends_the_job_and_the_checkpoint_stays_good() {
         .unwrap();
     let report = succeeded(out, "eval of the last checkpoint");
     assert!(report.contains("accuracy"), "{report}");
+}
+
+/// A rank that stops answering without dying (SIGSTOP: a hung host): after
+/// CONVNET_MPI_TIMEOUT seconds its partner names it and ends the job.
+#[test]
+fn a_silent_rank_is_named_and_ends_the_job() {
+    let _job = one_job();
+    let dir = TempDir::new("distributed-silent");
+    write_digits(dir.path(), 200, 50);
+    let save = dir.join("run.safetensors");
+    let mut child = mpirun(2)
+        // Ranks started on this machine inherit mpirun's environment.
+        .env("CONVNET_MPI_TIMEOUT", "2")
+        .args(["train", "--data", dir.path().to_str().unwrap()])
+        .args(["--epochs", "1000", "--batch-size", "20", "--threads", "1"])
+        .arg("--save")
+        .arg(&save)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !save.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 2 minutes"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the job ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ranks = rank_pids(child.id());
+    let (_, victim) = *ranks
+        .iter()
+        .find(|(rank, _)| *rank == 1)
+        .unwrap_or_else(|| panic!("rank 1 not found among {ranks:?}"));
+    let stopped = Command::new("kill")
+        .args(["-STOP", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let out = wait_at_most(&mut child, Duration::from_secs(30));
+    // mpirun's clean-up kills the stopped rank too; make sure of it.
+    let _ = Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status();
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("convnet: rank 0: rank 1 did not answer within 2 s"),
+        "{stderr}"
+    );
 }
 
 /// Rank 1's data folder is missing (another host without the data): the job
