@@ -44,7 +44,9 @@
 //! others), `download` (fetching MNIST, Fashion-MNIST and CIFAR-10 into a
 //! cache folder, `data::cache`), `image` (reading PNG/JPEG files as a
 //! network's input, `data::image_input`), `onnx` (ONNX export and import,
-//! `onnx`), `serve` (the web page of `convnet serve`, `serve`).
+//! `onnx`), `serve` (the web page of `convnet serve`, `serve`); off by
+//! default, `mpi` (data-parallel training under `mpirun`,
+//! `distributed::mpi`; needs Open MPI and libclang).
 //!
 //! Build a network (by name, from a [spec](networks::spec), or layer by layer
 //! with [`Network::push`](networks::Network::push)), train it, and predict:
