@@ -21,6 +21,7 @@
 //! | [`checkpoint`] | `pickle` of the parameters, as safetensors |
 //! | [`visualize`] | §7.6.1 `visualize_filter.py` |
 //! | [`parallel`] | (not in the book) spreading the work over the cores |
+//! | [`distributed`] | (not in the book) data-parallel training, in shards and over MPI (feature `mpi`) |
 //! | [`rng`] | `np.random`: a seeded generator, so runs repeat |
 //! | [`error`] | (not in the book) every failure as an [`Error`] |
 //! | `onnx` (feature `onnx`) | (not in the book) ONNX export and import |
@@ -43,7 +44,9 @@
 //! others), `download` (fetching MNIST, Fashion-MNIST and CIFAR-10 into a
 //! cache folder, `data::cache`), `image` (reading PNG/JPEG files as a
 //! network's input, `data::image_input`), `onnx` (ONNX export and import,
-//! `onnx`), `serve` (the web page of `convnet serve`, `serve`).
+//! `onnx`), `serve` (the web page of `convnet serve`, `serve`); off by
+//! default, `mpi` (data-parallel training under `mpirun`,
+//! `distributed::mpi`; needs Open MPI and libclang).
 //!
 //! Build a network (by name, from a [spec](networks::spec), or layer by layer
 //! with [`Network::push`](networks::Network::push)), train it, and predict:
@@ -98,6 +101,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod gradient_check;
 pub mod init;

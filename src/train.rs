@@ -143,6 +143,11 @@ pub struct TrainConfig {
     /// (each image's probabilities averaged with its mirror image's; see
     /// [`evaluate_with`]). Default `false`.
     pub test_flip_average: bool,
+    /// `Some`: every mini-batch's gradient computed in shards, possibly
+    /// over several processes (data-parallel training; see
+    /// [`distributed`](crate::distributed)). `None` (the default): the
+    /// whole batch at once.
+    pub sharding: Option<crate::distributed::Sharding>,
 }
 
 impl Default for TrainConfig {
@@ -165,6 +170,7 @@ impl Default for TrainConfig {
             validation: 0,
             early_stop: None,
             test_flip_average: false,
+            sharding: None,
         }
     }
 }
@@ -308,7 +314,7 @@ struct Batch<T> {
 }
 
 /// Index of the largest score in each row of `scores: (N, K)`.
-fn argmax_rows<T: Float>(scores: &Tensor<T>) -> impl Iterator<Item = usize> + '_ {
+pub(crate) fn argmax_rows<T: Float>(scores: &Tensor<T>) -> impl Iterator<Item = usize> + '_ {
     let k = scores.shape()[1];
     scores.data().chunks(k).map(|row| {
         row.iter()
@@ -613,15 +619,27 @@ fn train_here<T: Float>(
             .enumerate()
             .skip(resumed.batches_done)
         {
-            data.train
-                .batch_into(chunk, &mut batch.x, &mut batch.labels);
             // Dropout masks and augmentation depend only on the seed, the
             // epoch and the batch.
-            config
-                .augment
-                .apply(&mut batch.x, augment_seed(config.seed, epoch, done))?;
-            network.reseed(batch_seed(config.seed, epoch, done));
-            let mut loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
+            let seed = batch_seed(config.seed, epoch, done);
+            let augmenting = (&config.augment, augment_seed(config.seed, epoch, done));
+            let (mut loss, correct) = match &config.sharding {
+                Some(sharding) => {
+                    sharding.gradient(network, &data.train, chunk, seed, augmenting)?
+                }
+                None => {
+                    data.train
+                        .batch_into(chunk, &mut batch.x, &mut batch.labels);
+                    config.augment.apply(&mut batch.x, augmenting.1)?;
+                    network.reseed(seed);
+                    let loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
+                    let correct = argmax_rows(network.loss_layer.probabilities())
+                        .zip(&batch.labels)
+                        .filter(|(p, &t)| *p == t)
+                        .count();
+                    (loss, correct)
+                }
+            };
             if config.weight_decay > 0.0 && config.weight_decay_mode == WeightDecayMode::L2 {
                 loss += weight_decay::add_l2_penalty(network, config.weight_decay);
             }
@@ -634,10 +652,7 @@ fn train_here<T: Float>(
                     done + 1
                 )));
             }
-            position.correct += argmax_rows(network.loss_layer.probabilities())
-                .zip(&batch.labels)
-                .filter(|(p, &t)| *p == t)
-                .count();
+            position.correct += correct;
             position.loss_sum += loss * chunk.len() as f64;
             position.batches_done = done + 1;
             if config.schedule != Schedule::Constant {
@@ -669,13 +684,20 @@ fn train_here<T: Float>(
         // Evaluate with the training batch size: a larger batch would only grow
         // every layer's kept buffers (and the peak memory) for no speed gain.
         let all_test: Vec<usize> = (0..data.test.len()).collect();
-        let test = evaluate_here(
-            network,
-            &data.test,
-            &all_test,
-            config.batch_size,
-            config.test_flip_average,
-        )?;
+        // Split over the processes when training is; test-time augmentation
+        // and validation run whole on each (the same numbers everywhere).
+        let test = match &config.sharding {
+            Some(sharding) if !config.test_flip_average => {
+                sharding.evaluate(network, &data.test, config.batch_size)?
+            }
+            _ => evaluate_here(
+                network,
+                &data.test,
+                &all_test,
+                config.batch_size,
+                config.test_flip_average,
+            )?,
+        };
         let val = validate(network)?;
         let is_best = match (&val, &best) {
             (None, _) | (Some(_), None) => true,

@@ -70,6 +70,13 @@ impl Augment {
     /// Augments every image of the batch `x: (N, C, H, W)` in place: image
     /// `k` with draws from `Rng::new(image_seed(seed, k))`.
     pub fn apply<T: Float>(&self, x: &mut Tensor<T>, seed: u64) -> Result<()> {
+        self.apply_at(x, seed, 0)
+    }
+
+    /// [`apply`](Self::apply) to a part of a mini-batch that starts at its
+    /// image `first` (a shard of it): image `k` of `x` draws what image
+    /// `first + k` of the whole batch would.
+    pub fn apply_at<T: Float>(&self, x: &mut Tensor<T>, seed: u64, first: usize) -> Result<()> {
         if self.is_none() {
             return Ok(());
         }
@@ -77,7 +84,7 @@ impl Augment {
         let image_len = c * h * w;
         let mut scratch = vec![T::zero(); image_len];
         for (k, image) in x.data_mut().chunks_exact_mut(image_len).take(n).enumerate() {
-            let mut rng = Rng::new(image_seed(seed, k));
+            let mut rng = Rng::new(image_seed(seed, first + k));
             let (dy, dx) = match self.shift {
                 Some(shift) => {
                     let span = 2 * shift.max_shift + 1;

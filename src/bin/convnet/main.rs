@@ -8,6 +8,7 @@ mod bench;
 mod bench_scaling;
 mod confusion_plot;
 mod data;
+mod distributed;
 mod drawing;
 mod gradcheck;
 mod memory;
@@ -117,7 +118,7 @@ fn main() -> ExitCode {
         Err(e) => return argument_error(e),
     };
     let result = match cli.command {
-        Command::Train(args) => train::run_train(*args),
+        Command::Train(args) => distributed::run_train(*args),
         Command::Eval(args) => train::run_eval(args),
         Command::Gradcheck(args) => gradcheck::run(args),
         Command::Bench(args) => bench::run(args),

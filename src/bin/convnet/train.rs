@@ -150,6 +150,8 @@ pub struct TrainArgs {
     memory: MemoryArgs,
     #[command(flatten)]
     serve: crate::serve::TrainServeArgs,
+    #[command(flatten)]
+    distributed: crate::distributed::DistributedArgs,
 }
 
 #[derive(Args)]
@@ -345,7 +347,9 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
     let epochs = args.epochs.unwrap_or(defaults.epochs);
     let batch_size = args.batch_size.unwrap_or(defaults.batch_size);
     let optimizer_kind = args.optimizer.unwrap_or(defaults.optimizer);
-    let save_path = args.save.clone().or(args.resume.clone());
+    // In an MPI job, rank 0 alone writes (crate::distributed).
+    let leader = crate::distributed::is_leader();
+    let save_path = args.save.clone().or(args.resume.clone()).filter(|_| leader);
     let ema_path = save_path.as_deref().map(ema_file);
     // Every output is checked before any work: a mistake shows at once, and
     // an output can never overwrite an input.
@@ -406,6 +410,7 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         validation: args.validation,
         early_stop: args.early_stop,
         test_flip_average: args.tta,
+        sharding: crate::distributed::sharding(&args.distributed)?,
     };
     config.validate()?;
     let simple_only = [
@@ -555,7 +560,7 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         check_state_fits(state, &params).map_err(in_file)?;
         optimizer.load_state(state).map_err(in_file)?;
     }
-    let mut metrics_file = match &args.metrics {
+    let mut metrics_file = match args.metrics.as_ref().filter(|_| leader) {
         Some(path) => Some(crate::outputs::open_metrics(path, config.start_epoch)?),
         None => None,
     };
@@ -597,10 +602,12 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         bar
     });
     let mut divergence = DivergenceWatch::default();
-    stop_on_ctrl_c(&config.stop, live.as_ref().and_then(|l| l.ctrl_c()));
+    if !crate::distributed::in_job() {
+        stop_on_ctrl_c(&config.stop, live.as_ref().and_then(|l| l.ctrl_c()));
+    }
     // Without a terminal for the bar: a line of text now and then, so that
     // a log file shows that a long epoch is under way.
-    let mut plain = bar.is_none().then(|| PlainProgress {
+    let mut plain = (bar.is_none() && leader).then(|| PlainProgress {
         every: progress_interval(),
         last: Instant::now(),
         images: data.train.len(),
@@ -763,6 +770,7 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &save_path {
         println!("saved {}", path.display());
     }
+    crate::distributed::report(config.sharding.as_ref());
     if let (Some(path), Some(_)) = (&ema_path, &ema) {
         println!("saved {} (the averaged model)", path.display());
     }
