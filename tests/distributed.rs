@@ -23,7 +23,8 @@ fn write_digits(dir: &Path, train: usize, test: usize) {
     let files = |set: &convnet::data::Dataset, count: usize| {
         let set = set.subset(count);
         let pixels: Vec<u8> = set
-            .images
+            .pixels
+            .floats(0..set.pixels.len())
             .iter()
             .map(|&v| (v * 255.0).round() as u8)
             .collect();
