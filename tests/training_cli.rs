@@ -152,6 +152,10 @@ fn a_recipe_prints_itself_in_full_and_options_override_it() {
     let recipe = convnet::train::recipe::find("fashion-fast").unwrap();
     assert!(out.contains(&recipe.command_line()), "{out}");
     assert!(out.contains("recipe fashion-fast:"), "{out}");
+    assert!(
+        out.contains("overridden on the command line: --epochs\n"),
+        "{out}"
+    );
     let (_, info) = checkpoint::load(&path).unwrap();
     assert_eq!(info.model, recipe.model);
     let error = convnet_fails(&["train", "--recipe", "nonsense"], &[]);

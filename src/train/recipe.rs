@@ -57,10 +57,10 @@ pub const RECIPES: &[Recipe] = &[Recipe {
     about: "Fashion-MNIST: a VGG-style network with batch norm, one-cycle Adam (decoupled weight decay), \
             label smoothing, random crops and flips, an averaged model and test-time augmentation",
     dataset: "fashion-mnist",
-    model: "conv(32,3,pad=1)-bn-relu-conv(32,3,pad=1)-bn-relu-maxpool(2)\
-            -conv(64,3,pad=1)-bn-relu-conv(64,3,pad=1)-bn-relu-maxpool(2)\
+    model: "conv(24,3,pad=1)-bn-relu-conv(24,3,pad=1)-bn-relu-maxpool(2)\
+            -conv(48,3,pad=1)-bn-relu-conv(48,3,pad=1)-bn-relu-maxpool(2)\
             -affine(256)-bn-relu-dropout(0.3)-affine(10)",
-    epochs: 16,
+    epochs: 14,
     batch_size: 128,
     optimizer: OptimizerKind::Adam,
     learning_rate: 0.003,

@@ -184,8 +184,22 @@ pub struct EvalArgs {
 }
 
 impl TrainArgs {
-    /// Fills every option not given on the command line from `recipe`.
-    fn take_recipe(&mut self, recipe: &recipe::Recipe) {
+    /// Fills every option not given on the command line from `recipe`, and
+    /// names those that were given (they override the recipe's values).
+    fn take_recipe(&mut self, recipe: &recipe::Recipe) -> Vec<&'static str> {
+        let given = [
+            ("--model", self.model.is_some()),
+            ("--epochs", self.epochs.is_some()),
+            ("--batch-size", self.batch_size.is_some()),
+            ("--optimizer", self.optimizer.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--schedule", self.schedule.is_some()),
+            ("--weight-decay", self.weight_decay.is_some()),
+            ("--weight-decay-mode", self.weight_decay_mode.is_some()),
+            ("--label-smoothing", self.label_smoothing.is_some()),
+            ("--augment", self.augment.is_some()),
+            ("--ema", self.ema.is_some()),
+        ];
         self.model.get_or_insert_with(|| recipe.model.to_string());
         self.epochs.get_or_insert(recipe.epochs);
         self.batch_size.get_or_insert(recipe.batch_size);
@@ -201,6 +215,11 @@ impl TrainArgs {
             self.ema = recipe.ema;
         }
         self.tta |= recipe.tta;
+        given
+            .iter()
+            .filter(|(_, given)| *given)
+            .map(|(flag, _)| *flag)
+            .collect()
     }
 }
 
@@ -338,9 +357,15 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
     crate::set_threads(args.threads)?;
     let recipe = args.recipe.as_deref().map(recipe::find).transpose()?;
     if let Some(recipe) = recipe {
-        args.take_recipe(recipe);
+        let overridden = args.take_recipe(recipe);
         println!("recipe {}: {}", recipe.name, recipe.about);
         println!("  the same as: {}", recipe.command_line());
+        if !overridden.is_empty() {
+            println!(
+                "  overridden on the command line: {}",
+                overridden.join(", ")
+            );
+        }
     }
     // The library's defaults, which the help states.
     let defaults = TrainConfig::default();
