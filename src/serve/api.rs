@@ -909,21 +909,9 @@ mod tests {
 
     #[test]
     fn only_digit_classifiers_get_the_drawing_pad() {
-        let digits = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-        let fashion = [
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ];
-        assert!(app(&digits, [1, 28, 28]).drawable());
-        assert!(!app(&fashion, [1, 28, 28]).drawable());
-        assert!(!app(&digits, [3, 32, 32]).drawable());
+        use crate::data::mnist::{DIGIT_CLASSES, FASHION_CLASSES};
+        assert!(app(&DIGIT_CLASSES, [1, 28, 28]).drawable());
+        assert!(!app(&FASHION_CLASSES, [1, 28, 28]).drawable());
+        assert!(!app(&DIGIT_CLASSES, [3, 32, 32]).drawable());
     }
 }
