@@ -330,6 +330,14 @@ pub(crate) fn argmax_rows<T: Float>(scores: &Tensor<T>) -> impl Iterator<Item = 
     })
 }
 
+/// How many rows of `scores: (N, K)` have their largest score at the label.
+pub(crate) fn count_correct<T: Float>(scores: &Tensor<T>, labels: &[usize]) -> usize {
+    argmax_rows(scores)
+        .zip(labels)
+        .filter(|(predicted, &label)| *predicted == label)
+        .count()
+}
+
 /// Loss, accuracy and confusion matrix of `network` on `data` (evaluation
 /// mode), run by [`run_fast`] on the rayon pool in use.
 pub fn evaluate<T: Float>(
@@ -633,10 +641,7 @@ fn train_here<T: Float>(
                     config.augment.apply(&mut batch.x, augmenting.1)?;
                     network.reseed(seed);
                     let loss = network.gradient(&batch.x, &batch.labels)?.as_f64();
-                    let correct = argmax_rows(network.loss_layer.probabilities())
-                        .zip(&batch.labels)
-                        .filter(|(p, &t)| *p == t)
-                        .count();
+                    let correct = count_correct(network.loss_layer.probabilities(), &batch.labels);
                     (loss, correct)
                 }
             };

@@ -45,7 +45,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::networks::Network;
 use crate::tensor::{Float, Tensor};
-use crate::train::{argmax_rows, Augment, Evaluation};
+use crate::train::{argmax_rows, count_correct, Augment, Evaluation};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -244,10 +244,7 @@ impl Sharding {
                 network.reseed(shard_seed(batch_seed, shard));
                 let loss = network.gradient(&x, &labels)?.as_f64();
                 leaf.loss_sum = loss * images.len() as f64;
-                leaf.correct = argmax_rows(network.loss_layer.probabilities())
-                    .zip(&labels)
-                    .filter(|(p, &t)| *p == t)
-                    .count() as f64;
+                leaf.correct = count_correct(network.loss_layer.probabilities(), &labels) as f64;
                 let scale = T::cast(images.len() as f64 / chunk.len() as f64);
                 leaf.grad = flat_grads(network, scale);
             }
