@@ -604,6 +604,13 @@ pub fn optimizer_path_at(model_path: &Path, epoch: usize, batches_done: usize) -
     model_path.with_file_name(name)
 }
 
+/// Where `convnet train --ema` keeps the averaged model of the run saved
+/// to `model_path`: `model.safetensors` → `model.ema.safetensors` (a
+/// checkpoint like any other; see [`Ema`](crate::train::Ema)).
+pub fn averaged_path(model_path: &Path) -> PathBuf {
+    model_path.with_file_name(format!("{}.ema.safetensors", file_stem(model_path)))
+}
+
 /// The single optimizer file of checkpoints written before the epoch was
 /// part of its name: `model.optim.safetensors`.
 fn unversioned_optimizer_path(model_path: &Path) -> PathBuf {

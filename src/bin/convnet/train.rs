@@ -223,15 +223,6 @@ impl TrainArgs {
     }
 }
 
-/// Where the averaged model of a run saved to `checkpoint` goes:
-/// `NAME.ema.safetensors` beside `NAME.safetensors`.
-pub fn ema_file(checkpoint: &std::path::Path) -> PathBuf {
-    let stem = checkpoint
-        .file_stem()
-        .map_or_else(|| "checkpoint".into(), |s| s.to_string_lossy().into_owned());
-    checkpoint.with_file_name(format!("{stem}.ema.safetensors"))
-}
-
 fn metrics_json(m: &EpochMetrics, ema_acc: Option<f64>) -> String {
     metrics_value(m, ema_acc).to_string()
 }
@@ -375,7 +366,7 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
     // In an MPI job, rank 0 alone writes (crate::distributed).
     let leader = crate::distributed::is_leader();
     let save_path = args.save.clone().or(args.resume.clone()).filter(|_| leader);
-    let ema_path = save_path.as_deref().map(ema_file);
+    let ema_path = save_path.as_deref().map(checkpoint::averaged_path);
     // Every output is checked before any work: a mistake shows at once, and
     // an output can never overwrite an input.
     crate::outputs::check_outputs(
@@ -863,7 +854,7 @@ fn averaged_model(
     let (Some(resume), Some(_)) = (resumed_from, kept_decay) else {
         return Ok(Some(Ema::new(net, decay)?));
     };
-    let file = ema_file(resume);
+    let file = checkpoint::averaged_path(resume);
     let (mut averaged, averaged_info) =
         checkpoint::load_within(&file, max_memory).map_err(|e| {
             anyhow::anyhow!(
