@@ -612,6 +612,7 @@ fn train_here<T: Float>(
             .schedule
             .lr_at(base_lr, epoch, batch, total, config.epochs)
     };
+    let all_test: Vec<usize> = (0..data.test.len()).collect();
     let mut history = Vec::with_capacity(config.epochs);
     for epoch in config.start_epoch..config.epochs {
         let start = Instant::now();
@@ -688,7 +689,6 @@ fn train_here<T: Float>(
         let seconds = resumed.seconds + start.elapsed().as_secs_f64();
         // Evaluate with the training batch size: a larger batch would only grow
         // every layer's kept buffers (and the peak memory) for no speed gain.
-        let all_test: Vec<usize> = (0..data.test.len()).collect();
         // Split over the processes when training is; test-time augmentation
         // and validation run whole on each (the same numbers everywhere).
         let test = match &config.sharding {
