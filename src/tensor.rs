@@ -35,6 +35,12 @@ pub trait Float:
     fn cast(x: f64) -> Self;
     /// Widens to `f64` (for printing and metrics).
     fn as_f64(self) -> f64;
+    /// 1 / (1 + e⁻ˣ): for f32 by [`kernels::math`](crate::kernels::math),
+    /// which vectorises; for f64 (gradient checks) by the standard `exp`.
+    fn sigmoid(self) -> Self;
+    /// tanh x: for f32 by [`kernels::math`](crate::kernels::math); for f64
+    /// the standard `tanh`.
+    fn tanh_fast(self) -> Self;
 }
 
 impl Float for f32 {
@@ -44,6 +50,14 @@ impl Float for f32 {
     fn as_f64(self) -> f64 {
         self as f64
     }
+    #[inline(always)]
+    fn sigmoid(self) -> Self {
+        crate::kernels::math::sigmoid_f32(self)
+    }
+    #[inline(always)]
+    fn tanh_fast(self) -> Self {
+        crate::kernels::math::tanh_f32(self)
+    }
 }
 
 impl Float for f64 {
@@ -52,6 +66,14 @@ impl Float for f64 {
     }
     fn as_f64(self) -> f64 {
         self
+    }
+    #[inline(always)]
+    fn sigmoid(self) -> Self {
+        1.0 / (1.0 + (-self).exp())
+    }
+    #[inline(always)]
+    fn tanh_fast(self) -> Self {
+        self.tanh()
     }
 }
 

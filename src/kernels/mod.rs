@@ -7,11 +7,17 @@
 //! | [`gemm`] | the matrix product `C = A·B` on strided views (the one place the `gemm` crate is called) | `np.dot` |
 //! | [`im2col`] | the book's im2col/col2im, the output-size formula, [`ConvGeometry`](im2col::ConvGeometry) | §7.4.3, `common/util.py` |
 //! | [`im2col_wide`] | im2col over a zero-padded image, one row of patches per padded pixel (the fast convolution's layout) | — |
+//! | [`math`] | `exp`, `tanh` and the sigmoid for f32 without library calls, which the compiler vectorises | `np.exp` |
+//! | [`reduce`] | sums in a fixed order of interleaved partial sums, which the compiler vectorises | `np.sum` |
+//! | [`vectorize`] | element-wise loops compiled for AVX-512, AVX2 and SSE2, the widest the CPU has chosen when called | — |
 //! | [`transpose`] | a cache-friendly 2-D transpose | `ndarray.transpose` |
 
 pub mod gemm;
 pub mod im2col;
 pub mod im2col_wide;
+pub mod math;
+pub mod reduce;
 pub mod transpose;
+pub mod vectorize;
 
 pub use transpose::transpose_into;

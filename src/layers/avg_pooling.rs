@@ -24,12 +24,90 @@
 //! ```
 
 use super::elementwise::planes_per_task;
-use super::pooling::{window, PoolingConfig};
+use super::pooling::{is_2x2, window, PoolingConfig};
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
+use crate::kernels::im2col::ConvGeometry;
 use crate::networks::spec::LayerSpec;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
+
+/// One plane's windows, any size, stride and padding: the definition.
+fn avg_pool_plane<T: Float>(
+    x_p: &[T],
+    g: &ConvGeometry,
+    h: usize,
+    w: usize,
+    inv: T,
+    out_p: &mut [T],
+) {
+    for oy in 0..g.out_h {
+        let (y0, y1) = window(oy, g, g.filter_h, h);
+        for ox in 0..g.out_w {
+            let (x0, x1) = window(ox, g, g.filter_w, w);
+            let mut sum = T::zero();
+            for iy in y0..y1 {
+                for &v in &x_p[iy * w + x0..iy * w + x1] {
+                    sum += v;
+                }
+            }
+            out_p[oy * g.out_w + ox] = sum * inv;
+        }
+    }
+}
+
+/// Backward of [`avg_pool_plane`] into a zeroed `dx_p`.
+fn avg_pool_plane_backward<T: Float>(
+    dout_p: &[T],
+    g: &ConvGeometry,
+    h: usize,
+    w: usize,
+    inv: T,
+    dx_p: &mut [T],
+) {
+    for oy in 0..g.out_h {
+        let (y0, y1) = window(oy, g, g.filter_h, h);
+        for ox in 0..g.out_w {
+            let (x0, x1) = window(ox, g, g.filter_w, w);
+            let share = dout_p[oy * g.out_w + ox] * inv;
+            // Overlapping windows: add, don't assign.
+            for iy in y0..y1 {
+                for d in &mut dx_p[iy * w + x0..iy * w + x1] {
+                    *d += share;
+                }
+            }
+        }
+    }
+}
+
+/// The 2×2, stride-2 windows of one plane `w` wide (LeNet-5's
+/// subsampling): the general loop's sum in the same order, ((a + b) + c) +
+/// d, with fixed offsets the compiler can unroll and vectorise.
+fn avg_pool_2x2<T: Float>(x_p: &[T], w: usize, inv: T, out_p: &mut [T], out_w: usize) {
+    for (oy, out_row) in out_p.chunks_exact_mut(out_w).enumerate() {
+        let row0 = &x_p[2 * oy * w..][..2 * out_w];
+        let row1 = &x_p[(2 * oy + 1) * w..][..2 * out_w];
+        let windows = row0.chunks_exact(2).zip(row1.chunks_exact(2));
+        for (out, (pair0, pair1)) in out_row.iter_mut().zip(windows) {
+            *out = (pair0[0] + pair0[1] + pair1[0] + pair1[1]) * inv;
+        }
+    }
+}
+
+/// Backward of [`avg_pool_2x2`] into a zeroed `dx_p`: each window's four pixels get its share
+/// (the windows do not overlap; a last odd row or column keeps its zeros).
+fn avg_pool_2x2_backward<T: Float>(dout_p: &[T], inv: T, dx_p: &mut [T], w: usize, out_w: usize) {
+    for (oy, dout_row) in dout_p.chunks_exact(out_w).enumerate() {
+        let (top, bottom) = dx_p[2 * oy * w..].split_at_mut(w);
+        let pairs = top[..2 * out_w].chunks_exact_mut(2);
+        let pairs = pairs.zip(bottom[..2 * out_w].chunks_exact_mut(2));
+        for (&d, (pair0, pair1)) in dout_row.iter().zip(pairs) {
+            let share = d * inv;
+            pair0.fill(share);
+            pair1.fill(share);
+        }
+    }
+}
 
 /// Average pooling over each channel separately.
 pub struct AvgPooling<T> {
@@ -82,18 +160,10 @@ impl<T: Float> Layer<T> for AvgPooling<T> {
             .zip(x.data().par_chunks(h * w))
             .with_min_len(planes_per_task(h * w))
             .for_each(|(out_p, x_p)| {
-                for oy in 0..g.out_h {
-                    let (y0, y1) = window(oy, &g, g.filter_h, h);
-                    for ox in 0..g.out_w {
-                        let (x0, x1) = window(ox, &g, g.filter_w, w);
-                        let mut sum = T::zero();
-                        for iy in y0..y1 {
-                            for &v in &x_p[iy * w + x0..iy * w + x1] {
-                                sum += v;
-                            }
-                        }
-                        out_p[oy * g.out_w + ox] = sum * inv;
-                    }
+                if is_2x2(&g) {
+                    avg_pool_2x2(x_p, w, inv, out_p, g.out_w)
+                } else {
+                    avg_pool_plane(x_p, &g, h, w, inv, out_p)
                 }
             });
         self.input_shape.clear();
@@ -117,18 +187,10 @@ impl<T: Float> Layer<T> for AvgPooling<T> {
             .with_min_len(planes_per_task(h * w))
             .for_each(|(dx_p, dout_p)| {
                 dx_p.fill(T::zero());
-                for oy in 0..g.out_h {
-                    let (y0, y1) = window(oy, &g, g.filter_h, h);
-                    for ox in 0..g.out_w {
-                        let (x0, x1) = window(ox, &g, g.filter_w, w);
-                        let share = dout_p[oy * g.out_w + ox] * inv;
-                        // Overlapping windows: add, don't assign.
-                        for iy in y0..y1 {
-                            for d in &mut dx_p[iy * w + x0..iy * w + x1] {
-                                *d += share;
-                            }
-                        }
-                    }
+                if is_2x2(&g) {
+                    avg_pool_2x2_backward(dout_p, inv, dx_p, w, g.out_w)
+                } else {
+                    avg_pool_plane_backward(dout_p, &g, h, w, inv, dx_p)
                 }
             });
         Ok(&self.dx)
@@ -143,6 +205,7 @@ impl<T: Float> Layer<T> for AvgPooling<T> {
 mod tests {
     use super::*;
     use crate::gradient_check::check_layer;
+    use crate::rng::Rng;
 
     #[rustfmt::skip]
     const X: [f64; 16] = [
@@ -167,6 +230,30 @@ mod tests {
             3., 3., 4., 4.,
         ];
         assert_eq!(pool.backward(&dout).unwrap().data(), want);
+    }
+
+    #[test]
+    fn the_2x2_path_gives_the_general_loops_bits() {
+        let mut rng = Rng::new(5);
+        for (h, w) in [(4, 4), (5, 7), (28, 28), (2, 3)] {
+            let config = PoolingConfig {
+                size: 2,
+                stride: 2,
+                pad: 0,
+            };
+            let g = config.geometry("AvgPooling", &[1, 1, h, w]).unwrap();
+            assert!(is_2x2(&g));
+            let x: Vec<f32> = (0..h * w).map(|_| rng.normal() as f32).collect();
+            let (mut general, mut fast) = (vec![0.0; g.out_pixels()], vec![1.0; g.out_pixels()]);
+            avg_pool_plane(&x, &g, h, w, 0.25, &mut general);
+            avg_pool_2x2(&x, w, 0.25, &mut fast, g.out_w);
+            assert_eq!(general, fast, "forward {h}x{w}");
+            let dout: Vec<f32> = (0..g.out_pixels()).map(|_| rng.normal() as f32).collect();
+            let (mut general, mut fast) = (vec![0.0; h * w], vec![0.0; h * w]);
+            avg_pool_plane_backward(&dout, &g, h, w, 0.25, &mut general);
+            avg_pool_2x2_backward(&dout, 0.25, &mut fast, w, g.out_w);
+            assert_eq!(general, fast, "backward {h}x{w}");
+        }
     }
 
     #[test]

@@ -16,8 +16,9 @@
 //! γ is the parameter `"weight"` and β `"bias"`, both of shape (features);
 //! the running statistics are the buffers `"running_mean"` and
 //! `"running_var"`. The statistics and gradient sums run in parallel over
-//! features, each one summed in a fixed order (over n, then over the pixels),
-//! so results do not depend on the number of threads.
+//! features, each one summed in a fixed order (each sample's pixels in
+//! interleaved partial sums, [`crate::kernels::reduce`], then the samples in
+//! order), so results do not depend on the number of threads.
 //!
 //! ```
 //! use convnet::layers::{BatchNorm, BatchNormConfig, Layer};
@@ -31,6 +32,7 @@
 use super::elementwise::ELEMENTWISE_CHUNK;
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
+use crate::kernels::reduce::lane_sum_by;
 use crate::networks::spec::LayerSpec;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
@@ -83,17 +85,21 @@ impl Layout {
     }
 }
 
-/// Σ f(a_i, b_i) over the values of feature `ch`, over n and then the pixels.
-fn channel_sum<T: Float>(a: &[T], b: &[T], l: Layout, ch: usize, f: impl Fn(T, T) -> T) -> T {
+/// Σ f(a_i, b_i) over the values of feature `ch`: over n of each sample's
+/// block by [`lane_sum_by`] (a fixed order the compiler vectorises), then
+/// the blocks in order of n.
+fn channel_sum<T: Float>(
+    a: &[T],
+    b: &[T],
+    l: Layout,
+    ch: usize,
+    f: impl Fn(T, T) -> T + Copy,
+) -> T {
     let mut total = T::zero();
     for n in 0..l.n {
         let start = (n * l.c + ch) * l.hw;
         let block = start..start + l.hw;
-        let mut partial = T::zero();
-        for (&x, &y) in a[block.clone()].iter().zip(&b[block]) {
-            partial += f(x, y);
-        }
-        total += partial;
+        total += lane_sum_by(&a[block.clone()], &b[block], f);
     }
     total
 }

@@ -6,6 +6,7 @@
 //! map2: dx[i]  = f(y[i], dout[i])        (backward, from the cached y)
 //! ```
 
+use crate::kernels::vectorize::{map2_into, map_into};
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 
@@ -34,11 +35,7 @@ pub(crate) fn map<T: Float>(x: &Tensor<T>, out: &mut Tensor<T>, f: impl Fn(T) ->
     out.data_mut()
         .par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(x.data().par_chunks(ELEMENTWISE_CHUNK))
-        .for_each(|(out, x)| {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = f(v);
-            }
-        });
+        .for_each(|(out, x)| map_into(out, x, &f));
 }
 
 /// `dx[i] = f(y[i], dout[i])`; `dx` takes `dout`'s shape (the same as `y`'s).
@@ -53,9 +50,5 @@ pub(crate) fn map2<T: Float>(
         .par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(y.data().par_chunks(ELEMENTWISE_CHUNK))
         .zip(dout.data().par_chunks(ELEMENTWISE_CHUNK))
-        .for_each(|((dx, y), dout)| {
-            for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dout) {
-                *d = f(y, g);
-            }
-        });
+        .for_each(|((dx, y), dout)| map2_into(dx, y, dout, &f));
 }

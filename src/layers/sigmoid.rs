@@ -60,7 +60,7 @@ impl<T: Float> Layer<T> for Sigmoid<T> {
     }
 
     fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
-        map(x, &mut self.out, |v| T::one() / (T::one() + (-v).exp()));
+        map(x, &mut self.out, T::sigmoid);
         self.has_forward = true;
         Ok(&self.out)
     }

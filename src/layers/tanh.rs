@@ -67,7 +67,7 @@ impl<T: Float> Layer<T> for Tanh<T> {
     }
 
     fn forward(&mut self, x: &Tensor<T>, _train: bool) -> Result<&Tensor<T>> {
-        map(x, &mut self.out, |v| v.tanh());
+        map(x, &mut self.out, T::tanh_fast);
         self.has_forward = true;
         Ok(&self.out)
     }
