@@ -17,7 +17,10 @@
 //! - a ReLU and a max pooling after the layer can run inside it
 //!   (`networks/fusion.rs`, `convolution/fused_pool.rs`);
 //! - one image (inference at batch 1) is shared between two threads
-//!   (`convolution/bands.rs`).
+//!   (`convolution/bands.rs`);
+//! - at inference, a filter as large as its input (LeNet-5's C5, a 1×1
+//!   output) multiplies all the images at once, like an affine layer
+//!   (`convolution/grouped.rs`).
 //!
 //! The rest of this page explains each of these.
 //!
@@ -359,6 +362,7 @@ mod bands;
 mod chunks;
 mod forward;
 mod fused_pool;
+mod grouped;
 mod scratch;
 #[cfg(test)]
 mod tests;

@@ -15,10 +15,12 @@
 //!
 //! The batch runs in parallel chunks of images, each thread in its own
 //! buffers ([`Scratch`]); at batch 1 in a team, the rows of one image are
-//! shared out instead (`bands.rs`).
+//! shared out instead (`bands.rs`); at inference, filters as large as their
+//! input take all the chunk's images in one product (`grouped.rs`).
 
 use super::bands;
 use super::fused_pool::{image_out_len, FusedPool};
+use super::grouped;
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
 use super::Convolution;
 use crate::error::Result;
@@ -102,6 +104,9 @@ impl<T: Float> Convolution<T> {
         if !by_team {
             // Training keeps every padded image (for backward); inference
             // pads each image into the thread's own buffer.
+            // Filters as large as the input, at inference: one product for
+            // the chunk's images.
+            let grouped = !train && pool.is_none() && grouped::applies(&g, n);
             let kept = train.then(|| {
                 self.xpad.resize(n * wg.padded_len(), T::zero());
                 &mut self.xpad[..]
@@ -115,6 +120,9 @@ impl<T: Float> Convolution<T> {
                 ))
                 .zip(optional_chunks(arg_max, chunk * out_len, n.div_ceil(chunk)))
                 .for_each(|(((out_chunk, x_chunk), mut xpad_chunk), mut arg_chunk)| {
+                    if grouped {
+                        return grouped::forward_images(&g, params, x_chunk, out_chunk);
+                    }
                     let mut scratch = thread_scratch(scratch);
                     let images = out_chunk
                         .chunks_mut(out_len)
