@@ -12,7 +12,11 @@
 //! A [`Team`] does that for the length of one call. [`with_team`] takes a
 //! second rayon worker, which spins, waiting for jobs, until the call
 //! returns; meanwhile [`Team::run`] hands it part of a job and takes the
-//! rest itself, with no system call on either side. Code inside the call
+//! rest itself, with no system call on either side. A helper that has not
+//! taken its part by the time the caller has finished its own (its core
+//! busy with another program) loses it: the caller does both, so a busy
+//! machine costs the second core's speed-up, not a wait for the scheduler.
+//! Code inside the call
 //! finds the team with [`with_current_team`]. The team has two members (the
 //! caller and one helper), as many as the 2-core machine it was written
 //! for; where no second worker is free (a one-thread pool), `run` does
@@ -46,7 +50,9 @@ pub type Job<'a> = &'a (dyn Fn(usize) + Sync);
 pub struct Team {
     /// Jobs posted so far; the helper runs part 1 of each once.
     posted: AtomicUsize,
-    /// Jobs whose part 1 the helper has finished.
+    /// Jobs whose part 1 has been claimed, by the helper or by the caller.
+    claimed: AtomicUsize,
+    /// The last job whose part 1 the helper claimed and finished.
     done: AtomicUsize,
     /// Whether the helper is serving (else `run` does both parts).
     helper_ready: AtomicBool,
@@ -141,9 +147,18 @@ impl Team {
             unsafe { std::mem::transmute(job as *const (dyn Fn(usize) + Sync + '_)) };
         *self.lock_job() = Some(JobPtr(ptr));
         let ticket = self.posted.fetch_add(1, Ordering::AcqRel) + 1;
-        let mine = catch_unwind(AssertUnwindSafe(|| job(0)));
-        while self.done.load(Ordering::Acquire) < ticket {
-            std::hint::spin_loop();
+        let mut mine = catch_unwind(AssertUnwindSafe(|| job(0)));
+        // A helper that has not claimed part 1 by now is not running (its
+        // core busy with another program): do part 1 here rather than wait
+        // for the scheduler to bring it back.
+        if self.claim(ticket) {
+            if mine.is_ok() {
+                mine = catch_unwind(AssertUnwindSafe(|| job(1)));
+            }
+        } else {
+            while self.done.load(Ordering::Acquire) < ticket {
+                std::hint::spin_loop();
+            }
         }
         *self.lock_job() = None;
         if let Err(panic) = mine {
@@ -177,22 +192,35 @@ impl Team {
         loop {
             let posted = self.posted.load(Ordering::Acquire);
             if posted > seen {
+                seen = posted;
+                // Part 1 is the helper's only if the caller has not taken it.
+                if !self.claim(posted) {
+                    continue;
+                }
                 if let Some(job) = self.lock_job().as_ref().map(|job| job.0) {
-                    // SAFETY: see `run`: the job stays alive until `done`
-                    // reaches `posted`, which happens below.
+                    // SAFETY: see `run`: having claimed the job, the helper
+                    // keeps its caller waiting until `done` reaches it, below.
                     let result = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)(1) }));
                     if result.is_err() {
                         self.helper_panicked.store(true, Ordering::Release);
                     }
                 }
-                seen = posted;
-                self.done.store(seen, Ordering::Release);
+                self.done.store(posted, Ordering::Release);
             } else if self.finished.load(Ordering::Acquire) {
                 return;
             } else {
                 std::hint::spin_loop();
             }
         }
+    }
+
+    /// Claims part 1 of job `ticket` for the calling member; false if the
+    /// other member has it. (Jobs run one at a time, so the last claimed job
+    /// is `ticket − 1` until one member claims this one.)
+    fn claim(&self, ticket: usize) -> bool {
+        self.claimed
+            .compare_exchange(ticket - 1, ticket, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     fn lock_job(&self) -> std::sync::MutexGuard<'_, Option<JobPtr>> {
@@ -254,6 +282,26 @@ mod tests {
             let counts = counts.map(|c| c.into_inner());
             assert_eq!(counts, [1000, 1000], "{threads} threads");
         }
+    }
+
+    #[test]
+    fn a_helper_that_is_not_running_leaves_both_parts_to_the_caller() {
+        // A helper marked ready that never serves stands for one whose core
+        // another program holds: `run` must not wait for it.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let team = Team::default();
+            team.helper_ready.store(true, Ordering::Release);
+            let ran = Mutex::new(Vec::new());
+            for _ in 0..3 {
+                team.run(&|part| ran.lock().unwrap().push(part));
+            }
+            sender.send(ran.into_inner().unwrap()).unwrap();
+        });
+        let ran = receiver
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("run waited for a helper that never came");
+        assert_eq!(ran, [0, 1, 0, 1, 0, 1]);
     }
 
     #[test]

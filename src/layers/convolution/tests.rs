@@ -108,10 +108,13 @@ fn a_filter_as_large_as_the_input_matches_the_definition() {
     };
     for relu in [false, true] {
         let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
-        conv.bias.data_mut().iter_mut().for_each(|b| *b = rng.normal());
+        conv.bias
+            .data_mut()
+            .iter_mut()
+            .for_each(|b| *b = rng.normal());
         conv.fuse_relu(relu);
-        let x = Tensor::from_vec(&[9, 3, 5, 5], (0..9 * 75).map(|_| rng.normal()).collect())
-            .unwrap();
+        let x =
+            Tensor::from_vec(&[9, 3, 5, 5], (0..9 * 75).map(|_| rng.normal()).collect()).unwrap();
         let g = conv.geometry_for(x.shape()).unwrap().0;
         assert!(grouped::applies(&g, 9) && !grouped::applies(&g, 1));
         let mut want = direct_convolution(&x, &conv);
@@ -123,7 +126,10 @@ fn a_filter_as_large_as_the_input_matches_the_definition() {
         assert_eq!(inferred.shape(), &[9, 4, 1, 1]);
         let trained = conv.forward(&x, true).unwrap();
         for ((a, t), w) in inferred.data().iter().zip(trained.data()).zip(&want) {
-            assert!((a - w).abs() < 1e-12 && (t - w).abs() < 1e-12, "{a} {t} {w}");
+            assert!(
+                (a - w).abs() < 1e-12 && (t - w).abs() < 1e-12,
+                "{a} {t} {w}"
+            );
         }
     }
 }
