@@ -16,7 +16,7 @@ use convnet::layers::softmax_with_loss::softmax_row;
 use convnet::layers::BatchNorm;
 use convnet::networks::{build_model, ModelOptions, Network};
 use convnet::onnx::proto::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto};
-use convnet::onnx::{export, import, ExportInfo};
+use convnet::onnx::{export, import, import_file, ExportInfo};
 use convnet::{Rng, Tensor};
 use proptest::prelude::*;
 use prost::Message;
@@ -515,32 +515,45 @@ fn foreign_models_match_onnxruntime() {
     assert!(checked > 0, "no models in {dir:?}");
 }
 
-/// Imports `path`, runs the input of the JSON beside it and compares with
-/// the stored ONNX Runtime output (probabilities when the model ends in a
-/// softmax, logits otherwise, to 1e-5).
-fn check_foreign(path: &Path) {
+/// A model of tests/fixtures/onnx (or a folder of foreign models) with the
+/// JSON beside it: its input, and the output it must give.
+struct Foreign {
+    json: serde_json::Value,
+    imported: convnet::onnx::Imported,
+    x: Tensor<f32>,
+}
+
+/// Imports `path` (with its external data, if any) and reads the JSON beside it.
+fn foreign(path: &Path) -> Foreign {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(path.with_extension("json")).unwrap()).unwrap();
-    let floats = |key: &str| -> Vec<f32> {
-        json[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect()
-    };
     let shape: Vec<usize> = json["input_shape"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_u64().unwrap() as usize)
         .collect();
-    let mut imported = import(&std::fs::read(path).unwrap(), &path.display().to_string())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let x = Tensor::from_vec(&shape, floats("input")).unwrap();
-    let ours = imported.net.predict(&x, false).unwrap().data().to_vec();
-    let classes = ours.len() / shape[0];
-    let ours: Vec<f32> = if json["softmax"].as_bool().unwrap_or(false) {
+    let x = Tensor::from_vec(&shape, floats(&json, "input")).unwrap();
+    let imported = import_file(path).unwrap_or_else(|e| panic!("{e}"));
+    Foreign { json, imported, x }
+}
+
+fn floats(json: &serde_json::Value, key: &str) -> Vec<f32> {
+    json[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// |convnet − expected| for every output value: probabilities when the
+/// model ends in a softmax (convnet's import leaves it out and gives the
+/// scores), the scores otherwise.
+fn differences(f: &mut Foreign) -> Vec<f32> {
+    let ours = f.imported.net.predict(&f.x, false).unwrap().data().to_vec();
+    let classes = ours.len() / f.x.shape()[0];
+    let ours: Vec<f32> = if f.json["softmax"].as_bool().unwrap_or(false) {
         ours.chunks(classes)
             .flat_map(|row| {
                 let mut p = vec![0.0f32; classes];
@@ -551,11 +564,28 @@ fn check_foreign(path: &Path) {
     } else {
         ours
     };
-    let expected = floats("output");
-    assert_eq!(ours.len(), expected.len(), "{}", path.display());
-    for (a, b) in ours.iter().zip(&expected) {
-        assert!((a - b).abs() <= 1e-5, "{}: {a} vs {b}", path.display());
+    let expected = floats(&f.json, "output");
+    assert_eq!(ours.len(), expected.len());
+    ours.iter()
+        .zip(&expected)
+        .map(|(a, b)| {
+            if a.is_finite() {
+                (a - b).abs()
+            } else {
+                f32::INFINITY
+            }
+        })
+        .collect()
+}
+
+/// Imports `path`, runs the input of the JSON beside it and compares every
+/// output value with the stored one to 1e-5; the largest difference.
+fn check_foreign(path: &Path) -> f32 {
+    let d = differences(&mut foreign(path));
+    if let Some(i) = d.iter().position(|&d| d.is_nan() || d > 1e-5) {
+        panic!("{}: output {i} differs by {}", path.display(), d[i]);
     }
+    d.into_iter().fold(0.0, f32::max)
 }
 
 /// A model written by the `onnx` Python package's helper in PyTorch's style
@@ -565,14 +595,442 @@ fn check_foreign(path: &Path) {
 /// final Softmax; its expected output is ONNX Runtime's.
 #[test]
 fn a_pytorch_style_model_matches_onnxruntime() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
-    let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "onnx") {
-            check_foreign(&path);
-            checked += 1;
+    for name in ["pytorch-style-a", "pytorch-style-b"] {
+        check_foreign(&fixtures().join(format!("{name}.onnx")));
+    }
+}
+
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx")
+}
+
+// ---- torch.onnx.export's own files -----------------------------------------
+
+/// The models tests/onnx/torch_export.py exported with PyTorch's default
+/// exporter (and one with the legacy one), and the network convnet makes
+/// of each: dropout is gone in
+/// eval mode, a batch norm right after a conv or an affine layer is folded
+/// into it, LRN is matched from its nine-node decomposition.
+const TORCH_MODELS: [(&str, &str); 6] = [
+    ("simple", "conv(30,5)-relu-maxpool(2)-affine(100)-relu-affine(10)"),
+    (
+        "lenet5",
+        "conv(6,5,pad=2)-sigmoid-avgpool(2)-conv(16,5)-sigmoid-avgpool(2)-conv(120,5)-sigmoid-affine(84)-sigmoid-affine(10)",
+    ),
+    (
+        "deep",
+        "conv(16,3,pad=1)-relu-conv(16,3,pad=1)-relu-maxpool(2)-conv(32,3,pad=1)-relu-conv(32,3,pad=2)-relu-maxpool(2)-conv(64,3,pad=1)-relu-conv(64,3,pad=1)-relu-maxpool(2)-affine(50)-relu-affine(10)",
+    ),
+    (
+        "alexnet-small",
+        "conv(32,3,pad=1)-relu-lrn(5,5e-4,0.75,2)-maxpool(3,2)-conv(64,3,pad=1)-relu-lrn(5,5e-4,0.75,2)-maxpool(3,2)-conv(96,3,pad=1)-relu-conv(96,3,pad=1)-relu-conv(64,3,pad=1)-relu-maxpool(3,2)-affine(256)-relu-affine(256)-relu-affine(10)",
+    ),
+    (
+        "all-ops",
+        "conv(8,3,stride=2,pad=1)-relu-maxpool(3,stride=2,pad=1)-bn-lrn(3,1e-3,0.75,2)-conv(8,3,pad=1)-sigmoid-avgpool(2,stride=2,pad=1)-conv(16,3,pad=1)-tanh-gap-bn-affine(32)-relu-bn(eps=1e-5)-affine(10)",
+    ),
+    // The legacy exporter (dynamo=False), all-ops without LRN.
+    (
+        "legacy-all-ops",
+        "conv(8,3,stride=2,pad=1)-relu-maxpool(3,stride=2,pad=1)-bn-conv(8,3,pad=1)-sigmoid-avgpool(2,stride=2,pad=1)-conv(16,3,pad=1)-tanh-gap-bn-affine(32)-relu-bn(eps=1e-5)-affine(10)",
+    ),
+];
+
+/// torch.onnx.export's own files (tests/fixtures/onnx/torch-*.onnx, their
+/// weights in torch-*.onnx.data, written by tests/onnx/torch_export.py):
+/// each imports as the expected layers and gives PyTorch's stored outputs
+/// (logits; probabilities for all-ops, which ends in a softmax) to 1e-5,
+/// every value compared; one weight changed by 0.01 breaks that.
+#[test]
+fn torch_onnx_export_models_match_pytorch() {
+    let on_disk = std::fs::read_dir(fixtures())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("torch-") && name.ends_with(".onnx")
+        })
+        .count();
+    assert_eq!(
+        on_disk,
+        TORCH_MODELS.len(),
+        "a torch-*.onnx fixture is not checked"
+    );
+    for (name, spec) in TORCH_MODELS {
+        let path = fixtures().join(format!("torch-{name}.onnx"));
+        let mut f = foreign(&path);
+        assert_eq!(f.json["model"], name);
+        let exporter = f.json["exporter"].as_str().unwrap();
+        let dynamo = if name.starts_with("legacy") {
+            "dynamo=False"
+        } else {
+            "dynamo=True"
+        };
+        assert!(exporter.contains(dynamo), "{name}: {exporter}");
+        assert_eq!(
+            convnet::networks::spec::parse_spec(&f.imported.spec).unwrap(),
+            convnet::networks::spec::parse_spec(spec).unwrap(),
+            "{name}: {}",
+            f.imported.spec
+        );
+        let d = differences(&mut f);
+        let max = d.iter().copied().fold(0.0, f32::max);
+        assert!(
+            d.iter().all(|&d| d <= 1e-5),
+            "{name}: max |convnet - PyTorch| = {max:e}"
+        );
+        eprintln!(
+            "torch-{name}: {} outputs, max |convnet - PyTorch| = {max:.1e}",
+            d.len()
+        );
+        // The comparison sees a wrong weight: the first layer's first one.
+        f.imported.net.params()[0].value.data_mut()[0] += 0.01;
+        let d = differences(&mut f);
+        assert!(
+            d.iter().any(|&d| d > 1e-5),
+            "{name}: a changed weight went unseen"
+        );
+    }
+}
+
+/// `convnet import` of a torch.onnx.export file reads its external data
+/// and saves a checkpoint that gives PyTorch's outputs.
+#[test]
+fn convnet_import_reads_a_torch_export() {
+    let dir = TempDir::new("onnx-torch-cli");
+    let saved = dir.join("alexnet-small.safetensors");
+    let onnx = fixtures().join("torch-alexnet-small.onnx");
+    let out = convnet_ok(&["import"], &[&onnx, Path::new("--save"), &saved]);
+    assert!(out.contains("10 classes"), "{out}");
+    let mut f = foreign(&onnx);
+    f.imported.net = checkpoint::load(&saved).unwrap().0;
+    assert!(differences(&mut f).iter().all(|&d| d <= 1e-5));
+}
+
+// ---- what torch.onnx.export writes, edited: each pattern and its refusals ----
+
+/// The torch fixture `torch-NAME.onnx`, decoded (its large weights are in
+/// torch-NAME.onnx.data).
+fn torch_proto(name: &str) -> ModelProto {
+    decode(&std::fs::read(fixtures().join(format!("torch-{name}.onnx"))).unwrap())
+}
+
+/// Imports `model`, an edited torch fixture, from a folder that also holds
+/// the fixture's external data file.
+fn import_torch(name: &str, model: &ModelProto) -> convnet::Result<convnet::onnx::Imported> {
+    let dir = TempDir::new("onnx-torch");
+    let data = format!("torch-{name}.onnx.data");
+    std::fs::copy(fixtures().join(&data), dir.join(&data)).unwrap();
+    let path = dir.join(&format!("torch-{name}.onnx"));
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    import_file(&path)
+}
+
+/// Import of the edited torch fixture fails with one line holding `words`.
+fn torch_refused(name: &str, model: &ModelProto, words: &[&str]) {
+    let e = match import_torch(name, model) {
+        Ok(_) => panic!("accepted; expected an error with {words:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(!e.contains('\n'), "{e}");
+    for w in words {
+        assert!(e.contains(w), "{e:?} does not mention {w:?}");
+    }
+}
+
+/// The `nth` node of operator `op`.
+fn op_node<'a>(model: &'a mut ModelProto, op: &str, nth: usize) -> &'a mut NodeProto {
+    model
+        .graph
+        .as_mut()
+        .unwrap()
+        .node
+        .iter_mut()
+        .filter(|n| n.op_type() == op)
+        .nth(nth)
+        .unwrap_or_else(|| panic!("no {op} {nth}"))
+}
+
+fn initializer<'a>(model: &'a mut ModelProto, name: &str) -> &'a mut TensorProto {
+    model
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name() == name)
+        .unwrap_or_else(|| panic!("no initializer {name}"))
+}
+
+/// Sets the int64 initializer that is input `i` of the `nth` `op` node.
+fn set_const_ints(model: &mut ModelProto, op: &str, nth: usize, i: usize, values: &[i64]) {
+    let name = op_node(model, op, nth).input[i].clone();
+    let t = initializer(model, &name);
+    t.dims = vec![values.len() as i64];
+    t.raw_data = Some(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+    t.int64_data.clear();
+}
+
+/// Sets the float initializer that is input `i` of the `nth` `op` node.
+fn set_const_floats(model: &mut ModelProto, op: &str, nth: usize, i: usize, values: &[f32]) {
+    let name = op_node(model, op, nth).input[i].clone();
+    let t = initializer(model, &name);
+    t.dims = if values.len() == 1 {
+        vec![]
+    } else {
+        vec![values.len() as i64]
+    };
+    t.raw_data = Some(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+    t.float_data.clear();
+}
+
+fn spec_of(imported: &convnet::onnx::Imported) -> Vec<convnet::networks::LayerSpec> {
+    convnet::networks::spec::parse_spec(&imported.spec).unwrap()
+}
+
+/// torch.onnx.export's default puts the weights in `model.onnx.data`:
+/// `import_file` (and `convnet import`) read it from the model's folder,
+/// checking location, offset and length first; `import` of the bytes alone
+/// says where the weights are.
+#[test]
+fn external_data_is_read_from_the_models_folder_and_checked() {
+    let bytes = std::fs::read(fixtures().join("torch-simple.onnx")).unwrap();
+    let Err(e) = import(&bytes, "torch-simple.onnx") else {
+        panic!("external data accepted without its folder")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("'0.weight'") && e.contains("external file") && e.contains("import_file"),
+        "{e}"
+    );
+    type Edit = Box<dyn Fn(&mut TensorProto)>;
+    let set = |key: &'static str, value: &'static str| -> Edit {
+        Box::new(move |t: &mut TensorProto| {
+            t.external_data
+                .iter_mut()
+                .find(|e| e.key() == key)
+                .unwrap()
+                .value = Some(value.into())
+        })
+    };
+    let cases: Vec<(Edit, &[&str])> = vec![
+        (
+            set("location", "../torch-simple.onnx.data"),
+            &["not a file in the model's folder"],
+        ),
+        (
+            set("location", "/etc/passwd"),
+            &["not a file in the model's folder"],
+        ),
+        (
+            set("location", "missing.data"),
+            &["cannot open", "missing.data"],
+        ),
+        (set("length", "12"), &["length 12"]),
+        (
+            set("offset", "1735000"),
+            &["1735400 bytes", "offset 1735000"],
+        ),
+        (set("offset", "-1"), &["offset '-1' is not a number"]),
+        (Box::new(|t| t.dims = vec![1 << 40, 1 << 40]), &["overflow"]),
+        (Box::new(|t| t.dims = vec![1 << 20, 1 << 20]), &["bytes"]),
+        (
+            Box::new(|t| t.external_data.retain(|e| e.key() != "location")),
+            &["no location"],
+        ),
+        (
+            Box::new(|t| t.data_type = Some(DataType::Double as i32)),
+            &["DOUBLE"],
+        ),
+    ];
+    for (edit, words) in cases {
+        let mut model = torch_proto("simple");
+        edit(initializer(&mut model, "3.1.weight"));
+        let mut words = words.to_vec();
+        words.push("tensor '3.1.weight'");
+        torch_refused("simple", &model, &words);
+    }
+}
+
+/// The exporter's `Reshape` (allowzero 1) and `ReduceMean` over H and W
+/// (nn.AdaptiveAvgPool2d(1)) import; other shapes and axes do not.
+#[test]
+fn torch_reshape_and_reduce_mean() {
+    let (name, spec) = TORCH_MODELS[4];
+    let expected = convnet::networks::spec::parse_spec(spec).unwrap();
+    // keepdims 0: (N, C) straight away, then the Reshape to (-1, C).
+    let mut model = torch_proto(name);
+    let a = &mut op_node(&mut model, "ReduceMean", 0).attribute;
+    a.iter_mut().find(|a| a.name() == "keepdims").unwrap().i = Some(0);
+    assert_eq!(spec_of(&import_torch(name, &model).unwrap()), expected);
+    // The axes as an attribute (before opset 18), as [2, 3].
+    let mut model = torch_proto(name);
+    op_node(&mut model, "ReduceMean", 0).input.truncate(1);
+    set_ints(op_node(&mut model, "ReduceMean", 0), "axes", &[2, 3]);
+    assert_eq!(spec_of(&import_torch(name, &model).unwrap()), expected);
+    // A mean over W alone, or over the channels.
+    for axes in [&[-1][..], &[1, 2, 3]] {
+        let mut model = torch_proto(name);
+        set_const_ints(&mut model, "ReduceMean", 0, 1, axes);
+        torch_refused(name, &model, &["node 'node_mean' (ReduceMean)", "axes"]);
+    }
+    // Both an axes input and attribute.
+    let mut model = torch_proto(name);
+    set_ints(op_node(&mut model, "ReduceMean", 0), "axes", &[2, 3]);
+    torch_refused(name, &model, &["(ReduceMean)", "one input or attribute"]);
+    // Reshape: with allowzero 1 a 0 is a dimension of 0, not a copy of N.
+    let reshape = |values: &[i64], allowzero: i64| {
+        let mut model = torch_proto("deep");
+        set_const_ints(&mut model, "Reshape", 0, 1, values);
+        let node = op_node(&mut model, "Reshape", 0);
+        let a = node.attribute.iter_mut().find(|a| a.name() == "allowzero");
+        a.unwrap().i = Some(allowzero);
+        model
+    };
+    for (values, allowzero) in [(&[-1, 1024][..], 1), (&[0, -1], 0), (&[1, 1024], 1)] {
+        assert!(import_torch("deep", &reshape(values, allowzero)).is_ok());
+    }
+    for (values, allowzero) in [(&[0, -1][..], 1), (&[-1, 1000], 1), (&[-1, 1024], 2)] {
+        torch_refused(
+            "deep",
+            &reshape(values, allowzero),
+            &["(Reshape)", &format!("allowzero {allowzero}")],
+        );
+    }
+}
+
+/// PyTorch's LRN as the exporter writes it (Mul, Reshape, Pad, AveragePool,
+/// Squeeze, Mul, Add, Pow, Div) is one `lrn` layer, for even sizes too
+/// when the padding is PyTorch's; any difference in it is refused with the
+/// node that differs.
+#[test]
+fn torch_lrn_decomposition() {
+    let name = "all-ops";
+    let lrn = |imported: &convnet::onnx::Imported| {
+        spec_of(imported)
+            .into_iter()
+            .find(|l| matches!(l, convnet::networks::LayerSpec::Lrn(_)))
+            .unwrap()
+    };
+    let config = |size, alpha, k| {
+        convnet::networks::LayerSpec::Lrn(convnet::layers::LrnConfig {
+            size,
+            alpha,
+            beta: 0.75,
+            k,
+        })
+    };
+    assert_eq!(
+        lrn(&import_torch(name, &torch_proto(name)).unwrap()),
+        config(3, 0.001, 2.0)
+    );
+    // An even window: 2 channels below, 1 above (PyTorch's and convnet's).
+    let even = |before: i64, after: i64| {
+        let mut model = torch_proto(name);
+        set_const_ints(
+            &mut model,
+            "Pad",
+            0,
+            1,
+            &[0, 0, before, 0, 0, 0, 0, after, 0, 0],
+        );
+        set_ints(
+            op_node(&mut model, "AveragePool", 0),
+            "kernel_shape",
+            &[4, 1, 1],
+        );
+        set_const_floats(&mut model, "Mul", 1, 1, &[0.5]);
+        model
+    };
+    assert_eq!(
+        lrn(&import_torch(name, &even(2, 1)).unwrap()),
+        config(4, 0.5, 2.0)
+    );
+    // The same window the other way round is not PyTorch's LRN.
+    torch_refused(
+        name,
+        &even(1, 2),
+        &["node 'node_pad' (Pad)", "not PyTorch's"],
+    );
+    type Edit = Box<dyn Fn(&mut ModelProto)>;
+    let cases: Vec<(Edit, &[&str])> = vec![
+        (
+            Box::new(|m| set_const_ints(m, "Pad", 0, 1, &[0, 0, 1, 1, 0, 0, 0, 1, 0, 0])),
+            &["(Pad)", "pads"],
+        ),
+        (
+            Box::new(|m| set_const_ints(m, "Reshape", 0, 1, &[-1, 1, 8, 49, 1])),
+            &["(Reshape)", "(-1, 1, 8, 7, 7)"],
+        ),
+        (
+            Box::new(|m| set_ints(op_node(m, "AveragePool", 0), "strides", &[2, 1, 1])),
+            &["(AveragePool)", "strides 1"],
+        ),
+        (
+            Box::new(|m| set_ints(op_node(m, "AveragePool", 0), "kernel_shape", &[3, 3, 1])),
+            &["(AveragePool)", "kernel_shape"],
+        ),
+        (
+            Box::new(|m| set_const_ints(m, "Squeeze", 0, 1, &[2])),
+            &["(Squeeze)", "axes [2]"],
+        ),
+        (
+            Box::new(|m| set_const_floats(m, "Pow", 0, 1, &[0.75, 0.75])),
+            &["(Pow)", "beta"],
+        ),
+        (
+            Box::new(|m| set_const_floats(m, "Add", 0, 1, &[0.0])),
+            &["(Add)", "k > 0"],
+        ),
+        (
+            Box::new(|m| op_node(m, "Add", 0).op_type = Some("Sub".into())),
+            &["(Sub)", "expected Add"],
+        ),
+        (
+            Box::new(|m| op_node(m, "Mul", 0).input[1] = "0.bias".into()),
+            &["read by 2 nodes"],
+        ),
+        (
+            Box::new(|m| op_node(m, "Div", 0).input.swap(0, 1)),
+            &["read by 2 nodes"],
+        ),
+        (
+            Box::new(|m| {
+                let pow = op_node(m, "Pow", 0).output[0].clone();
+                op_node(m, "Squeeze", 0).input[0] = pow;
+            }),
+            &["(AveragePool)", "read by the next node alone"],
+        ),
+    ];
+    for (i, (edit, words)) in cases.into_iter().enumerate() {
+        let mut model = torch_proto(name);
+        edit(&mut model);
+        let e = match import_torch(name, &model) {
+            Ok(_) => panic!("case {i}: accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!e.contains('\n'), "{e}");
+        for w in words {
+            assert!(e.contains(w), "case {i}: {e:?} does not mention {w:?}");
         }
     }
-    assert!(checked > 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Flipped bytes in a torch.onnx.export file (LRN pattern, ReduceMean,
+    /// external data) give a network or an error, never a panic.
+    #[test]
+    fn flipped_bytes_of_a_torch_export_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let mut bytes = std::fs::read(fixtures().join("torch-all-ops.onnx")).unwrap();
+        for (at, value) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= value | 1;
+        }
+        let dir = TempDir::new("onnx-flip");
+        std::fs::copy(fixtures().join("torch-all-ops.onnx.data"), dir.join("torch-all-ops.onnx.data")).unwrap();
+        let path = dir.join("torch-all-ops.onnx");
+        std::fs::write(&path, &bytes).unwrap();
+        let _ = import_file(&path);
+    }
 }

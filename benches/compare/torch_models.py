@@ -56,6 +56,14 @@ MODELS = {
         "init": "he",
         "activation": "relu",
     },
+    "alexnet-small": {
+        "spec": "conv(32,3,pad=1)-{act}-lrn(5,5e-4,0.75,2)-maxpool(3,2)-conv(64,3,pad=1)-{act}"
+        "-lrn(5,5e-4,0.75,2)-maxpool(3,2)-conv(96,3,pad=1)-{act}-conv(96,3,pad=1)-{act}"
+        "-conv(64,3,pad=1)-{act}-maxpool(3,2)-dropout(0.5)-affine(256)-{act}-dropout(0.5)"
+        "-affine(256)-{act}-affine({classes})",
+        "init": "he",
+        "activation": "relu",
+    },
 }
 
 # Argument names of each spec token, in positional order, with defaults
@@ -71,6 +79,7 @@ TOKEN_ARGS = {
     "sigmoid": [],
     "tanh": [],
     "gap": [],
+    "bn": [("momentum", 0.9), ("eps", 1e-6)],
 }
 
 ADAM = {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-7}  # src/optim/adam.rs, src/optim/mod.rs
@@ -96,6 +105,7 @@ def parse_token(text):
     text = text.strip()
     name, _, inside = text.partition("(")
     name = name.strip().lower()
+    name = {"batchnorm": "bn"}.get(name, name)
     if name not in TOKEN_ARGS:
         raise ValueError(f"layer '{text}': unknown layer '{name}'")
     names = [n for n, _ in TOKEN_ARGS[name]]
@@ -122,7 +132,8 @@ def parse_spec(spec):
 
 def make_layer(name, args, in_shape):
     """One torch module for a spec token, given the (C, H, W) or (F,) input shape."""
-    whole = {k: int(v) for k, v in args.items() if k not in ("ratio", "alpha", "beta", "k")}
+    whole = {k: int(v) for k, v in args.items()
+             if k not in ("ratio", "alpha", "beta", "k", "momentum", "eps")}
     if name == "conv":
         return nn.Conv2d(in_shape[0], whole["filters"], whole["size"],
                          stride=whole["stride"], padding=whole["pad"])
@@ -143,6 +154,11 @@ def make_layer(name, args, in_shape):
                                     k=args["k"])
     if name == "gap":
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    if name == "bn":
+        # Ours: running = momentum * running + (1 - momentum) * batch;
+        # PyTorch's momentum is the weight of the batch.
+        norm = nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d
+        return norm(in_shape[0], eps=args["eps"], momentum=1.0 - args["momentum"])
     return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[name]()
 
 
@@ -159,19 +175,28 @@ def init_weights(model, init):
                 module.bias.zero_()
 
 
-def build_model(name, input_shape=(1, 28, 28), classes=10, activation=None, init=None):
-    """The named network as an nn.Sequential, initialised as convnet does."""
+def model_spec(name, classes=10, activation=None):
+    """The spec of a named network, with its activation and classes filled in."""
     info = MODELS[name]
     spec = info["spec"].replace("{act}", activation or info["activation"])
-    spec = spec.replace("{classes}", str(classes))
+    return spec.replace("{classes}", str(classes))
+
+
+def build_spec(spec, input_shape=(1, 28, 28)):
+    """A spec's layers as an nn.Sequential (PyTorch's default initialisation)."""
     layers, shape = [], tuple(input_shape)
     for token, args in parse_spec(spec):
         layer = make_layer(token, args, shape)
         layers.append(layer)
         with torch.no_grad():
             shape = tuple(layer.eval()(torch.zeros(1, *shape)).shape[1:])
-    model = nn.Sequential(*layers)
-    init_weights(model, init or info["init"])
+    return nn.Sequential(*layers)
+
+
+def build_model(name, input_shape=(1, 28, 28), classes=10, activation=None, init=None):
+    """The named network as an nn.Sequential, initialised as convnet does."""
+    model = build_spec(model_spec(name, classes, activation), input_shape)
+    init_weights(model, init or MODELS[name]["init"])
     return model
 
 

@@ -2,7 +2,9 @@
 //!
 //! The graph is walked from its one input along the only node that reads
 //! the current tensor, until the graph's output: a chain, as convnet's
-//! networks are. Every node maps to a [`LayerSpec`] (or to nothing, for
+//! networks are (with one exception: PyTorch's LRN as `torch.onnx.export`
+//! writes it reads its input twice, see `torch_lrn`). Every node maps to a
+//! [`LayerSpec`] (or to nothing, for
 //! `Flatten`, `Identity`, ...) and the shape is tracked along the way, so
 //! that every weight is checked against the layer that will hold it before
 //! the network is built.
@@ -24,6 +26,10 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+mod external;
+mod torch_lrn;
 
 /// The largest image an imported network may take: C·H·W values.
 const MAX_INPUT_VALUES: usize = 1 << 26;
@@ -99,10 +105,18 @@ fn dims_of(t: &TensorProto) -> std::result::Result<(Vec<usize>, usize), String> 
     Ok((dims, count))
 }
 
+/// Whether the tensor's data is in an external file.
+fn is_external(t: &TensorProto) -> bool {
+    t.data_location == Some(DataLocation::External as i32) || !t.external_data.is_empty()
+}
+
+/// What an external tensor that was not read says.
+const EXTERNAL: &str = "its data is in an external file, which only an import from the model's file reads (convnet import, onnx::import_file)";
+
 /// A float tensor's dimensions and values, checked against the data present.
 fn read_floats(t: &TensorProto) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
-    if t.data_location == Some(DataLocation::External as i32) || !t.external_data.is_empty() {
-        return Err("its data is in an external file, which convnet does not read".into());
+    if is_external(t) {
+        return Err(EXTERNAL.into());
     }
     if t.segment.is_some() {
         return Err("segmented tensors are not supported".into());
@@ -144,8 +158,8 @@ fn read_floats(t: &TensorProto) -> std::result::Result<(Vec<usize>, Vec<f32>), S
 
 /// An int64 tensor (a Reshape's shape), checked likewise.
 fn read_ints(t: &TensorProto) -> std::result::Result<(Vec<usize>, Vec<i64>), String> {
-    if t.data_location == Some(DataLocation::External as i32) || !t.external_data.is_empty() {
-        return Err("its data is in an external file".into());
+    if is_external(t) {
+        return Err(EXTERNAL.into());
     }
     if t.data_type.unwrap_or(0) != DataType::Int64 as i32 {
         return Err("is not an int64 tensor".into());
@@ -542,6 +556,32 @@ impl<'a> Reader<'a> {
                 self.push(LayerSpec::GlobalAvgPool, vec![]);
                 Ok(Shape::Pooled { c })
             }
+            "ReduceMean" => {
+                // torch.onnx.export's nn.AdaptiveAvgPool2d(1): the mean over
+                // H and W, axes as an input (opset 18) or an attribute.
+                known(&["axes", "keepdims", "noop_with_empty_axes"])?;
+                only_inputs(2)?;
+                let (c, _, _) = image()?;
+                let axes = match (input(1), lift(source, attrs.ints("axes"))?) {
+                    (Some(name), None) => self.ints(name, label)?.1,
+                    (None, Some(axes)) => axes.to_vec(),
+                    _ => return Err(err("needs its axes as one input or attribute".into())),
+                };
+                let mut sorted: Vec<i64> =
+                    axes.iter().map(|&a| if a < 0 { a + 4 } else { a }).collect();
+                sorted.sort_unstable();
+                if sorted != [2, 3] {
+                    return Err(err(format!(
+                        "axes {axes:?} are not supported (only the mean over H and W, axes [2, 3], a global average pooling)"
+                    )));
+                }
+                self.push(LayerSpec::GlobalAvgPool, vec![]);
+                match lift(source, attrs.int("keepdims", 1))? {
+                    1 => Ok(Shape::Pooled { c }),
+                    0 => Ok(Shape::Flat { d: c }),
+                    k => Err(err(format!("keepdims {k} is not supported"))),
+                }
+            }
             "Flatten" => {
                 known(&["axis"])?;
                 only_inputs(1)?;
@@ -559,15 +599,19 @@ impl<'a> Reader<'a> {
                 let name = input(1).ok_or_else(|| err("has no shape input".into()))?;
                 let (_, target) = self.ints(name, label)?;
                 let len = shape.flat_len() as i64;
-                // (N, -1), (N, C·H·W) with N written as 0 (copy), -1 or 1 (one image).
+                let allowzero = lift(source, attrs.int("allowzero", 0))?;
+                // (N, -1), (N, C·H·W) with N written as -1, 1 (one image) or
+                // 0 (copy; with allowzero 1, torch.onnx.export's, a 0 is a
+                // dimension of size 0).
+                let batch = |n: i64| n == -1 || n == 1 || (n == 0 && allowzero == 0);
                 let flat = match target[..] {
-                    [0 | 1, -1] => true,
-                    [-1..=1, d] => d == len,
+                    [n, -1] => n != -1 && batch(n),
+                    [n, d] => batch(n) && d == len,
                     _ => false,
                 };
-                if !flat || lift(source, attrs.int("allowzero", 0))? != 0 {
+                if !flat || !(0..=1).contains(&allowzero) {
                     return Err(err(format!(
-                        "shape {target:?} is not supported (only flattening to (N, {len}))"
+                        "shape {target:?} with allowzero {allowzero} is not supported (only flattening to (N, {len}))"
                     )));
                 }
                 Ok(flatten(shape))
@@ -772,7 +816,7 @@ impl<'a> Reader<'a> {
                 }
             }
             other => Err(err(format!(
-                "operator {other} is not supported (convnet imports Conv, MaxPool, AveragePool, GlobalAveragePool, Gemm, MatMul + Add, Flatten, Reshape, Relu, Sigmoid, Tanh, Dropout, LRN, BatchNormalization, Identity, and a final Softmax)"
+                "operator {other} is not supported (convnet imports Conv, MaxPool, AveragePool, GlobalAveragePool, ReduceMean over H and W, Gemm, MatMul + Add, Flatten, Reshape, Relu, Sigmoid, Tanh, Dropout, LRN, BatchNormalization, Identity, and a final Softmax)"
             ))),
         }
     }
@@ -826,10 +870,28 @@ fn named_model_spec(model: &str, options: &ModelOptions, classes: usize) -> Opti
 /// The model must be one chain from a float32 (N, C, H, W) input to a
 /// (N, classes) output through the operators listed in `docs/onnx.md`;
 /// anything else, and any malformed file, is one [`Error::Data`] line.
+/// Weights in an external data file are refused: [`import_file`] reads them.
 pub fn import(bytes: &[u8], source: &str) -> Result<Imported> {
+    import_with(bytes, source, None)
+}
+
+/// Reads the ONNX model in the file `path` into a network, as [`import`],
+/// with the weights that are in external data files (`torch.onnx.export`'s
+/// default, `model.onnx.data`) read from the model's folder.
+pub fn import_file(path: &Path) -> Result<Imported> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let folder = path.parent().unwrap_or(Path::new(""));
+    import_with(&bytes, &path.display().to_string(), Some(folder))
+}
+
+fn import_with(bytes: &[u8], source: &str, folder: Option<&Path>) -> Result<Imported> {
     let bad = |what: String| Error::Data(format!("{source}: {what}"));
-    let model =
+    let mut model =
         ModelProto::decode(bytes).map_err(|e| bad(format!("not an ONNX model (protobuf: {e})")))?;
+    if let Some(folder) = folder {
+        external::load(&mut model, folder, source)?;
+    }
+    let model = model;
     let graph = model
         .graph
         .as_ref()
@@ -976,11 +1038,40 @@ pub fn import(bytes: &[u8], source: &str) -> Result<Imported> {
                 )))
             }
             Some(many) => {
-                return Err(bad(format!(
-                    "'{current}' is read by {} nodes ({}): only a chain of layers is supported",
-                    many.len(),
-                    node_label(&graph.node[many[0]], many[0])
-                )))
+                // PyTorch's LRN, taken apart by torch.onnx.export, reads
+                // its input twice.
+                let graph_nodes = &graph.node[..];
+                let lrn = torch_lrn::recognise(
+                    &reader,
+                    graph_nodes,
+                    &readers,
+                    &current,
+                    shape,
+                    output_name,
+                )?;
+                if let Some(lrn) = lrn {
+                    for &index in &lrn.nodes {
+                        if !visited.insert(index) {
+                            let label = node_label(&graph.node[index], index);
+                            return Err(bad(format!("{label}: the graph has a cycle")));
+                        }
+                    }
+                    reader.push(LayerSpec::Lrn(lrn.config), vec![]);
+                    current = lrn.output.to_string();
+                    continue;
+                }
+                let mut distinct = many.to_vec();
+                distinct.sort_unstable();
+                distinct.dedup();
+                let label = node_label(&graph.node[distinct[0]], distinct[0]);
+                return Err(bad(if distinct.len() == 1 {
+                    format!("{label}: reads '{current}' more than once")
+                } else {
+                    format!(
+                        "'{current}' is read by {} nodes ({label}): only a chain of layers is supported",
+                        distinct.len()
+                    )
+                }));
             }
         };
         let node = &graph.node[next];
@@ -1094,7 +1185,7 @@ pub fn import(bytes: &[u8], source: &str) -> Result<Imported> {
         (parse_spec(&text).ok()? == layers).then(|| (model.to_string(), options))
     });
     let (model_name, options) = named.unwrap_or_else(|| (spec.clone(), ModelOptions::default()));
-    let file_name = std::path::Path::new(source)
+    let file_name = Path::new(source)
         .file_name()
         .map_or(source.to_string(), |n| n.to_string_lossy().into_owned());
     let mut extra = BTreeMap::from([("imported_from".to_string(), file_name)]);

@@ -17,10 +17,13 @@
 //! [`import`] reads a chain of the same operators back — from convnet or
 //! from another exporter such as `torch.onnx.export` (initializers or
 //! `Constant` nodes, `Flatten` or a constant `Reshape`, `Gemm` or
-//! `MatMul` + `Add`, `Identity`) — into a network described by a
+//! `MatMul` + `Add`, `Identity`, `ReduceMean` over H and W, PyTorch's LRN
+//! taken apart into nine nodes) — into a network described by a
 //! [spec](crate::networks::spec), so that [`checkpoint::load`](crate::checkpoint::load)
 //! can build it again. Anything else is one error that names the node and
-//! its operator. The file is validated as it is read: every tensor's
+//! its operator. [`import_file`] also reads weights kept in an external
+//! data file beside the model (`torch.onnx.export`'s default). The file is
+//! validated as it is read: every tensor's
 //! declared size is checked (with checked arithmetic) against the data
 //! actually present before anything is allocated, and the graph must be one
 //! path from its input to its output. The mapping is in `docs/onnx.md`.
@@ -43,7 +46,7 @@ mod import;
 pub mod proto;
 
 pub use export::{export, ExportInfo};
-pub use import::{import, Imported};
+pub use import::{import, import_file, Imported};
 
 /// The operator set written by [`export`].
 pub const OPSET: i64 = 13;

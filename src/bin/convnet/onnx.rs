@@ -23,7 +23,9 @@ pub struct ExportArgs {
 pub struct ImportArgs {
     /// An ONNX model: a chain of Conv, MaxPool, AveragePool,
     /// GlobalAveragePool, Gemm (or MatMul + Add), Flatten, Relu, Sigmoid,
-    /// Tanh, Dropout, LRN and BatchNormalization nodes.
+    /// Tanh, Dropout, LRN and BatchNormalization nodes, or what
+    /// torch.onnx.export writes for the same layers (docs/onnx.md); an
+    /// external data file beside it is read.
     onnx: PathBuf,
     /// The checkpoint to write (safetensors); `train --resume` continues it.
     #[arg(long)]
@@ -57,9 +59,9 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         &[("--save", Some(args.save.as_path()))],
         &[("the ONNX file".to_string(), args.onnx.clone())],
     )?;
-    let bytes = std::fs::read(&args.onnx)
-        .with_context(|| format!("cannot read {}", args.onnx.display()))?;
-    let mut imported = onnx::import(&bytes, &args.onnx.display().to_string())?;
+    // Weights in an external data file (torch.onnx.export's default,
+    // model.onnx.data) are read from the model's folder.
+    let mut imported = onnx::import_file(&args.onnx)?;
     // Epoch 0 with an empty optimizer state, so that `train --resume`
     // fine-tunes it with a fresh optimizer.
     checkpoint::save_training_state(&mut imported.net, &imported.info, &[], 0, 0, &args.save)?;
