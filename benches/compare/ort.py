@@ -188,8 +188,12 @@ def machine_info(convnet):
                 break
     except OSError:
         pass
-    commit = capture(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]) or "unknown"
-    if capture(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]):
+    # the checkout the binary lies in (this one for target/release/convnet)
+    tree = capture(["git", "-C", Path(convnet).parent, "rev-parse", "--show-toplevel"])
+    commit = capture(["git", "-C", tree, "rev-parse", "--short", "HEAD"]) if tree else ""
+    if not commit:
+        commit = "unknown (the binary is outside a git checkout)"
+    elif capture(["git", "-C", tree, "status", "--porcelain", "--untracked-files=no"]):
         commit += " (with uncommitted changes)"
     return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
             "convnet": str(convnet), "convnet_commit": commit}
