@@ -38,14 +38,8 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// for NaN.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
-    // Comparisons are false for NaN, which therefore flows through to y.
-    let xc = if x > EXP_MAX {
-        EXP_MAX
-    } else if x < EXP_MIN {
-        EXP_MIN
-    } else {
-        x
-    };
+    // `clamp` keeps NaN, which therefore flows through to y.
+    let xc = x.clamp(EXP_MIN, EXP_MAX);
     let shifted = xc * std::f32::consts::LOG2_E + ROUND_MAGIC;
     let n = shifted - ROUND_MAGIC;
     // r = x − n·ln 2, with ln 2 split in two (Cephes C1 + C2) so that n·C1 is exact.
@@ -54,7 +48,7 @@ pub fn exp_f32(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let y = p * r2 + r + 1.0;
     // 2ⁿ: n + 127 in the exponent bits; n is in the low bits of `shifted`.
     let n_int = shifted.to_bits().wrapping_sub(ROUND_MAGIC.to_bits()) as i32;
@@ -75,8 +69,8 @@ pub fn tanh_f32(x: f32) -> f32 {
     let a = x.abs();
     let z = x * x;
     let small =
-        ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
-            - 3.333_328_2e-1)
+        ((((-5.704_988_7e-3 * z + 2.063_909e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
+            - 3.333_328e-1)
             * z
             * x
             + x;
