@@ -259,15 +259,13 @@ fn refused(model: &ModelProto, words: &[&str]) {
     }
 }
 
+/// The graph's nodes, to change one.
+fn nodes_mut(model: &mut ModelProto) -> std::slice::IterMut<'_, NodeProto> {
+    model.graph.as_mut().unwrap().node.iter_mut()
+}
+
 fn node_mut<'a>(model: &'a mut ModelProto, name: &str) -> &'a mut NodeProto {
-    model
-        .graph
-        .as_mut()
-        .unwrap()
-        .node
-        .iter_mut()
-        .find(|n| n.name() == name)
-        .unwrap()
+    nodes_mut(model).find(|n| n.name() == name).unwrap()
 }
 
 fn set_ints(node: &mut NodeProto, attr: &str, values: &[i64]) {
@@ -740,12 +738,7 @@ fn torch_refused(name: &str, model: &ModelProto, words: &[&str]) {
 
 /// The `nth` node of operator `op`.
 fn op_node<'a>(model: &'a mut ModelProto, op: &str, nth: usize) -> &'a mut NodeProto {
-    model
-        .graph
-        .as_mut()
-        .unwrap()
-        .node
-        .iter_mut()
+    nodes_mut(model)
         .filter(|n| n.op_type() == op)
         .nth(nth)
         .unwrap_or_else(|| panic!("no {op} {nth}"))
