@@ -96,6 +96,15 @@ fn channel_sum<T: Float>(
     f: impl Fn(T, T) -> T + Copy,
 ) -> T {
     let mut total = T::zero();
+    if l.hw == 1 {
+        // (N, D) input: one value per sample, which `lane_sum_by` would
+        // return as it is (x + 0 = x), so the same sum without its set-up.
+        for n in 0..l.n {
+            let i = n * l.c + ch;
+            total += f(a[i], b[i]);
+        }
+        return total;
+    }
     for n in 0..l.n {
         let start = (n * l.c + ch) * l.hw;
         let block = start..start + l.hw;
