@@ -294,6 +294,18 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
+    /// From the sum of the `images` images' losses and the confusion
+    /// counts: the mean loss and the fraction on the diagonal.
+    pub(crate) fn from_sums(loss_sum: f64, images: usize, confusion: Vec<Vec<usize>>) -> Self {
+        let n = images.max(1) as f64;
+        let correct: usize = (0..confusion.len()).map(|c| confusion[c][c]).sum();
+        Evaluation {
+            loss: loss_sum / n,
+            accuracy: correct as f64 / n,
+            confusion,
+        }
+    }
+
     /// Accuracy of each class (`None` for a class with no examples).
     pub fn per_class_accuracy(&self) -> Vec<Option<f64>> {
         self.confusion
@@ -379,49 +391,87 @@ fn evaluate_here<T: Float>(
     }
     let classes = network.num_classes()?;
     let mut confusion = vec![vec![0usize; classes]; classes];
-    let mut batch = Batch {
-        x: Tensor::default(),
-        labels: Vec::new(),
-    };
+    let mut buffers = EvalBuffers::default();
     let mut loss_sum = 0.0;
-    let mut averaged: Tensor<T> = Tensor::default();
-    let [channels, height, width] = data.input_shape();
     for chunk in indices.chunks(batch_size) {
-        data.batch_into(chunk, &mut batch.x, &mut batch.labels);
-        let loss = network.loss(&batch.x, &batch.labels, false)?;
-        let probabilities = if flip_average {
-            averaged.copy_from(network.loss_layer.probabilities());
-            augment::flip_horizontally(batch.x.data_mut(), chunk.len() * channels, height, width);
-            network.loss(&batch.x, &batch.labels, false)?;
-            let half = T::cast(0.5);
-            for (a, &b) in averaged
-                .data_mut()
-                .iter_mut()
-                .zip(network.loss_layer.probabilities().data())
-            {
-                *a = half * (*a + b);
-            }
-            for (row, &label) in averaged.data().chunks(classes).zip(&batch.labels) {
-                // Floored, so that a probability rounded to 0 costs a large
-                // but finite loss.
-                loss_sum -= row[label].as_f64().max(f64::MIN_POSITIVE).ln();
-            }
-            &averaged
-        } else {
-            loss_sum += loss.as_f64() * chunk.len() as f64;
-            network.loss_layer.probabilities()
-        };
-        for (predicted, &label) in argmax_rows(probabilities).zip(&batch.labels) {
-            confusion[label][predicted] += 1;
+        let count = |label: usize, predicted: usize| confusion[label][predicted] += 1;
+        evaluate_batch(
+            network,
+            data,
+            chunk,
+            flip_average,
+            &mut buffers,
+            &mut loss_sum,
+            count,
+        )?;
+    }
+    Ok(Evaluation::from_sums(loss_sum, indices.len(), confusion))
+}
+
+/// The buffers an evaluation reuses from batch to batch.
+pub(crate) struct EvalBuffers<T> {
+    batch: Batch<T>,
+    /// With test-time augmentation: the averaged probabilities.
+    averaged: Tensor<T>,
+}
+
+impl<T: Float> Default for EvalBuffers<T> {
+    fn default() -> Self {
+        EvalBuffers {
+            batch: Batch {
+                x: Tensor::default(),
+                labels: Vec::new(),
+            },
+            averaged: Tensor::default(),
         }
     }
-    let n = indices.len().max(1) as f64;
-    let correct: usize = (0..classes).map(|c| confusion[c][c]).sum();
-    Ok(Evaluation {
-        loss: loss_sum / n,
-        accuracy: correct as f64 / n,
-        confusion,
-    })
+}
+
+/// One batch of an evaluation, the images `chunk` of `data`: adds the
+/// batch's loss (each image's) to `loss_sum` and calls `count(label,
+/// predicted)` for each image. With `flip_average`, the probabilities are
+/// the average of the image's and its mirror image's (see
+/// [`evaluate_with`]).
+pub(crate) fn evaluate_batch<T: Float>(
+    network: &mut Network<T>,
+    data: &Dataset,
+    chunk: &[usize],
+    flip_average: bool,
+    buffers: &mut EvalBuffers<T>,
+    loss_sum: &mut f64,
+    mut count: impl FnMut(usize, usize),
+) -> Result<()> {
+    let EvalBuffers { batch, averaged } = buffers;
+    let [channels, height, width] = data.input_shape();
+    data.batch_into(chunk, &mut batch.x, &mut batch.labels);
+    let loss = network.loss(&batch.x, &batch.labels, false)?;
+    let probabilities = if flip_average {
+        averaged.copy_from(network.loss_layer.probabilities());
+        augment::flip_horizontally(batch.x.data_mut(), chunk.len() * channels, height, width);
+        network.loss(&batch.x, &batch.labels, false)?;
+        let half = T::cast(0.5);
+        for (a, &b) in averaged
+            .data_mut()
+            .iter_mut()
+            .zip(network.loss_layer.probabilities().data())
+        {
+            *a = half * (*a + b);
+        }
+        let classes = averaged.len() / chunk.len().max(1);
+        for (row, &label) in averaged.data().chunks(classes).zip(&batch.labels) {
+            // Floored, so that a probability rounded to 0 costs a large
+            // but finite loss.
+            *loss_sum -= row[label].as_f64().max(f64::MIN_POSITIVE).ln();
+        }
+        &*averaged
+    } else {
+        *loss_sum += loss.as_f64() * chunk.len() as f64;
+        network.loss_layer.probabilities()
+    };
+    for (predicted, &label) in argmax_rows(probabilities).zip(&batch.labels) {
+        count(label, predicted);
+    }
+    Ok(())
 }
 
 /// The training images that [`TrainConfig::validation`] holds out, and

@@ -45,7 +45,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::networks::Network;
 use crate::tensor::{Float, Tensor};
-use crate::train::{argmax_rows, count_correct, Augment, Evaluation};
+use crate::train::{count_correct, evaluate_batch, Augment, EvalBuffers, Evaluation};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -303,18 +303,21 @@ impl Sharding {
         // fills in its own batches and the exchange adds the rest (x + 0 = x).
         let mut values = vec![0.0f64; batches + classes * classes];
         let (losses, confusion) = values.split_at_mut(batches);
-        let mut x = Tensor::default();
-        let mut labels = Vec::new();
+        let mut buffers = EvalBuffers::default();
         let indices: Vec<usize> = (0..data.len()).collect();
         for b in block(self.rank(), self.size(), batches) {
             let chunk = &indices[b * batch_size..((b + 1) * batch_size).min(data.len())];
-            data.batch_into(chunk, &mut x, &mut labels);
-            let loss = network.loss(&x, &labels, false)?;
-            losses[b] = loss.as_f64() * chunk.len() as f64;
-            let probabilities = network.loss_layer.probabilities();
-            for (predicted, &label) in argmax_rows(probabilities).zip(&labels) {
-                confusion[label * classes + predicted] += 1.0;
-            }
+            let count =
+                |label: usize, predicted: usize| confusion[label * classes + predicted] += 1.0;
+            evaluate_batch(
+                network,
+                data,
+                chunk,
+                false,
+                &mut buffers,
+                &mut losses[b],
+                count,
+            )?;
         }
         if let Some(transport) = self.transport.as_ref().filter(|t| t.size() > 1) {
             all_reduce_sum(transport.as_ref(), &mut values)?;
@@ -329,13 +332,7 @@ impl Sharding {
             .chunks(classes)
             .map(|row| row.iter().map(|&c| c as usize).collect())
             .collect();
-        let n = data.len().max(1) as f64;
-        let correct: usize = (0..classes).map(|c| confusion[c][c]).sum();
-        Ok(Evaluation {
-            loss: loss_sum / n,
-            accuracy: correct as f64 / n,
-            confusion,
-        })
+        Ok(Evaluation::from_sums(loss_sum, data.len(), confusion))
     }
 }
 
