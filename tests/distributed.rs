@@ -275,22 +275,27 @@ fn wait_at_most(child: &mut Child, limit: Duration) -> Output {
     }
 }
 
-#[test]
-fn a_killed_rank_ends_the_job_and_the_checkpoint_stays_good() {
-    let _job = one_job();
-    let dir = TempDir::new("distributed-kill");
-    write_digits(dir.path(), 200, 50);
-    let save = dir.join("run.safetensors");
-    let mut child = mpirun(2)
-        .args(["train", "--data", dir.path().to_str().unwrap()])
+/// A 2-rank training job of many epochs on `data`, saving to `save`, with
+/// its output piped; `timeout` sets CONVNET_MPI_TIMEOUT (ranks started on
+/// this machine inherit mpirun's environment).
+fn long_job(data: &Path, save: &Path, timeout: Option<&str>) -> Child {
+    let mut job = mpirun(2);
+    if let Some(seconds) = timeout {
+        job.env("CONVNET_MPI_TIMEOUT", seconds);
+    }
+    job.args(["train", "--data", data.to_str().unwrap()])
         .args(["--epochs", "1000", "--batch-size", "20", "--threads", "1"])
         .arg("--save")
-        .arg(&save)
+        .arg(save)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    // Mid-run: after the first checkpoint, during a later epoch.
+        .unwrap()
+}
+
+/// Waits (2 minutes at most) for the job's first checkpoint; the job must
+/// still be running.
+fn wait_for_checkpoint(child: &mut Child, save: &Path) {
     let start = Instant::now();
     while !save.exists() {
         assert!(
@@ -300,12 +305,29 @@ fn a_killed_rank_ends_the_job_and_the_checkpoint_stays_good() {
         assert!(child.try_wait().unwrap().is_none(), "the job ended early");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// The process id of rank 1 of the job `child` runs.
+fn rank_1_pid(child: &Child) -> u32 {
     let ranks = rank_pids(child.id());
-    let (_, victim) = *ranks
+    ranks
         .iter()
         .find(|(rank, _)| *rank == 1)
-        .unwrap_or_else(|| panic!("rank 1 not found among {ranks:?}"));
+        .unwrap_or_else(|| panic!("rank 1 not found among {ranks:?}"))
+        .1
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_and_the_checkpoint_stays_good() {
+    let _job = one_job();
+    let dir = TempDir::new("distributed-kill");
+    write_digits(dir.path(), 200, 50);
+    let save = dir.join("run.safetensors");
+    let mut child = long_job(dir.path(), &save, None);
+    // Mid-run: after the first checkpoint, during a later epoch.
+    wait_for_checkpoint(&mut child, &save);
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = rank_1_pid(&child);
     let killed = Command::new("kill")
         .args(["-KILL", &victim.to_string()])
         .status()
@@ -339,31 +361,9 @@ fn a_silent_rank_is_named_and_ends_the_job() {
     let dir = TempDir::new("distributed-silent");
     write_digits(dir.path(), 200, 50);
     let save = dir.join("run.safetensors");
-    let mut child = mpirun(2)
-        // Ranks started on this machine inherit mpirun's environment.
-        .env("CONVNET_MPI_TIMEOUT", "2")
-        .args(["train", "--data", dir.path().to_str().unwrap()])
-        .args(["--epochs", "1000", "--batch-size", "20", "--threads", "1"])
-        .arg("--save")
-        .arg(&save)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !save.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint after 2 minutes"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "the job ended early");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let ranks = rank_pids(child.id());
-    let (_, victim) = *ranks
-        .iter()
-        .find(|(rank, _)| *rank == 1)
-        .unwrap_or_else(|| panic!("rank 1 not found among {ranks:?}"));
+    let mut child = long_job(dir.path(), &save, Some("2"));
+    wait_for_checkpoint(&mut child, &save);
+    let victim = rank_1_pid(&child);
     let stopped = Command::new("kill")
         .args(["-STOP", &victim.to_string()])
         .status()

@@ -23,6 +23,18 @@ fn digits(train: usize, test: usize) -> TrainTest {
 /// averages from shard 0), with a last batch shorter than the others.
 const SPEC: &str = "conv(4,5)-bn-relu-maxpool(2)-affine(16)-relu-dropout(0.3)-affine(10)";
 
+/// `SPEC` for 28×28 digits, with the weights every test starts from.
+fn spec_network() -> crate::networks::Network<f32> {
+    build_model::<f32>(
+        SPEC,
+        &ModelOptions::default(),
+        [1, 28, 28],
+        10,
+        &mut Rng::new(7),
+    )
+    .unwrap()
+}
+
 /// The weights and buffers after training `SPEC` for an epoch with
 /// `sharding` made for each process by `make` (one network per process).
 fn train_with(
@@ -36,14 +48,7 @@ fn train_with(
             .map(|rank| {
                 let sharding = make(rank);
                 scope.spawn(move || {
-                    let mut net = build_model::<f32>(
-                        SPEC,
-                        &ModelOptions::default(),
-                        [1, 28, 28],
-                        10,
-                        &mut Rng::new(7),
-                    )
-                    .unwrap();
+                    let mut net = spec_network();
                     let config = TrainConfig {
                         epochs: 1,
                         batch_size: 30,
@@ -87,14 +92,7 @@ fn one_two_and_four_processes_train_the_same_weights() {
     let (weights, history) = &one[0];
     assert!(history[0].train_loss.is_finite(), "{history:?}");
     // Training moved the weights (so equal weights below mean something).
-    let mut untrained = build_model::<f32>(
-        SPEC,
-        &ModelOptions::default(),
-        [1, 28, 28],
-        10,
-        &mut Rng::new(7),
-    )
-    .unwrap();
+    let mut untrained = spec_network();
     assert_ne!(untrained.params()[0].value.data(), weights[0].as_slice());
     for processes in [2, 4] {
         let group = LocalTransport::group(processes);
