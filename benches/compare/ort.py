@@ -73,7 +73,8 @@ def capture(cmd):
 
 def rate(seconds, step):
     """Calls per second of step() over about `seconds` (one warm-up call, at
-    least 3 timed calls), like `rate` in src/bin/convnet/bench.rs."""
+    least 3 timed calls), like `rate` in src/bin/convnet/bench.rs. Also the
+    PyTorch side's (torch_models.py imports it)."""
     step()
     start = time.perf_counter()
     calls = 0
@@ -83,18 +84,32 @@ def rate(seconds, step):
     return calls / (time.perf_counter() - start)
 
 
+def peak_rss_mb():
+    """This process's peak resident memory in MB (ru_maxrss is KiB on Linux)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def session_options(ort, intra_op):
+    """ORT's settings on both of its sides here: `intra_op` threads, one
+    inter-op thread, sequential, every graph optimisation, denormals
+    flushed to zero (as convnet does)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return options
+
+
 def ort_worker(args):
     """Runs in the ORT venv: one session on --onnx, images/s at each batch
     size on random inputs; prints one JSON line."""
     import numpy as np
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.intra_op
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    options = session_options(ort, args.intra_op)
     session = ort.InferenceSession(args.onnx, options, providers=["CPUExecutionProvider"])
     model_input = session.get_inputs()[0]
     shape = [int(d) for d in model_input.shape[1:]]
@@ -104,12 +119,10 @@ def ort_worker(args):
         x = rng.random((batch, *shape), dtype=np.float32)
         calls = rate(args.seconds, lambda: session.run(None, {model_input.name: x}))
         results.append({"batch": batch, "images_per_s": calls * batch})
-    import resource
     print(json.dumps({"onnxruntime": ort.__version__, "numpy": np.__version__,
                       "providers": session.get_providers(), "intra_op": args.intra_op,
                       "input_shape": shape, "inference": results,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                      * 1024 / 1e6}), flush=True)
+                      "peak_rss_mb": peak_rss_mb()}), flush=True)
 
 
 def ort_profile(args):
@@ -119,12 +132,7 @@ def ort_profile(args):
     import numpy as np
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.intra_op
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    options = session_options(ort, args.intra_op)
     options.enable_profiling = True
     options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "convnet-ort-profile")
     session = ort.InferenceSession(args.onnx, options, providers=["CPUExecutionProvider"])

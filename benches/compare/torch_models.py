@@ -23,7 +23,6 @@ import argparse
 import gzip
 import json
 import os
-import resource
 import struct
 import sys
 import time
@@ -32,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ort import peak_rss_mb, rate  # benches/compare/ort.py, standard library only
 
 # The specs of src/networks/mod.rs (`MODELS`; `simple` is the book's
 # SimpleConvNet of src/networks/simple_convnet.rs written as a spec), with the
@@ -204,11 +205,6 @@ def num_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def peak_rss_mb():
-    """This process's peak resident memory in MB (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
-
-
 # ---------------------------------------------------------------- data
 
 def read_idx(path):
@@ -287,18 +283,6 @@ def train(model, args):
               f"test acc {100 * epochs[-1]['test_acc']:.2f}%", file=sys.stderr)
     return {"train_images": n, "batch_size": args.batch_size, "epochs": epochs,
             "train_peak_rss_mb": peak_rss_mb()}
-
-
-def rate(seconds, step):
-    """Calls per second of step() over about `seconds` (one warm-up call, at
-    least 3 timed calls), like `rate` in src/bin/convnet/bench.rs."""
-    step()
-    start = time.perf_counter()
-    calls = 0
-    while calls < 3 or time.perf_counter() - start < seconds:
-        step()
-        calls += 1
-    return calls / (time.perf_counter() - start)
 
 
 def inference(model, args, input_shape=(1, 28, 28), classes=10):
