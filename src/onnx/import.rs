@@ -891,7 +891,6 @@ fn import_with(bytes: &[u8], source: &str, folder: Option<&Path>) -> Result<Impo
     if let Some(folder) = folder {
         external::load(&mut model, folder, source)?;
     }
-    let model = model;
     let graph = model
         .graph
         .as_ref()
