@@ -418,7 +418,7 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         start_position: None,
         stop: StopFlag::default(),
         threads: args.threads,
-        schedule: args.schedule.unwrap_or_default(),
+        schedule: args.schedule.unwrap_or(defaults.schedule),
         weight_decay: args.weight_decay.unwrap_or(defaults.weight_decay),
         weight_decay_mode: args.weight_decay_mode.unwrap_or(defaults.weight_decay_mode),
         label_smoothing: args.label_smoothing.unwrap_or(defaults.label_smoothing),
