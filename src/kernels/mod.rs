@@ -5,6 +5,7 @@
 //! | module | what | book |
 //! |---|---|---|
 //! | [`gemm`] | the matrix product `C = A·B` on strided views (the one place the `gemm` crate is called) | `np.dot` |
+//! | [`gemv`] | one row vector times a matrix (an affine layer at batch 1), its columns in register blocks | `np.dot` |
 //! | [`im2col`] | the book's im2col/col2im, the output-size formula, [`ConvGeometry`](im2col::ConvGeometry) | §7.4.3, `common/util.py` |
 //! | [`im2col_wide`] | im2col over a zero-padded image, one row of patches per padded pixel (the fast convolution's layout) | — |
 //! | [`math`] | `exp`, `tanh` and the sigmoid for f32 without library calls, which the compiler vectorises | `np.exp` |
@@ -13,6 +14,7 @@
 //! | [`transpose`] | a cache-friendly 2-D transpose | `ndarray.transpose` |
 
 pub mod gemm;
+pub mod gemv;
 pub mod im2col;
 pub mod im2col_wide;
 pub mod math;

@@ -28,7 +28,9 @@ use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::kernels::gemm::{matmul, matmul_split_k, MatMut, MatRef};
+use crate::kernels::gemv::gemv_accumulate;
 use crate::networks::spec::LayerSpec;
+use crate::parallel::team::run_in_team;
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 
@@ -90,6 +92,48 @@ fn k_parts(n: usize, d: usize, m: usize) -> usize {
     } else {
         1
     }
+}
+
+/// Multiply-adds (D·M) from which one image's product is cut in two
+/// halves of D: below it, one pass is faster.
+const SPLIT_MIN_PRODUCT: usize = 1 << 16;
+
+/// `out += x · W` for one image, `x: (D)`, `W: (D, M)`: `kernels::gemv`.
+///
+/// A large product is cut into the two halves of D, which a batch-1 team
+/// (`parallel::team`) computes side by side, each member reading half of
+/// W: SimpleConvNet's fc1 (1.7 MB) is then two contiguous halves that each
+/// fit in one core's L2, where the whole did not. Without a team the same
+/// two halves run one after the other, so the sum, and its bits, do not
+/// depend on the thread count:
+///
+/// ```text
+/// out = (out + x[..D/2] · W[..D/2]) + x[D/2..] · W[D/2..]
+/// ```
+fn forward_one_image<T: Float>(out: &mut [T], x: &[T], w: &[T], partial: &mut Vec<T>) {
+    let (d, m) = (x.len(), out.len());
+    if d * m < SPLIT_MIN_PRODUCT {
+        return gemv_accumulate(out, x, w, m);
+    }
+    let half = d / 2;
+    partial.clear();
+    partial.resize(m, T::zero());
+    let parts = [&mut *out, &mut partial[..]];
+    let job = |part: usize, out: &mut [T]| {
+        let rows = if part == 0 { 0..half } else { half..d };
+        gemv_accumulate(out, &x[rows.clone()], &w[rows.start * m..rows.end * m], m);
+    };
+    let mut parts = Some(parts);
+    let by_team = run_in_team(1, |team| {
+        team.run_parts(parts.take().expect("called once"), job);
+    });
+    if let Some([first, second]) = parts.filter(|_| !by_team) {
+        job(0, first);
+        job(1, second);
+    }
+    out.iter_mut()
+        .zip(partial.iter())
+        .for_each(|(o, &p)| *o += p);
 }
 
 /// Multiply-adds (N·D·M) from which backward runs its two products side by
@@ -225,6 +269,11 @@ impl<T: Float> Layer<T> for Affine<T> {
         for row in self.out.data_mut().chunks_mut(m) {
             row.copy_from_slice(self.bias.data());
         }
+        if n == 1 {
+            let (out, w) = (self.out.data_mut(), self.weight.data());
+            forward_one_image(out, x.data(), w, &mut self.partial_out);
+            return Ok(&self.out);
+        }
         let (out, x, w) = (
             MatMut::new(self.out.data_mut(), n, m),
             MatRef::new(x.data(), n, d),
@@ -305,12 +354,48 @@ mod tests {
             .data_mut()
             .iter_mut()
             .for_each(|b| *b = rng.normal());
-        for shape in [&[4, 12][..], &[3, 3, 2, 2][..]] {
+        for shape in [&[4, 12][..], &[1, 12][..], &[3, 3, 2, 2][..]] {
             let report = check_layer(&mut fc, shape, 9).unwrap();
             assert_eq!(report.len(), 3);
             for (name, err) in report {
                 assert!(err <= 1e-6, "{shape:?} {name}: {err}");
             }
+        }
+    }
+
+    /// One image through a product large enough to be cut in two: the same
+    /// bits in a batch-1 team as on one thread, and the definition's value.
+    #[test]
+    fn one_image_gives_the_same_bits_with_and_without_a_team() {
+        let mut rng = Rng::new(3);
+        let (d, m) = (611, 110);
+        assert!(d * m >= SPLIT_MIN_PRODUCT, "the split must be exercised");
+        let mut fc = Affine::<f32>::new(
+            &AffineConfig {
+                inputs: d,
+                outputs: m,
+                init: Init::He,
+            },
+            &mut rng,
+        );
+        fc.bias
+            .data_mut()
+            .iter_mut()
+            .for_each(|b| *b = rng.normal() as f32);
+        let x = Tensor::from_vec(&[1, d], (0..d).map(|_| rng.normal() as f32).collect()).unwrap();
+        let alone = fc.forward(&x, false).unwrap().clone();
+        let in_team = crate::parallel::team::with_team(|| fc.forward(&x, false).unwrap().clone());
+        assert_eq!(alone.data(), in_team.data());
+        let (w, b) = (fc.weight.data(), fc.bias.data());
+        for (j, &got) in alone.data().iter().enumerate() {
+            let want: f64 = f64::from(b[j])
+                + (0..d)
+                    .map(|i| f64::from(x.data()[i]) * f64::from(w[i * m + j]))
+                    .sum::<f64>();
+            assert!(
+                (f64::from(got) - want).abs() <= 1e-4,
+                "{j}: {got} vs {want}"
+            );
         }
     }
 
