@@ -843,6 +843,21 @@ fn external_data_is_read_from_the_models_folder_and_checked() {
         words.push("tensor '3.1.weight'");
         torch_refused("simple", &model, &words);
     }
+    // More tensors over fc1's bytes: each fits in the file, but the first
+    // copy already makes them read more than it holds.
+    let mut model = torch_proto("simple");
+    let fc1 = initializer(&mut model, "3.1.weight").clone();
+    let graph = model.graph.as_mut().unwrap();
+    for copy in ["copy 1", "copy 2"] {
+        let mut t = fc1.clone();
+        t.name = Some(copy.into());
+        graph.initializer.push(t);
+    }
+    torch_refused(
+        "simple",
+        &model,
+        &["tensor 'copy 1'", "tensors share bytes"],
+    );
 }
 
 /// The exporter's `Reshape` (allowzero 1) and `ReduceMean` over H and W

@@ -13,12 +13,17 @@ use std::path::{Component, Path};
 /// files in `folder` named by a plain relative `location` (no `..`, not
 /// absolute). Each tensor's size is worked out from its dimensions (checked
 /// arithmetic) and compared with its `length` and with what the file holds
-/// from its `offset` before anything is allocated.
+/// from its `offset` before anything is allocated. The tensors together may
+/// not read more bytes than their files hold, so that a model pointing many
+/// tensors at the same bytes of one large file cannot make the import
+/// allocate many times that file.
 pub(super) fn load(model: &mut ModelProto, folder: &Path, source: &str) -> Result<()> {
     let Some(graph) = model.graph.as_mut() else {
         return Ok(());
     };
     let mut files: HashMap<String, (File, u64)> = HashMap::new();
+    // Bytes read so far, and the sizes of the files opened so far.
+    let (mut loaded, mut files_len) = (0u64, 0u64);
     for t in graph.initializer.iter_mut().filter(|t| is_external(t)) {
         let name = t.name().to_string();
         let bad = |what: String| Error::Data(format!("{source}: tensor '{name}': {what}"));
@@ -81,12 +86,19 @@ pub(super) fn load(model: &mut ModelProto, folder: &Path, source: &str) -> Resul
                     ))
                 })?;
                 let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+                files_len = files_len.saturating_add(len);
                 e.insert((file, len))
             }
         };
         if offset.checked_add(bytes).is_none_or(|end| end > *file_len) {
             return Err(bad(format!(
                 "external data file '{location}' has {file_len} bytes; the tensor needs {bytes} from offset {offset}"
+            )));
+        }
+        loaded = loaded.saturating_add(bytes);
+        if loaded > files_len {
+            return Err(bad(format!(
+                "the external data tensors read {loaded} bytes so far, more than their files hold ({files_len}): tensors share bytes"
             )));
         }
         let mut data = vec![0u8; bytes as usize];
