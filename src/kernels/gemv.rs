@@ -28,6 +28,7 @@
 //! assert_eq!(out, [9.5, 12.5, 15.5]);
 //! ```
 
+use super::reduce::LANES;
 use crate::tensor::Float;
 
 /// Columns summed in one pass down the rows.
@@ -77,9 +78,68 @@ fn gemv_plain<T: Float>(out: &mut [T], x: &[T], w: &[T], w_stride: usize) {
     }
 }
 
+/// Rows of W whose dot products share one pass over x.
+const DOT_ROWS: usize = 4;
+
+/// The sums of [`dots_into`]: `lanes[r][k]` for row r.
+#[inline(always)]
+fn dot_block<T: Float, const ROWS: usize>(w: &[T], x: &[T]) -> [T; ROWS] {
+    let d = x.len();
+    let mut lanes = [[T::zero(); LANES]; ROWS];
+    let body = d - d % LANES;
+    for start in (0..body).step_by(LANES) {
+        let xs: &[T; LANES] = x[start..][..LANES].try_into().expect("LANES values");
+        for (r, lanes) in lanes.iter_mut().enumerate() {
+            let ws: &[T; LANES] = w[r * d + start..][..LANES]
+                .try_into()
+                .expect("LANES values");
+            for k in 0..LANES {
+                lanes[k] += ws[k] * xs[k];
+            }
+        }
+    }
+    for (r, lanes) in lanes.iter_mut().enumerate() {
+        for (k, i) in (body..d).enumerate() {
+            lanes[k] += w[r * d + i] * x[i];
+        }
+    }
+    lanes.map(|mut lanes| {
+        // The tree of `reduce::lane_sum_by`.
+        let mut width = LANES / 2;
+        while width > 0 {
+            for k in 0..width {
+                let upper = lanes[k + width];
+                lanes[k] += upper;
+            }
+            width /= 2;
+        }
+        lanes[0]
+    })
+}
+
+#[inline(always)]
+fn dots_plain<T: Float>(out: &mut [T], w: &[T], x: &[T]) {
+    let d = x.len();
+    let done = out.len() - out.len() % DOT_ROWS;
+    for (b, out) in out[..done].chunks_exact_mut(DOT_ROWS).enumerate() {
+        out.copy_from_slice(&dot_block::<T, DOT_ROWS>(&w[b * DOT_ROWS * d..], x));
+    }
+    for j in done..out.len() {
+        out[j] = dot_block::<T, 1>(&w[j * d..], x)[0];
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod wide {
     use crate::tensor::Float;
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn dots_avx512<T: Float>(out: &mut [T], w: &[T], x: &[T]) {
+        super::dots_plain(out, w, x)
+    }
+    #[target_feature(enable = "avx2")]
+    pub(super) fn dots_avx2<T: Float>(out: &mut [T], w: &[T], x: &[T]) {
+        super::dots_plain(out, w, x)
+    }
     #[target_feature(enable = "avx512f")]
     pub(super) fn gemv_avx512<T: Float>(out: &mut [T], x: &[T], w: &[T], w_stride: usize) {
         super::gemv_plain(out, x, w, w_stride)
@@ -117,6 +177,34 @@ pub fn gemv_accumulate<T: Float>(out: &mut [T], x: &[T], w: &[T], w_stride: usiz
         }
     }
     gemv_plain(out, x, w, w_stride)
+}
+
+/// `out[j] = W[j] · x` for `W: (M, D)` row-major, `x: (D)` and `out: (M)`:
+/// each dot product in the interleaved partial sums of
+/// [`reduce::lane_sum_by`](super::reduce::lane_sum_by), and so its bits.
+/// Four rows share each pass over x.
+///
+/// Panics if `w` holds fewer than M·D values.
+pub fn dots_into<T: Float>(out: &mut [T], w: &[T], x: &[T]) {
+    assert!(
+        out.len().checked_mul(x.len()).is_some_and(|n| w.len() >= n),
+        "dots: W holds {} values, too few for {} rows of {}",
+        w.len(),
+        out.len(),
+        x.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { wide::dots_avx512(out, w, x) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { wide::dots_avx2(out, w, x) };
+        }
+    }
+    dots_plain(out, w, x)
 }
 
 #[cfg(test)]
@@ -188,6 +276,28 @@ mod tests {
         gemv_accumulate(left, &x, &w, m);
         gemv_accumulate(right, &x, &w[48..], m);
         assert_eq!(whole, halves);
+    }
+
+    /// Each dot product has `lane_sum_by`'s bits, for every row count
+    /// around the four-row blocks and lengths around the lanes.
+    #[test]
+    fn dot_products_give_lane_sum_bys_bits() {
+        use crate::kernels::reduce::lane_sum_by;
+        let mut rng = Rng::new(13);
+        for (m, d) in [(1, 5), (4, 16), (7, 400), (9, 33), (120, 400)] {
+            let w: Vec<f32> = (0..m * d).map(|_| rng.normal() as f32).collect();
+            let x: Vec<f32> = (0..d).map(|_| rng.normal() as f32).collect();
+            let want: Vec<f32> = w
+                .chunks(d)
+                .map(|w| lane_sum_by(w, &x, |a, b| a * b))
+                .collect();
+            let mut got = vec![f32::NAN; m];
+            dots_into(&mut got, &w, &x);
+            assert_eq!(want, got, "{m}×{d}");
+            let mut plain = vec![f32::NAN; m];
+            dots_plain(&mut plain, &w, &x);
+            assert_eq!(want, plain, "{m}×{d}");
+        }
     }
 
     #[test]

@@ -12,19 +12,26 @@
 //! out = x · Wᵀ + b             (N, FN) = (N, FN, 1, 1), then the fused ReLU
 //! ```
 //!
+//! One image (inference at batch 1) is FN dot products of its C·H·W
+//! values with each filter's (`kernels::gemv::dots_into`), four filters
+//! sharing each pass over the image; a batch-1 team's two members each
+//! take half of the filters.
+//!
 //! Only inference uses it: training's backward works image by image from
 //! the kept padded images, which this route does not make.
 
 use super::forward::ForwardParams;
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
+use crate::kernels::gemv::dots_into;
 use crate::kernels::im2col::ConvGeometry;
 use crate::layers::relu::relu;
+use crate::parallel::team::run_in_team;
 use crate::tensor::Float;
 
 /// Whether inference over `n` images takes this route: each filter covers
-/// the whole unpadded input, and there are at least two images.
+/// the whole unpadded input.
 pub(super) fn applies(g: &ConvGeometry, n: usize) -> bool {
-    n >= 2 && g.pad == 0 && g.filter_h == g.in_h && g.filter_w == g.in_w
+    n >= 1 && g.pad == 0 && g.filter_h == g.in_h && g.filter_w == g.in_w
 }
 
 /// The images of `x_chunk` (consecutive, `g.image_len()` values each)
@@ -37,6 +44,30 @@ pub(super) fn forward_images<T: Float>(
 ) {
     let (k, filters) = (g.image_len(), params.bias.len());
     let n = x_chunk.len() / k;
+    let activate = |o: T| if params.fused_relu { relu(o) } else { o };
+    if n == 1 {
+        let out = &mut out_chunk[..filters];
+        let (w, x) = (&params.weight[..filters * k], &x_chunk[..k]);
+        // In a batch-1 team, each member takes half of the filters (each
+        // dot product is the same on either).
+        let split = filters / 8 * 4;
+        let (first, second) = out.split_at_mut(split);
+        let mut parts = Some([first, second]);
+        let by_team = split > 0
+            && run_in_team(1, |team| {
+                team.run_parts(parts.take().expect("called once"), |part, out| {
+                    let start = if part == 0 { 0 } else { split * k };
+                    dots_into(out, &w[start..start + out.len() * k], x);
+                });
+            });
+        if !by_team {
+            dots_into(out, w, x);
+        }
+        for (o, &b) in out.iter_mut().zip(params.bias) {
+            *o = activate(*o + b);
+        }
+        return;
+    }
     matmul(
         MatMut::new(&mut out_chunk[..n * filters], n, filters),
         MatRef::new(&x_chunk[..n * k], n, k),
@@ -46,11 +77,7 @@ pub(super) fn forward_images<T: Float>(
     );
     for row in out_chunk.chunks_exact_mut(filters) {
         for (o, &b) in row.iter_mut().zip(params.bias) {
-            *o = if params.fused_relu {
-                relu(*o + b)
-            } else {
-                *o + b
-            };
+            *o = activate(*o + b);
         }
     }
 }

@@ -94,13 +94,13 @@ fn forward_matches_the_definition() {
 
 #[test]
 fn a_filter_as_large_as_the_input_matches_the_definition() {
-    // LeNet-5's C5 shape, smaller: 4 filters of 3×5×5 over 3×5×5 images,
+    // LeNet-5's C5 shape, smaller: 9 filters of 3×5×5 over 3×5×5 images,
     // with and without the fused ReLU; inference multiplies all the images
     // at once (grouped.rs), training image by image.
     let mut rng = Rng::new(12);
     let config = ConvolutionConfig {
         in_channels: 3,
-        filters: 4,
+        filters: 9,
         filter_size: 5,
         stride: 1,
         pad: 0,
@@ -113,23 +113,29 @@ fn a_filter_as_large_as_the_input_matches_the_definition() {
             .iter_mut()
             .for_each(|b| *b = rng.normal());
         conv.fuse_relu(relu);
-        let x =
-            Tensor::from_vec(&[9, 3, 5, 5], (0..9 * 75).map(|_| rng.normal()).collect()).unwrap();
-        let g = conv.geometry_for(x.shape()).unwrap().0;
-        assert!(grouped::applies(&g, 9) && !grouped::applies(&g, 1));
-        let mut want = direct_convolution(&x, &conv);
-        if relu {
-            want.iter_mut().for_each(|v| *v = v.max(0.0));
-            assert!(want.contains(&0.0));
-        }
-        let inferred = conv.forward(&x, false).unwrap().clone();
-        assert_eq!(inferred.shape(), &[9, 4, 1, 1]);
-        let trained = conv.forward(&x, true).unwrap();
-        for ((a, t), w) in inferred.data().iter().zip(trained.data()).zip(&want) {
-            assert!(
-                (a - w).abs() < 1e-12 && (t - w).abs() < 1e-12,
-                "{a} {t} {w}"
-            );
+        // Nine images (one product) and one (dot products).
+        for n in [9, 1] {
+            let x = Tensor::from_vec(&[n, 3, 5, 5], (0..n * 75).map(|_| rng.normal()).collect())
+                .unwrap();
+            let g = conv.geometry_for(x.shape()).unwrap().0;
+            assert!(grouped::applies(&g, n) && !grouped::applies(&g, 0));
+            let mut want = direct_convolution(&x, &conv);
+            if relu {
+                want.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            let inferred = conv.forward(&x, false).unwrap().clone();
+            assert_eq!(inferred.shape(), &[n, 9, 1, 1]);
+            // A batch-1 team shares the filters out: the same bits.
+            let in_team =
+                crate::parallel::team::with_team(|| conv.forward(&x, false).unwrap().clone());
+            assert_eq!(inferred.data(), in_team.data());
+            let trained = conv.forward(&x, true).unwrap();
+            for ((a, t), w) in inferred.data().iter().zip(trained.data()).zip(&want) {
+                assert!(
+                    (a - w).abs() < 1e-12 && (t - w).abs() < 1e-12,
+                    "{a} {t} {w}"
+                );
+            }
         }
     }
 }
