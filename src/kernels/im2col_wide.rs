@@ -68,7 +68,7 @@ use runs::{add_filter_row_3, add_runs, copy_runs, copy_short, write_padded_row};
 mod narrow;
 mod runs;
 
-pub use narrow::{narrow, narrow_planes, widen};
+pub use narrow::{narrow, narrow_planes, narrow_planes_then_map, widen};
 
 /// A [`ConvGeometry`] with the padded plane and the wide output grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -27,6 +27,13 @@ fn map_plain<T: Copy>(out: &mut [T], x: &[T], f: &impl Fn(T) -> T) {
 }
 
 #[inline(always)]
+fn map_in_place_plain<T: Copy>(data: &mut [T], f: &impl Fn(T) -> T) {
+    for v in data.iter_mut() {
+        *v = f(*v);
+    }
+}
+
+#[inline(always)]
 fn map2_plain<T: Copy>(out: &mut [T], a: &[T], b: &[T], f: &impl Fn(T, T) -> T) {
     for ((o, &u), &v) in out.iter_mut().zip(a).zip(b) {
         *o = f(u, v);
@@ -42,6 +49,14 @@ mod wide {
     #[target_feature(enable = "avx2")]
     pub(super) fn map_avx2<T: Copy>(out: &mut [T], x: &[T], f: &impl Fn(T) -> T) {
         super::map_plain(out, x, f)
+    }
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn map_in_place_avx512<T: Copy>(data: &mut [T], f: &impl Fn(T) -> T) {
+        super::map_in_place_plain(data, f)
+    }
+    #[target_feature(enable = "avx2")]
+    pub(super) fn map_in_place_avx2<T: Copy>(data: &mut [T], f: &impl Fn(T) -> T) {
+        super::map_in_place_plain(data, f)
     }
     #[target_feature(enable = "avx512f")]
     pub(super) fn map2_avx512<T: Copy>(out: &mut [T], a: &[T], b: &[T], f: &impl Fn(T, T) -> T) {
@@ -68,6 +83,23 @@ pub fn map_into<T: Copy>(out: &mut [T], x: &[T], f: impl Fn(T) -> T) {
         }
     }
     map_plain(out, x, &f)
+}
+
+/// `data[i] = f(data[i])`: [`map_into`] where the output is the input.
+#[inline]
+pub fn map_in_place<T: Copy>(data: &mut [T], f: impl Fn(T) -> T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { wide::map_in_place_avx512(data, &f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { wide::map_in_place_avx2(data, &f) };
+        }
+    }
+    map_in_place_plain(data, &f)
 }
 
 /// `out[i] = f(a[i], b[i])` over the shortest of the three slices.
@@ -102,6 +134,27 @@ mod tests {
             map_plain(&mut plain, &x, &f);
             map_into(&mut fast, &x, f);
             assert_eq!(plain, fast);
+            fast.copy_from_slice(&x);
+            map_in_place(&mut fast, f);
+            assert_eq!(plain, fast);
+            #[cfg(target_arch = "x86_64")]
+            for (has, wide_map) in [
+                (
+                    std::arch::is_x86_feature_detected!("avx512f"),
+                    wide::map_in_place_avx512::<f32> as unsafe fn(&mut [f32], &_),
+                ),
+                (
+                    std::arch::is_x86_feature_detected!("avx2"),
+                    wide::map_in_place_avx2,
+                ),
+            ] {
+                if has {
+                    fast.copy_from_slice(&x);
+                    // SAFETY: the feature was detected.
+                    unsafe { wide_map(&mut fast, &f) };
+                    assert_eq!(plain, fast);
+                }
+            }
             #[cfg(target_arch = "x86_64")]
             for (has, wide_map) in [
                 (

@@ -14,8 +14,8 @@
 //!   order, so the gradients do not depend on the number of threads; for
 //!   stride 1, `dW` comes from a channels-last copy of the image
 //!   (`convolution/weight_grad.rs`);
-//! - a ReLU and a max pooling after the layer can run inside it
-//!   (`networks/fusion.rs`, `convolution/fused_pool.rs`);
+//! - a ReLU, sigmoid or tanh and a max pooling after the layer can run
+//!   inside it (`networks/fusion.rs`, `convolution/fused_pool.rs`);
 //! - one image (inference at batch 1) is shared between two threads
 //!   (`convolution/bands.rs`);
 //! - at inference, a filter as large as its input (LeNet-5's C5, a 1×1
@@ -68,10 +68,10 @@
 //! way). Unrolling again costs little next to the products, and saves
 //! keeping the largest tensors of the network.
 //!
-//! A ReLU and a max pooling after the layer can be fused into it (see
-//! [`Convolution::fuse_relu`], [`Convolution::fuse_max_pool`]): it then
-//! applies them to each image's output while that is still in the core's
-//! cache.
+//! An activation (ReLU, sigmoid, tanh) and a max pooling after the layer
+//! can be fused into it (see [`Convolution::fuse_activation`],
+//! [`Convolution::fuse_max_pool`]): it then applies them to each image's
+//! output while that is still in the core's cache.
 //!
 //! Beside this file: `convolution/forward.rs` and `convolution/backward.rs`
 //! (the two passes, image by image), `convolution/chunks.rs` (backward's
@@ -100,6 +100,59 @@ use crate::tensor::{Float, Tensor};
 use fused_pool::FusedPool;
 use scratch::Scratch;
 use std::sync::Mutex;
+
+/// An activation layer that a [`Convolution`] can apply to its own output
+/// ([`Convolution::fuse_activation`]), with the same formulas, forward and
+/// backward, as the layer it replaces ([`Relu`](super::Relu),
+/// [`Sigmoid`](super::Sigmoid), [`Tanh`](super::Tanh)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedActivation {
+    /// max(0, z), as [`Relu`](super::Relu).
+    Relu,
+    /// 1 / (1 + e^−z), as [`Sigmoid`](super::Sigmoid).
+    Sigmoid,
+    /// tanh z, as [`Tanh`](super::Tanh).
+    Tanh,
+}
+
+impl FusedActivation {
+    /// ∂L/∂z from the output `y` = act(z) and `g` = ∂L/∂y, as the layer's
+    /// backward computes it.
+    #[inline(always)]
+    pub fn backward<T: Float>(self, y: T, g: T) -> T {
+        match self {
+            FusedActivation::Relu => super::relu::relu_backward(y, g),
+            FusedActivation::Sigmoid => g * y * (T::one() - y),
+            FusedActivation::Tanh => g * (T::one() - y * y),
+        }
+    }
+}
+
+/// Evaluates `$body` with `$act` bound to the fused activation's function
+/// (the identity for none), so that each activation gets its own
+/// compiled loop rather than a branch per value.
+macro_rules! with_activation {
+    ($fused:expr, $t:ty, |$act:ident| $body:expr) => {
+        match $fused {
+            None => {
+                let $act = |v: $t| v;
+                $body
+            }
+            Some($crate::layers::convolution::FusedActivation::Relu) => {
+                let $act = $crate::layers::relu::relu::<$t>;
+                $body
+            }
+            Some($crate::layers::convolution::FusedActivation::Sigmoid) => {
+                let $act = <$t as $crate::tensor::Float>::sigmoid;
+                $body
+            }
+            Some($crate::layers::convolution::FusedActivation::Tanh) => {
+                let $act = <$t as $crate::tensor::Float>::tanh_fast;
+                $body
+            }
+        }
+    };
+}
 
 /// The sum of a slice with eight running sums, which the compiler can keep
 /// in one vector register (a single running sum forces one add at a time).
@@ -160,10 +213,10 @@ pub struct Convolution<T> {
     pub stride: usize,
     /// Padding P: zeros on each side of the input.
     pub pad: usize,
-    /// Whether the layer applies the ReLU that follows it (see
-    /// [`Convolution::fuse_relu`]): then `out` is `max(0, conv(x))`, and backward
-    /// first masks `dout` where `out` is 0.
-    fused_relu: bool,
+    /// The activation after it that the layer applies (see
+    /// [`Convolution::fuse_activation`]): then `out` is `act(conv(x))`, and
+    /// backward first passes `dout` through the activation's backward.
+    fused_activation: Option<FusedActivation>,
     /// The max pooling after it that the layer applies (see
     /// [`Convolution::fuse_max_pool`] and `convolution/fused_pool.rs`): then `out`
     /// is the pooled output, and backward takes its `dout`.
@@ -234,7 +287,7 @@ impl<T: Float> Convolution<T> {
             bias,
             stride,
             pad,
-            fused_relu: false,
+            fused_activation: None,
             fused_pool: None,
             pool: None,
             geometry: None,
@@ -263,9 +316,25 @@ impl<T: Float> Convolution<T> {
     /// per value). `false` turns it off again. The network decides when
     /// (`networks/fusion.rs`).
     pub fn fuse_relu(&mut self, fuse: bool) {
-        self.fused_relu = fuse;
+        self.fuse_activation(fuse.then_some(FusedActivation::Relu));
+    }
+
+    /// [`fuse_relu`](Self::fuse_relu) for any [`FusedActivation`]: the
+    /// layer applies it to its own output and passes `dout` through its
+    /// backward first (`None` turns it off). A fused max pooling then pools
+    /// the activated output; its backward is the unfused layers' to the bit
+    /// for a ReLU, and to rounding for the others where pooling windows
+    /// overlap (an input under two windows gets `act'·g₁ + act'·g₂` rather
+    /// than `act'·(g₁ + g₂)`).
+    pub fn fuse_activation(&mut self, activation: Option<FusedActivation>) {
+        self.fused_activation = activation;
         // A forward made before the change would be backpropagated wrongly.
         self.geometry = None;
+    }
+
+    /// The activation fused into the layer, if any.
+    pub fn fused_activation(&self) -> Option<FusedActivation> {
+        self.fused_activation
     }
 
     /// With `pool` given, the layer applies that max pooling to its own

@@ -38,7 +38,7 @@ pub mod tanh;
 pub use affine::{Affine, AffineConfig};
 pub use avg_pooling::AvgPooling;
 pub use batch_norm::{BatchNorm, BatchNormConfig};
-pub use convolution::{Convolution, ConvolutionConfig};
+pub use convolution::{Convolution, ConvolutionConfig, FusedActivation};
 pub use dropout::{Dropout, DropoutConfig};
 pub use global_avg_pooling::GlobalAvgPooling;
 pub use lrn::{LocalResponseNorm, LrnConfig};

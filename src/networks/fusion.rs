@@ -3,27 +3,31 @@
 //! interface ([`Layer`]: forward, backward, params); what is here is the
 //! network's business, decided by looking at which layers it holds.
 //!
-//! **Fusion.** A ReLU straight after a [`Convolution`], and a
-//! [`MaxPooling`] after either of them, are run by the convolution itself:
+//! **Fusion.** An activation (ReLU, sigmoid, tanh) straight after a
+//! [`Convolution`], and a [`MaxPooling`] after the convolution or its
+//! ReLU, are run by the convolution itself:
 //!
 //! ```text
 //! layers:    conv1 → relu1 → pool1 → …          (what the network holds, as in the book)
 //! runs:      conv1 (+ relu1, + pool1) → …       relu1 and pool1 are marked fused_into_previous
 //! ```
 //!
-//! The convolution applies the ReLU and the pooling to each image's output
-//! while it is still in the core's cache ([`Convolution::fuse_relu`],
+//! The convolution applies the activation and the pooling to each image's
+//! output while it is still in the core's cache ([`Convolution::fuse_activation`],
 //! [`Convolution::fuse_max_pool`]), and backward takes the pooled `dout`;
 //! the fused layers are skipped by [`Network::predict`] and
 //! [`Network::gradient`]. The numbers are the same to the bit; what is saved
 //! is several passes over the largest tensors of the network. The rules,
 //! applied as each layer is pushed (`fuse_at` below):
 //!
-//! - a `Relu` fuses into a `Convolution` straight before it;
+//! - a `Relu`, `Sigmoid` or `Tanh` fuses into a `Convolution` straight
+//!   before it (LeNet-5's sigmoids too);
 //! - a `MaxPooling` fuses into a `Convolution` straight before it, or before
-//!   the ReLU fused into it;
-//! - nothing else fuses (an `AvgPooling`, a ReLU after an `Affine`, a second
-//!   pooling, the [reference layers](crate::layers::reference)).
+//!   the ReLU fused into it (not after a sigmoid or tanh, whose backward
+//!   through overlapping windows would differ from the unfused layers' in
+//!   rounding);
+//! - nothing else fuses (an `AvgPooling`, an activation after an `Affine`,
+//!   a second pooling, the [reference layers](crate::layers::reference)).
 //!
 //! [`Network::set_fusion`] turns it off, and the layers run one by one.
 //!
@@ -38,19 +42,27 @@
 
 use super::{NamedLayer, Network};
 use crate::error::Result;
-use crate::layers::{Affine, Convolution, Layer, MaxPooling, PoolingConfig, Relu};
+use crate::layers::{
+    Affine, Convolution, FusedActivation, Layer, MaxPooling, PoolingConfig, Relu, Sigmoid, Tanh,
+};
 use crate::tensor::{Float, Tensor};
 
 /// A layer that can be fused into the convolution before it.
 enum Fusable {
-    Relu,
+    Activation(FusedActivation),
     MaxPool(PoolingConfig),
 }
 
 impl Fusable {
     fn of<T: Float>(layer: &dyn Layer<T>) -> Option<Self> {
         if layer.is::<Relu<T>>() {
-            return Some(Fusable::Relu);
+            return Some(Fusable::Activation(FusedActivation::Relu));
+        }
+        if layer.is::<Sigmoid<T>>() {
+            return Some(Fusable::Activation(FusedActivation::Sigmoid));
+        }
+        if layer.is::<Tanh<T>>() {
+            return Some(Fusable::Activation(FusedActivation::Tanh));
         }
         let pool = layer.downcast_ref::<MaxPooling<T>>()?;
         Some(Fusable::MaxPool(pool.config.clone()))
@@ -75,7 +87,7 @@ pub(super) fn fuse_at<T: Float>(layers: &mut [NamedLayer<T>], i: usize, on: bool
     // Only fused ReLUs may lie between, and only before a pooling.
     let between = &layers[j + 1..i];
     let allowed = match fusable {
-        Fusable::Relu => between.is_empty(),
+        Fusable::Activation(_) => between.is_empty(),
         Fusable::MaxPool(_) => between.iter().all(|l| l.layer.is::<Relu<T>>()),
     };
     if !allowed {
@@ -85,7 +97,7 @@ pub(super) fn fuse_at<T: Float>(layers: &mut [NamedLayer<T>], i: usize, on: bool
         return;
     };
     match &fusable {
-        Fusable::Relu => conv.fuse_relu(on),
+        Fusable::Activation(act) => conv.fuse_activation(on.then_some(*act)),
         Fusable::MaxPool(config) => conv.fuse_max_pool(on.then_some(config)),
     }
     layers[i].fused_into_previous = on;

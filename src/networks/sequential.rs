@@ -342,8 +342,8 @@ mod tests {
         assert_eq!(one, two);
     }
 
-    /// A ReLU and a max pooling fused into the convolution before them
-    /// change no number: the same scores, loss and gradients, to the bit, as
+    /// An activation and a max pooling fused into the convolution before
+    /// them change no number: the same scores, loss and gradients, to the bit, as
     /// every layer on its own.
     #[test]
     fn fused_layers_give_the_same_numbers() {
@@ -391,7 +391,7 @@ mod tests {
             assert!(maps[0].output.data().iter().any(|&v| v < T::zero()));
             assert!(fused.layers[1].fused_into_previous);
         }
-        let specs: [(&str, &[usize]); 4] = [
+        let specs: [(&str, &[usize]); 5] = [
             (
                 "conv(6,3,pad=1)-relu-conv(5,3,stride=2)-relu-maxpool(2)-affine(8)-relu-affine(4)",
                 &[4],
@@ -405,10 +405,26 @@ mod tests {
             ),
             // The book's 2×2 windows on an even plane, 6×6 → 3×3.
             ("conv(5,2)-relu-maxpool(2)-affine(4)", &[2]),
+            // A sigmoid and a tanh fuse; a pooling after them does not.
+            ("conv(4,3,pad=1)-sigmoid-avgpool(2)-conv(5,2)-tanh-maxpool(2)-affine(4)", &[]),
         ];
         for (spec, fused_pools) in specs {
             run::<f64>(spec, fused_pools);
             run::<f32>(spec, fused_pools);
         }
+        let lenet_like = build_model::<f32>(
+            specs[4].0,
+            &ModelOptions::default(),
+            [2, 7, 7],
+            4,
+            &mut Rng::new(5),
+        )
+        .unwrap();
+        let fused: Vec<bool> = lenet_like
+            .layers
+            .iter()
+            .map(|l| l.fused_into_previous)
+            .collect();
+        assert_eq!(fused, [false, true, false, false, true, false, false]);
     }
 }

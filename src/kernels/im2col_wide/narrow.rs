@@ -11,6 +11,7 @@
 
 use super::runs::write_padded_row;
 use super::WideGeometry;
+use crate::kernels::vectorize::map_in_place;
 use crate::tensor::Float;
 
 /// `wide: (rows, wide_pixels)` → `out: (rows, OH, OW)`, dropping the junk
@@ -41,10 +42,47 @@ pub fn narrow_planes<'a, T: Float>(
     out: impl IntoIterator<Item = &'a mut [T]>,
     activation: impl Fn(T) -> T,
 ) {
+    narrow_rows(wide, wg, bias, out, activation, |_| {});
+}
+
+/// [`narrow_planes`] for a costly activation (a sigmoid, a tanh): the
+/// values plus bias first, then the activation over each whole plane while
+/// it is in the cache, compiled for the widest vectors the CPU has
+/// ([`map_in_place`]) where an output row (OW values) is too short for
+/// them. The same values, to the bit.
+pub fn narrow_planes_then_map<'a, T: Float>(
+    wide: &[T],
+    wg: &WideGeometry,
+    bias: &[T],
+    out: impl IntoIterator<Item = &'a mut [T]>,
+    activation: impl Fn(T) -> T,
+) {
+    narrow_rows(
+        wide,
+        wg,
+        bias,
+        out,
+        |v| v,
+        |plane| map_in_place(plane, &activation),
+    );
+}
+
+/// Each row of `wide` into its plane as `activation(value + bias)`, then
+/// `then` on the plane.
+#[inline(always)]
+fn narrow_rows<'a, T: Float>(
+    wide: &[T],
+    wg: &WideGeometry,
+    bias: &[T],
+    out: impl IntoIterator<Item = &'a mut [T]>,
+    activation: impl Fn(T) -> T,
+    then: impl Fn(&mut [T]),
+) {
     let g = &wg.g;
     let rows = out.into_iter().zip(wide.chunks_exact(wg.wide_pixels()));
     for ((out_r, wide_r), &b) in rows.zip(bias) {
-        let lines = out_r[..g.out_pixels()]
+        let plane = &mut out_r[..g.out_pixels()];
+        let lines = plane
             .chunks_exact_mut(g.out_w)
             .zip(wide_r.chunks_exact(wg.wide_w));
         for (dst, src) in lines {
@@ -52,6 +90,7 @@ pub fn narrow_planes<'a, T: Float>(
                 *d = activation(v + b);
             }
         }
+        then(plane);
     }
 }
 

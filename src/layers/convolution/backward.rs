@@ -22,23 +22,23 @@
 use super::chunks::BatchChunks;
 use super::fused_pool::{image_out_len, FusedPool};
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
+use super::FusedActivation;
 use super::{sum, weight_grad, Convolution};
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
 use crate::kernels::im2col_wide::{col2im_wide, im2col_wide, unpad_image, widen, WideGeometry};
 use crate::kernels::transpose_into;
 use crate::layers::check_dout;
-use crate::layers::relu::relu_backward;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 
 /// One chunk's slices of the layer's padded input, `dout`, and, with a
-/// fused ReLU, output (to mask `dout` by). With a fused pooling, `dout` and
+/// fused activation, output (for the activation's backward). With a fused pooling, `dout` and
 /// the output are the pooled ones, and `pool` holds the chunk's `arg_max`.
 pub(super) struct ChunkData<'a, T> {
     pub xpad: &'a [T],
     pub dout: &'a [T],
-    pub relu_out: Option<&'a [T]>,
+    pub activation_out: Option<(FusedActivation, &'a [T])>,
     pub pool: Option<(&'a FusedPool, &'a [u32])>,
 }
 
@@ -73,18 +73,21 @@ pub(super) fn backward_chunk<T: Float>(
         .chunks(wg.padded_len())
         .zip(chunk.dout.chunks(out_len));
     for (i, (xpad_n, dout_n)) in images.enumerate() {
-        let relu_out_n = chunk.relu_out.map(|out| &out[i * out_len..][..out_len]);
+        let activation_out_n = chunk
+            .activation_out
+            .map(|(act, out)| (act, &out[i * out_len..][..out_len]));
         // dout_n: (FN, OH, OW), after the fused layers' backward.
-        let dout_n = match (chunk.pool, relu_out_n) {
+        let dout_n = match (chunk.pool, activation_out_n) {
             (Some((pool, arg_max)), _) => {
                 let arg_n = &arg_max[i * out_len..][..out_len];
-                pool.backward(dout_n, relu_out_n, arg_n, planes);
+                pool.backward(dout_n, activation_out_n, arg_n, planes);
                 &planes[..]
             }
-            // The fused ReLU's backward: dout_n where out_n > 0, else 0.
-            (None, Some(out_n)) => {
-                let masked_dout = planes.iter_mut().zip(dout_n).zip(out_n);
-                masked_dout.for_each(|((m, &g), &y)| *m = relu_backward(y, g));
+            // The fused activation's backward (for a ReLU: dout_n where
+            // out_n > 0, else 0).
+            (None, Some((act, out_n))) => {
+                let dz = planes.iter_mut().zip(dout_n).zip(out_n);
+                dz.for_each(|((dz, &g), &y)| *dz = act.backward(y, g));
                 &planes[..]
             }
             (None, None) => dout_n,
@@ -150,7 +153,7 @@ impl<T: Float> Convolution<T> {
         let wg = WideGeometry::new(g);
         resize_scratch(&mut self.scratch, &wg, filters);
         let weight = self.weight.data();
-        let fused_relu = self.fused_relu;
+        let fused_activation = self.fused_activation;
         let scratch = &self.scratch[..];
         // Values of one image's output (and dout): pooled, or the full planes.
         let pool = self.pool.as_ref();
@@ -175,7 +178,7 @@ impl<T: Float> Convolution<T> {
                 let chunk = ChunkData {
                     xpad,
                     dout,
-                    relu_out: fused_relu.then_some(out),
+                    activation_out: fused_activation.map(|act| (act, out)),
                     pool: pool.map(|pool| (pool, arg_max)),
                 };
                 let mut scratch = thread_scratch(scratch);

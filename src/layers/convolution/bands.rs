@@ -34,7 +34,6 @@ use super::forward::{multiply, multiply_and_narrow, ForwardParams};
 use super::fused_pool::FusedPool;
 use super::scratch::{thread_scratch, Scratch};
 use crate::kernels::im2col_wide::{im2col_wide, pad_band, WideGeometry};
-use crate::layers::relu::relu;
 use crate::parallel::team::Team;
 use crate::tensor::Float;
 use std::ops::Range;
@@ -109,11 +108,9 @@ pub(super) fn forward_pooled_image_by_team<T: Float>(
         |band, col, wide, pooled| {
             // wide: (FN, band pixels) = W · col_p
             multiply(band, params.weight, bias.len(), col, wide);
-            if params.fused_relu {
-                pool.values_from_wide(wide, band, bias, relu, pooled);
-            } else {
-                pool.values_from_wide(wide, band, bias, |v| v, pooled);
-            }
+            with_activation!(params.activation, T, |act| {
+                pool.values_from_wide(wide, band, bias, act, pooled)
+            });
         },
     );
 }

@@ -5,12 +5,12 @@
 //! x_n: (C, H, W)  →  xpad_n = pad(x_n)          (C, HP, WP), kept for backward in training
 //! col  = im2col_wide(xpad_n)                    (C·FH·FW, OH·OWW)
 //! wide = W · col                                (FN, OH·OWW)
-//! out_n = relu(narrow(wide) + b)                (FN, OH, OW), the ReLU if fused
+//! out_n = act(narrow(wide) + b)                 (FN, OH, OW), the activation if fused
 //!       → maxpool(out_n)                        (FN, POH, POW), if a pooling is fused
 //! ```
 //!
 //! A fused pooling over the book's 2×2 windows reads `wide` directly
-//! (`FusedPool::forward_from_wide`): the planes `relu(narrow(wide) + b)`
+//! (`FusedPool::forward_from_wide`): the planes `act(narrow(wide) + b)`
 //! are pooled as they are computed, never written.
 //!
 //! The batch runs in parallel chunks of images, each thread in its own
@@ -22,12 +22,13 @@ use super::bands;
 use super::fused_pool::{image_out_len, FusedPool};
 use super::grouped;
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
-use super::Convolution;
+use super::{Convolution, FusedActivation};
 use crate::error::Result;
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
-use crate::kernels::im2col_wide::{im2col_wide, narrow_planes, pad_image, WideGeometry};
+use crate::kernels::im2col_wide::{
+    im2col_wide, narrow_planes, narrow_planes_then_map, pad_image, WideGeometry,
+};
 use crate::layers::pooling::values_only;
-use crate::layers::relu::relu;
 use crate::parallel::team::run_in_team;
 use crate::tensor::{Float, Tensor};
 use rayon::iter::Either;
@@ -73,7 +74,7 @@ impl<T: Float> Convolution<T> {
         let params = ForwardParams {
             weight: self.weight.data(),
             bias: self.bias.data(),
-            fused_relu: self.fused_relu,
+            activation: self.fused_activation,
         };
         let scratch = &self.scratch[..];
         let out = self.out.data_mut();
@@ -152,14 +153,14 @@ impl<T: Float> Convolution<T> {
 }
 
 /// What each image's forward needs of the layer: its parameters, and
-/// whether the ReLU after it is fused.
+/// the activation fused into it.
 #[derive(Clone, Copy)]
 pub(super) struct ForwardParams<'a, T> {
     /// W: (FN, C·FH·FW)
     pub weight: &'a [T],
     /// b: (FN)
     pub bias: &'a [T],
-    pub fused_relu: bool,
+    pub activation: Option<FusedActivation>,
 }
 
 /// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`,
@@ -179,7 +180,7 @@ fn forward_image<T: Float>(
     let ForwardParams {
         weight,
         bias,
-        fused_relu,
+        activation,
     } = params;
     let Scratch {
         xpad,
@@ -200,11 +201,9 @@ fn forward_image<T: Float>(
         // 2×2 windows: pooled as the product is read, with no planes.
         Some((pool, arg_n)) if pool.pools_from_wide() => {
             multiply(wg, weight, bias.len(), col, wide);
-            if fused_relu {
-                pool.forward_from_wide(wide, wg, bias, relu, out_n, arg_n);
-            } else {
-                pool.forward_from_wide(wide, wg, bias, |v| v, out_n, arg_n);
-            }
+            with_activation!(activation, T, |act| {
+                pool.forward_from_wide(wide, wg, bias, act, out_n, arg_n)
+            });
         }
         // Other windows: the planes in this thread's buffer, then pooled.
         Some((pool, arg_n)) => {
@@ -231,8 +230,8 @@ pub(super) fn optional_chunks<T: Send>(
 /// The rest of a forward once `col` is unrolled (for the whole image, or a
 /// band of its rows: `wg`'s pixels): `wide: (FN, wide_pixels) = W · col`
 /// ([`multiply`]), then each filter's plane of `out_planes` = its row of
-/// `wide` without the junk columns + b, through the fused ReLU if there is
-/// one.
+/// `wide` without the junk columns + b, through the fused activation if
+/// there is one.
 pub(super) fn multiply_and_narrow<'a, T: Float>(
     wg: &WideGeometry,
     params: ForwardParams<'_, T>,
@@ -242,10 +241,16 @@ pub(super) fn multiply_and_narrow<'a, T: Float>(
 ) {
     let bias = params.bias;
     multiply(wg, params.weight, bias.len(), col, wide);
-    if params.fused_relu {
-        narrow_planes(wide, wg, bias, out_planes, relu);
-    } else {
-        narrow_planes(wide, wg, bias, out_planes, |v| v);
+    match params.activation {
+        Some(FusedActivation::Sigmoid) => {
+            narrow_planes_then_map(wide, wg, bias, out_planes, T::sigmoid)
+        }
+        Some(FusedActivation::Tanh) => {
+            narrow_planes_then_map(wide, wg, bias, out_planes, T::tanh_fast)
+        }
+        cheap => with_activation!(cheap, T, |act| {
+            narrow_planes(wide, wg, bias, out_planes, act)
+        }),
     }
 }
 

@@ -22,11 +22,17 @@
 //! the product on the wide grid directly, adding the bias and applying the
 //! ReLU to each value as it is read, so the full-size planes are never
 //! written at all.
+//!
+//! The activation fused before the pooling may also be a sigmoid or a tanh
+//! (`Convolution::fuse_activation`): the forward is then the same to the
+//! bit, and so is backward unless the windows overlap (see there). The
+//! network fuses a pooling only after a ReLU or no activation
+//! (`networks/fusion.rs`).
 
+use super::FusedActivation;
 use crate::kernels::im2col::ConvGeometry;
 use crate::kernels::im2col_wide::WideGeometry;
 use crate::layers::pooling::{is_2x2, max_pool_2x2, max_pool_2x2_values, pool_plane, unpool_plane};
-use crate::layers::relu::relu_backward;
 use crate::tensor::Float;
 
 /// The fused pooling's window over one output plane of the convolution.
@@ -118,12 +124,12 @@ impl FusedPool {
     }
 
     /// `dout_n: (FN, POH, POW)` → `dplanes: (FN, OH, OW)`, the pooling's
-    /// backward, then the fused ReLU's when its pooled output `relu_out_n`
-    /// is given.
+    /// backward, then the fused activation's when it is given with its
+    /// pooled output.
     pub fn backward<T: Float>(
         &self,
         dout_n: &[T],
-        relu_out_n: Option<&[T]>,
+        activation_out_n: Option<(FusedActivation, &[T])>,
         arg_n: &[u32],
         dplanes: &mut [T],
     ) {
@@ -133,11 +139,11 @@ impl FusedPool {
             .chunks_exact(out_plane)
             .zip(dout_n.chunks_exact(out_plane));
         for (p, (dx_p, (arg_p, dout_p))) in planes.zip(pooled).enumerate() {
-            match relu_out_n {
-                Some(out) => {
+            match activation_out_n {
+                Some((act, out)) => {
                     let out_p = &out[p * out_plane..][..out_plane];
-                    let masked = dout_p.iter().zip(out_p).map(|(&g, &y)| relu_backward(y, g));
-                    unpool_plane(dx_p, arg_p, masked);
+                    let dz = dout_p.iter().zip(out_p).map(|(&g, &y)| act.backward(y, g));
+                    unpool_plane(dx_p, arg_p, dz);
                 }
                 None => unpool_plane(dx_p, arg_p, dout_p.iter().copied()),
             }

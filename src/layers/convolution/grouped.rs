@@ -24,7 +24,7 @@ use super::forward::ForwardParams;
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
 use crate::kernels::gemv::dots_into;
 use crate::kernels::im2col::ConvGeometry;
-use crate::layers::relu::relu;
+use crate::kernels::vectorize::map_in_place;
 use crate::parallel::team::run_in_team;
 use crate::tensor::Float;
 
@@ -44,7 +44,6 @@ pub(super) fn forward_images<T: Float>(
 ) {
     let (k, filters) = (g.image_len(), params.bias.len());
     let n = x_chunk.len() / k;
-    let activate = |o: T| if params.fused_relu { relu(o) } else { o };
     if n == 1 {
         let out = &mut out_chunk[..filters];
         let (w, x) = (&params.weight[..filters * k], &x_chunk[..k]);
@@ -63,21 +62,20 @@ pub(super) fn forward_images<T: Float>(
         if !by_team {
             dots_into(out, w, x);
         }
-        for (o, &b) in out.iter_mut().zip(params.bias) {
-            *o = activate(*o + b);
-        }
-        return;
+    } else {
+        matmul(
+            MatMut::new(&mut out_chunk[..n * filters], n, filters),
+            MatRef::new(&x_chunk[..n * k], n, k),
+            MatRef::new(&params.weight[..filters * k], filters, k).t(),
+            false,
+            false,
+        );
     }
-    matmul(
-        MatMut::new(&mut out_chunk[..n * filters], n, filters),
-        MatRef::new(&x_chunk[..n * k], n, k),
-        MatRef::new(&params.weight[..filters * k], filters, k).t(),
-        false,
-        false,
-    );
-    for row in out_chunk.chunks_exact_mut(filters) {
-        for (o, &b) in row.iter_mut().zip(params.bias) {
-            *o = activate(*o + b);
-        }
+    let out = &mut out_chunk[..n * filters];
+    for row in out.chunks_exact_mut(filters) {
+        row.iter_mut().zip(params.bias).for_each(|(o, &b)| *o += b);
+    }
+    if params.activation.is_some() {
+        with_activation!(params.activation, T, |act| map_in_place(out, act));
     }
 }

@@ -154,18 +154,69 @@ fn gradients_match_numerical() {
 }
 
 #[test]
-fn fused_relu_gradients_match_numerical() {
-    let mut rng = Rng::new(4);
-    let mut conv = small_convolution(1, 1, 0.5, &mut rng);
-    conv.fuse_relu(true);
-    let x = Tensor::from_vec(&[2, 2, 4, 4], (0..64).map(|_| rng.normal()).collect()).unwrap();
-    let out = conv.forward(&x, false).unwrap();
-    assert!(out.data().iter().all(|&v| v >= 0.0));
-    assert!(out.data().contains(&0.0) && out.data().iter().any(|&v| v > 0.0));
-    let report = check_layer(&mut conv, &[2, 2, 4, 4], 4).unwrap();
-    assert_eq!(report.len(), 3);
-    for (name, err) in report {
-        assert!(err <= 1e-6, "{name} {err}");
+fn every_fused_activation_matches_the_layers_and_the_numerical_gradient() {
+    use crate::layers::{FusedActivation, MaxPooling, PoolingConfig, Relu, Sigmoid, Tanh};
+    let overlapping = PoolingConfig {
+        size: 3,
+        stride: 2,
+        pad: 1,
+    };
+    for act in [
+        FusedActivation::Relu,
+        FusedActivation::Sigmoid,
+        FusedActivation::Tanh,
+    ] {
+        for pool in [None, Some(&overlapping)] {
+            let mut rng = Rng::new(4);
+            let mut conv = small_convolution(1, 1, 0.5, &mut rng);
+            let values = (0..64).map(|_| rng.normal()).collect();
+            let x = Tensor::from_vec(&[2, 2, 4, 4], values).unwrap();
+            let mut layer: Box<dyn Layer<f64>> = match act {
+                FusedActivation::Relu => Box::new(Relu::new()),
+                FusedActivation::Sigmoid => Box::new(Sigmoid::new()),
+                FusedActivation::Tanh => Box::new(Tanh::new()),
+            };
+            let mut max_pool = pool.map(MaxPooling::new);
+            // Layer by layer.
+            let mut want = conv.forward(&x, true).unwrap().clone();
+            want = layer.forward(&want, true).unwrap().clone();
+            if let Some(p) = max_pool.as_mut() {
+                want = p.forward(&want, true).unwrap().clone();
+            }
+            let dout_values = (0..want.len()).map(|_| rng.normal()).collect();
+            let dout = Tensor::from_vec(want.shape(), dout_values).unwrap();
+            let mut d = dout.clone();
+            if let Some(p) = max_pool.as_mut() {
+                d = p.backward(&d).unwrap().clone();
+            }
+            d = layer.backward(&d).unwrap().clone();
+            let want_dx = conv.backward(&d).unwrap().clone();
+            let want_dw = conv.grad_weight.clone();
+            // Fused.
+            conv.fuse_activation(Some(act));
+            conv.fuse_max_pool(pool);
+            assert_eq!(conv.fused_activation(), Some(act));
+            assert_eq!(conv.forward(&x, true).unwrap(), &want, "{act:?} {pool:?}");
+            assert_eq!(conv.forward(&x, false).unwrap(), &want, "{act:?} {pool:?}");
+            conv.forward(&x, true).unwrap();
+            let dx = conv.backward(&dout).unwrap().clone();
+            let close = |a: &Tensor<f64>, b: &Tensor<f64>| {
+                a.data()
+                    .iter()
+                    .zip(b.data())
+                    .all(|(a, b)| (a - b).abs() <= 1e-14)
+            };
+            assert!(close(&dx, &want_dx), "{act:?} {pool:?}: dx");
+            assert!(close(&conv.grad_weight, &want_dw), "{act:?} {pool:?}: dW");
+            // (check_layer takes `output_shape`'s dout: the unpooled one.)
+            if pool.is_none() {
+                let report = check_layer(&mut conv, &[2, 2, 4, 4], 4).unwrap();
+                assert_eq!(report.len(), 3);
+                for (name, err) in report {
+                    assert!(err <= 1e-6, "{act:?}: {name} {err}");
+                }
+            }
+        }
     }
 }
 
