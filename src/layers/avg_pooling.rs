@@ -29,8 +29,13 @@ use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::kernels::im2col::ConvGeometry;
 use crate::networks::spec::LayerSpec;
+use crate::parallel::team::run_in_team;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
+
+/// Input values from which one image's planes are shared out in a batch-1
+/// team.
+const TEAM_MIN_VALUES: usize = 1 << 12;
 
 /// One plane's windows, any size, stride and padding: the definition.
 fn avg_pool_plane<T: Float>(
@@ -154,18 +159,39 @@ impl<T: Float> Layer<T> for AvgPooling<T> {
         // count_include_pad: always the full window.
         let inv = T::one() / T::cast((g.filter_h * g.filter_w) as f64);
         self.out.resize(&[n, c, g.out_h, g.out_w]);
-        self.out
-            .data_mut()
-            .par_chunks_mut(g.out_pixels())
-            .zip(x.data().par_chunks(h * w))
-            .with_min_len(planes_per_task(h * w))
-            .for_each(|(out_p, x_p)| {
-                if is_2x2(&g) {
-                    avg_pool_2x2(x_p, w, inv, out_p, g.out_w)
-                } else {
-                    avg_pool_plane(x_p, &g, h, w, inv, out_p)
-                }
+        let out_plane = g.out_pixels();
+        let pool_plane = |x_p: &[T], out_p: &mut [T]| {
+            if is_2x2(&g) {
+                avg_pool_2x2(x_p, w, inv, out_p, g.out_w)
+            } else {
+                avg_pool_plane(x_p, &g, h, w, inv, out_p)
+            }
+        };
+        // Fewer images than threads (inference at batch 1): half the planes
+        // to each member of the team, if one is running and the planes are
+        // worth more than handing them over (LeNet-5's 6×28×28 are, its
+        // 16×10×10 are not).
+        let planes = n * c;
+        let by_team = planes >= 2
+            && x.len() >= TEAM_MIN_VALUES
+            && run_in_team(n, |team| {
+                let half = planes / 2;
+                let outs = self.out.data_mut().split_at_mut(half * out_plane);
+                let xs = x.data().split_at(half * h * w);
+                team.run_parts([(outs.0, xs.0), (outs.1, xs.1)], |_, (out, x)| {
+                    for (out_p, x_p) in out.chunks_mut(out_plane).zip(x.chunks(h * w)) {
+                        pool_plane(x_p, out_p);
+                    }
+                });
             });
+        if !by_team {
+            self.out
+                .data_mut()
+                .par_chunks_mut(out_plane)
+                .zip(x.data().par_chunks(h * w))
+                .with_min_len(planes_per_task(h * w))
+                .for_each(|(out_p, x_p)| pool_plane(x_p, out_p));
+        }
         self.input_shape.clear();
         self.input_shape.extend_from_slice(x.shape());
         Ok(&self.out)
@@ -230,6 +256,32 @@ mod tests {
             3., 3., 4., 4.,
         ];
         assert_eq!(pool.backward(&dout).unwrap().data(), want);
+    }
+
+    #[test]
+    fn one_image_in_a_team_gives_the_same_planes() {
+        let mut rng = Rng::new(6);
+        // 5 planes: the members take 2 and 3.
+        let x: Vec<f32> = (0..5 * 900).map(|_| rng.normal() as f32).collect();
+        let x = Tensor::from_vec(&[1, 5, 30, 30], x).unwrap();
+        assert!(x.len() >= TEAM_MIN_VALUES);
+        for size in [2, 3] {
+            let config = PoolingConfig {
+                size,
+                stride: 2,
+                pad: 1,
+            };
+            let mut pool = AvgPooling::<f32>::new(&config);
+            let alone = pool.forward(&x, false).unwrap().clone();
+            let in_team =
+                crate::parallel::team::with_team(|| pool.forward(&x, false).unwrap().clone());
+            assert_eq!(alone, in_team);
+            let g = config.geometry("AvgPooling", x.shape()).unwrap();
+            let mut plane = vec![0.0; g.out_pixels()];
+            let last = &x.data()[4 * 900..];
+            avg_pool_plane(last, &g, 30, 30, 1.0 / (size * size) as f32, &mut plane);
+            assert_eq!(&alone.data()[4 * g.out_pixels()..], &plane[..]);
+        }
     }
 
     #[test]
