@@ -858,6 +858,27 @@ fn external_data_is_read_from_the_models_folder_and_checked() {
         &model,
         &["tensor 'copy 1'", "tensors share bytes"],
     );
+    // The same through a second name for the file: a link beside it.
+    #[cfg(unix)]
+    {
+        let dir = TempDir::new("onnx-torch-link");
+        let data = "torch-simple.onnx.data";
+        std::fs::copy(fixtures().join(data), dir.join(data)).unwrap();
+        std::os::unix::fs::symlink(dir.join(data), dir.join("alias.data")).unwrap();
+        let mut model = torch_proto("simple");
+        let mut copy = initializer(&mut model, "3.1.weight").clone();
+        copy.name = Some("copy 1".into());
+        for entry in &mut copy.external_data {
+            if entry.key() == "location" {
+                entry.value = Some("alias.data".into());
+            }
+        }
+        model.graph.as_mut().unwrap().initializer.push(copy);
+        let path = dir.join("torch-simple.onnx");
+        std::fs::write(&path, model.encode_to_vec()).unwrap();
+        let e = import_file(&path).err().expect("refused").to_string();
+        assert!(e.contains("tensors share bytes"), "{e}");
+    }
 }
 
 /// The exporter's `Reshape` (allowzero 1) and `ReduceMean` over H and W

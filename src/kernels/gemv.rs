@@ -12,7 +12,8 @@
 //! `layers/affine.rs`).
 //!
 //! Up to 128 columns go in one pass down W's rows, their sums held in
-//! registers. A pass loads a whole block (a multiple of 16 columns) from
+//! registers (for f32 with AVX-512: 8 of its 32; narrower vectors or f64
+//! may spill some to the stack). A pass loads a whole block (a multiple of 16 columns) from
 //! every row: where the block is wider than the columns asked for, it reads
 //! on into the next row, and those lanes' sums are thrown away. The last
 //! rows, where such a load would run past the end of W, go one value at a
@@ -297,6 +298,21 @@ mod tests {
             let mut plain = vec![f32::NAN; m];
             dots_plain(&mut plain, &w, &x);
             assert_eq!(want, plain, "{m}×{d}");
+            #[cfg(target_arch = "x86_64")]
+            for (has, wide_dots) in [
+                (
+                    std::arch::is_x86_feature_detected!("avx512f"),
+                    wide::dots_avx512::<f32> as unsafe fn(&mut [f32], &[f32], &[f32]),
+                ),
+                (std::arch::is_x86_feature_detected!("avx2"), wide::dots_avx2),
+            ] {
+                if has {
+                    let mut wide_out = vec![f32::NAN; m];
+                    // SAFETY: the feature was detected.
+                    unsafe { wide_dots(&mut wide_out, &w, &x) };
+                    assert_eq!(want, wide_out, "{m}×{d}");
+                }
+            }
         }
     }
 

@@ -71,7 +71,8 @@ pub struct Affine<T> {
     /// before a training forward.
     input_shape: Vec<usize>,
     out: Tensor<T>,
-    /// Partial products of a forward split along D (see [`k_parts`]).
+    /// Partial products of a forward split along D (see [`k_parts`] and,
+    /// for one image, [`forward_one_image`]).
     partial_out: Vec<T>,
     dx: Tensor<T>,
 }
@@ -83,10 +84,12 @@ pub struct Affine<T> {
 /// on the thread count), which keeps results reproducible.
 ///
 /// ```text
-/// fc1 at batch 100: k_parts(100, 4320, 100) = 8;  at batch 1: 1
+/// fc1 at batch 100: k_parts(100, 4320, 100) = 8;  at batch 2: 1
 /// ```
+///
+/// (One image never comes here: see [`forward_one_image`].)
 fn k_parts(n: usize, d: usize, m: usize) -> usize {
-    // Small products (a batch of one) are not worth a parallel split.
+    // Small products (a few images) are not worth a rayon split.
     if d >= 1024 && n * m <= 1 << 16 && n * d * m >= 1 << 22 {
         (d / 512).min(8)
     } else {
@@ -384,7 +387,10 @@ mod tests {
             .for_each(|b| *b = rng.normal() as f32);
         let x = Tensor::from_vec(&[1, d], (0..d).map(|_| rng.normal() as f32).collect()).unwrap();
         let alone = fc.forward(&x, false).unwrap().clone();
-        let in_team = crate::parallel::team::with_team(|| fc.forward(&x, false).unwrap().clone());
+        // A pool of two threads, so that the team has its helper.
+        let in_team = crate::parallel::team::test_pool(2).install(|| {
+            crate::parallel::team::with_team(|| fc.forward(&x, false).unwrap().clone())
+        });
         assert_eq!(alone.data(), in_team.data());
         let (w, b) = (fc.weight.data(), fc.bias.data());
         for (j, &got) in alone.data().iter().enumerate() {

@@ -273,8 +273,10 @@ mod tests {
             };
             let mut pool = AvgPooling::<f32>::new(&config);
             let alone = pool.forward(&x, false).unwrap().clone();
-            let in_team =
-                crate::parallel::team::with_team(|| pool.forward(&x, false).unwrap().clone());
+            // A pool of two threads, so that the team has its helper.
+            let in_team = crate::parallel::team::test_pool(2).install(|| {
+                crate::parallel::team::with_team(|| pool.forward(&x, false).unwrap().clone())
+            });
             assert_eq!(alone, in_team);
             let g = config.geometry("AvgPooling", x.shape()).unwrap();
             let mut plane = vec![0.0; g.out_pixels()];

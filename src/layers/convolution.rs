@@ -19,8 +19,8 @@
 //! - one image (inference at batch 1) is shared between two threads
 //!   (`convolution/bands.rs`);
 //! - at inference, a filter as large as its input (LeNet-5's C5, a 1×1
-//!   output) multiplies all the images at once, like an affine layer
-//!   (`convolution/grouped.rs`).
+//!   output) multiplies all the images at once, like an affine layer, and
+//!   one image by dot products (`convolution/grouped.rs`).
 //!
 //! The rest of this page explains each of these.
 //!
@@ -315,6 +315,9 @@ impl<T: Float> Convolution<T> {
     /// otherwise read and write the whole output twice for one comparison
     /// per value). `false` turns it off again. The network decides when
     /// (`networks/fusion.rs`).
+    ///
+    /// `fuse_relu(false)` turns off whatever activation is fused, a sigmoid
+    /// or tanh too.
     pub fn fuse_relu(&mut self, fuse: bool) {
         self.fuse_activation(fuse.then_some(FusedActivation::Relu));
     }

@@ -119,8 +119,8 @@ pub(super) fn backward_params_only<T: Float>(
 }
 
 impl<T: Float> Network<T> {
-    /// Turns the fusion of each ReLU and max pooling into the convolution
-    /// before it on or off (it is on for a new network). Off, every layer
+    /// Turns the fusion of each activation and max pooling into the
+    /// convolution before it on or off (it is on for a new network). Off, every layer
     /// runs on its own, as in the book; the results are the same either
     /// way (see [`fusion`](self)).
     pub fn set_fusion(&mut self, on: bool) {

@@ -2,8 +2,8 @@
 //! forward and backward timed separately (`convnet bench --layers`). The
 //! step is the same as [`Network::gradient`], the inference the same as
 //! [`Network::predict`] (in a team below one image per thread); only clocks
-//! are added between the layers. A ReLU or max pooling fused into the
-//! convolution before it shows 0: its time is the convolution's.
+//! are added between the layers. An activation or max pooling fused into
+//! the convolution before it shows 0: its time is the convolution's.
 //!
 //! ```
 //! use convnet::networks::{simple_convnet, SimpleConvNetConfig};

@@ -10,10 +10,10 @@
 //! Each layer has a name (`conv1`, `relu1`, `pool1`, `fc1`, …); a parameter
 //! is named `layer.weight` or `layer.bias`.
 //!
-//! A ReLU pushed straight after a convolution is *fused* into it: the
-//! convolution applies the ReLU to its own output (and its backward to its
-//! `dout`), and the ReLU layer is skipped. A max pooling after them is fused
-//! too: the convolution pools each image's output while it is still in the
+//! A ReLU, sigmoid or tanh pushed straight after a convolution is *fused*
+//! into it: the convolution applies the activation to its own output (and
+//! its backward to its `dout`), and the activation layer is skipped. A max
+//! pooling after the convolution or its ReLU is fused too: the convolution pools each image's output while it is still in the
 //! core's cache. The numbers are the same to the bit; what is saved is
 //! several passes over the largest tensors of the network. The rules are in
 //! [`fusion`]; [`Network::set_fusion`] turns it off.
@@ -70,8 +70,8 @@ pub struct Network<T> {
     /// Softmax-with-Loss (book §5.6.3), which [`loss`](Self::loss) and
     /// [`gradient`](Self::gradient) put after the last layer.
     pub loss_layer: SoftmaxWithLoss<T>,
-    /// Whether a ReLU and a max pooling after a convolution are fused into
-    /// it (the default; see [`fusion`]).
+    /// Whether an activation and a max pooling after a convolution are
+    /// fused into it (the default; see [`fusion`]).
     pub(super) fusion: bool,
 }
 

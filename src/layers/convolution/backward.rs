@@ -13,7 +13,7 @@
 //! Where `weight_grad.rs` applies (stride 1 on the wide grid, FW·C a
 //! multiple of 16), `dW` is computed from a channels-last copy of the
 //! padded image instead, with no `col` at all.
-//! With a fused ReLU or max pooling, `dout_n` first goes back through them
+//! With a fused activation or max pooling, `dout_n` first goes back through them
 //! (the pooled `dout` into the full planes, `fused_pool.rs`).
 //!
 //! The chunks' partial sums of `dW` and `db` are added in a fixed order, so

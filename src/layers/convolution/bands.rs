@@ -7,7 +7,7 @@
 //! member p, for its rows:
 //!   xpad_p = pad_band(x_n)                (C, rows·S − S + FH, WP)
 //!   col_p  = im2col_wide(xpad_p)          (C·FH·FW, rows·OWW)
-//!   out_n[:, rows, :] = W · col_p + b     through the fused ReLU, if any
+//!   out_n[:, rows, :] = W · col_p + b     through the fused activation, if any
 //! ```
 //!
 //! A band is a convolution of its own ([`WideGeometry::band`]): the padded

@@ -164,7 +164,7 @@ pub(super) struct ForwardParams<'a, T> {
 }
 
 /// One image through the layer, `x_n: (C, H, W)` → `out_n: (FN, OH, OW)`,
-/// through the fused ReLU if there is one, and the fused pooling if one is
+/// through the fused activation if there is one, and the fused pooling if one is
 /// given (with the image's slice of `arg_max`): `out_n: (FN, POH, POW)`.
 /// The padded image goes to `kept_xpad` when given (a training forward),
 /// else to the thread's own buffer.

@@ -1,5 +1,7 @@
 //! A max pooling fused into the convolution before it (book §7.4.4): the
-//! network's `conv → relu → pool` run as one layer, image by image.
+//! network's `conv → relu → pool` run as one layer, image by image (the
+//! ReLU's place may be empty, or, through `Convolution::fuse_activation`,
+//! a sigmoid or tanh: see the end of this page).
 //!
 //! ```text
 //! forward, per image:   planes = relu(W · col + b)      (FN, OH, OW), in the thread's cache

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! x: (N, C·H·W) as it is       W: (FN, C·H·W)
-//! out = x · Wᵀ + b             (N, FN) = (N, FN, 1, 1), then the fused ReLU
+//! out = x · Wᵀ + b             (N, FN) = (N, FN, 1, 1), then the fused activation
 //! ```
 //!
 //! One image (inference at batch 1) is FN dot products of its C·H·W
@@ -49,7 +49,7 @@ pub(super) fn forward_images<T: Float>(
         let (w, x) = (&params.weight[..filters * k], &x_chunk[..k]);
         // In a batch-1 team, each member takes half of the filters (each
         // dot product is the same on either).
-        let split = filters / 8 * 4;
+        let split = filters / 2;
         let (first, second) = out.split_at_mut(split);
         let mut parts = Some([first, second]);
         let by_team = split > 0

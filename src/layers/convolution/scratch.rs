@@ -19,7 +19,7 @@ pub(super) struct Scratch<T> {
     /// dcol: (C·FH·FW, OH·OWW)
     pub dcol: Vec<T>,
     /// One image's output planes (FN, OH, OW): before the fused pooling in
-    /// forward; `dout` after the fused ReLU's (and pooling's) backward.
+    /// forward; `dout` after the fused activation's (and pooling's) backward.
     pub planes: Vec<T>,
 }
 

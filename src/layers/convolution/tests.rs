@@ -95,8 +95,10 @@ fn forward_matches_the_definition() {
 #[test]
 fn a_filter_as_large_as_the_input_matches_the_definition() {
     // LeNet-5's C5 shape, smaller: 9 filters of 3×5×5 over 3×5×5 images,
-    // with and without the fused ReLU; inference multiplies all the images
-    // at once (grouped.rs), training image by image.
+    // with each fused activation or none; inference multiplies all the
+    // images at once (grouped.rs) or, for one, takes dot products; training
+    // goes image by image.
+    use crate::layers::FusedActivation;
     let mut rng = Rng::new(12);
     let config = ConvolutionConfig {
         in_channels: 3,
@@ -106,13 +108,19 @@ fn a_filter_as_large_as_the_input_matches_the_definition() {
         pad: 0,
         init: Init::Std(1.0),
     };
-    for relu in [false, true] {
+    let activations = [
+        None,
+        Some(FusedActivation::Relu),
+        Some(FusedActivation::Sigmoid),
+        Some(FusedActivation::Tanh),
+    ];
+    for act in activations {
         let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
         conv.bias
             .data_mut()
             .iter_mut()
             .for_each(|b| *b = rng.normal());
-        conv.fuse_relu(relu);
+        conv.fuse_activation(act);
         // Nine images (one product) and one (dot products).
         for n in [9, 1] {
             let x = Tensor::from_vec(&[n, 3, 5, 5], (0..n * 75).map(|_| rng.normal()).collect())
@@ -120,20 +128,26 @@ fn a_filter_as_large_as_the_input_matches_the_definition() {
             let g = conv.geometry_for(x.shape()).unwrap().0;
             assert!(grouped::applies(&g, n) && !grouped::applies(&g, 0));
             let mut want = direct_convolution(&x, &conv);
-            if relu {
-                want.iter_mut().for_each(|v| *v = v.max(0.0));
+            for v in want.iter_mut() {
+                *v = match act {
+                    None => *v,
+                    Some(FusedActivation::Relu) => v.max(0.0),
+                    Some(FusedActivation::Sigmoid) => 1.0 / (1.0 + (-*v).exp()),
+                    Some(FusedActivation::Tanh) => v.tanh(),
+                };
             }
             let inferred = conv.forward(&x, false).unwrap().clone();
             assert_eq!(inferred.shape(), &[n, 9, 1, 1]);
-            // A batch-1 team shares the filters out: the same bits.
-            let in_team =
-                crate::parallel::team::with_team(|| conv.forward(&x, false).unwrap().clone());
+            // A batch-1 team (two threads) shares the filters out: the same bits.
+            let in_team = crate::parallel::team::test_pool(2).install(|| {
+                crate::parallel::team::with_team(|| conv.forward(&x, false).unwrap().clone())
+            });
             assert_eq!(inferred.data(), in_team.data());
             let trained = conv.forward(&x, true).unwrap();
             for ((a, t), w) in inferred.data().iter().zip(trained.data()).zip(&want) {
                 assert!(
                     (a - w).abs() < 1e-12 && (t - w).abs() < 1e-12,
-                    "{a} {t} {w}"
+                    "{act:?}: {a} {t} {w}"
                 );
             }
         }

@@ -4,7 +4,7 @@
 use super::{dims_of, is_external};
 use crate::error::{Error, Result};
 use crate::onnx::proto::{tensor_proto::DataType, ModelProto};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path};
@@ -22,8 +22,10 @@ pub(super) fn load(model: &mut ModelProto, folder: &Path, source: &str) -> Resul
         return Ok(());
     };
     let mut files: HashMap<String, (File, u64)> = HashMap::new();
-    // Bytes read so far, and the sizes of the files opened so far.
+    // Bytes read so far, and the sizes of the files opened so far, each
+    // file counted once however many names it is opened by.
     let (mut loaded, mut files_len) = (0u64, 0u64);
+    let mut counted: HashSet<String> = HashSet::new();
     for t in graph.initializer.iter_mut().filter(|t| is_external(t)) {
         let name = t.name().to_string();
         let bad = |what: String| Error::Data(format!("{source}: tensor '{name}': {what}"));
@@ -86,7 +88,9 @@ pub(super) fn load(model: &mut ModelProto, folder: &Path, source: &str) -> Resul
                     ))
                 })?;
                 let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-                files_len = files_len.saturating_add(len);
+                if counted.insert(file_identity(&file, &path).map_err(|e| Error::io(&path, e))?) {
+                    files_len = files_len.saturating_add(len);
+                }
                 e.insert((file, len))
             }
         };
@@ -110,4 +114,21 @@ pub(super) fn load(model: &mut ModelProto, folder: &Path, source: &str) -> Resul
         t.data_location = None;
     }
     Ok(())
+}
+
+/// One name per file on the disk, whatever it was opened by: two names for
+/// one file (a link, a case variant) must not count its bytes twice.
+fn file_identity(file: &File, path: &Path) -> std::io::Result<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let _ = path;
+        let meta = file.metadata()?;
+        Ok(format!("{}:{}", meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        std::fs::canonicalize(path).map(|p| p.display().to_string())
+    }
 }
