@@ -29,7 +29,7 @@
 //! assert_eq!(out, [9.5, 12.5, 15.5]);
 //! ```
 
-use super::reduce::LANES;
+use super::reduce::{add_lanes, LANES};
 use crate::tensor::Float;
 
 /// Columns summed in one pass down the rows.
@@ -104,18 +104,7 @@ fn dot_block<T: Float, const ROWS: usize>(w: &[T], x: &[T]) -> [T; ROWS] {
             lanes[k] += w[r * d + i] * x[i];
         }
     }
-    lanes.map(|mut lanes| {
-        // The tree of `reduce::lane_sum_by`.
-        let mut width = LANES / 2;
-        while width > 0 {
-            for k in 0..width {
-                let upper = lanes[k + width];
-                lanes[k] += upper;
-            }
-            width /= 2;
-        }
-        lanes[0]
-    })
+    lanes.map(add_lanes)
 }
 
 #[inline(always)]

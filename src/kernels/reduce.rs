@@ -37,7 +37,13 @@ pub fn lane_sum_by<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
     for (k, (&x, &y)) in a_tail.iter().zip(b_tail).enumerate() {
         lanes[k] += f(x, y);
     }
-    // Fixed pairwise tree: lanes k and k + width, halving the width.
+    add_lanes(lanes)
+}
+
+/// The partial sums of [`lane_sum_by`] added in its fixed pairwise tree:
+/// lanes k and k + width, halving the width.
+#[inline]
+pub fn add_lanes<T: Float>(mut lanes: [T; LANES]) -> T {
     let mut width = LANES / 2;
     while width > 0 {
         for k in 0..width {
