@@ -30,7 +30,7 @@ use crate::init::Init;
 use crate::kernels::gemm::{matmul, matmul_split_k, MatMut, MatRef};
 use crate::kernels::gemv::gemv_accumulate;
 use crate::networks::spec::LayerSpec;
-use crate::parallel::team::run_in_team;
+use crate::parallel::team::run_parts_in_team_or_here;
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 
@@ -121,19 +121,10 @@ fn forward_one_image<T: Float>(out: &mut [T], x: &[T], w: &[T], partial: &mut Ve
     let half = d / 2;
     partial.clear();
     partial.resize(m, T::zero());
-    let parts = [&mut *out, &mut partial[..]];
-    let job = |part: usize, out: &mut [T]| {
+    run_parts_in_team_or_here(1, [&mut *out, &mut partial[..]], |part, out| {
         let rows = if part == 0 { 0..half } else { half..d };
         gemv_accumulate(out, &x[rows.clone()], &w[rows.start * m..rows.end * m], m);
-    };
-    let mut parts = Some(parts);
-    let by_team = run_in_team(1, |team| {
-        team.run_parts(parts.take().expect("called once"), job);
     });
-    if let Some([first, second]) = parts.filter(|_| !by_team) {
-        job(0, first);
-        job(1, second);
-    }
     out.iter_mut()
         .zip(partial.iter())
         .for_each(|(o, &p)| *o += p);

@@ -120,6 +120,26 @@ pub fn run_in_team(images: usize, work: impl FnOnce(&Team)) -> bool {
     is_small_batch(images) && with_current_team(|team| team.map(work).is_some())
 }
 
+/// Runs `work(0, parts[0])` and `work(1, parts[1])`: side by side in the
+/// team of the enclosing [`with_team`] when `images` [`is_small_batch`] and
+/// a team is running ([`Team::run_parts`]), else one after the other on
+/// this thread. For work that gives the same result either way (one image
+/// of a layer cut into two halves).
+pub fn run_parts_in_team_or_here<P: Send>(
+    images: usize,
+    parts: [P; 2],
+    work: impl Fn(usize, P) + Sync,
+) {
+    let mut parts = Some(parts);
+    run_in_team(images, |team| {
+        team.run_parts(parts.take().expect("called once"), &work)
+    });
+    if let Some([first, second]) = parts {
+        work(0, first);
+        work(1, second);
+    }
+}
+
 /// Calls `f` with the team of the enclosing [`with_team`], or `None`.
 pub fn with_current_team<R>(f: impl FnOnce(Option<&Team>) -> R) -> R {
     let team = CURRENT.with(|current| current.get());

@@ -25,7 +25,7 @@ use crate::kernels::gemm::{matmul, MatMut, MatRef};
 use crate::kernels::gemv::dots_into;
 use crate::kernels::im2col::ConvGeometry;
 use crate::kernels::vectorize::map_in_place;
-use crate::parallel::team::run_in_team;
+use crate::parallel::team::run_parts_in_team_or_here;
 use crate::tensor::Float;
 
 /// Whether inference over `n` images takes this route: each filter covers
@@ -47,21 +47,15 @@ pub(super) fn forward_images<T: Float>(
     if n == 1 {
         let out = &mut out_chunk[..filters];
         let (w, x) = (&params.weight[..filters * k], &x_chunk[..k]);
-        // In a batch-1 team, each member takes half of the filters (each
-        // dot product is the same on either).
+        // In a batch-1 team, each member takes half of the filters; without
+        // one, the two halves run here. Each dot product is the same on
+        // either.
         let split = filters / 2;
         let (first, second) = out.split_at_mut(split);
-        let mut parts = Some([first, second]);
-        let by_team = split > 0
-            && run_in_team(1, |team| {
-                team.run_parts(parts.take().expect("called once"), |part, out| {
-                    let start = if part == 0 { 0 } else { split * k };
-                    dots_into(out, &w[start..start + out.len() * k], x);
-                });
-            });
-        if !by_team {
-            dots_into(out, w, x);
-        }
+        run_parts_in_team_or_here(1, [first, second], |part, out| {
+            let start = if part == 0 { 0 } else { split * k };
+            dots_into(out, &w[start..start + out.len() * k], x);
+        });
     } else {
         matmul(
             MatMut::new(&mut out_chunk[..n * filters], n, filters),
