@@ -170,11 +170,11 @@ impl<T: Float> Layer<T> for AvgPooling<T> {
         // Fewer images than threads (inference at batch 1): half the planes
         // to each member of the team, if one is running and the planes are
         // worth more than handing them over (LeNet-5's 6×28×28 are, its
-        // 16×10×10 are not).
+        // 16×10×10 are not; neither is when the members are distant).
         let planes = n * c;
         let by_team = planes >= 2
             && x.len() >= TEAM_MIN_VALUES
-            && run_in_team(n, |team| {
+            && run_in_team(n, false, |team| {
                 let half = planes / 2;
                 let outs = self.out.data_mut().split_at_mut(half * out_plane);
                 let xs = x.data().split_at(half * h * w);

@@ -335,9 +335,10 @@ impl<T: Float> Layer<T> for MaxPooling<T> {
             pool_plane(x_p, w, &g, values_only, out_p, arg_p)
         };
         // Fewer images than threads (inference at batch 1): half the planes
-        // to each member of the team, if one is running.
+        // to each member of the team, if one is running and its members are
+        // not distant (then, handing the planes over costs more).
         let by_team = planes >= 2
-            && run_in_team(n, |team| {
+            && run_in_team(n, false, |team| {
                 let half = planes / 2;
                 let outs = self.out.data_mut().split_at_mut(half * out_plane);
                 let args = self.arg_max.split_at_mut(half * out_plane);

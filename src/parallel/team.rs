@@ -22,6 +22,18 @@
 //! for; where no second worker is free (a one-thread pool), `run` does
 //! both parts itself.
 //!
+//! What a hand-over costs depends on how far apart the two cores are. On a
+//! virtual machine the two threads may run on cores that share a cache or
+//! on cores that do not, and the host can move them while a program runs:
+//! a cache line then takes several times longer to cross, and every part
+//! handed over, and every value one member wrote and the other reads,
+//! pays for it. So the team measures the crossing ([`Team::probe`], a few
+//! round trips of one value) when it starts and again every
+//! [`PROBE_EVERY`]; while a round trip takes longer than
+//! [`DISTANT_ROUND_TRIP`] the team is *distant*, and [`run_in_team`]
+//! leaves to the caller alone the work that the layer says is not worth
+//! it then (see `docs/performance.md`).
+//!
 //! ```
 //! use convnet::parallel::team::{with_current_team, with_team};
 //! use std::sync::Mutex;
@@ -39,8 +51,42 @@
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+/// A round trip between the members (one value there and back) above which
+/// the team is distant: between the round trips of cores that share a
+/// cache and of cores that do not, on the machines in docs/performance.md.
+pub const DISTANT_ROUND_TRIP: Duration = Duration::from_nanos(200);
+
+/// How long a measurement of the round trip stays good, for every team of
+/// the process: a host may move the threads at any time.
+pub const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+/// Round trips per measurement; [`Team::probe`] reports the fastest of
+/// three sets, each timed as a whole.
+const PROBE_ROUND_TRIPS: u32 = 8;
+
+/// How long a measurement may take before the caller gives it up (the
+/// helper's core taken by another program); its round trips take a few
+/// microseconds on distant cores.
+const PROBE_TIMEOUT: Duration = Duration::from_micros(50);
+
+/// Calls of [`run_in_team`] between two looks at the clock for a stale
+/// measurement.
+const CALLS_PER_CLOCK_LOOK: usize = 64;
+
+/// The last measurement of the process: whether the members were distant,
+/// and when it was made (nanoseconds after [`clock_start`], 0: never).
+static DISTANT: AtomicBool = AtomicBool::new(false);
+static PROBED_AT_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The instant the process's probe times count from.
+fn clock_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
 
 /// A job: called once with 0 and once with 1, at the same time on the two members.
 pub type Job<'a> = &'a (dyn Fn(usize) + Sync);
@@ -62,6 +108,11 @@ pub struct Team {
     helper_panicked: AtomicBool,
     /// The job being run, while `run` waits for it.
     job: Mutex<Option<JobPtr>>,
+    /// [`Team::probe`]'s value: the caller makes it odd, the helper answers
+    /// by adding one.
+    ping: AtomicUsize,
+    /// Whether the members are distant (see the module documentation).
+    distant: AtomicBool,
 }
 
 /// A job's address, handed to the helper.
@@ -74,6 +125,9 @@ unsafe impl Send for JobPtr {}
 thread_local! {
     /// The team of the `with_team` call running on this thread, if any.
     static CURRENT: Cell<*const Team> = const { Cell::new(std::ptr::null()) };
+    /// [`run_in_team`]'s calls on this thread, counted to look at the clock
+    /// only now and then.
+    static CALLS: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Runs `work` with a [`Team`]: a second rayon worker spins, ready for
@@ -84,6 +138,9 @@ pub fn with_team<R: Send>(work: impl FnOnce() -> R + Send) -> R {
         return work();
     }
     let team = Team::default();
+    // The process's last verdict, until this team measures again.
+    team.distant
+        .store(DISTANT.load(Ordering::Relaxed), Ordering::Relaxed);
     let (result, ()) = rayon::join(
         || {
             // Stops the helper however `work` ends, panics included.
@@ -114,30 +171,63 @@ pub fn with_team_if_small_batch<R: Send>(images: usize, work: impl FnOnce() -> R
 }
 
 /// Calls `work` with the team of the enclosing [`with_team`] when `images`
-/// [`is_small_batch`] and a team is running; returns whether it did (else
-/// the caller splits the batch as usual).
-pub fn run_in_team(images: usize, work: impl FnOnce(&Team)) -> bool {
-    is_small_batch(images) && with_current_team(|team| team.map(work).is_some())
+/// [`is_small_batch`] and a team is running, unless the team is
+/// [distant](Team::is_distant) and the layer says its work is not worth
+/// sharing then (`also_when_distant` false); returns whether it did (else
+/// the caller does the work as usual).
+pub fn run_in_team(images: usize, also_when_distant: bool, work: impl FnOnce(&Team)) -> bool {
+    is_small_batch(images)
+        && with_current_team(|team| match team {
+            Some(team) if also_when_distant || !team.measured_distant() => {
+                work(team);
+                true
+            }
+            _ => false,
+        })
 }
 
 /// Runs `work(0, parts[0])` and `work(1, parts[1])`: side by side in the
-/// team of the enclosing [`with_team`] when `images` [`is_small_batch`] and
-/// a team is running ([`Team::run_parts`]), else one after the other on
-/// this thread. For work that gives the same result either way (one image
-/// of a layer cut into two halves).
+/// team of the enclosing [`with_team`] where [`run_in_team`] would
+/// ([`Team::run_parts`]), else one after the other on this thread. For
+/// work that gives the same result either way (one image of a layer cut
+/// into two halves).
 pub fn run_parts_in_team_or_here<P: Send>(
     images: usize,
+    also_when_distant: bool,
     parts: [P; 2],
     work: impl Fn(usize, P) + Sync,
 ) {
     let mut parts = Some(parts);
-    run_in_team(images, |team| {
+    run_in_team(images, also_when_distant, |team| {
         team.run_parts(parts.take().expect("called once"), &work)
     });
     if let Some([first, second]) = parts {
         work(0, first);
         work(1, second);
     }
+}
+
+/// The round trip between two threads of the current pool, measured in a
+/// team ([`Team::probe`]; the enclosing one, if any); `None` in a
+/// one-thread pool or when the helper does not start serving within 10 ms.
+/// `convnet bench` reports it beside its batch-1 figures.
+pub fn measure_round_trip() -> Option<Duration> {
+    if rayon::current_num_threads() < 2 {
+        return None;
+    }
+    with_team(|| {
+        with_current_team(|team| {
+            let team = team?;
+            let start = Instant::now();
+            while !team.helper_ready.load(Ordering::Acquire) {
+                if start.elapsed() > Duration::from_millis(10) {
+                    return None;
+                }
+                std::hint::spin_loop();
+            }
+            team.probe()
+        })
+    })
 }
 
 /// Calls `f` with the team of the enclosing [`with_team`], or `None`.
@@ -189,6 +279,76 @@ impl Team {
         }
     }
 
+    /// Whether the members are distant: the last round trip measured took
+    /// longer than [`DISTANT_ROUND_TRIP`] (see the module documentation).
+    pub fn is_distant(&self) -> bool {
+        self.distant.load(Ordering::Relaxed)
+    }
+
+    /// [`is_distant`](Self::is_distant), after measuring again every
+    /// [`CALLS_PER_CLOCK_LOOK`] calls on this thread if the last
+    /// measurement has gone stale.
+    fn measured_distant(&self) -> bool {
+        let calls = CALLS.with(|calls| {
+            calls.set(calls.get().wrapping_add(1));
+            calls.get()
+        });
+        if calls % CALLS_PER_CLOCK_LOOK == 1 {
+            self.measure_if_stale();
+        }
+        self.is_distant()
+    }
+
+    /// Measures the round trip again if the process's last measurement is
+    /// older than [`PROBE_EVERY`], and takes the process's latest verdict.
+    fn measure_if_stale(&self) {
+        let now = clock_start().elapsed().as_nanos() as u64;
+        let probed_at = PROBED_AT_NS.load(Ordering::Relaxed);
+        let stale = probed_at == 0 || now.saturating_sub(probed_at) > PROBE_EVERY.as_nanos() as u64;
+        // A helper still starting is asked at a later look.
+        if stale && self.helper_ready.load(Ordering::Acquire) {
+            // A failed measurement keeps the last verdict, and is not tried
+            // again before the next period either: a busy helper would make
+            // each try wait for the timeout.
+            if let Some(round_trip) = self.probe() {
+                DISTANT.store(round_trip > DISTANT_ROUND_TRIP, Ordering::Relaxed);
+            }
+            PROBED_AT_NS.store(now.max(1), Ordering::Relaxed);
+        }
+        self.distant
+            .store(DISTANT.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// The time one value takes to go to the helper and back: the fastest
+    /// of three sets of round trips, each set timed as a whole. `None` when
+    /// no helper is serving or it stops answering (its core busy).
+    pub fn probe(&self) -> Option<Duration> {
+        if !self.helper_ready.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut fastest: Option<Duration> = None;
+        let probe_start = Instant::now();
+        for _ in 0..3 {
+            let start = Instant::now();
+            for _ in 0..PROBE_ROUND_TRIPS {
+                let sent = self.ping.load(Ordering::Relaxed);
+                if sent % 2 == 1 {
+                    return None; // an earlier ping still unanswered
+                }
+                self.ping.store(sent + 1, Ordering::Release);
+                while self.ping.load(Ordering::Acquire) != sent + 2 {
+                    if probe_start.elapsed() > PROBE_TIMEOUT {
+                        return None;
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+            let round_trip = start.elapsed() / PROBE_ROUND_TRIPS;
+            fastest = Some(fastest.map_or(round_trip, |f| f.min(round_trip)));
+        }
+        fastest
+    }
+
     /// Runs `work(0, parts[0])` here and `work(1, parts[1])` on the helper
     /// (see [`run`](Self::run)): [`run`](Self::run) for work on two disjoint
     /// pieces of data, such as the two halves of an output.
@@ -229,6 +389,10 @@ impl Team {
             } else if self.finished.load(Ordering::Acquire) {
                 return;
             } else {
+                let ping = self.ping.load(Ordering::Acquire);
+                if ping % 2 == 1 {
+                    self.ping.store(ping + 1, Ordering::Release);
+                }
                 std::hint::spin_loop();
             }
         }
@@ -322,6 +486,49 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(20))
             .expect("run waited for a helper that never came");
         assert_eq!(ran, [0, 1, 0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn probe_measures_a_round_trip_only_with_a_helper() {
+        // The probe gives up when the helper's core is busy, as it may be
+        // while other tests run: a few tries.
+        let two = pool(2);
+        let round_trip = (0..200)
+            .find_map(|_| two.install(measure_round_trip))
+            .expect("a helper in a two-thread pool");
+        // Cores answer in nanoseconds to microseconds; far more would mean
+        // the timing counted something else (a wait for the scheduler).
+        assert!(round_trip > Duration::ZERO && round_trip < Duration::from_millis(1));
+        assert_eq!(pool(1).install(measure_round_trip), None);
+        // A helper marked ready that never serves does not answer.
+        let team = Team::default();
+        team.helper_ready.store(true, Ordering::Release);
+        assert_eq!(team.probe(), None);
+    }
+
+    #[test]
+    fn a_distant_team_shares_only_the_work_worth_it() {
+        pool(2).install(|| {
+            with_team(|| {
+                with_current_team(|team| {
+                    let team = team.unwrap();
+                    for distant in [true, false] {
+                        for also_when_distant in [false, true] {
+                            team.distant.store(distant, Ordering::Relaxed);
+                            // Not a call that looks at the clock (and would
+                            // measure the distance again).
+                            CALLS.with(|calls| calls.set(1));
+                            let mut called = false;
+                            let shared = run_in_team(1, also_when_distant, |_| called = true);
+                            let expected = also_when_distant || !distant;
+                            assert_eq!((shared, called), (expected, expected));
+                        }
+                    }
+                    // Batches of as many images as threads are never shared.
+                    assert!(!run_in_team(2, true, |_| panic!("not a small batch")));
+                })
+            })
+        });
     }
 
     #[test]

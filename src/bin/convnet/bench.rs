@@ -239,6 +239,12 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
         // Below one image per thread, `predict` shares each image out within
         // a team (convnet::parallel::team); one team for the whole measurement keeps
         // its helper spinning between calls, as OpenMP's threads do.
+        // How far apart the cores are decides what sharing one image is
+        // worth (convnet::parallel::team), and a virtual machine's host may
+        // move them: the figure goes beside the batch-1 result.
+        let round_trip = convnet::parallel::team::is_small_batch(batch)
+            .then(convnet::parallel::team::measure_round_trip)
+            .flatten();
         let calls = convnet::parallel::team::with_team_if_small_batch(batch, || {
             rate(args.seconds, || {
                 net.predict(&x, false)?;
@@ -248,8 +254,16 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
         let images = calls * batch as f64;
         let gflops = flops * images / 1e9;
         if text {
+            let cores = round_trip.map_or(String::new(), |t| {
+                let distance = if t > convnet::parallel::team::DISTANT_ROUND_TRIP {
+                    "distant"
+                } else {
+                    "near"
+                };
+                format!("  (cores {distance}: {} ns round trip)", t.as_nanos())
+            });
             println!(
-                "inference (batch {batch:>4}): {images:>9.0} images/s  {gflops:>6.1} GFLOP/s  {:>4.0} % of GEMM",
+                "inference (batch {batch:>4}): {images:>9.0} images/s  {gflops:>6.1} GFLOP/s  {:>4.0} % of GEMM{cores}",
                 100.0 * gflops / gemm_peak
             );
         }
@@ -258,6 +272,7 @@ fn bench_model(model: &str, args: &BenchArgs, gemm_peak: f64) -> anyhow::Result<
         }
         inference.push(serde_json::json!({
             "batch": batch, "images_per_s": images, "gflops": gflops,
+            "cross_core_round_trip_ns": round_trip.map(|t| t.as_nanos() as u64),
         }));
     }
     if args.json {

@@ -33,11 +33,26 @@
 use super::forward::{multiply, multiply_and_narrow, ForwardParams};
 use super::fused_pool::FusedPool;
 use super::scratch::{thread_scratch, Scratch};
+use crate::kernels::im2col::ConvGeometry;
 use crate::kernels::im2col_wide::{im2col_wide, pad_band, WideGeometry};
 use crate::parallel::team::Team;
 use crate::tensor::Float;
 use std::ops::Range;
 use std::sync::Mutex;
+
+/// Multiply-adds of one image's convolution from which it is shared out
+/// even when the team's members are [distant](Team::is_distant): below
+/// this, the hand-over and the data crossing between the cores cost more
+/// than the second core saves. Measured between LeNet-5's C3 (240,000,
+/// slower shared) and SimpleConvNet's convolution (432,000, faster
+/// shared); docs/performance.md.
+const DISTANT_MIN_MULTIPLY_ADDS: usize = 1 << 18;
+
+/// Whether the convolution of one image (`weights` = FN·C·FH·FW values) is
+/// worth sharing out when the members are distant.
+pub(super) fn worth_sharing_when_distant(g: &ConvGeometry, weights: usize) -> bool {
+    weights.saturating_mul(g.out_pixels()) >= DISTANT_MIN_MULTIPLY_ADDS
+}
 
 /// Whether a layer's output has enough rows to be cut into two bands.
 pub(super) fn can_split(wg: &WideGeometry) -> bool {

@@ -82,26 +82,30 @@ impl<T: Float> Convolution<T> {
         // output rows are shared out instead, if a team is running.
         let team_planes = &mut self.team_planes;
         let by_team = bands::can_split(&wg)
-            && run_in_team(n, |team| {
-                let images = out.chunks_mut(out_len).zip(x.data().chunks(g.image_len()));
-                for (i, (out_n, x_n)) in images.enumerate() {
-                    let Some(pool) = pool else {
-                        bands::forward_image_by_team(team, &wg, params, scratch, x_n, out_n);
-                        continue;
-                    };
-                    if bands::can_pool_by_band(pool) {
-                        bands::forward_pooled_image_by_team(
-                            team, &wg, params, scratch, x_n, pool, out_n,
-                        );
-                        continue;
+            && run_in_team(
+                n,
+                bands::worth_sharing_when_distant(&g, self.weight.len()),
+                |team| {
+                    let images = out.chunks_mut(out_len).zip(x.data().chunks(g.image_len()));
+                    for (i, (out_n, x_n)) in images.enumerate() {
+                        let Some(pool) = pool else {
+                            bands::forward_image_by_team(team, &wg, params, scratch, x_n, out_n);
+                            continue;
+                        };
+                        if bands::can_pool_by_band(pool) {
+                            bands::forward_pooled_image_by_team(
+                                team, &wg, params, scratch, x_n, pool, out_n,
+                            );
+                            continue;
+                        }
+                        // The planes first, then the pooling on this thread.
+                        team_planes.resize(filters * g.out_pixels(), T::zero());
+                        bands::forward_image_by_team(team, &wg, params, scratch, x_n, team_planes);
+                        let arg_max = arg_max.as_deref_mut().expect("sized with the pool");
+                        pool.forward(team_planes, out_n, &mut arg_max[i * out_len..][..out_len]);
                     }
-                    // The planes first, then the pooling on this thread.
-                    team_planes.resize(filters * g.out_pixels(), T::zero());
-                    bands::forward_image_by_team(team, &wg, params, scratch, x_n, team_planes);
-                    let arg_max = arg_max.as_deref_mut().expect("sized with the pool");
-                    pool.forward(team_planes, out_n, &mut arg_max[i * out_len..][..out_len]);
-                }
-            });
+                },
+            );
         if !by_team {
             // Training keeps every padded image (for backward); inference
             // pads each image into the thread's own buffer.

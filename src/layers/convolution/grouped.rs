@@ -48,11 +48,12 @@ pub(super) fn forward_images<T: Float>(
         let out = &mut out_chunk[..filters];
         let (w, x) = (&params.weight[..filters * k], &x_chunk[..k]);
         // In a batch-1 team, each member takes half of the filters; without
-        // one, the two halves run here. Each dot product is the same on
-        // either.
+        // one, or when its members are distant (then the image crossing to
+        // the helper costs more than half the products), the two halves
+        // run here. Each dot product is the same on either.
         let split = filters / 2;
         let (first, second) = out.split_at_mut(split);
-        run_parts_in_team_or_here(1, [first, second], |part, out| {
+        run_parts_in_team_or_here(1, false, [first, second], |part, out| {
             let start = if part == 0 { 0 } else { split * k };
             dots_into(out, &w[start..start + out.len() * k], x);
         });
