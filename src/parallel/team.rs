@@ -69,8 +69,8 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(100);
 const PROBE_ROUND_TRIPS: u32 = 8;
 
 /// How long a measurement may take before the caller gives it up (the
-/// helper's core taken by another program); its round trips take a few
-/// microseconds on distant cores.
+/// helper's core taken by another program): well above what one takes on
+/// distant cores (docs/performance.md, src/parallel/team.rs).
 const PROBE_TIMEOUT: Duration = Duration::from_micros(50);
 
 /// Calls of [`run_in_team`] between two looks at the clock for a stale
