@@ -30,6 +30,7 @@
 //! ```
 
 use super::elementwise::ELEMENTWISE_CHUNK;
+use super::relu::{relu, relu_backward};
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
 use crate::kernels::reduce::lane_sum_by;
@@ -131,6 +132,9 @@ pub struct BatchNorm<T> {
     pub momentum: f64,
     /// ε, added to the variance before its square root.
     pub eps: f64,
+    /// Whether a ReLU straight after this layer runs inside it (see
+    /// [`fuse_relu`](Self::fuse_relu)).
+    relu: bool,
     /// Layout of the last forward and whether it was training; `None` before any.
     last: Option<(Layout, bool)>,
     /// Per feature: the μ and 1/√(σ² + ε) the last forward used.
@@ -165,6 +169,7 @@ impl<T: Float> BatchNorm<T> {
             running_var: ones,
             momentum,
             eps,
+            relu: false,
             last: None,
             mean: vec![T::zero(); features],
             inv_std: vec![T::zero(); features],
@@ -177,6 +182,19 @@ impl<T: Float> BatchNorm<T> {
     /// The number of features (D or C).
     pub fn features(&self) -> usize {
         self.weight.len()
+    }
+
+    /// Applies a ReLU to this layer's output (`on`), or stops doing so. The
+    /// network does this for a `Relu` straight after a batch norm
+    /// (`networks/fusion.rs`), so that the output is written once and the
+    /// ReLU's two passes over it disappear. Backward needs no mask: it
+    /// recomputes `z = γ · x̂ + β` from the kept x̂, the same operations as
+    /// forward, so `z > 0` exactly where the ReLU passed its input. The
+    /// numbers are the same to the bit as the two layers one after the
+    /// other.
+    pub fn fuse_relu(&mut self, on: bool) {
+        self.relu = on;
+        self.last = None;
     }
 
     fn layout(&self, shape: &[usize]) -> Result<Layout> {
@@ -254,7 +272,7 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
         self.xhat.resize(self.out.shape());
         let sample = (l.c * l.hw).max(1);
         let (gamma, beta) = (self.weight.data(), self.bias.data());
-        let (mean, inv_std) = (&self.mean, &self.inv_std);
+        let (mean, inv_std, fused_relu) = (&self.mean, &self.inv_std, self.relu);
         self.out
             .data_mut()
             .par_chunks_mut(sample)
@@ -265,9 +283,17 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
                 let blocks = out.chunks_mut(l.hw).zip(xhat.chunks_mut(l.hw));
                 for (ch, ((out, xhat), x)) in blocks.zip(x.chunks(l.hw)).enumerate() {
                     let (mu, s, g, b) = (mean[ch], inv_std[ch], gamma[ch], beta[ch]);
-                    for ((o, h), &v) in out.iter_mut().zip(xhat).zip(x) {
-                        *h = (v - mu) * s;
-                        *o = g * *h + b;
+                    let values = out.iter_mut().zip(xhat).zip(x);
+                    if fused_relu {
+                        for ((o, h), &v) in values {
+                            *h = (v - mu) * s;
+                            *o = relu(g * *h + b);
+                        }
+                    } else {
+                        for ((o, h), &v) in values {
+                            *h = (v - mu) * s;
+                            *o = g * *h + b;
+                        }
                     }
                 }
             });
@@ -281,7 +307,19 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
         };
         check_dout("BatchNorm", Some(self.out.shape()), dout)?;
         let (dout, xhat) = (dout.data(), self.xhat.data());
-        // dβ = Σ dout, dγ = Σ dout · x̂ per feature.
+        let (gamma, beta, fused_relu) = (self.weight.data(), self.bias.data(), self.relu);
+        // The gradient at γ · x̂ + β: dout itself, or through the fused ReLU.
+        let upstream = |ch: usize| {
+            let (gamma, beta) = (gamma[ch], beta[ch]);
+            move |g: T, h: T| {
+                if fused_relu {
+                    relu_backward(gamma * h + beta, g)
+                } else {
+                    g
+                }
+            }
+        };
+        // dβ = Σ dz, dγ = Σ dz · x̂ per feature.
         self.grad_bias
             .data_mut()
             .par_iter_mut()
@@ -289,14 +327,15 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
             .enumerate()
             .with_min_len(l.features_per_task())
             .for_each(|(ch, (db, dg))| {
-                *db = channel_sum(dout, dout, l, ch, |g, _| g);
-                *dg = channel_sum(dout, xhat, l, ch, |g, h| g * h);
+                let dz = upstream(ch);
+                *db = channel_sum(dout, xhat, l, ch, dz);
+                *dg = channel_sum(dout, xhat, l, ch, move |g, h| dz(g, h) * h);
             });
 
         self.dx.resize(self.out.shape());
         let m = T::cast(l.count() as f64);
         let sample = (l.c * l.hw).max(1);
-        let (gamma, inv_std) = (self.weight.data(), &self.inv_std);
+        let inv_std = &self.inv_std;
         let (dgamma, dbeta) = (self.grad_weight.data(), self.grad_bias.data());
         self.dx
             .data_mut()
@@ -307,16 +346,18 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
             .for_each(|((dx, dout), xhat)| {
                 let blocks = dx.chunks_mut(l.hw).zip(dout.chunks(l.hw));
                 for (ch, ((dx, dout), xhat)) in blocks.zip(xhat.chunks(l.hw)).enumerate() {
+                    let dz = upstream(ch);
+                    let values = dx.iter_mut().zip(dout).zip(xhat);
                     if train {
                         let k = gamma[ch] * inv_std[ch] / m;
                         let (db, dg) = (dbeta[ch], dgamma[ch]);
-                        for ((d, &g), &h) in dx.iter_mut().zip(dout).zip(xhat) {
-                            *d = k * (m * g - db - h * dg);
+                        for ((d, &g), &h) in values {
+                            *d = k * (m * dz(g, h) - db - h * dg);
                         }
                     } else {
                         let k = gamma[ch] * inv_std[ch];
-                        for (d, &g) in dx.iter_mut().zip(dout) {
-                            *d = k * g;
+                        for ((d, &g), &h) in values {
+                            *d = k * dz(g, h);
                         }
                     }
                 }
@@ -448,18 +489,20 @@ mod tests {
     #[test]
     fn gradients_match_numerical() {
         let mut rng = Rng::new(2);
-        for shape in [vec![6, 5], vec![3, 4, 3, 5]] {
+        let shapes = [vec![6, 5], vec![3, 4, 3, 5]];
+        for (shape, fused_relu) in shapes.iter().flat_map(|s| [(s, false), (s, true)]) {
             let mut bn = batch_norm(shape[1]);
+            bn.fuse_relu(fused_relu);
             for p in bn.params() {
                 p.value
                     .data_mut()
                     .iter_mut()
                     .for_each(|v| *v = rng.normal());
             }
-            let report = check_layer(&mut bn, &shape, 3).unwrap();
+            let report = check_layer(&mut bn, shape, 3).unwrap();
             assert_eq!(report.len(), 3);
             for (name, err) in report {
-                assert!(err <= 1e-6, "{shape:?} {name}: {err}");
+                assert!(err <= 1e-6, "{shape:?} relu {fused_relu} {name}: {err}");
             }
         }
     }

@@ -5,7 +5,8 @@
 //!
 //! **Fusion.** An activation (ReLU, sigmoid, tanh) straight after a
 //! [`Convolution`], and a [`MaxPooling`] after the convolution or its
-//! ReLU, are run by the convolution itself:
+//! ReLU, are run by the convolution itself; a ReLU straight after a
+//! [`BatchNorm`] by the batch norm:
 //!
 //! ```text
 //! layers:    conv1 → relu1 → pool1 → …          (what the network holds, as in the book)
@@ -26,8 +27,14 @@
 //!   the ReLU fused into it (not after a sigmoid or tanh, whose backward
 //!   through overlapping windows would differ from the unfused layers' in
 //!   rounding);
+//! - a `Relu` fuses into a `BatchNorm` straight before it
+//!   ([`BatchNorm::fuse_relu`]: `conv → bn → relu`, the usual order, writes
+//!   the normalised and rectified output in one pass, and its backward
+//!   needs no ReLU pass either);
 //! - nothing else fuses (an `AvgPooling`, an activation after an `Affine`,
-//!   a second pooling, the [reference layers](crate::layers::reference)).
+//!   a sigmoid or tanh after a batch norm, a pooling after a batch norm's
+//!   ReLU, a second pooling, the
+//!   [reference layers](crate::layers::reference)).
 //!
 //! [`Network::set_fusion`] turns it off, and the layers run one by one.
 //!
@@ -43,7 +50,8 @@
 use super::{NamedLayer, Network};
 use crate::error::Result;
 use crate::layers::{
-    Affine, Convolution, FusedActivation, Layer, MaxPooling, PoolingConfig, Relu, Sigmoid, Tanh,
+    Affine, BatchNorm, Convolution, FusedActivation, Layer, MaxPooling, PoolingConfig, Relu,
+    Sigmoid, Tanh,
 };
 use crate::tensor::{Float, Tensor};
 
@@ -91,6 +99,13 @@ pub(super) fn fuse_at<T: Float>(layers: &mut [NamedLayer<T>], i: usize, on: bool
         Fusable::MaxPool(_) => between.iter().all(|l| l.layer.is::<Relu<T>>()),
     };
     if !allowed {
+        return;
+    }
+    if let Some(bn) = layers[j].layer.downcast_mut::<BatchNorm<T>>() {
+        if matches!(fusable, Fusable::Activation(FusedActivation::Relu)) {
+            bn.fuse_relu(on);
+            layers[i].fused_into_previous = on;
+        }
         return;
     }
     let Some(conv) = layers[j].layer.downcast_mut::<Convolution<T>>() else {

@@ -391,7 +391,7 @@ mod tests {
             assert!(maps[0].output.data().iter().any(|&v| v < T::zero()));
             assert!(fused.layers[1].fused_into_previous);
         }
-        let specs: [(&str, &[usize]); 5] = [
+        let specs: [(&str, &[usize]); 6] = [
             (
                 "conv(6,3,pad=1)-relu-conv(5,3,stride=2)-relu-maxpool(2)-affine(8)-relu-affine(4)",
                 &[4],
@@ -407,6 +407,12 @@ mod tests {
             ("conv(5,2)-relu-maxpool(2)-affine(4)", &[2]),
             // A sigmoid and a tanh fuse; a pooling after them does not.
             ("conv(4,3,pad=1)-sigmoid-avgpool(2)-conv(5,2)-tanh-maxpool(2)-affine(4)", &[]),
+            // A ReLU after a batch norm (4-D and 2-D) fuses into it; the
+            // pooling after it does not.
+            (
+                "conv(6,3,pad=1)-relu-conv(4,3,pad=1)-bn-relu-maxpool(2)-affine(8)-bn-relu-affine(4)",
+                &[],
+            ),
         ];
         for (spec, fused_pools) in specs {
             run::<f64>(spec, fused_pools);
@@ -426,5 +432,22 @@ mod tests {
             .map(|l| l.fused_into_previous)
             .collect();
         assert_eq!(fused, [false, true, false, false, true, false, false]);
+        let with_bn = build_model::<f32>(
+            specs[5].0,
+            &ModelOptions::default(),
+            [2, 7, 7],
+            4,
+            &mut Rng::new(5),
+        )
+        .unwrap();
+        let fused: Vec<bool> = with_bn
+            .layers
+            .iter()
+            .map(|l| l.fused_into_previous)
+            .collect();
+        let expected = [
+            false, true, false, false, true, false, false, false, true, false,
+        ];
+        assert_eq!(fused, expected);
     }
 }
