@@ -30,11 +30,11 @@
 //! one dot product over C·FH·FW, whatever the number of pixels in the
 //! product; and each pooled value the maximum of the same four values.
 
-use super::forward::{multiply, multiply_and_narrow, ForwardParams};
+use super::forward::{multiply_and_narrow, product, ForwardParams};
 use super::fused_pool::FusedPool;
 use super::scratch::{thread_scratch, Scratch};
 use crate::kernels::im2col::ConvGeometry;
-use crate::kernels::im2col_wide::{im2col_wide, pad_band, WideGeometry};
+use crate::kernels::im2col_wide::{pad_band, WideGeometry};
 use crate::parallel::team::Team;
 use crate::tensor::Float;
 use std::ops::Range;
@@ -80,8 +80,8 @@ pub(super) fn forward_image_by_team<T: Float>(
         x_n,
         bands,
         planes,
-        |band, col, wide, planes| {
-            multiply_and_narrow(band, params, col, wide, planes);
+        |band, xpad, col, wide, planes| {
+            multiply_and_narrow(band, params, xpad, col, wide, planes);
         },
     );
 }
@@ -120,9 +120,9 @@ pub(super) fn forward_pooled_image_by_team<T: Float>(
         x_n,
         bands,
         pooled,
-        |band, col, wide, pooled| {
+        |band, xpad, col, wide, pooled| {
             // wide: (FN, band pixels) = W · col_p
-            multiply(band, params.weight, bias.len(), col, wide);
+            product(band, params, xpad, col, wide);
             with_activation!(params.activation, T, |act| {
                 pool.values_from_wide(wide, band, bias, act, pooled)
             });
@@ -144,9 +144,9 @@ fn split_planes<T>(out_n: &mut [T], plane_len: usize, top_len: usize) -> [Vec<&m
     parts
 }
 
-/// On member p of `team`, for output rows `bands[p]`: pads and unrolls the
-/// band of `x_n` in the member's own `scratch`, then calls
-/// `finish(band, col, wide, parts[p])` to multiply and write its part.
+/// On member p of `team`, for output rows `bands[p]`: pads the band of
+/// `x_n` in the member's own `scratch`, then calls
+/// `finish(band, xpad, col, wide, parts[p])` to multiply and write its part.
 fn run_bands<'a, T: Float>(
     team: &Team,
     wg: &WideGeometry,
@@ -154,7 +154,7 @@ fn run_bands<'a, T: Float>(
     x_n: &[T],
     bands: [Range<usize>; 2],
     parts: [Vec<&'a mut [T]>; 2],
-    finish: impl Fn(&WideGeometry, &[T], &mut [T], Vec<&'a mut [T]>) + Sync,
+    finish: impl Fn(&WideGeometry, &[T], &mut [T], &mut [T], Vec<&'a mut [T]>) + Sync,
 ) {
     team.run_parts(parts, |part, out| {
         let rows = bands[part].clone();
@@ -163,9 +163,7 @@ fn run_bands<'a, T: Float>(
         let Scratch {
             xpad, col, wide, ..
         } = &mut *scratch;
-        // col: (C·FH·FW, band pixels)
         pad_band(x_n, wg, rows, xpad);
-        im2col_wide(xpad, &band, col);
-        finish(&band, col, wide, out);
+        finish(&band, xpad, col, wide, out);
     });
 }

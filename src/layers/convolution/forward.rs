@@ -24,6 +24,7 @@ use super::grouped;
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
 use super::{Convolution, FusedActivation};
 use crate::error::Result;
+use crate::kernels::direct_conv;
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
 use crate::kernels::im2col_wide::{
     im2col_wide, narrow_planes, narrow_planes_then_map, pad_image, WideGeometry,
@@ -71,8 +72,16 @@ impl<T: Float> Convolution<T> {
         let out_len = image_out_len(pool, filters, g.out_pixels());
         let mut arg_max = pool.map(|_| &mut self.arg_max[..]);
 
+        // Stride 1 on the wide grid, f32 with AVX-512: the product straight
+        // from the padded image (`kernels/direct_conv.rs`), in every path of
+        // this call (whole images or the team's bands), so that they agree.
+        let direct = direct_conv::worth_it::<T>(&wg);
+        if direct {
+            direct_conv::weight_by_tap(self.weight.data(), filters, &mut self.weight_by_tap);
+        }
         let params = ForwardParams {
             weight: self.weight.data(),
+            weight_by_tap: direct.then_some(&self.weight_by_tap[..]),
             bias: self.bias.data(),
             activation: self.fused_activation,
         };
@@ -162,6 +171,9 @@ impl<T: Float> Convolution<T> {
 pub(super) struct ForwardParams<'a, T> {
     /// W: (FN, C·FH·FW)
     pub weight: &'a [T],
+    /// W as (C·FH·FW, FN), when the product is computed directly from the
+    /// padded image ([`product`]).
+    pub weight_by_tap: Option<&'a [T]>,
     /// b: (FN)
     pub bias: &'a [T],
     pub activation: Option<FusedActivation>,
@@ -182,9 +194,7 @@ fn forward_image<T: Float>(
     pool: Option<(&FusedPool, &mut [u32])>,
 ) {
     let ForwardParams {
-        weight,
-        bias,
-        activation,
+        bias, activation, ..
     } = params;
     let Scratch {
         xpad,
@@ -194,17 +204,15 @@ fn forward_image<T: Float>(
         ..
     } = scratch;
     let xpad = kept_xpad.unwrap_or(xpad);
-    // col: (C·FH·FW, wide_pixels)
     pad_image(x_n, wg, xpad);
-    im2col_wide(xpad, wg, col);
     match pool {
         None => {
             let planes = out_n.chunks_exact_mut(wg.g.out_pixels());
-            multiply_and_narrow(wg, params, col, wide, planes);
+            multiply_and_narrow(wg, params, xpad, col, wide, planes);
         }
         // 2×2 windows: pooled as the product is read, with no planes.
         Some((pool, arg_n)) if pool.pools_from_wide() => {
-            multiply(wg, weight, bias.len(), col, wide);
+            product(wg, params, xpad, col, wide);
             with_activation!(activation, T, |act| {
                 pool.forward_from_wide(wide, wg, bias, act, out_n, arg_n)
             });
@@ -212,7 +220,7 @@ fn forward_image<T: Float>(
         // Other windows: the planes in this thread's buffer, then pooled.
         Some((pool, arg_n)) => {
             let planes_n = planes.chunks_exact_mut(wg.g.out_pixels());
-            multiply_and_narrow(wg, params, col, wide, planes_n);
+            multiply_and_narrow(wg, params, xpad, col, wide, planes_n);
             pool.forward(planes, out_n, arg_n);
         }
     }
@@ -231,20 +239,21 @@ pub(super) fn optional_chunks<T: Send>(
     }
 }
 
-/// The rest of a forward once `col` is unrolled (for the whole image, or a
+/// The rest of a forward once the image is padded (the whole image, or a
 /// band of its rows: `wg`'s pixels): `wide: (FN, wide_pixels) = W · col`
-/// ([`multiply`]), then each filter's plane of `out_planes` = its row of
+/// ([`product`]), then each filter's plane of `out_planes` = its row of
 /// `wide` without the junk columns + b, through the fused activation if
 /// there is one.
 pub(super) fn multiply_and_narrow<'a, T: Float>(
     wg: &WideGeometry,
     params: ForwardParams<'_, T>,
-    col: &[T],
+    xpad: &[T],
+    col: &mut [T],
     wide: &mut [T],
     out_planes: impl IntoIterator<Item = &'a mut [T]>,
 ) {
     let bias = params.bias;
-    multiply(wg, params.weight, bias.len(), col, wide);
+    product(wg, params, xpad, col, wide);
     match params.activation {
         Some(FusedActivation::Sigmoid) => {
             narrow_planes_then_map(wide, wg, bias, out_planes, T::sigmoid)
@@ -256,6 +265,27 @@ pub(super) fn multiply_and_narrow<'a, T: Float>(
             narrow_planes(wide, wg, bias, out_planes, act)
         }),
     }
+}
+
+/// `wide: (FN, wide_pixels) = W · col` of the padded image `xpad`: by
+/// [`direct_conv`] from `xpad` itself when the layer chose it (the params
+/// carry W by tap), else unrolled into `col` ([`im2col_wide`]) and
+/// multiplied ([`multiply`]).
+pub(super) fn product<T: Float>(
+    wg: &WideGeometry,
+    params: ForwardParams<'_, T>,
+    xpad: &[T],
+    col: &mut [T],
+    wide: &mut [T],
+) {
+    let filters = params.bias.len();
+    if let Some(wt) = params.weight_by_tap {
+        let done = direct_conv::conv_wide(xpad, wg, wt, filters, wide);
+        assert!(done, "direct_conv::worth_it chose a product it cannot do");
+        return;
+    }
+    im2col_wide(xpad, wg, col);
+    multiply(wg, params.weight, filters, col, wide);
 }
 
 /// `wide: (FN, wide_pixels) = W · col` for the first `filters` rows of `W`.

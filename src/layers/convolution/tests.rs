@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::gradient_check::check_layer;
+use crate::kernels::im2col_wide::WideGeometry;
 
 #[test]
 fn forward_by_hand() {
@@ -87,6 +88,50 @@ fn forward_matches_the_definition() {
             assert!(
                 (a - b).abs() < 1e-12,
                 "stride {stride} pad {pad}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+/// In f32, stride 1 on the wide grid takes the product straight from the
+/// padded image where the CPU has AVX-512 (`kernels/direct_conv.rs`); in
+/// training and inference, with two blocks of filters, it gives the
+/// definition's values to f32 rounding.
+#[test]
+fn an_f32_forward_without_col_matches_the_definition() {
+    let mut rng = Rng::new(9);
+    let config = ConvolutionConfig {
+        in_channels: 5,
+        filters: 30,
+        filter_size: 3,
+        stride: 1,
+        pad: 1,
+        init: Init::Std(1.0),
+    };
+    let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
+    conv.bias
+        .data_mut()
+        .iter_mut()
+        .for_each(|b| *b = rng.normal());
+    let x = Tensor::from_vec(
+        &[3, 5, 12, 12],
+        (0..3 * 720).map(|_| rng.normal()).collect(),
+    )
+    .unwrap();
+    let want = direct_convolution(&x, &conv);
+    let (weight, bias) = (conv.weight.cast::<f32>(), conv.bias.cast::<f32>());
+    let mut fast = Convolution::<f32>::from_params(weight, bias, 1, 1).unwrap();
+    let g = ConvGeometry::new((5, 12, 12), (3, 3), 1, 1).unwrap();
+    let chosen = crate::kernels::direct_conv::worth_it::<f32>(&WideGeometry::new(g));
+    assert_eq!(chosen, crate::kernels::direct_conv::cpu_applies::<f32>());
+    for train in [true, false] {
+        let got = fast.forward(&x.cast::<f32>(), train).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (&a, &b) in got.data().iter().zip(&want) {
+            let tolerance = 1e-5 * (1.0 + b.abs());
+            assert!(
+                (a as f64 - b).abs() < tolerance,
+                "train {train}: {a} vs {b}"
             );
         }
     }
