@@ -233,7 +233,7 @@ pub fn transform_input<T: Float>(
             add_or_sub(&mut bt_odd[..tiles], rows(a, 1), rows(b, 1), add);
             // Column k of every tile.
             let column = |k: usize| {
-                let side: &[T] = if k % 2 == 0 { bt_even } else { bt_odd };
+                let side: &[T] = if k.is_multiple_of(2) { bt_even } else { bt_odd };
                 &side[k / 2..k / 2 + tiles]
             };
             for (j, &(a, b, add)) in BT.iter().enumerate() {

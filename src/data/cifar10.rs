@@ -65,7 +65,7 @@ pub fn parse_records(bytes: &[u8], source: &str) -> Result<Dataset> {
 
 /// Checks that `bytes` are whole records with labels 0-9.
 fn check_records(bytes: &[u8], source: &str) -> Result<()> {
-    if bytes.is_empty() || bytes.len() % RECORD_LEN != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_LEN) {
         let whole = bytes.len() / RECORD_LEN;
         let detail = if bytes.is_empty() {
             "the file is empty".to_string()

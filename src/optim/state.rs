@@ -115,7 +115,7 @@ pub(super) fn read_slots<T: Float, const K: usize>(
             state.len()
         )));
     }
-    if state.len() % K != 0 {
+    if !state.len().is_multiple_of(K) {
         return Err(Error::Config(format!(
             "{optimizer} state: {} entries is not a multiple of {K} ({})",
             state.len(),

@@ -37,7 +37,7 @@ use crate::tensor::Float;
 /// which `gemm` reads in place (conv1 of `deep`, with 1 channel, does not).
 pub(super) fn applies(wg: &WideGeometry) -> bool {
     let g = &wg.g;
-    g.stride == 1 && wg.wide_w == wg.padded_w && (g.filter_w * g.channels) % ROW_ALIGN == 0
+    g.stride == 1 && wg.wide_w == wg.padded_w && (g.filter_w * g.channels).is_multiple_of(ROW_ALIGN)
 }
 
 /// Values of one channels-last image: `C · (OH·OWW + (FH−1)·WP + FW − 1)`,
