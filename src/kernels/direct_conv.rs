@@ -66,8 +66,8 @@ pub fn weight_by_tap<T: Float>(weight: &[T], filters: usize, wt: &mut Vec<T>) {
     }
 }
 
-/// One run of output pixels that read the padded plane at one offset:
-/// `wide[out_start..][..len]` from `xpad_c[in_start..]` (plus each tap's shift).
+/// One run of output pixels that read the input planes at one offset:
+/// `out[out_start..][..len]` from `input_c[in_start..]` (plus each tap's shift).
 #[derive(Clone, Copy, Debug)]
 struct Run {
     out_start: usize,
@@ -75,8 +75,65 @@ struct Run {
     len: usize,
 }
 
-/// The runs of `wg`'s output, and where its values end (the rest of each
-/// `wide` row, up to `wide_pixels`, is zero as in `W · col`).
+/// What one product reads and writes, in values: `channels` input planes
+/// `plane` apart, a `fh × fw` filter whose rows are `row` apart in them;
+/// `filters` output planes `out_plane` apart. Weights are `(channels·fh·fw,
+/// filters)`, the filters of one tap side by side.
+#[derive(Clone, Copy, Debug)]
+struct Sweep {
+    channels: usize,
+    plane: usize,
+    row: usize,
+    fh: usize,
+    fw: usize,
+    filters: usize,
+    out_plane: usize,
+}
+
+impl Sweep {
+    /// The forward product of `wg` into `wide: (FN, wide_pixels)`.
+    fn forward(wg: &WideGeometry, filters: usize) -> Self {
+        let g = &wg.g;
+        Sweep {
+            channels: g.channels,
+            plane: wg.padded_h * wg.padded_w,
+            row: wg.padded_w,
+            fh: g.filter_h,
+            fw: g.filter_w,
+            filters,
+            out_plane: wg.wide_pixels(),
+        }
+    }
+
+    /// Checks the slices against the sweep and its runs; a mismatch is a
+    /// bug in the caller.
+    fn check(&self, input: &[impl Copy], wt: &[impl Copy], runs: &[Run], out: &[impl Copy]) {
+        let taps = self.channels * self.fh * self.fw;
+        assert_eq!(wt.len(), taps * self.filters, "direct_conv: weights");
+        assert!(
+            input.len() >= self.channels * self.plane,
+            "direct_conv: input"
+        );
+        assert!(
+            out.len() >= self.filters * self.out_plane,
+            "direct_conv: output"
+        );
+        let reach = (self.fh - 1) * self.row + self.fw - 1;
+        for run in runs {
+            assert!(
+                run.in_start + run.len + reach <= self.plane,
+                "direct_conv: run past its plane"
+            );
+            assert!(
+                run.out_start + run.len <= self.out_plane,
+                "direct_conv: run past its output"
+            );
+        }
+    }
+}
+
+/// The runs of `wg`'s forward output, and where its values end (the rest
+/// of each `wide` row, up to `wide_pixels`, is zero as in `W · col`).
 fn runs(wg: &WideGeometry) -> (Vec<Run>, usize) {
     let g = &wg.g;
     if wg.wide_w == wg.padded_w {
@@ -106,15 +163,15 @@ pub fn geometry_applies(wg: &WideGeometry) -> bool {
     wg.g.stride == 1 && (wg.wide_w == wg.padded_w || wg.wide_w == wg.g.out_w)
 }
 
-/// Whether a layer should compute `wg`'s product by [`conv_wide`]: for `T`
-/// on this CPU, on the wide grid (OWW = WP). On the book's grid (an 8×8
-/// map) the runs of 8 fill half a vector, and unrolling into `col` for
-/// `gemm` is faster (see docs/performance.md).
+/// Whether a layer should compute `wg`'s products by [`conv_wide`] and
+/// [`dx_from_wide`]: for `T` on this CPU, on the wide grid (OWW = WP). On
+/// the book's grid (an 8×8 map) the runs of 8 fill half a vector, and
+/// unrolling into `col` for `gemm` is faster (see docs/performance.md).
 pub fn worth_it<T: 'static>(wg: &WideGeometry) -> bool {
     cpu_applies::<T>() && geometry_applies(wg) && wg.wide_w == wg.padded_w
 }
 
-/// Whether [`conv_wide`] runs for `T` on this CPU (f32 with AVX-512).
+/// Whether the vector kernel runs for `T` on this CPU (f32 with AVX-512).
 pub fn cpu_applies<T: 'static>() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -125,20 +182,6 @@ pub fn cpu_applies<T: 'static>() -> bool {
     {
         false
     }
-}
-
-/// Checks the slices against the geometry; a mismatch is a bug in the caller.
-fn check_lengths<T>(xpad: &[T], wg: &WideGeometry, wt: &[T], filters: usize, wide: &[T]) {
-    assert!(xpad.len() >= wg.padded_len(), "conv_wide: xpad too short");
-    assert_eq!(wt.len(), wg.g.col_width() * filters, "conv_wide: wt");
-    assert!(
-        wide.len() >= filters * wg.wide_pixels(),
-        "conv_wide: wide too short"
-    );
-    assert!(
-        geometry_applies(wg),
-        "conv_wide: stride 1 on a wide or book grid only"
-    );
 }
 
 /// `wide: (FN, wide_pixels) = W · col` computed from `xpad` (see the module
@@ -154,23 +197,13 @@ pub fn conv_wide<T: Float>(
     if !cpu_applies::<T>() || !geometry_applies(wg) {
         return false;
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        check_lengths(xpad, wg, wt, filters, wide);
-        // SAFETY: T is f32 (cpu_applies), so the casts are to the same type.
-        let cast =
-            |s: &[T]| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) };
-        let wide =
-            unsafe { std::slice::from_raw_parts_mut(wide.as_mut_ptr().cast::<f32>(), wide.len()) };
-        // SAFETY: AVX-512F was detected; the lengths are checked above.
-        unsafe { avx512::conv_wide(cast(xpad), wg, cast(wt), filters, wide) };
-        true
+    let sweep = Sweep::forward(wg, filters);
+    let (runs, end) = runs(wg);
+    sweep.check(xpad, wt, &runs, wide);
+    for row in wide.chunks_exact_mut(sweep.out_plane).take(filters) {
+        row[end..].fill(T::zero());
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (xpad, wt, filters, wide);
-        false
-    }
+    run_vector(xpad, sweep, wt, &runs, wide)
 }
 
 /// [`conv_wide`]'s sums in plain Rust, one output value at a time in the
@@ -183,87 +216,233 @@ pub fn conv_wide_plain<T: Float>(
     filters: usize,
     wide: &mut [T],
 ) {
-    check_lengths(xpad, wg, wt, filters, wide);
-    let g = &wg.g;
-    let plane = wg.padded_h * wg.padded_w;
+    assert!(
+        geometry_applies(wg),
+        "conv_wide: stride 1 on a wide or book grid only"
+    );
+    let sweep = Sweep::forward(wg, filters);
     let (runs, end) = runs(wg);
-    for (f, row) in wide
-        .chunks_exact_mut(wg.wide_pixels())
-        .take(filters)
-        .enumerate()
-    {
+    sweep.check(xpad, wt, &runs, wide);
+    for row in wide.chunks_exact_mut(sweep.out_plane).take(filters) {
         row[end..].fill(T::zero());
-        for run in &runs {
-            for p in 0..run.len {
-                let mut sum = T::zero();
-                for c in 0..g.channels {
-                    for fy in 0..g.filter_h {
-                        for fx in 0..g.filter_w {
-                            let tap = (c * g.filter_h + fy) * g.filter_w + fx;
-                            let x = xpad[c * plane + run.in_start + p + fy * wg.padded_w + fx];
-                            sum = wt[tap * filters + f].mul_add(x, sum);
-                        }
-                    }
-                }
-                row[run.out_start + p] = sum;
+    }
+    sweep_plain(xpad, sweep, wt, &runs, wide);
+}
+
+/// Backward to the input by the same kernel. `col2im(W^T · wide)` adds
+/// `W[f, c, fy, fx] · wide_f[p]` into `dxpad_c[p + fy·WP + fx]`; read the
+/// other way round, `dxpad_c[q] = Σ W[f, c, fy, fx] · wide_f[q − fy·WP − fx]`,
+/// a convolution of `wide` with the filters turned by 180° and their two
+/// channel axes swapped. With `wide` copied into `ext`, each filter's
+/// plane behind M = (FH − 1)·WP + FW − 1 zeros and followed by M more,
+///
+/// ```text
+/// dxpad_c[q] = Σ_f Σ_fy' Σ_fx'  W[f, c, FH−1−fy', FW−1−fx'] · ext_f[q + fy'·WP + fx']
+///              (f, fy', fx' in this order; wt from [`dx_weight_by_tap`])
+/// ```
+///
+/// `wide: (FN, wide_pixels)` is `dout` on the wide grid, zeros in its junk
+/// columns (`widen`). Only the rows of `dxpad: (C, HP, WP)` that hold the
+/// image, P to P + H − 1, are written (their padding columns with values
+/// nobody reads); `unpad_image` then takes `dx`. Returns `false`, and
+/// writes nothing, unless [`cpu_applies`] and the grid is wide (OWW = WP).
+pub fn dx_from_wide<T: Float>(
+    wide: &[T],
+    wg: &WideGeometry,
+    wt: &[T],
+    filters: usize,
+    ext: &mut Vec<T>,
+    dxpad: &mut [T],
+) -> bool {
+    if !worth_it::<T>(wg) {
+        return false;
+    }
+    let (sweep, run) = dx_sweep(wg, filters, wide, ext);
+    sweep.check(ext, wt, &[run], dxpad);
+    run_vector(ext, sweep, wt, &[run], dxpad)
+}
+
+/// [`dx_from_wide`]'s sums in plain Rust, the same bits, for any `T`.
+pub fn dx_from_wide_plain<T: Float>(
+    wide: &[T],
+    wg: &WideGeometry,
+    wt: &[T],
+    filters: usize,
+    ext: &mut Vec<T>,
+    dxpad: &mut [T],
+) {
+    assert!(
+        wg.g.stride == 1 && wg.wide_w == wg.padded_w,
+        "dx_from_wide: stride 1 on the wide grid only"
+    );
+    let (sweep, run) = dx_sweep(wg, filters, wide, ext);
+    sweep.check(ext, wt, &[run], dxpad);
+    sweep_plain(ext, sweep, wt, &[run], dxpad);
+}
+
+/// `W: (FN, C, FH, FW)` → the weights of [`dx_from_wide`]: `(FN·FH·FW, C)`,
+/// tap `(f, fy', fx')` holding `W[f, c, FH−1−fy', FW−1−fx']` for every c.
+pub fn dx_weight_by_tap<T: Float>(
+    weight: &[T],
+    filters: usize,
+    (channels, filter_h, filter_w): (usize, usize, usize),
+    wt: &mut Vec<T>,
+) {
+    let taps = filter_h * filter_w;
+    assert_eq!(
+        weight.len(),
+        filters * channels * taps,
+        "dx_weight_by_tap: W"
+    );
+    wt.clear();
+    wt.resize(weight.len(), T::zero());
+    for f in 0..filters {
+        for c in 0..channels {
+            for tap in 0..taps {
+                let turned = taps - 1 - tap;
+                wt[(f * taps + tap) * channels + c] = weight[(f * channels + c) * taps + turned];
             }
         }
     }
 }
 
+/// The sweep and the run of [`dx_from_wide`], with `wide` copied into
+/// `ext` (see there).
+fn dx_sweep<T: Float>(
+    wg: &WideGeometry,
+    filters: usize,
+    wide: &[T],
+    ext: &mut Vec<T>,
+) -> (Sweep, Run) {
+    let g = &wg.g;
+    let (wp, plane) = (wg.padded_w, wg.padded_h * wg.padded_w);
+    let margin = (g.filter_h - 1) * wp + g.filter_w - 1;
+    // The wide grid's values that col2im would add back: its first `run`.
+    let run_len = (g.out_h - 1) * wp + g.out_w;
+    debug_assert_eq!(margin + run_len, plane);
+    let ext_plane = plane + margin;
+    assert!(
+        wide.len() >= filters * wg.wide_pixels(),
+        "dx_from_wide: wide too short"
+    );
+    ext.clear();
+    ext.resize(filters * ext_plane, T::zero());
+    let rows = wide.chunks_exact(wg.wide_pixels());
+    for (ext_f, wide_f) in ext.chunks_exact_mut(ext_plane).zip(rows) {
+        ext_f[margin..plane].copy_from_slice(&wide_f[..run_len]);
+    }
+    let sweep = Sweep {
+        channels: filters,
+        plane: ext_plane,
+        row: wp,
+        fh: g.filter_h,
+        fw: g.filter_w,
+        filters: g.channels,
+        out_plane: plane,
+    };
+    // The rows of the padded plane that hold the image.
+    let start = g.pad * wp;
+    let run = Run {
+        out_start: start,
+        in_start: start,
+        len: g.in_h * wp,
+    };
+    (sweep, run)
+}
+
+/// The products of `sweep` over `runs`, one output value at a time.
+fn sweep_plain<T: Float>(input: &[T], sweep: Sweep, wt: &[T], runs: &[Run], out: &mut [T]) {
+    for (f, out_f) in out
+        .chunks_exact_mut(sweep.out_plane)
+        .take(sweep.filters)
+        .enumerate()
+    {
+        for run in runs {
+            for p in 0..run.len {
+                let mut sum = T::zero();
+                for c in 0..sweep.channels {
+                    for fy in 0..sweep.fh {
+                        for fx in 0..sweep.fw {
+                            let tap = (c * sweep.fh + fy) * sweep.fw + fx;
+                            let x = input[c * sweep.plane + run.in_start + p + fy * sweep.row + fx];
+                            sum = wt[tap * sweep.filters + f].mul_add(x, sum);
+                        }
+                    }
+                }
+                out_f[run.out_start + p] = sum;
+            }
+        }
+    }
+}
+
+/// The products of `sweep` over `runs` by the AVX-512 kernel; `false` if
+/// `T` or the CPU is not its. The caller has checked the lengths.
+fn run_vector<T: Float>(input: &[T], sweep: Sweep, wt: &[T], runs: &[Run], out: &mut [T]) -> bool {
+    if !cpu_applies::<T>() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: T is f32 (cpu_applies), so the casts are to the same type.
+        let cast =
+            |s: &[T]| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) };
+        let out =
+            unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len()) };
+        // SAFETY: AVX-512F was detected; the caller checked every run
+        // against the slices (`Sweep::check`).
+        unsafe { avx512::sweep(cast(input), sweep, cast(wt), runs, out) };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (input, sweep, wt, runs, out);
+        false
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{runs, Run, MAX_FILTER_BLOCK};
-    use crate::kernels::im2col_wide::WideGeometry;
+    use super::{Run, Sweep, MAX_FILTER_BLOCK};
     use std::arch::x86_64::*;
 
-    /// See [`super::conv_wide`]; the caller has checked the lengths and the CPU.
+    /// See [`super::run_vector`]: blocks of filters as even as possible,
+    /// none over [`MAX_FILTER_BLOCK`], each over every run.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn conv_wide(
-        xpad: &[f32],
-        wg: &WideGeometry,
+    pub(super) unsafe fn sweep(
+        input: &[f32],
+        sweep: Sweep,
         wt: &[f32],
-        filters: usize,
-        wide: &mut [f32],
+        runs: &[Run],
+        out: &mut [f32],
     ) {
-        let (runs, end) = runs(wg);
-        let wide_pixels = wg.wide_pixels();
-        for row in wide.chunks_exact_mut(wide_pixels).take(filters) {
-            row[end..].fill(0.0);
-        }
-        // Blocks of filters as even as possible, none over MAX_FILTER_BLOCK.
-        let blocks = filters.div_ceil(MAX_FILTER_BLOCK);
+        let blocks = sweep.filters.div_ceil(MAX_FILTER_BLOCK);
         let mut first = 0;
         for b in 0..blocks {
-            let size = (filters - first) / (blocks - b);
+            let size = (sweep.filters - first) / (blocks - b);
             let block = Block {
-                xpad: xpad.as_ptr(),
-                wg,
+                input: input.as_ptr(),
+                sweep,
                 wt: wt.as_ptr().add(first),
-                filters,
-                wide: wide.as_mut_ptr().add(first * wide_pixels),
-                wide_pixels,
+                out: out.as_mut_ptr().add(first * sweep.out_plane),
             };
-            for &run in &runs {
+            for &run in runs {
                 block_dispatch(&block, size, run);
             }
             first += size;
         }
     }
 
-    /// One block of filters: pointers to its first weight and output row.
-    struct Block<'a> {
-        xpad: *const f32,
-        wg: &'a WideGeometry,
+    /// One block of filters: pointers to its first weight and output plane.
+    struct Block {
+        input: *const f32,
+        sweep: Sweep,
         wt: *const f32,
-        filters: usize,
-        wide: *mut f32,
-        wide_pixels: usize,
+        out: *mut f32,
     }
 
     /// Calls [`block_run`] with the block's size as a constant.
     #[target_feature(enable = "avx512f")]
-    unsafe fn block_dispatch(block: &Block<'_>, size: usize, run: Run) {
+    unsafe fn block_dispatch(block: &Block, size: usize, run: Run) {
         macro_rules! sizes {
             ($($n:literal)*) => {
                 match size {
@@ -279,31 +458,28 @@ mod avx512 {
     /// last vector masked).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn block_run<const FB: usize>(block: &Block<'_>, run: Run) {
-        let wg = block.wg;
-        let g = &wg.g;
-        let plane = wg.padded_h * wg.padded_w;
-        let (fh, fw, wp) = (g.filter_h, g.filter_w, wg.padded_w);
+    unsafe fn block_run<const FB: usize>(block: &Block, run: Run) {
+        let s = &block.sweep;
         let mut p = 0;
         while p < run.len {
             let lanes = (run.len - p).min(16);
             let mask: __mmask16 = if lanes == 16 { !0 } else { (1u16 << lanes) - 1 };
             let mut sums = [_mm512_setzero_ps(); FB];
             let mut w = block.wt;
-            for c in 0..g.channels {
-                let base = block.xpad.add(c * plane + run.in_start + p);
-                for fy in 0..fh {
-                    for fx in 0..fw {
-                        let x = _mm512_maskz_loadu_ps(mask, base.add(fy * wp + fx));
+            for c in 0..s.channels {
+                let base = block.input.add(c * s.plane + run.in_start + p);
+                for fy in 0..s.fh {
+                    for fx in 0..s.fw {
+                        let x = _mm512_maskz_loadu_ps(mask, base.add(fy * s.row + fx));
                         for (f, sum) in sums.iter_mut().enumerate() {
                             *sum = _mm512_fmadd_ps(_mm512_set1_ps(*w.add(f)), x, *sum);
                         }
-                        w = w.add(block.filters);
+                        w = w.add(s.filters);
                     }
                 }
             }
             for (f, sum) in sums.iter().enumerate() {
-                let out = block.wide.add(f * block.wide_pixels + run.out_start + p);
+                let out = block.out.add(f * s.out_plane + run.out_start + p);
                 _mm512_mask_storeu_ps(out, mask, *sum);
             }
             p += 16;
@@ -316,7 +492,7 @@ mod tests {
     use super::*;
     use crate::kernels::gemm::{matmul, MatMut, MatRef};
     use crate::kernels::im2col::ConvGeometry;
-    use crate::kernels::im2col_wide::{im2col_wide, pad_image};
+    use crate::kernels::im2col_wide::{col2im_wide, im2col_wide, pad_image, unpad_image, widen};
     use crate::rng::Rng;
 
     fn random(len: usize, rng: &mut Rng) -> Vec<f32> {
@@ -423,5 +599,85 @@ mod tests {
         let wt = vec![0.0f64; wg.g.col_width() * filters];
         let mut wide = vec![0.0f64; filters * wg.wide_pixels()];
         assert!(!conv_wide(&xpad, &wg, &wt, filters, &mut wide));
+    }
+
+    /// `dx` by the turned filters is `unpad(col2im(W^T · wide))`, to
+    /// rounding, and the vector kernel gives the plain sums' bits.
+    #[test]
+    fn dx_is_col2im_of_the_transposed_product() {
+        let mut rng = Rng::new(5);
+        let wide_grid = cases()
+            .into_iter()
+            .filter(|(wg, _)| wg.wide_w == wg.padded_w);
+        let mut tested = 0;
+        for (wg, filters) in wide_grid {
+            let g = &wg.g;
+            let k = g.col_width();
+            let weight = random(filters * k, &mut rng);
+            let dout = random(filters * g.out_pixels(), &mut rng);
+            let mut wide = vec![f32::NAN; filters * wg.wide_pixels()];
+            widen(&dout, &wg, &mut wide);
+            // The route it replaces: dcol = W^T · wide, then col2im.
+            let mut dcol = vec![0.0; wg.col_len()];
+            matmul(
+                MatMut::new(&mut dcol, k, wg.wide_pixels()),
+                MatRef::new(&weight, filters, k).t(),
+                MatRef::new(&wide, filters, wg.wide_pixels()),
+                false,
+                false,
+            );
+            let mut dxpad = vec![0.0; wg.padded_len()];
+            col2im_wide(&dcol, &wg, &mut dxpad);
+            let mut want = vec![0.0; g.channels * g.in_h * g.in_w];
+            unpad_image(&dxpad, &wg, &mut want);
+
+            let mut wt = Vec::new();
+            dx_weight_by_tap(
+                &weight,
+                filters,
+                (g.channels, g.filter_h, g.filter_w),
+                &mut wt,
+            );
+            let mut ext = Vec::new();
+            let mut plain_pad = vec![f32::NAN; wg.padded_len()];
+            dx_from_wide_plain(&wide, &wg, &wt, filters, &mut ext, &mut plain_pad);
+            let mut got = vec![0.0; want.len()];
+            unpad_image(&plain_pad, &wg, &mut got);
+            // Sums of up to FN·FH·FW products of N(0, 1) values, in
+            // another order: f32 rounding grows with the number of terms
+            // (a wrong or missing term would be off by about 1).
+            let tolerance = 4e-7 * (filters * g.filter_h * g.filter_w) as f32;
+            for (i, (&got, &want)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (got - want).abs() <= tolerance,
+                    "{wg:?} [{i}]: {got} vs {want}"
+                );
+            }
+            if cpu_applies::<f32>() {
+                let mut fast_pad = vec![f32::NAN; wg.padded_len()];
+                assert!(dx_from_wide(
+                    &wide,
+                    &wg,
+                    &wt,
+                    filters,
+                    &mut ext,
+                    &mut fast_pad
+                ));
+                // The rows that hold the image, every column.
+                let rows = g.pad * wg.padded_w..(g.pad + g.in_h) * wg.padded_w;
+                for (fast, plain) in fast_pad
+                    .chunks_exact(wg.padded_h * wg.padded_w)
+                    .zip(plain_pad.chunks_exact(wg.padded_h * wg.padded_w))
+                {
+                    let (fast, plain) = (&fast[rows.clone()], &plain[rows.clone()]);
+                    assert!(fast
+                        .iter()
+                        .zip(plain)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()));
+                }
+            }
+            tested += 1;
+        }
+        assert!(tested >= 3);
     }
 }

@@ -248,6 +248,9 @@ pub struct Convolution<T> {
     /// W as (C·FH·FW, FN) for a forward computed without `col`
     /// (`kernels/direct_conv.rs`), rewritten by each forward that uses it.
     weight_by_tap: Vec<T>,
+    /// W turned for backward's `dx` by the same kernel, rewritten by each
+    /// backward that uses it.
+    dx_weight_by_tap: Vec<T>,
 }
 
 impl<T: Float> Convolution<T> {
@@ -302,6 +305,7 @@ impl<T: Float> Convolution<T> {
             arg_max: Vec::new(),
             team_planes: Vec::new(),
             weight_by_tap: Vec::new(),
+            dx_weight_by_tap: Vec::new(),
         })
     }
 

@@ -8,6 +8,10 @@
 //! dcol   = W^T · wide       (C·FH·FW, OH·OWW)  →  dx_n = unpad(col2im(dcol))
 //! ```
 //!
+//! For stride 1 on the wide grid, in f32 on a CPU with AVX-512, `dx_n` is
+//! instead the filters turned by 180° run over `wide` by the forward's
+//! direct kernel ([`direct_conv::dx_from_wide`]): no `dcol`, no `col2im`.
+//!
 //! `col` is the image unrolled again, as in forward, from the padded image
 //! that forward kept (the layer keeps `xpad`, not every image's `col`).
 //! Where `weight_grad.rs` applies (stride 1 on the wide grid, FW·C a
@@ -25,6 +29,7 @@ use super::scratch::{resize_scratch, thread_scratch, Scratch};
 use super::FusedActivation;
 use super::{sum, weight_grad, Convolution};
 use crate::error::{Error, Result};
+use crate::kernels::direct_conv;
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
 use crate::kernels::im2col_wide::{col2im_wide, im2col_wide, unpad_image, widen, WideGeometry};
 use crate::kernels::transpose_into;
@@ -36,6 +41,9 @@ use rayon::prelude::*;
 /// fused activation, output (for the activation's backward). With a fused pooling, `dout` and
 /// the output are the pooled ones, and `pool` holds the chunk's `arg_max`.
 pub(super) struct ChunkData<'a, T> {
+    /// W turned for `dx` ([`direct_conv::dx_weight_by_tap`]) when `dx` is
+    /// computed without `dcol` ([`direct_conv::dx_from_wide`]).
+    pub dx_weight_by_tap: Option<&'a [T]>,
     pub xpad: &'a [T],
     pub dout: &'a [T],
     pub activation_out: Option<(FusedActivation, &'a [T])>,
@@ -67,6 +75,7 @@ pub(super) fn backward_chunk<T: Float>(
         wide,
         dcol,
         planes,
+        dout_ext,
     } = scratch;
     let images = chunk
         .xpad
@@ -121,17 +130,24 @@ pub(super) fn backward_chunk<T: Float>(
             *d = if i > 0 { *d + sum(row) } else { sum(row) };
         }
         if let Some(dx_chunk) = dx_chunk.as_mut() {
-            // dcol = W^T · dout_n           (C·FH·FW, OH·OWW)
-            matmul(
-                MatMut::new(dcol, k, wide_pixels),
-                MatRef::new(weight, filters, k).t(),
-                MatRef::new(wide, filters, wide_pixels),
-                false,
-                false,
-            );
-            // dx_n = col2im(dcol), through the padded plane
-            col2im_wide(dcol, wg, xpad);
+            if let Some(wt) = chunk.dx_weight_by_tap {
+                // dxpad = the turned filters over dout_n, with no dcol
+                let done = direct_conv::dx_from_wide(wide, wg, wt, filters, dout_ext, xpad);
+                assert!(done, "direct_conv::worth_it chose a product it cannot do");
+            } else {
+                // dcol = W^T · dout_n           (C·FH·FW, OH·OWW)
+                matmul(
+                    MatMut::new(dcol, k, wide_pixels),
+                    MatRef::new(weight, filters, k).t(),
+                    MatRef::new(wide, filters, wide_pixels),
+                    false,
+                    false,
+                );
+                // dxpad = col2im(dcol)
+                col2im_wide(dcol, wg, xpad);
+            }
             let dx_n = &mut dx_chunk[i * g.image_len()..(i + 1) * g.image_len()];
+            // dx_n: the image's rows and columns of dxpad
             unpad_image(xpad, wg, dx_n);
         }
     }
@@ -153,6 +169,14 @@ impl<T: Float> Convolution<T> {
         let wg = WideGeometry::new(g);
         resize_scratch(&mut self.scratch, &wg, filters);
         let weight = self.weight.data();
+        // Stride 1 on the wide grid, f32 with AVX-512: dx without dcol
+        // (`kernels/direct_conv.rs`), for every image of the call.
+        let dx_direct = with_dx && direct_conv::worth_it::<T>(&wg);
+        if dx_direct {
+            let filter = (g.channels, g.filter_h, g.filter_w);
+            direct_conv::dx_weight_by_tap(weight, filters, filter, &mut self.dx_weight_by_tap);
+        }
+        let dx_weight_by_tap = dx_direct.then_some(&self.dx_weight_by_tap[..]);
         let fused_activation = self.fused_activation;
         let scratch = &self.scratch[..];
         // Values of one image's output (and dout): pooled, or the full planes.
@@ -176,6 +200,7 @@ impl<T: Float> Convolution<T> {
             .zip(dx_chunks)
             .for_each(|(((((grads, xpad), dout), out), arg_max), dx)| {
                 let chunk = ChunkData {
+                    dx_weight_by_tap,
                     xpad,
                     dout,
                     activation_out: fused_activation.map(|act| (act, out)),

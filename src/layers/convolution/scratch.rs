@@ -21,6 +21,9 @@ pub(super) struct Scratch<T> {
     /// One image's output planes (FN, OH, OW): before the fused pooling in
     /// forward; `dout` after the fused activation's (and pooling's) backward.
     pub planes: Vec<T>,
+    /// `wide` behind and before a margin of zeros, for `dx` without
+    /// `dcol` (`kernels/direct_conv.rs`); sized by its first use.
+    pub dout_ext: Vec<T>,
 }
 
 /// One [`Scratch`] per pool thread, sized for `wg` and `filters`.

@@ -96,9 +96,10 @@ fn forward_matches_the_definition() {
 /// In f32, stride 1 on the wide grid takes the product straight from the
 /// padded image where the CPU has AVX-512 (`kernels/direct_conv.rs`); in
 /// training and inference, with two blocks of filters, it gives the
-/// definition's values to f32 rounding.
+/// definition's values to f32 rounding, and backward's `dx` the f64
+/// layer's.
 #[test]
-fn an_f32_forward_without_col_matches_the_definition() {
+fn an_f32_convolution_without_col_matches_the_definition() {
     let mut rng = Rng::new(9);
     let config = ConvolutionConfig {
         in_channels: 5,
@@ -134,6 +135,18 @@ fn an_f32_forward_without_col_matches_the_definition() {
                 "train {train}: {a} vs {b}"
             );
         }
+    }
+    // Backward's dx by the turned filters (no dcol) against the f64 layer's
+    // col2im route: sums of 30·3·3 products of N(0, 1) values.
+    let dout = (0..3 * 4320).map(|_| rng.normal()).collect();
+    let dout = Tensor::from_vec(&[3, 30, 12, 12], dout).unwrap();
+    conv.forward(&x, true).unwrap();
+    let want = conv.backward(&dout).unwrap().clone();
+    fast.forward(&x.cast::<f32>(), true).unwrap();
+    let got = fast.backward(&dout.cast::<f32>()).unwrap();
+    assert_eq!(got.shape(), want.shape());
+    for (&a, &b) in got.data().iter().zip(want.data()) {
+        assert!((a as f64 - b).abs() < 1e-4, "dx: {a} vs {b}");
     }
 }
 
