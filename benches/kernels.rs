@@ -18,6 +18,12 @@
 //!   `col2im_image`) against the padded wide-row ones it calls now
 //!   (`pad_image` + `im2col_wide`, `col2im_wide` + `unpad_image`), also on
 //!   `deep`'s second layer (16×28×28, 3×3, pad 1).
+//! * `direct_conv`: on one thread, one image, the 3×3 forward product on
+//!   the wide grid computed straight from the padded image
+//!   (`kernels::direct_conv::conv_wide`) against unrolling and `gemm`
+//!   (`im2col_wide` + `matmul`), padding included in both, for `deep`'s
+//!   second layer (16 → 16 on 28×28) and `fashion-fast`'s (24 → 24);
+//!   skipped where the CPU has no AVX-512.
 //! * `convolution`: one `Convolution` layer (30 filters 5×5 on 1×28×28)
 //!   forward, and forward + backward.
 //! * `pooling`: `MaxPooling` 2×2 stride 2 on (100, 30, 24, 24), forward and
@@ -34,6 +40,7 @@
 //! cargo bench --bench kernels -- gemm    # one group (criterion's name filter)
 //! ```
 
+use convnet::kernels::direct_conv::{conv_wide, cpu_applies};
 use convnet::kernels::gemm::{matmul, MatMut, MatRef};
 use convnet::kernels::im2col::{
     col2im_batch, col2im_image, im2col_batch, im2col_image, ConvGeometry,
@@ -283,6 +290,52 @@ fn bench_im2col(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_direct_conv(c: &mut Criterion) {
+    if !cpu_applies::<f32>() {
+        return;
+    }
+    let mut rng = Rng::new(4);
+    let mut group = c.benchmark_group("direct_conv");
+    for (channels, filters) in [(16, 16), (24, 24)] {
+        let g = ConvGeometry::new((channels, 28, 28), (3, 3), 1, 1).expect("valid geometry");
+        let wg = WideGeometry::new(g);
+        let label = format!("{channels}x28x28_to_{filters}");
+        let x = random_vec(g.image_len(), &mut rng);
+        let weight = random_vec(filters * g.col_width(), &mut rng);
+        let (mut xpad, mut col) = (vec![0.0f32; wg.padded_len()], vec![0.0f32; wg.col_len()]);
+        let mut wide = vec![0.0f32; filters * wg.wide_pixels()];
+        let flops = 2 * filters * g.col_width() * g.out_pixels();
+        group.throughput(Throughput::Elements(flops as u64));
+        group.bench_function(BenchmarkId::new("pad_direct", &label), |bench| {
+            bench.iter(|| {
+                pad_image(black_box(&x), &wg, &mut xpad);
+                assert!(conv_wide(
+                    &xpad,
+                    &wg,
+                    &weight,
+                    filters,
+                    black_box(&mut wide)
+                ));
+            })
+        });
+        group.bench_function(BenchmarkId::new("pad_im2col_wide_gemm", &label), |bench| {
+            bench.iter(|| {
+                pad_image(black_box(&x), &wg, &mut xpad);
+                im2col_wide(&xpad, &wg, &mut col);
+                let k = g.col_width();
+                matmul(
+                    MatMut::new(black_box(&mut wide), filters, wg.wide_pixels()),
+                    MatRef::new(&weight, filters, k),
+                    MatRef::new(&col, k, wg.wide_pixels()),
+                    false,
+                    false,
+                );
+            })
+        });
+    }
+    group.finish();
+}
+
 fn bench_convolution(c: &mut Criterion) {
     let mut rng = Rng::new(3);
     let config = ConvolutionConfig::default(); // 30 filters 5×5, stride 1, pad 0
@@ -361,6 +414,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
-    targets = bench_gemm, bench_im2col, bench_convolution, bench_pooling, bench_train_step
+    targets = bench_gemm, bench_im2col, bench_direct_conv, bench_convolution, bench_pooling, bench_train_step
 }
 criterion_main!(kernels);

@@ -3,7 +3,7 @@
 //! image, for stride 1, with no `col` written and no `gemm` packing.
 //!
 //! ```text
-//! xpad: (C, HP, WP)         W: (FN, C, FH, FW), given as wt: (C·FH·FW, FN)
+//! xpad: (C, HP, WP)         W: (FN, C, FH, FW)
 //! wide[f, oy·OWW + ox] = Σ_c Σ_fy Σ_fx  W[f, c, fy, fx] · xpad[c, oy + fy, ox + fx]
 //!                        (c, fy, fx in this order, one fused multiply-add each)
 //! ```
@@ -13,8 +13,9 @@
 //! pixels are one vector load whatever rows they lie on. The kernel keeps
 //! the sums of one such vector for up to [`MAX_FILTER_BLOCK`] filters in
 //! registers and, for every `(c, fy, fx)`, loads the 16 inputs once and
-//! multiplies them by each filter's weight, broadcast from `wt` (where the
-//! filters of one tap lie side by side). That is one load per
+//! multiplies them by each filter's weight, broadcast from W (read in
+//! place: the filters' rows of W stay in the core's L1 cache). That is one
+//! load per
 //! [`MAX_FILTER_BLOCK`] multiply-adds: the cores run near their peak, as
 //! `gemm`'s kernel does, without unrolling the image into `col` first.
 //! On the book's grid (OWW = OW) each output row is one such run.
@@ -28,7 +29,7 @@
 //! compare it with.
 //!
 //! ```
-//! use convnet::kernels::direct_conv::{conv_wide_plain, weight_by_tap};
+//! use convnet::kernels::direct_conv::conv_wide_plain;
 //! use convnet::kernels::im2col::ConvGeometry;
 //! use convnet::kernels::im2col_wide::{pad_image, WideGeometry};
 //! // One 3×3 image, pad 1, one filter that sums the 3×3 window.
@@ -36,10 +37,8 @@
 //! let x = [1.0f32; 9];
 //! let mut xpad = vec![0.0; wg.padded_len()];
 //! pad_image(&x, &wg, &mut xpad);
-//! let mut wt = Vec::new();
-//! weight_by_tap(&[1.0f32; 9], 1, &mut wt);
 //! let mut wide = vec![0.0; wg.wide_pixels()];
-//! conv_wide_plain(&xpad, &wg, &wt, 1, &mut wide);
+//! conv_wide_plain(&xpad, &wg, &[1.0f32; 9], 1, &mut wide);
 //! // Corners see 4 ones, edges 6, the centre 9 (on the book's grid here:
 //! // rows of 3).
 //! assert_eq!(&wide[..3], &[4.0, 6.0, 4.0]);
@@ -53,19 +52,6 @@ use crate::tensor::Float;
 /// rest for the inputs and the broadcast weight.
 pub const MAX_FILTER_BLOCK: usize = 24;
 
-/// `W: (FN, K)` (K = C·FH·FW) → `wt: (K, FN)`, the layout [`conv_wide`] reads:
-/// the weights of one tap for every filter side by side.
-pub fn weight_by_tap<T: Float>(weight: &[T], filters: usize, wt: &mut Vec<T>) {
-    let k = weight.len() / filters.max(1);
-    wt.clear();
-    wt.resize(weight.len(), T::zero());
-    for (f, row) in weight.chunks_exact(k.max(1)).enumerate() {
-        for (tap, &w) in row.iter().enumerate() {
-            wt[tap * filters + f] = w;
-        }
-    }
-}
-
 /// One run of output pixels that read the input planes at one offset:
 /// `out[out_start..][..len]` from `input_c[in_start..]` (plus each tap's shift).
 #[derive(Clone, Copy, Debug)]
@@ -77,8 +63,9 @@ struct Run {
 
 /// What one product reads and writes, in values: `channels` input planes
 /// `plane` apart, a `fh × fw` filter whose rows are `row` apart in them;
-/// `filters` output planes `out_plane` apart. Weights are `(channels·fh·fw,
-/// filters)`, the filters of one tap side by side.
+/// `filters` output planes `out_plane` apart. The weight of input channel
+/// `c`, tap `t` (`fy·fw + fx`) and output `f` is `W[w_first + c·w_in +
+/// t·w_tap + f·w_out]`: W read in place, for forward and turned for `dx`.
 #[derive(Clone, Copy, Debug)]
 struct Sweep {
     channels: usize,
@@ -88,6 +75,10 @@ struct Sweep {
     fw: usize,
     filters: usize,
     out_plane: usize,
+    w_first: usize,
+    w_in: isize,
+    w_tap: isize,
+    w_out: isize,
 }
 
 impl Sweep {
@@ -102,14 +93,36 @@ impl Sweep {
             fw: g.filter_w,
             filters,
             out_plane: wg.wide_pixels(),
+            // W: (FN, C, FH, FW) as it is.
+            w_first: 0,
+            w_in: (g.filter_h * g.filter_w) as isize,
+            w_tap: 1,
+            w_out: g.col_width() as isize,
         }
+    }
+
+    /// Index into W of input channel `c`, tap `t` and output `f`.
+    fn weight_index(&self, c: usize, t: usize, f: usize) -> usize {
+        let offset = c as isize * self.w_in + t as isize * self.w_tap + f as isize * self.w_out;
+        (self.w_first as isize + offset) as usize
     }
 
     /// Checks the slices against the sweep and its runs; a mismatch is a
     /// bug in the caller.
-    fn check(&self, input: &[impl Copy], wt: &[impl Copy], runs: &[Run], out: &[impl Copy]) {
+    fn check(&self, input: &[impl Copy], weight: &[impl Copy], runs: &[Run], out: &[impl Copy]) {
         let taps = self.channels * self.fh * self.fw;
-        assert_eq!(wt.len(), taps * self.filters, "direct_conv: weights");
+        assert_eq!(weight.len(), taps * self.filters, "direct_conv: weights");
+        // The extremes of the weight index: every (c, t, f) lies between.
+        let corners = [
+            (0, 0, 0),
+            (self.channels - 1, self.fh * self.fw - 1, self.filters - 1),
+        ];
+        for (c, t, f) in corners {
+            assert!(
+                self.weight_index(c, t, f) < weight.len(),
+                "direct_conv: weight index"
+            );
+        }
         assert!(
             input.len() >= self.channels * self.plane,
             "direct_conv: input"
@@ -185,12 +198,12 @@ pub fn cpu_applies<T: 'static>() -> bool {
 }
 
 /// `wide: (FN, wide_pixels) = W · col` computed from `xpad` (see the module
-/// documentation), with `wt` from [`weight_by_tap`]. Returns `false`, and
+/// documentation), `W: (FN, C, FH, FW)` as `weight`. Returns `false`, and
 /// writes nothing, unless [`cpu_applies`] and [`geometry_applies`].
 pub fn conv_wide<T: Float>(
     xpad: &[T],
     wg: &WideGeometry,
-    wt: &[T],
+    weight: &[T],
     filters: usize,
     wide: &mut [T],
 ) -> bool {
@@ -199,11 +212,11 @@ pub fn conv_wide<T: Float>(
     }
     let sweep = Sweep::forward(wg, filters);
     let (runs, end) = runs(wg);
-    sweep.check(xpad, wt, &runs, wide);
+    sweep.check(xpad, weight, &runs, wide);
     for row in wide.chunks_exact_mut(sweep.out_plane).take(filters) {
         row[end..].fill(T::zero());
     }
-    run_vector(xpad, sweep, wt, &runs, wide)
+    run_vector(xpad, sweep, weight, &runs, wide)
 }
 
 /// [`conv_wide`]'s sums in plain Rust, one output value at a time in the
@@ -212,7 +225,7 @@ pub fn conv_wide<T: Float>(
 pub fn conv_wide_plain<T: Float>(
     xpad: &[T],
     wg: &WideGeometry,
-    wt: &[T],
+    weight: &[T],
     filters: usize,
     wide: &mut [T],
 ) {
@@ -222,11 +235,11 @@ pub fn conv_wide_plain<T: Float>(
     );
     let sweep = Sweep::forward(wg, filters);
     let (runs, end) = runs(wg);
-    sweep.check(xpad, wt, &runs, wide);
+    sweep.check(xpad, weight, &runs, wide);
     for row in wide.chunks_exact_mut(sweep.out_plane).take(filters) {
         row[end..].fill(T::zero());
     }
-    sweep_plain(xpad, sweep, wt, &runs, wide);
+    sweep_plain(xpad, sweep, weight, &runs, wide);
 }
 
 /// Backward to the input by the same kernel. `col2im(W^T · wide)` adds
@@ -238,7 +251,7 @@ pub fn conv_wide_plain<T: Float>(
 ///
 /// ```text
 /// dxpad_c[q] = Σ_f Σ_fy' Σ_fx'  W[f, c, FH−1−fy', FW−1−fx'] · ext_f[q + fy'·WP + fx']
-///              (f, fy', fx' in this order; wt from [`dx_weight_by_tap`])
+///              (f, fy', fx' in this order; W as the layer holds it, `weight`)
 /// ```
 ///
 /// `wide: (FN, wide_pixels)` is `dout` on the wide grid, zeros in its junk
@@ -249,7 +262,7 @@ pub fn conv_wide_plain<T: Float>(
 pub fn dx_from_wide<T: Float>(
     wide: &[T],
     wg: &WideGeometry,
-    wt: &[T],
+    weight: &[T],
     filters: usize,
     ext: &mut Vec<T>,
     dxpad: &mut [T],
@@ -258,15 +271,15 @@ pub fn dx_from_wide<T: Float>(
         return false;
     }
     let (sweep, run) = dx_sweep(wg, filters, wide, ext);
-    sweep.check(ext, wt, &[run], dxpad);
-    run_vector(ext, sweep, wt, &[run], dxpad)
+    sweep.check(ext, weight, &[run], dxpad);
+    run_vector(ext, sweep, weight, &[run], dxpad)
 }
 
 /// [`dx_from_wide`]'s sums in plain Rust, the same bits, for any `T`.
 pub fn dx_from_wide_plain<T: Float>(
     wide: &[T],
     wg: &WideGeometry,
-    wt: &[T],
+    weight: &[T],
     filters: usize,
     ext: &mut Vec<T>,
     dxpad: &mut [T],
@@ -276,34 +289,8 @@ pub fn dx_from_wide_plain<T: Float>(
         "dx_from_wide: stride 1 on the wide grid only"
     );
     let (sweep, run) = dx_sweep(wg, filters, wide, ext);
-    sweep.check(ext, wt, &[run], dxpad);
-    sweep_plain(ext, sweep, wt, &[run], dxpad);
-}
-
-/// `W: (FN, C, FH, FW)` → the weights of [`dx_from_wide`]: `(FN·FH·FW, C)`,
-/// tap `(f, fy', fx')` holding `W[f, c, FH−1−fy', FW−1−fx']` for every c.
-pub fn dx_weight_by_tap<T: Float>(
-    weight: &[T],
-    filters: usize,
-    (channels, filter_h, filter_w): (usize, usize, usize),
-    wt: &mut Vec<T>,
-) {
-    let taps = filter_h * filter_w;
-    assert_eq!(
-        weight.len(),
-        filters * channels * taps,
-        "dx_weight_by_tap: W"
-    );
-    wt.clear();
-    wt.resize(weight.len(), T::zero());
-    for f in 0..filters {
-        for c in 0..channels {
-            for tap in 0..taps {
-                let turned = taps - 1 - tap;
-                wt[(f * taps + tap) * channels + c] = weight[(f * channels + c) * taps + turned];
-            }
-        }
-    }
+    sweep.check(ext, weight, &[run], dxpad);
+    sweep_plain(ext, sweep, weight, &[run], dxpad);
 }
 
 /// The sweep and the run of [`dx_from_wide`], with `wide` copied into
@@ -339,6 +326,11 @@ fn dx_sweep<T: Float>(
         fw: g.filter_w,
         filters: g.channels,
         out_plane: plane,
+        // Input channel f, tap t', output c: W[f, c, taps − 1 − t'].
+        w_first: g.filter_h * g.filter_w - 1,
+        w_in: g.col_width() as isize,
+        w_tap: -1,
+        w_out: (g.filter_h * g.filter_w) as isize,
     };
     // The rows of the padded plane that hold the image.
     let start = g.pad * wp;
@@ -351,7 +343,7 @@ fn dx_sweep<T: Float>(
 }
 
 /// The products of `sweep` over `runs`, one output value at a time.
-fn sweep_plain<T: Float>(input: &[T], sweep: Sweep, wt: &[T], runs: &[Run], out: &mut [T]) {
+fn sweep_plain<T: Float>(input: &[T], sweep: Sweep, weight: &[T], runs: &[Run], out: &mut [T]) {
     for (f, out_f) in out
         .chunks_exact_mut(sweep.out_plane)
         .take(sweep.filters)
@@ -363,9 +355,9 @@ fn sweep_plain<T: Float>(input: &[T], sweep: Sweep, wt: &[T], runs: &[Run], out:
                 for c in 0..sweep.channels {
                     for fy in 0..sweep.fh {
                         for fx in 0..sweep.fw {
-                            let tap = (c * sweep.fh + fy) * sweep.fw + fx;
                             let x = input[c * sweep.plane + run.in_start + p + fy * sweep.row + fx];
-                            sum = wt[tap * sweep.filters + f].mul_add(x, sum);
+                            sum = weight[sweep.weight_index(c, fy * sweep.fw + fx, f)]
+                                .mul_add(x, sum);
                         }
                     }
                 }
@@ -377,7 +369,13 @@ fn sweep_plain<T: Float>(input: &[T], sweep: Sweep, wt: &[T], runs: &[Run], out:
 
 /// The products of `sweep` over `runs` by the AVX-512 kernel; `false` if
 /// `T` or the CPU is not its. The caller has checked the lengths.
-fn run_vector<T: Float>(input: &[T], sweep: Sweep, wt: &[T], runs: &[Run], out: &mut [T]) -> bool {
+fn run_vector<T: Float>(
+    input: &[T],
+    sweep: Sweep,
+    weight: &[T],
+    runs: &[Run],
+    out: &mut [T],
+) -> bool {
     if !cpu_applies::<T>() {
         return false;
     }
@@ -390,12 +388,12 @@ fn run_vector<T: Float>(input: &[T], sweep: Sweep, wt: &[T], runs: &[Run], out: 
             unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len()) };
         // SAFETY: AVX-512F was detected; the caller checked every run
         // against the slices (`Sweep::check`).
-        unsafe { avx512::sweep(cast(input), sweep, cast(wt), runs, out) };
+        unsafe { avx512::sweep(cast(input), sweep, cast(weight), runs, out) };
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (input, sweep, wt, runs, out);
+        let _ = (input, sweep, weight, runs, out);
         false
     }
 }
@@ -422,7 +420,9 @@ mod avx512 {
             let block = Block {
                 input: input.as_ptr(),
                 sweep,
-                wt: wt.as_ptr().add(first),
+                wt: wt
+                    .as_ptr()
+                    .offset(sweep.w_first as isize + first as isize * sweep.w_out),
                 out: out.as_mut_ptr().add(first * sweep.out_plane),
             };
             for &run in runs {
@@ -465,16 +465,17 @@ mod avx512 {
             let lanes = (run.len - p).min(16);
             let mask: __mmask16 = if lanes == 16 { !0 } else { (1u16 << lanes) - 1 };
             let mut sums = [_mm512_setzero_ps(); FB];
-            let mut w = block.wt;
             for c in 0..s.channels {
                 let base = block.input.add(c * s.plane + run.in_start + p);
+                let mut w = block.wt.offset(c as isize * s.w_in);
                 for fy in 0..s.fh {
                     for fx in 0..s.fw {
                         let x = _mm512_maskz_loadu_ps(mask, base.add(fy * s.row + fx));
                         for (f, sum) in sums.iter_mut().enumerate() {
-                            *sum = _mm512_fmadd_ps(_mm512_set1_ps(*w.add(f)), x, *sum);
+                            let weight = *w.offset(f as isize * s.w_out);
+                            *sum = _mm512_fmadd_ps(_mm512_set1_ps(weight), x, *sum);
                         }
-                        w = w.add(s.filters);
+                        w = w.offset(s.w_tap);
                     }
                 }
             }
@@ -552,10 +553,8 @@ mod tests {
                 false,
                 false,
             );
-            let mut wt = Vec::new();
-            weight_by_tap(&weight, filters, &mut wt);
             let mut got = vec![f32::NAN; want.len()];
-            conv_wide_plain(&xpad, &wg, &wt, filters, &mut got);
+            conv_wide_plain(&xpad, &wg, &weight, filters, &mut got);
             // Every value, the junk columns and the zeros past the grid too.
             for (i, (&got, &want)) in got.iter().zip(&want).enumerate() {
                 let tolerance = 1e-5 * (1.0 + want.abs());
@@ -581,12 +580,10 @@ mod tests {
             let weight = random(filters * g.col_width(), &mut rng);
             let mut xpad = vec![0.0; wg.padded_len()];
             pad_image(&x, &wg, &mut xpad);
-            let mut wt = Vec::new();
-            weight_by_tap(&weight, filters, &mut wt);
             let mut plain = vec![0.0; filters * wg.wide_pixels()];
-            conv_wide_plain(&xpad, &wg, &wt, filters, &mut plain);
+            conv_wide_plain(&xpad, &wg, &weight, filters, &mut plain);
             let mut fast = vec![f32::NAN; plain.len()];
-            assert!(conv_wide(&xpad, &wg, &wt, filters, &mut fast));
+            assert!(conv_wide(&xpad, &wg, &weight, filters, &mut fast));
             let same = plain
                 .iter()
                 .zip(&fast)
@@ -596,9 +593,9 @@ mod tests {
         // f64 is not this kernel's: the caller unrolls instead.
         let (wg, filters) = cases()[0];
         let xpad = vec![0.0f64; wg.padded_len()];
-        let wt = vec![0.0f64; wg.g.col_width() * filters];
+        let weight = vec![0.0f64; wg.g.col_width() * filters];
         let mut wide = vec![0.0f64; filters * wg.wide_pixels()];
-        assert!(!conv_wide(&xpad, &wg, &wt, filters, &mut wide));
+        assert!(!conv_wide(&xpad, &wg, &weight, filters, &mut wide));
     }
 
     /// `dx` by the turned filters is `unpad(col2im(W^T · wide))`, to
@@ -631,16 +628,9 @@ mod tests {
             let mut want = vec![0.0; g.channels * g.in_h * g.in_w];
             unpad_image(&dxpad, &wg, &mut want);
 
-            let mut wt = Vec::new();
-            dx_weight_by_tap(
-                &weight,
-                filters,
-                (g.channels, g.filter_h, g.filter_w),
-                &mut wt,
-            );
             let mut ext = Vec::new();
             let mut plain_pad = vec![f32::NAN; wg.padded_len()];
-            dx_from_wide_plain(&wide, &wg, &wt, filters, &mut ext, &mut plain_pad);
+            dx_from_wide_plain(&wide, &wg, &weight, filters, &mut ext, &mut plain_pad);
             let mut got = vec![0.0; want.len()];
             unpad_image(&plain_pad, &wg, &mut got);
             // Sums of up to FN·FH·FW products of N(0, 1) values, in
@@ -658,7 +648,7 @@ mod tests {
                 assert!(dx_from_wide(
                     &wide,
                     &wg,
-                    &wt,
+                    &weight,
                     filters,
                     &mut ext,
                     &mut fast_pad

@@ -245,12 +245,6 @@ pub struct Convolution<T> {
     /// With a fused pooling at batch 1 in a team: one image's output planes
     /// before pooling, (FN, OH, OW).
     team_planes: Vec<T>,
-    /// W as (C·FH·FW, FN) for a forward computed without `col`
-    /// (`kernels/direct_conv.rs`), rewritten by each forward that uses it.
-    weight_by_tap: Vec<T>,
-    /// W turned for backward's `dx` by the same kernel, rewritten by each
-    /// backward that uses it.
-    dx_weight_by_tap: Vec<T>,
 }
 
 impl<T: Float> Convolution<T> {
@@ -304,8 +298,6 @@ impl<T: Float> Convolution<T> {
             partial_grads: Vec::new(),
             arg_max: Vec::new(),
             team_planes: Vec::new(),
-            weight_by_tap: Vec::new(),
-            dx_weight_by_tap: Vec::new(),
         })
     }
 

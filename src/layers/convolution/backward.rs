@@ -41,9 +41,8 @@ use rayon::prelude::*;
 /// fused activation, output (for the activation's backward). With a fused pooling, `dout` and
 /// the output are the pooled ones, and `pool` holds the chunk's `arg_max`.
 pub(super) struct ChunkData<'a, T> {
-    /// W turned for `dx` ([`direct_conv::dx_weight_by_tap`]) when `dx` is
-    /// computed without `dcol` ([`direct_conv::dx_from_wide`]).
-    pub dx_weight_by_tap: Option<&'a [T]>,
+    /// Whether `dx` is computed without `dcol` ([`direct_conv::dx_from_wide`]).
+    pub dx_direct: bool,
     pub xpad: &'a [T],
     pub dout: &'a [T],
     pub activation_out: Option<(FusedActivation, &'a [T])>,
@@ -130,9 +129,9 @@ pub(super) fn backward_chunk<T: Float>(
             *d = if i > 0 { *d + sum(row) } else { sum(row) };
         }
         if let Some(dx_chunk) = dx_chunk.as_mut() {
-            if let Some(wt) = chunk.dx_weight_by_tap {
+            if chunk.dx_direct {
                 // dxpad = the turned filters over dout_n, with no dcol
-                let done = direct_conv::dx_from_wide(wide, wg, wt, filters, dout_ext, xpad);
+                let done = direct_conv::dx_from_wide(wide, wg, weight, filters, dout_ext, xpad);
                 assert!(done, "direct_conv::worth_it chose a product it cannot do");
             } else {
                 // dcol = W^T · dout_n           (C·FH·FW, OH·OWW)
@@ -172,11 +171,6 @@ impl<T: Float> Convolution<T> {
         // Stride 1 on the wide grid, f32 with AVX-512: dx without dcol
         // (`kernels/direct_conv.rs`), for every image of the call.
         let dx_direct = with_dx && direct_conv::worth_it::<T>(&wg);
-        if dx_direct {
-            let filter = (g.channels, g.filter_h, g.filter_w);
-            direct_conv::dx_weight_by_tap(weight, filters, filter, &mut self.dx_weight_by_tap);
-        }
-        let dx_weight_by_tap = dx_direct.then_some(&self.dx_weight_by_tap[..]);
         let fused_activation = self.fused_activation;
         let scratch = &self.scratch[..];
         // Values of one image's output (and dout): pooled, or the full planes.
@@ -200,7 +194,7 @@ impl<T: Float> Convolution<T> {
             .zip(dx_chunks)
             .for_each(|(((((grads, xpad), dout), out), arg_max), dx)| {
                 let chunk = ChunkData {
-                    dx_weight_by_tap,
+                    dx_direct,
                     xpad,
                     dout,
                     activation_out: fused_activation.map(|act| (act, out)),

@@ -75,13 +75,9 @@ impl<T: Float> Convolution<T> {
         // Stride 1 on the wide grid, f32 with AVX-512: the product straight
         // from the padded image (`kernels/direct_conv.rs`), in every path of
         // this call (whole images or the team's bands), so that they agree.
-        let direct = direct_conv::worth_it::<T>(&wg);
-        if direct {
-            direct_conv::weight_by_tap(self.weight.data(), filters, &mut self.weight_by_tap);
-        }
         let params = ForwardParams {
             weight: self.weight.data(),
-            weight_by_tap: direct.then_some(&self.weight_by_tap[..]),
+            direct: direct_conv::worth_it::<T>(&wg),
             bias: self.bias.data(),
             activation: self.fused_activation,
         };
@@ -171,9 +167,9 @@ impl<T: Float> Convolution<T> {
 pub(super) struct ForwardParams<'a, T> {
     /// W: (FN, C·FH·FW)
     pub weight: &'a [T],
-    /// W as (C·FH·FW, FN), when the product is computed directly from the
-    /// padded image ([`product`]).
-    pub weight_by_tap: Option<&'a [T]>,
+    /// Whether the product is computed straight from the padded image
+    /// ([`product`]).
+    pub direct: bool,
     /// b: (FN)
     pub bias: &'a [T],
     pub activation: Option<FusedActivation>,
@@ -268,8 +264,8 @@ pub(super) fn multiply_and_narrow<'a, T: Float>(
 }
 
 /// `wide: (FN, wide_pixels) = W · col` of the padded image `xpad`: by
-/// [`direct_conv`] from `xpad` itself when the layer chose it (the params
-/// carry W by tap), else unrolled into `col` ([`im2col_wide`]) and
+/// [`direct_conv`] from `xpad` itself when the layer chose it, else
+/// unrolled into `col` ([`im2col_wide`]) and
 /// multiplied ([`multiply`]).
 pub(super) fn product<T: Float>(
     wg: &WideGeometry,
@@ -279,8 +275,9 @@ pub(super) fn product<T: Float>(
     wide: &mut [T],
 ) {
     let filters = params.bias.len();
-    if let Some(wt) = params.weight_by_tap {
-        let done = direct_conv::conv_wide(xpad, wg, wt, filters, wide);
+    if params.direct {
+        let weight = &params.weight[..filters * wg.g.col_width()];
+        let done = direct_conv::conv_wide(xpad, wg, weight, filters, wide);
         assert!(done, "direct_conv::worth_it chose a product it cannot do");
         return;
     }
