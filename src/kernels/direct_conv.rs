@@ -521,6 +521,20 @@ mod tests {
             .collect()
     }
 
+    /// A random image of `wg`, padded, and random weights for `filters`.
+    fn padded_image_and_weights(
+        wg: &WideGeometry,
+        filters: usize,
+        rng: &mut Rng,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let g = &wg.g;
+        let x = random(g.channels * g.in_h * g.in_w, rng);
+        let weight = random(filters * g.col_width(), rng);
+        let mut xpad = vec![0.0; wg.padded_len()];
+        pad_image(&x, wg, &mut xpad);
+        (xpad, weight)
+    }
+
     #[test]
     fn geometries_cover_both_grids() {
         let cases = cases();
@@ -539,10 +553,7 @@ mod tests {
         let mut rng = Rng::new(3);
         for (wg, filters) in cases() {
             let g = &wg.g;
-            let x = random(g.channels * g.in_h * g.in_w, &mut rng);
-            let weight = random(filters * g.col_width(), &mut rng);
-            let mut xpad = vec![0.0; wg.padded_len()];
-            pad_image(&x, &wg, &mut xpad);
+            let (xpad, weight) = padded_image_and_weights(&wg, filters, &mut rng);
             let mut col = vec![0.0; wg.col_len()];
             im2col_wide(&xpad, &wg, &mut col);
             let mut want = vec![0.0; filters * wg.wide_pixels()];
@@ -575,11 +586,7 @@ mod tests {
         }
         let mut rng = Rng::new(4);
         for (wg, filters) in cases() {
-            let g = &wg.g;
-            let x = random(g.channels * g.in_h * g.in_w, &mut rng);
-            let weight = random(filters * g.col_width(), &mut rng);
-            let mut xpad = vec![0.0; wg.padded_len()];
-            pad_image(&x, &wg, &mut xpad);
+            let (xpad, weight) = padded_image_and_weights(&wg, filters, &mut rng);
             let mut plain = vec![0.0; filters * wg.wide_pixels()];
             conv_wide_plain(&xpad, &wg, &weight, filters, &mut plain);
             let mut fast = vec![f32::NAN; plain.len()];
