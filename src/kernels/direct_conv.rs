@@ -210,13 +210,26 @@ pub fn conv_wide<T: Float>(
     if !cpu_applies::<T>() || !geometry_applies(wg) {
         return false;
     }
+    let (sweep, runs) = forward_sweep(xpad, wg, weight, filters, wide);
+    run_vector(xpad, sweep, weight, &runs, wide)
+}
+
+/// The sweep and runs of `wg`'s forward, checked against the slices, with
+/// each `wide` row's values past the grid zeroed (as `W · col` has them).
+fn forward_sweep<T: Float>(
+    xpad: &[T],
+    wg: &WideGeometry,
+    weight: &[T],
+    filters: usize,
+    wide: &mut [T],
+) -> (Sweep, Vec<Run>) {
     let sweep = Sweep::forward(wg, filters);
     let (runs, end) = runs(wg);
     sweep.check(xpad, weight, &runs, wide);
     for row in wide.chunks_exact_mut(sweep.out_plane).take(filters) {
         row[end..].fill(T::zero());
     }
-    run_vector(xpad, sweep, weight, &runs, wide)
+    (sweep, runs)
 }
 
 /// [`conv_wide`]'s sums in plain Rust, one output value at a time in the
@@ -233,12 +246,7 @@ pub fn conv_wide_plain<T: Float>(
         geometry_applies(wg),
         "conv_wide: stride 1 on a wide or book grid only"
     );
-    let sweep = Sweep::forward(wg, filters);
-    let (runs, end) = runs(wg);
-    sweep.check(xpad, weight, &runs, wide);
-    for row in wide.chunks_exact_mut(sweep.out_plane).take(filters) {
-        row[end..].fill(T::zero());
-    }
+    let (sweep, runs) = forward_sweep(xpad, wg, weight, filters, wide);
     sweep_plain(xpad, sweep, weight, &runs, wide);
 }
 
