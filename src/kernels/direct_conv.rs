@@ -320,11 +320,16 @@ fn dx_sweep<T: Float>(
         wide.len() >= filters * wg.wide_pixels(),
         "dx_from_wide: wide too short"
     );
-    ext.clear();
+    // Each value written once: the margins zeroed, the middle copied (the
+    // buffer is the thread's, reused image after image).
     ext.resize(filters * ext_plane, T::zero());
     let rows = wide.chunks_exact(wg.wide_pixels());
     for (ext_f, wide_f) in ext.chunks_exact_mut(ext_plane).zip(rows) {
-        ext_f[margin..plane].copy_from_slice(&wide_f[..run_len]);
+        let (front, rest) = ext_f.split_at_mut(margin);
+        let (middle, back) = rest.split_at_mut(run_len);
+        front.fill(T::zero());
+        middle.copy_from_slice(&wide_f[..run_len]);
+        back.fill(T::zero());
     }
     let sweep = Sweep {
         channels: filters,
@@ -417,7 +422,7 @@ mod avx512 {
     pub(super) unsafe fn sweep(
         input: &[f32],
         sweep: Sweep,
-        wt: &[f32],
+        weight: &[f32],
         runs: &[Run],
         out: &mut [f32],
     ) {
@@ -428,7 +433,7 @@ mod avx512 {
             let block = Block {
                 input: input.as_ptr(),
                 sweep,
-                wt: wt
+                weight: weight
                     .as_ptr()
                     .offset(sweep.w_first as isize + first as isize * sweep.w_out),
                 out: out.as_mut_ptr().add(first * sweep.out_plane),
@@ -444,7 +449,7 @@ mod avx512 {
     struct Block {
         input: *const f32,
         sweep: Sweep,
-        wt: *const f32,
+        weight: *const f32,
         out: *mut f32,
     }
 
@@ -475,7 +480,7 @@ mod avx512 {
             let mut sums = [_mm512_setzero_ps(); FB];
             for c in 0..s.channels {
                 let base = block.input.add(c * s.plane + run.in_start + p);
-                let mut w = block.wt.offset(c as isize * s.w_in);
+                let mut w = block.weight.offset(c as isize * s.w_in);
                 for fy in 0..s.fh {
                     for fx in 0..s.fw {
                         let x = _mm512_maskz_loadu_ps(mask, base.add(fy * s.row + fx));
@@ -622,6 +627,10 @@ mod tests {
             .into_iter()
             .filter(|(wg, _)| wg.wide_w == wg.padded_w);
         let mut tested = 0;
+        // One buffer for every case, as a thread reuses it image after
+        // image and layer after layer: what an earlier case left must not
+        // leak into the margins.
+        let mut ext = vec![f32::NAN; 1 << 16];
         for (wg, filters) in wide_grid {
             let g = &wg.g;
             let k = g.col_width();
@@ -643,7 +652,6 @@ mod tests {
             let mut want = vec![0.0; g.channels * g.in_h * g.in_w];
             unpad_image(&dxpad, &wg, &mut want);
 
-            let mut ext = Vec::new();
             let mut plain_pad = vec![f32::NAN; wg.padded_len()];
             dx_from_wide_plain(&wide, &wg, &weight, filters, &mut ext, &mut plain_pad);
             let mut got = vec![0.0; want.len()];
