@@ -70,8 +70,14 @@ const PROBE_ROUND_TRIPS: u32 = 8;
 
 /// How long a measurement may take before the caller gives it up (the
 /// helper's core taken by another program): well above what one takes on
-/// distant cores (docs/performance.md, src/parallel/team.rs).
+/// distant cores (the measured cost is in docs/performance.md, under this
+/// file's name).
 const PROBE_TIMEOUT: Duration = Duration::from_micros(50);
+
+/// How long [`measure_round_trip`] waits for its helper to start serving
+/// (a rayon worker that may first have to finish other work) before it
+/// reports no measurement.
+pub const HELPER_START_TIMEOUT: Duration = Duration::from_millis(10);
 
 /// Calls of [`run_in_team`] between two looks at the clock for a stale
 /// measurement.
@@ -209,7 +215,8 @@ pub fn run_parts_in_team_or_here<P: Send>(
 
 /// The round trip between two threads of the current pool, measured in a
 /// team ([`Team::probe`]; the enclosing one, if any); `None` in a
-/// one-thread pool or when the helper does not start serving within 10 ms.
+/// one-thread pool or when the helper does not start serving within
+/// [`HELPER_START_TIMEOUT`].
 /// `convnet bench` reports it beside its batch-1 figures.
 pub fn measure_round_trip() -> Option<Duration> {
     if rayon::current_num_threads() < 2 {
@@ -220,7 +227,7 @@ pub fn measure_round_trip() -> Option<Duration> {
             let team = team?;
             let start = Instant::now();
             while !team.helper_ready.load(Ordering::Acquire) {
-                if start.elapsed() > Duration::from_millis(10) {
+                if start.elapsed() > HELPER_START_TIMEOUT {
                     return None;
                 }
                 std::hint::spin_loop();
