@@ -48,6 +48,7 @@ use convnet::kernels::im2col::{
 use convnet::kernels::im2col_wide::{
     col2im_wide, im2col_wide, pad_image, unpad_image, WideGeometry,
 };
+use convnet::kernels::winograd::{self, Dest, Source, Tiling, WeightLayout};
 use convnet::layers::{Convolution, ConvolutionConfig, Layer, MaxPooling, PoolingConfig};
 use convnet::networks::{simple_convnet, SimpleConvNetConfig};
 use convnet::optim::{Adam, AdamConfig, Optimizer};
@@ -336,6 +337,114 @@ fn bench_direct_conv(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_winograd(c: &mut Criterion) {
+    if !cpu_applies::<f32>() {
+        return;
+    }
+    let mut rng = Rng::new(5);
+    let mut group = c.benchmark_group("winograd");
+    const IMAGES: usize = 4;
+    for (channels, filters, side) in [
+        (16, 16, 28),
+        (24, 24, 28),
+        (24, 48, 14),
+        (48, 48, 14),
+        (32, 64, 8),
+    ] {
+        let g = ConvGeometry::new((channels, side, side), (3, 3), 1, 1).expect("valid geometry");
+        let wg = WideGeometry::new(g);
+        let label = format!("{channels}x{side}x{side}_to_{filters}_x{IMAGES}");
+        let x = random_vec(IMAGES * g.image_len(), &mut rng);
+        let weight = random_vec(filters * g.col_width(), &mut rng);
+        let mut xpad = vec![0.0f32; IMAGES * wg.padded_len()];
+        let mut wide = vec![0.0f32; IMAGES * filters * wg.wide_pixels()];
+        let flops = 2 * filters * g.col_width() * g.out_pixels() * IMAGES;
+        group.throughput(Throughput::Elements(flops as u64));
+        group.bench_function(BenchmarkId::new("pad_direct", &label), |bench| {
+            bench.iter(|| {
+                for i in 0..IMAGES {
+                    let xpad = &mut xpad[i * wg.padded_len()..][..wg.padded_len()];
+                    pad_image(
+                        black_box(&x[i * g.image_len()..][..g.image_len()]),
+                        &wg,
+                        xpad,
+                    );
+                    let wide =
+                        &mut wide[i * filters * wg.wide_pixels()..][..filters * wg.wide_pixels()];
+                    assert!(conv_wide(xpad, &wg, &weight, filters, black_box(wide)));
+                }
+            })
+        });
+        let tiling = Tiling::new(channels, filters, g.out_h, g.out_w);
+        let plane = (IMAGES - 1) * tiling.image_tiles() + tiling.image_span();
+        let mut u = vec![0.0f32; tiling.u_len()];
+        winograd::transform_filters(&weight, WeightLayout::forward(channels), &tiling, &mut u);
+        let mut v = vec![0.0f32; tiling.v_len(plane)];
+        let mut m = vec![0.0f32; tiling.m_len(plane)];
+        let mut phases = Vec::new();
+        let source = Source {
+            rows: wg.padded_h,
+            cols: wg.padded_w,
+            row: wg.padded_w,
+            plane: wg.padded_h * wg.padded_w,
+            shift: 0,
+        };
+        group.bench_function(BenchmarkId::new("pad_winograd", &label), |bench| {
+            bench.iter(|| {
+                for i in 0..IMAGES {
+                    let xpad = &mut xpad[i * wg.padded_len()..][..wg.padded_len()];
+                    pad_image(
+                        black_box(&x[i * g.image_len()..][..g.image_len()]),
+                        &wg,
+                        xpad,
+                    );
+                    let offset = i * tiling.image_tiles();
+                    winograd::transform_input(
+                        xpad,
+                        source,
+                        &tiling,
+                        &mut phases,
+                        &mut v,
+                        plane,
+                        offset,
+                        true,
+                    );
+                }
+                winograd::multiply(
+                    &u,
+                    &v,
+                    &tiling,
+                    plane,
+                    IMAGES * tiling.image_tiles(),
+                    &mut m,
+                    true,
+                );
+                for i in 0..IMAGES {
+                    let wide =
+                        &mut wide[i * filters * wg.wide_pixels()..][..filters * wg.wide_pixels()];
+                    let dest = Dest {
+                        plane: wg.wide_pixels(),
+                        offset: 0,
+                        row: wg.wide_w,
+                    };
+                    let offset = i * tiling.image_tiles();
+                    winograd::transform_output(
+                        &m,
+                        &tiling,
+                        plane,
+                        offset,
+                        &mut phases,
+                        dest,
+                        black_box(wide),
+                        true,
+                    );
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
 fn bench_convolution(c: &mut Criterion) {
     let mut rng = Rng::new(3);
     let config = ConvolutionConfig::default(); // 30 filters 5×5, stride 1, pad 0
@@ -414,6 +523,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
-    targets = bench_gemm, bench_im2col, bench_direct_conv, bench_convolution, bench_pooling, bench_train_step
+    targets = bench_gemm, bench_im2col, bench_direct_conv, bench_winograd, bench_convolution, bench_pooling, bench_train_step
 }
 criterion_main!(kernels);

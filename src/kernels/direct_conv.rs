@@ -355,6 +355,45 @@ fn dx_sweep<T: Float>(
     (sweep, run)
 }
 
+/// `out[f·plane + p] = Σ_c weight[f·channels + c] · input[c·plane + p]` for
+/// `p < len`: a 1×1 convolution by the same kernel, the products of
+/// [`winograd`](super::winograd). `vector` chooses the AVX-512 kernel
+/// (when [`cpu_applies`]) or the plain sums; both give the same bits.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pointwise<T: Float>(
+    input: &[T],
+    channels: usize,
+    weight: &[T],
+    filters: usize,
+    plane: usize,
+    len: usize,
+    out: &mut [T],
+    vector: bool,
+) {
+    let sweep = Sweep {
+        channels,
+        plane,
+        row: 0,
+        fh: 1,
+        fw: 1,
+        filters,
+        out_plane: plane,
+        w_first: 0,
+        w_in: 1,
+        w_tap: 0,
+        w_out: channels as isize,
+    };
+    let run = Run {
+        out_start: 0,
+        in_start: 0,
+        len,
+    };
+    sweep.check(input, weight, &[run], out);
+    if !(vector && run_vector(input, sweep, weight, &[run], out)) {
+        sweep_plain(input, sweep, weight, &[run], out);
+    }
+}
+
 /// The products of `sweep` over `runs`, one output value at a time.
 fn sweep_plain<T: Float>(input: &[T], sweep: Sweep, weight: &[T], runs: &[Run], out: &mut [T]) {
     for (f, out_f) in out

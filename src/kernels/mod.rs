@@ -12,6 +12,7 @@
 //! | [`math`] | `exp`, `tanh` and the sigmoid for f32 without library calls, which the compiler vectorises | `np.exp` |
 //! | [`reduce`] | sums in a fixed order of interleaved partial sums, which the compiler vectorises | `np.sum` |
 //! | [`vectorize`] | element-wise loops compiled for AVX-512, AVX2 and SSE2, the widest the CPU has chosen when called | — |
+//! | [`winograd`] | Winograd's F(4×4, 3×3): a 3×3 stride-1 convolution with 4× fewer multiplications | — |
 //! | [`transpose`] | a cache-friendly 2-D transpose | `ndarray.transpose` |
 
 pub mod direct_conv;
@@ -23,5 +24,6 @@ pub mod math;
 pub mod reduce;
 pub mod transpose;
 pub mod vectorize;
+pub mod winograd;
 
 pub use transpose::transpose_into;

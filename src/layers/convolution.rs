@@ -245,6 +245,12 @@ pub struct Convolution<T> {
     /// With a fused pooling at batch 1 in a team: one image's output planes
     /// before pooling, (FN, OH, OW).
     team_planes: Vec<T>,
+    /// The weights transformed for the Winograd route (`winograd.rs`),
+    /// (36, FN, C), remade by each forward that takes it.
+    winograd_weights: Vec<T>,
+    /// The turned filters transformed for backward's `dx` by the same
+    /// route, (36, C, FN).
+    winograd_dx_weights: Vec<T>,
 }
 
 impl<T: Float> Convolution<T> {
@@ -298,6 +304,8 @@ impl<T: Float> Convolution<T> {
             partial_grads: Vec::new(),
             arg_max: Vec::new(),
             team_planes: Vec::new(),
+            winograd_weights: Vec::new(),
+            winograd_dx_weights: Vec::new(),
         })
     }
 
@@ -439,3 +447,4 @@ mod scratch;
 #[cfg(test)]
 mod tests;
 mod weight_grad;
+mod winograd;

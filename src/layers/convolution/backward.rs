@@ -26,6 +26,7 @@
 use super::chunks::BatchChunks;
 use super::fused_pool::{image_out_len, FusedPool};
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
+use super::winograd::{self, DxRoute};
 use super::FusedActivation;
 use super::{sum, weight_grad, Convolution};
 use crate::error::{Error, Result};
@@ -43,6 +44,8 @@ use rayon::prelude::*;
 pub(super) struct ChunkData<'a, T> {
     /// Whether `dx` is computed without `dcol` ([`direct_conv::dx_from_wide`]).
     pub dx_direct: bool,
+    /// Or by Winograd's F(4×4, 3×3), a few images at a time (`winograd.rs`).
+    pub dx_winograd: Option<&'a DxRoute<'a, T>>,
     pub xpad: &'a [T],
     pub dout: &'a [T],
     pub activation_out: Option<(FusedActivation, &'a [T])>,
@@ -75,7 +78,9 @@ pub(super) fn backward_chunk<T: Float>(
         dcol,
         planes,
         dout_ext,
+        winograd,
     } = scratch;
+    let images_in_chunk = chunk.dout.len() / out_len;
     let images = chunk
         .xpad
         .chunks(wg.padded_len())
@@ -129,6 +134,11 @@ pub(super) fn backward_chunk<T: Float>(
             *d = if i > 0 { *d + sum(row) } else { sum(row) };
         }
         if let Some(dx_chunk) = dx_chunk.as_mut() {
+            if let Some(route) = chunk.dx_winograd {
+                let last = i + 1 == images_in_chunk;
+                route.add_image(winograd, wide, i, last, dx_chunk);
+                continue;
+            }
             if chunk.dx_direct {
                 // dxpad = the turned filters over dout_n, with no dcol
                 let done = direct_conv::dx_from_wide(wide, wg, weight, filters, dout_ext, xpad);
@@ -171,6 +181,12 @@ impl<T: Float> Convolution<T> {
         // Stride 1 on the wide grid, f32 with AVX-512: dx without dcol
         // (`kernels/direct_conv.rs`), for every image of the call.
         let dx_direct = with_dx && direct_conv::worth_it::<T>(&wg);
+        // 3×3 filters, two images or more: by Winograd's F(4×4, 3×3).
+        let by_winograd = with_dx && winograd::dx_applies::<T>(&wg, filters, n);
+        if by_winograd {
+            DxRoute::transform_weights(&wg, weight, filters, &mut self.winograd_dx_weights);
+        }
+        let dx_route = by_winograd.then(|| DxRoute::new(&wg, filters, &self.winograd_dx_weights));
         let fused_activation = self.fused_activation;
         let scratch = &self.scratch[..];
         // Values of one image's output (and dout): pooled, or the full planes.
@@ -195,6 +211,7 @@ impl<T: Float> Convolution<T> {
             .for_each(|(((((grads, xpad), dout), out), arg_max), dx)| {
                 let chunk = ChunkData {
                     dx_direct,
+                    dx_winograd: dx_route.as_ref(),
                     xpad,
                     dout,
                     activation_out: fused_activation.map(|act| (act, out)),

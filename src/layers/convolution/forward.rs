@@ -22,6 +22,7 @@ use super::bands;
 use super::fused_pool::{image_out_len, FusedPool};
 use super::grouped;
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
+use super::winograd;
 use super::{Convolution, FusedActivation};
 use crate::error::Result;
 use crate::kernels::direct_conv;
@@ -75,6 +76,18 @@ impl<T: Float> Convolution<T> {
         // Stride 1 on the wide grid, f32 with AVX-512: the product straight
         // from the padded image (`kernels/direct_conv.rs`), in every path of
         // this call (whole images or the team's bands), so that they agree.
+        // Two images or more on 3×3 layers: Winograd's F(4×4, 3×3) instead
+        // (`winograd.rs`), with no team.
+        let by_winograd = winograd::applies::<T>(&wg, n);
+        if by_winograd {
+            winograd::transform_weights(
+                &wg,
+                self.weight.data(),
+                filters,
+                &mut self.winograd_weights,
+            );
+        }
+        let winograd_weights = &self.winograd_weights[..];
         let params = ForwardParams {
             weight: self.weight.data(),
             direct: direct_conv::worth_it::<T>(&wg),
@@ -86,7 +99,8 @@ impl<T: Float> Convolution<T> {
         // Fewer images than threads (inference at batch 1): each image's
         // output rows are shared out instead, if a team is running.
         let team_planes = &mut self.team_planes;
-        let by_team = bands::can_split(&wg)
+        let by_team = !by_winograd
+            && bands::can_split(&wg)
             && run_in_team(
                 n,
                 bands::worth_sharing_when_distant(&g, self.weight.len()),
@@ -134,6 +148,20 @@ impl<T: Float> Convolution<T> {
                         return grouped::forward_images(&g, params, x_chunk, out_chunk);
                     }
                     let mut scratch = thread_scratch(scratch);
+                    if by_winograd {
+                        return winograd::forward_chunk(
+                            &wg,
+                            params,
+                            winograd_weights,
+                            &mut scratch,
+                            x_chunk,
+                            xpad_chunk,
+                            out_chunk,
+                            out_len,
+                            pool,
+                            arg_chunk,
+                        );
+                    }
                     let images = out_chunk
                         .chunks_mut(out_len)
                         .zip(x_chunk.chunks(g.image_len()));
@@ -189,9 +217,6 @@ fn forward_image<T: Float>(
     out_n: &mut [T],
     pool: Option<(&FusedPool, &mut [u32])>,
 ) {
-    let ForwardParams {
-        bias, activation, ..
-    } = params;
     let Scratch {
         xpad,
         col,
@@ -201,14 +226,30 @@ fn forward_image<T: Float>(
     } = scratch;
     let xpad = kept_xpad.unwrap_or(xpad);
     pad_image(x_n, wg, xpad);
+    product(wg, params, xpad, col, wide);
+    finish_image(wg, params, wide, planes, out_n, pool);
+}
+
+/// The rest of one image's forward once `wide = W · col` holds its
+/// product: `out_n = act(narrow(wide) + b)`, pooled if a pooling is given.
+pub(super) fn finish_image<T: Float>(
+    wg: &WideGeometry,
+    params: ForwardParams<'_, T>,
+    wide: &[T],
+    planes: &mut [T],
+    out_n: &mut [T],
+    pool: Option<(&FusedPool, &mut [u32])>,
+) {
+    let ForwardParams {
+        bias, activation, ..
+    } = params;
     match pool {
         None => {
             let planes = out_n.chunks_exact_mut(wg.g.out_pixels());
-            multiply_and_narrow(wg, params, xpad, col, wide, planes);
+            narrow(wg, params, wide, planes);
         }
         // 2×2 windows: pooled as the product is read, with no planes.
         Some((pool, arg_n)) if pool.pools_from_wide() => {
-            product(wg, params, xpad, col, wide);
             with_activation!(activation, T, |act| {
                 pool.forward_from_wide(wide, wg, bias, act, out_n, arg_n)
             });
@@ -216,7 +257,7 @@ fn forward_image<T: Float>(
         // Other windows: the planes in this thread's buffer, then pooled.
         Some((pool, arg_n)) => {
             let planes_n = planes.chunks_exact_mut(wg.g.out_pixels());
-            multiply_and_narrow(wg, params, xpad, col, wide, planes_n);
+            narrow(wg, params, wide, planes_n);
             pool.forward(planes, out_n, arg_n);
         }
     }
@@ -248,8 +289,19 @@ pub(super) fn multiply_and_narrow<'a, T: Float>(
     wide: &mut [T],
     out_planes: impl IntoIterator<Item = &'a mut [T]>,
 ) {
-    let bias = params.bias;
     product(wg, params, xpad, col, wide);
+    narrow(wg, params, wide, out_planes);
+}
+
+/// Each filter's plane of `out_planes` = its row of `wide` without the
+/// junk columns + b, through the fused activation if there is one.
+fn narrow<'a, T: Float>(
+    wg: &WideGeometry,
+    params: ForwardParams<'_, T>,
+    wide: &[T],
+    out_planes: impl IntoIterator<Item = &'a mut [T]>,
+) {
+    let bias = params.bias;
     match params.activation {
         Some(FusedActivation::Sigmoid) => {
             narrow_planes_then_map(wide, wg, bias, out_planes, T::sigmoid)

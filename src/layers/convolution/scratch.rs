@@ -24,6 +24,8 @@ pub(super) struct Scratch<T> {
     /// `wide` behind and before a margin of zeros, for `dx` without
     /// `dcol` (`kernels/direct_conv.rs`); sized by its first use.
     pub dout_ext: Vec<T>,
+    /// The Winograd route's buffers (`winograd.rs`); sized by their first use.
+    pub winograd: super::winograd::Buffers<T>,
 }
 
 /// One [`Scratch`] per pool thread, sized for `wg` and `filters`.

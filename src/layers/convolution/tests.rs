@@ -137,9 +137,11 @@ fn an_f32_convolution_without_col_matches_the_definition() {
         }
     }
     // Backward's dx by the turned filters (no dcol) against the f64 layer's
-    // col2im route: sums of 30·3·3 products of N(0, 1) values.
-    let dout = (0..3 * 4320).map(|_| rng.normal()).collect();
-    let dout = Tensor::from_vec(&[3, 30, 12, 12], dout).unwrap();
+    // col2im route: sums of 30·3·3 products of N(0, 1) values. One image:
+    // two or more take Winograd's route (the next test).
+    let x = Tensor::from_vec(&[1, 5, 12, 12], x.data()[..720].to_vec()).unwrap();
+    let dout = (0..4320).map(|_| rng.normal()).collect();
+    let dout = Tensor::from_vec(&[1, 30, 12, 12], dout).unwrap();
     conv.forward(&x, true).unwrap();
     let want = conv.backward(&dout).unwrap().clone();
     fast.forward(&x.cast::<f32>(), true).unwrap();
@@ -147,6 +149,71 @@ fn an_f32_convolution_without_col_matches_the_definition() {
     assert_eq!(got.shape(), want.shape());
     for (&a, &b) in got.data().iter().zip(want.data()) {
         assert!((a as f64 - b).abs() < 1e-4, "dx: {a} vs {b}");
+    }
+}
+
+/// Two images or more, 3×3 filters over 8 channels or more, f32 with
+/// AVX-512: Winograd's F(4×4, 3×3) (`winograd.rs`) in forward, with and
+/// without a fused ReLU and 2×2 pooling, and in backward's `dx`, against
+/// the f64 layer. Batches of 1 to 7 images of 12×12 (12 tiles each, groups
+/// of 6): a partial group, one, and one and a bit.
+#[test]
+fn an_f32_convolution_by_winograd_matches_the_definition() {
+    use crate::layers::FusedActivation;
+    let mut rng = Rng::new(21);
+    let config = ConvolutionConfig {
+        in_channels: 12,
+        filters: 30,
+        filter_size: 3,
+        stride: 1,
+        pad: 1,
+        init: Init::Std(1.0),
+    };
+    let pool = PoolingConfig::default();
+    for (n, fused) in [(1, false), (2, false), (5, true), (7, false), (7, true)] {
+        let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
+        conv.bias
+            .data_mut()
+            .iter_mut()
+            .for_each(|b| *b = rng.normal());
+        let x: Vec<f64> = (0..n * 12 * 144).map(|_| rng.normal()).collect();
+        let x = Tensor::from_vec(&[n, 12, 12, 12], x).unwrap();
+        let (weight, bias) = (conv.weight.cast::<f32>(), conv.bias.cast::<f32>());
+        let mut fast = Convolution::<f32>::from_params(weight, bias, 1, 1).unwrap();
+        if fused {
+            conv.fuse_activation(Some(FusedActivation::Relu));
+            conv.fuse_max_pool(Some(&pool));
+            fast.fuse_activation(Some(FusedActivation::Relu));
+            fast.fuse_max_pool(Some(&pool));
+        }
+        // Sums of 12·9 products of N(0, 1) values, about 10 in size: the
+        // transforms' rounding stays below 1e-3, a wrong term is off by 1.
+        // (Training last: backward follows.)
+        for train in [false, true] {
+            let want = conv.forward(&x, train).unwrap().clone();
+            let got = fast.forward(&x.cast::<f32>(), train).unwrap();
+            assert_eq!(got.shape(), want.shape());
+            for (&a, &b) in got.data().iter().zip(want.data()) {
+                assert!(
+                    (a as f64 - b).abs() < 1e-3,
+                    "n {n} train {train}: {a} vs {b}"
+                );
+            }
+        }
+        // dx: sums of 30·9 products, about 16 in size.
+        let dout: Vec<f64> = (0..conv.out.len()).map(|_| rng.normal()).collect();
+        let dout = Tensor::from_vec(conv.out.shape(), dout).unwrap();
+        let want = conv.backward(&dout).unwrap().clone();
+        let got = fast.backward(&dout.cast::<f32>()).unwrap();
+        for (&a, &b) in got.data().iter().zip(want.data()) {
+            assert!((a as f64 - b).abs() < 2e-3, "dx, n {n}: {a} vs {b}");
+        }
+        let g = ConvGeometry::new((12, 12, 12), (3, 3), 1, 1).unwrap();
+        let route = winograd::applies::<f32>(&WideGeometry::new(g), n);
+        assert_eq!(
+            route,
+            n >= 2 && crate::kernels::direct_conv::cpu_applies::<f32>()
+        );
     }
 }
 

@@ -1,0 +1,251 @@
+//! The 3×3, stride-1 layers' forward by Winograd's F(4×4, 3×3)
+//! ([`crate::kernels::winograd`]), a few images at a time:
+//!
+//! ```text
+//! U = G W Gᵀ                                   once per forward call
+//! for each group of images in the thread's chunk:
+//!     V[:, :, image's tiles] = Bᵀ x_n B         each image, from x itself (the padding is implied)
+//!     M = U · V                                36 products over the group's tiles
+//!     wide = Aᵀ M A                            each image, then as the other routes:
+//!     out_n = act(narrow(wide) + b), pooled if a pooling is fused
+//! ```
+//!
+//! A group holds enough images for the products' rows to fill whole
+//! vectors: one 28×28 image has 56 tiles, a 14×14 one 20.
+//!
+//! It applies where the product without `col` does (f32, AVX-512, stride 1
+//! on the wide grid), to 3×3 filters over at least [`MIN_CHANNELS`]
+//! channels, and to batches of two or more: at batch 1 the team's bands
+//! keep the direct kernel, so one image gives the same bits on any number of
+//! threads. Backward is unchanged (its `dx` by the direct kernel).
+
+use super::forward::{finish_image, ForwardParams};
+use super::fused_pool::FusedPool;
+use super::scratch::Scratch;
+use crate::kernels::direct_conv;
+use crate::kernels::im2col_wide::{pad_image, WideGeometry};
+use crate::kernels::winograd::{self, Dest, Source, Tiling, WeightLayout};
+use crate::tensor::Float;
+
+/// Fewer input channels than this keep the direct kernel: the transforms
+/// cost about as much per channel as the products they save (a first layer
+/// on grey images has one).
+pub const MIN_CHANNELS: usize = 8;
+
+/// Tiles a group of images should reach: four vectors.
+const GROUP_TILES: usize = 64;
+
+/// Whether a forward of `n` images through `wg` takes this route.
+pub(super) fn applies<T: 'static>(wg: &WideGeometry, n: usize) -> bool {
+    let g = &wg.g;
+    direct_conv::worth_it::<T>(wg)
+        && (g.filter_h, g.filter_w) == (3, 3)
+        && g.channels >= MIN_CHANNELS
+        && n >= 2
+}
+
+/// The tiling of `wg`'s output for `filters`.
+pub(super) fn tiling(wg: &WideGeometry, filters: usize) -> Tiling {
+    let g = &wg.g;
+    Tiling::new(g.channels, filters, g.out_h, g.out_w)
+}
+
+/// `u = G W Gᵀ` of the layer's weights.
+pub(super) fn transform_weights<T: Float>(
+    wg: &WideGeometry,
+    weight: &[T],
+    filters: usize,
+    u: &mut Vec<T>,
+) {
+    let tiling = tiling(wg, filters);
+    u.resize(tiling.u_len(), T::zero());
+    winograd::transform_filters(weight, WeightLayout::forward(wg.g.channels), &tiling, u);
+}
+
+/// A thread's buffers for the route: `V`, `M` and the phase planes.
+#[derive(Default)]
+pub(super) struct Buffers<T> {
+    v: Vec<T>,
+    m: Vec<T>,
+    phases: Vec<T>,
+}
+
+/// The forward of one chunk of images (see the module documentation):
+/// `x_chunk` in, `out_chunk` out (`out_len` values per image), each image
+/// padded into `kept_xpad` on the way when given (a training forward), the
+/// fused pooling's `arg_max` into `arg_chunk`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward_chunk<T: Float>(
+    wg: &WideGeometry,
+    params: ForwardParams<'_, T>,
+    u: &[T],
+    scratch: &mut Scratch<T>,
+    x_chunk: &[T],
+    mut kept_xpad: Option<&mut [T]>,
+    out_chunk: &mut [T],
+    out_len: usize,
+    pool: Option<&FusedPool>,
+    mut arg_chunk: Option<&mut [u32]>,
+) {
+    let g = &wg.g;
+    let filters = params.bias.len();
+    let tiling = tiling(wg, filters);
+    let image_tiles = tiling.image_tiles();
+    let group = GROUP_TILES.div_ceil(image_tiles);
+    let plane = (group - 1) * image_tiles + tiling.image_span();
+    let Scratch {
+        wide,
+        planes,
+        winograd: Buffers { v, m, phases },
+        ..
+    } = scratch;
+    v.resize(tiling.v_len(plane), T::zero());
+    m.resize(tiling.m_len(plane), T::zero());
+    // x itself, its padding implied.
+    let source = Source {
+        rows: g.in_h,
+        cols: g.in_w,
+        row: g.in_w,
+        plane: g.in_h * g.in_w,
+        shift: g.pad,
+    };
+    let dest = Dest {
+        plane: wg.wide_pixels(),
+        offset: 0,
+        row: wg.wide_w,
+    };
+    let images = x_chunk.len() / g.image_len();
+    for first in (0..images).step_by(group) {
+        let count = group.min(images - first);
+        for i in 0..count {
+            let x_n = &x_chunk[(first + i) * g.image_len()..][..g.image_len()];
+            if let Some(kept) = kept_xpad.as_deref_mut() {
+                pad_image(
+                    x_n,
+                    wg,
+                    &mut kept[(first + i) * wg.padded_len()..][..wg.padded_len()],
+                );
+            }
+            let offset = i * image_tiles;
+            winograd::transform_input(x_n, source, &tiling, phases, v, plane, offset, true);
+        }
+        winograd::multiply(u, v, &tiling, plane, count * image_tiles, m, true);
+        for i in 0..count {
+            let n = first + i;
+            let offset = i * image_tiles;
+            winograd::transform_output(m, &tiling, plane, offset, phases, dest, wide, true);
+            let out_n = &mut out_chunk[n * out_len..][..out_len];
+            let pool = pool.map(|pool| {
+                let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
+                (pool, &mut arg_chunk[n * out_len..][..out_len])
+            });
+            finish_image(wg, params, wide, planes, out_n, pool);
+        }
+    }
+}
+
+/// Backward's `dx` by the same route: `dx` is `dout` convolved, with pad
+/// 2 − P, by the filters turned by 180° with their two channel axes
+/// swapped (see [`crate::kernels::direct_conv::dx_from_wide`]). The images
+/// of a chunk come one by one ([`DxRoute::add_image`]); every full group,
+/// and the last, is multiplied and written out.
+pub(super) struct DxRoute<'a, T> {
+    /// `u` of the turned filters: (36, C, FN).
+    u: &'a [T],
+    tiling: Tiling,
+    group: usize,
+    plane: usize,
+    source: Source,
+    image_len: usize,
+}
+
+/// Whether backward's `dx` of `n` images through `wg` with `filters` takes
+/// this route (its input channels are the layer's filters).
+pub(super) fn dx_applies<T: 'static>(wg: &WideGeometry, filters: usize, n: usize) -> bool {
+    let g = &wg.g;
+    direct_conv::worth_it::<T>(wg)
+        && (g.filter_h, g.filter_w) == (3, 3)
+        && g.pad <= 2
+        && filters >= MIN_CHANNELS
+        && n >= 2
+}
+
+impl<'a, T: Float> DxRoute<'a, T> {
+    /// The tiling of `dx`: FN channels in, C out, H × W.
+    pub(super) fn tiling(wg: &WideGeometry, filters: usize) -> Tiling {
+        let g = &wg.g;
+        Tiling::new(filters, g.channels, g.in_h, g.in_w)
+    }
+
+    /// `u` of the turned filters of `weight`, into `u`.
+    pub(super) fn transform_weights(
+        wg: &WideGeometry,
+        weight: &[T],
+        filters: usize,
+        u: &mut Vec<T>,
+    ) {
+        let tiling = Self::tiling(wg, filters);
+        u.resize(tiling.u_len(), T::zero());
+        winograd::transform_filters(weight, WeightLayout::turned(wg.g.channels), &tiling, u);
+    }
+
+    /// The route for `wg`, with `u` from [`DxRoute::transform_weights`].
+    pub(super) fn new(wg: &WideGeometry, filters: usize, u: &'a [T]) -> Self {
+        let g = &wg.g;
+        let tiling = Self::tiling(wg, filters);
+        let group = GROUP_TILES.div_ceil(tiling.image_tiles());
+        let plane = (group - 1) * tiling.image_tiles() + tiling.image_span();
+        // dout on the wide grid: OH rows of OW values, WP apart.
+        let source = Source {
+            rows: g.out_h,
+            cols: g.out_w,
+            row: wg.wide_w,
+            plane: wg.wide_pixels(),
+            shift: 2 - g.pad,
+        };
+        DxRoute {
+            u,
+            tiling,
+            group,
+            plane,
+            source,
+            image_len: g.image_len(),
+        }
+    }
+
+    /// Image `i` of the chunk (`wide`: its `dout` on the wide grid); with
+    /// the group full or `last`, the group's `dx` into `dx_chunk`.
+    pub(super) fn add_image(
+        &self,
+        buffers: &mut Buffers<T>,
+        wide: &[T],
+        i: usize,
+        last: bool,
+        dx_chunk: &mut [T],
+    ) {
+        let Buffers { v, m, phases } = buffers;
+        let (tiling, plane) = (&self.tiling, self.plane);
+        let image_tiles = tiling.image_tiles();
+        v.resize(tiling.v_len(plane), T::zero());
+        m.resize(tiling.m_len(plane), T::zero());
+        let slot = i % self.group;
+        let offset = slot * image_tiles;
+        winograd::transform_input(wide, self.source, tiling, phases, v, plane, offset, true);
+        if slot + 1 < self.group && !last {
+            return;
+        }
+        let count = slot + 1;
+        winograd::multiply(self.u, v, tiling, plane, count * image_tiles, m, true);
+        let dest = Dest {
+            plane: tiling.out_h * tiling.out_w,
+            offset: 0,
+            row: tiling.out_w,
+        };
+        for s in 0..count {
+            let n = i + s - slot;
+            let dx_n = &mut dx_chunk[n * self.image_len..][..self.image_len];
+            let offset = s * image_tiles;
+            winograd::transform_output(m, tiling, plane, offset, phases, dest, dx_n, true);
+        }
+    }
+}
