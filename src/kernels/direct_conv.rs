@@ -110,18 +110,21 @@ impl Sweep {
     /// Checks the slices against the sweep and its runs; a mismatch is a
     /// bug in the caller.
     fn check(&self, input: &[impl Copy], weight: &[impl Copy], runs: &[Run], out: &[impl Copy]) {
-        let taps = self.channels * self.fh * self.fw;
-        assert_eq!(weight.len(), taps * self.filters, "direct_conv: weights");
-        // The extremes of the weight index: every (c, t, f) lies between.
-        let corners = [
-            (0, 0, 0),
-            (self.channels - 1, self.fh * self.fw - 1, self.filters - 1),
-        ];
-        for (c, t, f) in corners {
-            assert!(
-                self.weight_index(c, t, f) < weight.len(),
-                "direct_conv: weight index"
-            );
+        // The weight index is linear in (c, t, f): its extremes lie at the
+        // corners of their ranges.
+        let (c_last, t_last, f_last) = (self.channels - 1, self.fh * self.fw - 1, self.filters - 1);
+        for c in [0, c_last] {
+            for t in [0, t_last] {
+                for f in [0, f_last] {
+                    let offset =
+                        c as isize * self.w_in + t as isize * self.w_tap + f as isize * self.w_out;
+                    let index = self.w_first as isize + offset;
+                    assert!(
+                        index >= 0 && (index as usize) < weight.len(),
+                        "direct_conv: weight index"
+                    );
+                }
+            }
         }
         assert!(
             input.len() >= self.channels * self.plane,
@@ -355,38 +358,47 @@ fn dx_sweep<T: Float>(
     (sweep, run)
 }
 
-/// `out[f·plane + p] = Σ_c weight[f·channels + c] · input[c·plane + p]` for
-/// `p < len`: a 1×1 convolution by the same kernel, the products of
+/// What [`pointwise`] multiplies: `channels` input planes `plane` apart,
+/// `filters` rows of weights `weight_row` apart, `filters` output planes
+/// `out_plane` apart, `len` values of each.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pointwise {
+    pub channels: usize,
+    pub plane: usize,
+    pub filters: usize,
+    pub weight_row: usize,
+    pub out_plane: usize,
+    pub len: usize,
+}
+
+/// `out[f·out_plane + p] = Σ_c weight[f·weight_row + c] · input[c·plane + p]`
+/// for `p < len`: a 1×1 convolution by the same kernel, the products of
 /// [`winograd`](super::winograd). `vector` chooses the AVX-512 kernel
 /// (when [`cpu_applies`]) or the plain sums; both give the same bits.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn pointwise<T: Float>(
     input: &[T],
-    channels: usize,
     weight: &[T],
-    filters: usize,
-    plane: usize,
-    len: usize,
+    shape: Pointwise,
     out: &mut [T],
     vector: bool,
 ) {
     let sweep = Sweep {
-        channels,
-        plane,
+        channels: shape.channels,
+        plane: shape.plane,
         row: 0,
         fh: 1,
         fw: 1,
-        filters,
-        out_plane: plane,
+        filters: shape.filters,
+        out_plane: shape.out_plane,
         w_first: 0,
         w_in: 1,
         w_tap: 0,
-        w_out: channels as isize,
+        w_out: shape.weight_row as isize,
     };
     let run = Run {
         out_start: 0,
         in_start: 0,
-        len,
+        len: shape.len,
     };
     sweep.check(input, weight, &[run], out);
     if !(vector && run_vector(input, sweep, weight, &[run], out)) {

@@ -68,7 +68,7 @@
 //! }
 //! ```
 
-use super::direct_conv;
+use super::direct_conv::{self, Pointwise};
 use crate::tensor::Float;
 
 /// Positions of a transformed 6×6 tile: the matrix products per layer.
@@ -409,8 +409,16 @@ pub fn multiply<T: Float>(
     let us = u.chunks_exact(filters * channels);
     let vs = v.chunks_exact(channels * plane);
     let ms = m.chunks_exact_mut(filters * plane);
+    let shape = Pointwise {
+        channels,
+        plane,
+        filters,
+        weight_row: channels,
+        out_plane: plane,
+        len,
+    };
     for ((u, v), m) in us.zip(vs).zip(ms) {
-        direct_conv::pointwise(v, channels, u, filters, plane, len, m, vector);
+        direct_conv::pointwise(v, u, shape, m, vector);
     }
 }
 
