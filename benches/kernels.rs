@@ -24,6 +24,12 @@
 //!   (`im2col_wide` + `matmul`), padding included in both, for `deep`'s
 //!   second layer (16 → 16 on 28×28) and `fashion-fast`'s (24 → 24);
 //!   skipped where the CPU has no AVX-512.
+//! * `winograd`: on one thread, four images at a time, the 3×3 forward by
+//!   Winograd's F(4×4, 3×3) (`kernels::winograd`: input transforms, the 36
+//!   products over the four images' tiles, output transforms onto the wide
+//!   grid) against padding and the direct kernel image by image, on the
+//!   3×3 layers of `deep` and `fashion-fast` (the filter transform, once
+//!   per batch, left out); skipped where the CPU has no AVX-512.
 //! * `convolution`: one `Convolution` layer (30 filters 5×5 on 1×28×28)
 //!   forward, and forward + backward.
 //! * `pooling`: `MaxPooling` 2×2 stride 2 on (100, 30, 24, 24), forward and

@@ -69,6 +69,7 @@
 //! ```
 
 use super::direct_conv::{self, Pointwise};
+use super::gemm::{matmul, MatMut, MatRef};
 use crate::tensor::Float;
 
 /// Positions of a transformed 6×6 tile: the matrix products per layer.
@@ -541,6 +542,182 @@ fn output_1d<T: Float>(m: &[Lanes<T>; 6]) -> [Lanes<T>; 4] {
     r
 }
 
+/// The weight gradient by the same transforms. With `Y = Aᵀ [U ⊙ V] A`,
+/// the gradient with respect to `U` is `(A dY Aᵀ) ⊙ V` summed over the
+/// tiles, and with respect to the filter `g`, `Gᵀ (that) G`:
+///
+/// ```text
+/// Ŷ[ξ]: (FN, T)   each 4×4 tile of dout transformed, A dY Aᵀ      (transform_dout)
+/// S[ξ] += Ŷ[ξ] · V[ξ]ᵀ                     (FN, C)                (weight_grad_products)
+/// dW[f, c] = Gᵀ S[f, c] G                  (3×3)                  (weight_grad_from_sums)
+/// ```
+///
+/// `dout` is read as `source` says (its rows and columns past the output
+/// are zeros, so the junk tiles add nothing); `y[(ξ·FN + f)·plane + offset
+/// + t]`, like [`transform_input`]'s `v` for the filters.
+#[allow(clippy::too_many_arguments)]
+pub fn transform_dout<T: Float>(
+    dout: &[T],
+    source: Source,
+    tiling: &Tiling,
+    phases: &mut Vec<T>,
+    y: &mut [T],
+    plane: usize,
+    offset: usize,
+    vector: bool,
+) {
+    let span = tiling.image_span();
+    assert!(offset + span <= plane, "winograd: y plane");
+    assert!(y.len() >= tiling.m_len(plane), "winograd: y");
+    assert!(
+        (tiling.filters - 1) * source.plane + (source.rows - 1) * source.row + source.cols
+            <= dout.len(),
+        "winograd: dout"
+    );
+    let phase_plane = tiling.phase_plane();
+    phases.resize(16 * phase_plane, T::zero());
+    for f in 0..tiling.filters {
+        let dout_f = &dout[f * source.plane..];
+        #[cfg(target_arch = "x86_64")]
+        if vector && direct_conv::cpu_applies::<T>() {
+            // SAFETY: AVX-512F was detected; T is f32 (cpu_applies).
+            unsafe {
+                if !avx512::split_phases(dout_f, source, tiling, phase_plane, phases) {
+                    split_phases(dout_f, source, tiling, phase_plane, phases);
+                }
+                avx512::dout_filter(tiling, f, phases, phase_plane, y, plane, offset);
+            }
+            continue;
+        }
+        let _ = vector;
+        split_phases(dout_f, source, tiling, phase_plane, phases);
+        dout_filter(tiling, f, phases, phase_plane, y, plane, offset);
+    }
+}
+
+/// [`transform_dout`] for filter `f` once its phases are split: a tile's
+/// 4×4 values are the 16 phase planes at the tile's index.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn dout_filter<T: Float>(
+    tiling: &Tiling,
+    f: usize,
+    phases: &[T],
+    phase_plane: usize,
+    y: &mut [T],
+    plane: usize,
+    offset: usize,
+) {
+    let filters = tiling.filters;
+    let mut columns = [[[T::zero(); LANES]; 6]; 4];
+    for t0 in (0..tiling.image_span()).step_by(LANES) {
+        // A dY, column by column: columns[q][k] = (A dY)[k][q]
+        for (q, column) in columns.iter_mut().enumerate() {
+            let mut d_q = [[T::zero(); LANES]; 4];
+            for (p, d_pq) in d_q.iter_mut().enumerate() {
+                let start = (p * 4 + q) * phase_plane + t0;
+                d_pq.copy_from_slice(&phases[start..start + LANES]);
+            }
+            *column = dout_1d(&d_q);
+        }
+        for k in 0..6 {
+            let mut row_k = [[T::zero(); LANES]; 4];
+            for (q, row) in row_k.iter_mut().enumerate() {
+                *row = columns[q][k];
+            }
+            for (l, values) in dout_1d(&row_k).iter().enumerate() {
+                let start = ((k * 6 + l) * filters + f) * plane + offset + t0;
+                y[start..start + LANES].copy_from_slice(values);
+            }
+        }
+    }
+}
+
+/// `A d` of four vectors of lanes (A = (Aᵀ)ᵀ, 6 × 4).
+#[inline(always)]
+fn dout_1d<T: Float>(d: &[Lanes<T>; 4]) -> [Lanes<T>; 6] {
+    let (two, four, eight) = (T::cast(2.0), T::cast(4.0), T::cast(8.0));
+    let mut r = [[T::zero(); LANES]; 6];
+    for i in 0..LANES {
+        let (even, odd) = (d[0][i] + d[2][i], d[1][i] + d[3][i]);
+        let (even4, odd2) = (d[0][i] + four * d[2][i], two * d[1][i] + eight * d[3][i]);
+        r[0][i] = d[0][i];
+        r[1][i] = even + odd;
+        r[2][i] = even - odd;
+        r[3][i] = even4 + odd2;
+        r[4][i] = even4 - odd2;
+        r[5][i] = d[3][i];
+    }
+    r
+}
+
+/// `sums[ξ] (FN, C) += ŷ[ξ] · v[ξ]ᵀ` over the first `len` tiles (`=`
+/// unless `accumulate`): 36 products by `gemm`, `ŷ` and `v` laid out as
+/// [`transform_dout`] and [`transform_input`] write them.
+pub fn weight_grad_products<T: Float>(
+    y: &[T],
+    v: &[T],
+    tiling: &Tiling,
+    plane: usize,
+    len: usize,
+    sums: &mut [T],
+    accumulate: bool,
+) {
+    let (channels, filters) = (tiling.channels, tiling.filters);
+    assert!(len <= plane && y.len() >= tiling.m_len(plane) && v.len() >= tiling.v_len(plane));
+    assert_eq!(sums.len(), tiling.u_len(), "winograd: sums");
+    let ys = y.chunks_exact(filters * plane);
+    let vs = v.chunks_exact(channels * plane);
+    for ((y, v), sum) in ys.zip(vs).zip(sums.chunks_exact_mut(filters * channels)) {
+        matmul(
+            MatMut::new(sum, filters, channels),
+            MatRef::strided(y, filters, len, plane, 1),
+            // vᵀ: (len, C), column c is v's row c.
+            MatRef::strided(v, len, channels, 1, plane),
+            accumulate,
+            false,
+        );
+    }
+}
+
+/// `dW[f, c] = Gᵀ sums[:, f, c] G` for every filter and channel, written to
+/// `dw` where `layout` puts the weight of channel `c`, tap `t`, filter `f`.
+pub fn weight_grad_from_sums<T: Float>(
+    sums: &[T],
+    tiling: &Tiling,
+    layout: WeightLayout,
+    dw: &mut [T],
+) {
+    let (channels, filters) = (tiling.channels, tiling.filters);
+    assert_eq!(sums.len(), tiling.u_len(), "winograd: sums");
+    let c = |x: f64| T::cast(x);
+    for f in 0..filters {
+        for ch in 0..channels {
+            let s = |k: usize, l: usize| sums[((k * 6 + l) * filters + f) * channels + ch];
+            // t = Gᵀ S: (3, 6), then (Gᵀ S) G: (3, 3)
+            let t: [[T; 6]; 3] = std::array::from_fn(|i| {
+                std::array::from_fn(|l| g_transposed_1d(i, std::array::from_fn(|k| s(k, l)), c))
+            });
+            for (fy, t_row) in t.iter().enumerate() {
+                for fx in 0..3 {
+                    dw[layout.index(ch, fy * 3 + fx, f)] = g_transposed_1d(fx, *t_row, c);
+                }
+            }
+        }
+    }
+}
+
+/// Row `i` of `Gᵀ` times six values.
+fn g_transposed_1d<T: Float>(i: usize, m: [T; 6], c: impl Fn(f64) -> T) -> T {
+    let (quarter, sixth) = (c(0.25), c(1.0 / 6.0));
+    let (twelfth, twenty_fourth) = (c(1.0 / 12.0), c(1.0 / 24.0));
+    match i {
+        0 => quarter * m[0] - sixth * (m[1] + m[2]) + twenty_fourth * (m[3] + m[4]),
+        1 => sixth * (m[2] - m[1]) + twelfth * (m[3] - m[4]),
+        _ => sixth * ((m[3] + m[4]) - (m[1] + m[2])) + m[5],
+    }
+}
+
 /// One image's whole convolution by the four steps, into `out:
 /// (FN, out_h, out_w)`: for tests and examples.
 pub fn conv_image<T: Float>(
@@ -616,19 +793,22 @@ mod avx512 {
         let even = _mm512_loadu_si512(EVEN.as_ptr().cast());
         let odd = _mm512_loadu_si512(ODD.as_ptr().cast());
         let store = first_lanes(row_tiles);
+        // Lane i of vector k is x = 16k + i, source column x − shift: the
+        // lanes that lie on the image, the same for every row.
+        let loads: [__mmask16; 4] = std::array::from_fn(|k| {
+            let first = 16 * k;
+            let from = source.shift.saturating_sub(first).min(16);
+            let to = (source.shift + source.cols).saturating_sub(first).min(16);
+            first_lanes(to) & !first_lanes(from)
+        });
         for y in 0..4 * rows {
             let (pr, r) = (y % 4, y / 4);
             let mut v = [_mm512_setzero_ps(); 4];
             if let Some(sy) = y.checked_sub(source.shift).filter(|&sy| sy < source.rows) {
-                // Lane i of vector k is x = 16k + i, source column x − shift.
                 let row = src.add(sy * source.row).wrapping_sub(source.shift);
-                for (k, v) in v.iter_mut().enumerate() {
-                    let first = 16 * k;
-                    let from = source.shift.saturating_sub(first).min(16);
-                    let to = (source.shift + source.cols).saturating_sub(first).min(16);
-                    if from < to {
-                        let mask = first_lanes(to) & !first_lanes(from);
-                        *v = _mm512_maskz_loadu_ps(mask, row.wrapping_add(first));
+                for ((k, v), &mask) in v.iter_mut().enumerate().zip(&loads) {
+                    if mask != 0 {
+                        *v = _mm512_maskz_loadu_ps(mask, row.wrapping_add(16 * k));
                     }
                 }
             }
@@ -722,6 +902,20 @@ mod avx512 {
         columns: &mut [[super::Lanes<T>; 6]; 6],
     ) {
         super::input_channel(tiling, c, phases, phase_plane, v, plane, offset, columns)
+    }
+
+    /// [`super::dout_filter`] compiled for AVX-512.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dout_filter<T: Float>(
+        tiling: &Tiling,
+        f: usize,
+        phases: &[T],
+        phase_plane: usize,
+        y: &mut [T],
+        plane: usize,
+        offset: usize,
+    ) {
+        super::dout_filter(tiling, f, phases, phase_plane, y, plane, offset)
     }
 
     /// [`super::output_filter`] compiled for AVX-512.
@@ -902,5 +1096,134 @@ mod tests {
                 "{shape:?}"
             );
         }
+    }
+
+    /// The weight gradient of two images summed by the transforms is the
+    /// definition's `Σ dout[f, y, x] · in[c, y + fy, x + fx]`, in f64 to
+    /// rounding; in f32 the vector transforms give the plain bits.
+    #[test]
+    fn weight_gradient_is_the_definition() {
+        let mut rng = Rng::new(13);
+        for shape in CASES {
+            let (source, tiling) = case(shape);
+            let (oh, ow) = (tiling.out_h, tiling.out_w);
+            let images = 2;
+            let src: Vec<f64> = (0..images * tiling.channels * source.plane)
+                .map(|_| rng.normal())
+                .collect();
+            let dout: Vec<f64> = (0..images * tiling.filters * oh * ow)
+                .map(|_| rng.normal())
+                .collect();
+            let image_src = tiling.channels * source.plane;
+            let image_dout = tiling.filters * oh * ow;
+            let at = |n: usize, c: usize, y: usize, x: usize| -> f64 {
+                match (y.checked_sub(source.shift), x.checked_sub(source.shift)) {
+                    (Some(sy), Some(sx)) if sy < source.rows && sx < source.cols => {
+                        src[n * image_src + c * source.plane + sy * source.row + sx]
+                    }
+                    _ => 0.0,
+                }
+            };
+            let layout = WeightLayout::forward(tiling.channels);
+            let mut want = vec![0.0; tiling.filters * tiling.channels * 9];
+            for n in 0..images {
+                for f in 0..tiling.filters {
+                    for c in 0..tiling.channels {
+                        for tap in 0..9 {
+                            let mut sum = 0.0;
+                            for y in 0..oh {
+                                for x in 0..ow {
+                                    let d = dout[n * image_dout + (f * oh + y) * ow + x];
+                                    sum += d * at(n, c, y + tap / 3, x + tap % 3);
+                                }
+                            }
+                            want[layout.index(c, tap, f)] += sum;
+                        }
+                    }
+                }
+            }
+            let got = weight_grad_of(
+                &src, image_src, source, &dout, image_dout, &tiling, images, false,
+            );
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() < 1e-10 * (1.0 + w.abs()),
+                    "{shape:?} [{i}]: {g} vs {w}"
+                );
+            }
+            let src32: Vec<f32> = src.iter().map(|&v| v as f32).collect();
+            let dout32: Vec<f32> = dout.iter().map(|&v| v as f32).collect();
+            let plain = weight_grad_of(
+                &src32, image_src, source, &dout32, image_dout, &tiling, images, false,
+            );
+            let fast = weight_grad_of(
+                &src32, image_src, source, &dout32, image_dout, &tiling, images, true,
+            );
+            assert!(
+                plain
+                    .iter()
+                    .zip(&fast)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{shape:?}"
+            );
+        }
+    }
+
+    /// `dW: (FN, C, 3, 3)` of `images` images by the three steps.
+    #[allow(clippy::too_many_arguments)]
+    fn weight_grad_of<T: Float>(
+        src: &[T],
+        image_src: usize,
+        source: Source,
+        dout: &[T],
+        image_dout: usize,
+        tiling: &Tiling,
+        images: usize,
+        vector: bool,
+    ) -> Vec<T> {
+        let (oh, ow) = (tiling.out_h, tiling.out_w);
+        let plane = (images - 1) * tiling.image_tiles() + tiling.image_span();
+        let mut v = vec![T::zero(); tiling.v_len(plane)];
+        let mut y = vec![T::zero(); tiling.m_len(plane)];
+        let mut phases = Vec::new();
+        let dout_source = Source {
+            rows: oh,
+            cols: ow,
+            row: ow,
+            plane: oh * ow,
+            shift: 0,
+        };
+        for n in 0..images {
+            let offset = n * tiling.image_tiles();
+            let src_n = &src[n * image_src..][..image_src];
+            transform_input(
+                src_n,
+                source,
+                tiling,
+                &mut phases,
+                &mut v,
+                plane,
+                offset,
+                vector,
+            );
+            let dout_n = &dout[n * image_dout..][..image_dout];
+            transform_dout(
+                dout_n,
+                dout_source,
+                tiling,
+                &mut phases,
+                &mut y,
+                plane,
+                offset,
+                vector,
+            );
+        }
+        let mut sums = vec![T::zero(); tiling.u_len()];
+        let len = images * tiling.image_tiles();
+        weight_grad_products(&y, &v, tiling, plane, len, &mut sums, false);
+        let mut dw = vec![T::zero(); tiling.filters * tiling.channels * 9];
+        let layout = WeightLayout::forward(tiling.channels);
+        weight_grad_from_sums(&sums, tiling, layout, &mut dw);
+        dw
     }
 }

@@ -26,7 +26,7 @@
 use super::chunks::BatchChunks;
 use super::fused_pool::{image_out_len, FusedPool};
 use super::scratch::{resize_scratch, thread_scratch, Scratch};
-use super::winograd::{self, DxRoute};
+use super::winograd::{self, DwRoute, DxRoute};
 use super::FusedActivation;
 use super::{sum, weight_grad, Convolution};
 use crate::error::{Error, Result};
@@ -46,6 +46,8 @@ pub(super) struct ChunkData<'a, T> {
     pub dx_direct: bool,
     /// Or by Winograd's F(4×4, 3×3), a few images at a time (`winograd.rs`).
     pub dx_winograd: Option<&'a DxRoute<'a, T>>,
+    /// Whether `dW` is computed by Winograd's transforms (`winograd.rs`).
+    pub dw_winograd: Option<&'a DwRoute>,
     pub xpad: &'a [T],
     pub dout: &'a [T],
     pub activation_out: Option<(FusedActivation, &'a [T])>,
@@ -79,6 +81,7 @@ pub(super) fn backward_chunk<T: Float>(
         planes,
         dout_ext,
         winograd,
+        winograd_dw,
     } = scratch;
     let images_in_chunk = chunk.dout.len() / out_len;
     let images = chunk
@@ -105,9 +108,16 @@ pub(super) fn backward_chunk<T: Float>(
             }
             (None, None) => dout_n,
         };
-        // wide: (FN, OH·OWW), dout_n with zeros in the junk columns
-        widen(dout_n, wg, wide);
-        if channels_last {
+        // wide: (FN, OH·OWW), dout_n with zeros in the junk columns, for
+        // the routes that read it.
+        let dx_wanted = dx_chunk.is_some();
+        if chunk.dw_winograd.is_none() || (dx_wanted && chunk.dx_winograd.is_none()) {
+            widen(dout_n, wg, wide);
+        }
+        if let Some(route) = chunk.dw_winograd {
+            // The image's and dout_n's transforms; the chunk's dW after the loop.
+            route.add_image(winograd_dw, xpad_n, dout_n, i, images_in_chunk);
+        } else if channels_last {
             // dW (FN, FH, FW, C) += wide · (the channels-last image's views)
             let xhwc = &mut col[..weight_grad::channels_last_len(wg)];
             // The kept image, far out in memory, first comes into this
@@ -136,7 +146,7 @@ pub(super) fn backward_chunk<T: Float>(
         if let Some(dx_chunk) = dx_chunk.as_mut() {
             if let Some(route) = chunk.dx_winograd {
                 let last = i + 1 == images_in_chunk;
-                route.add_image(winograd, wide, i, last, dx_chunk);
+                route.add_image(winograd, dout_n, i, last, dx_chunk);
                 continue;
             }
             if chunk.dx_direct {
@@ -158,6 +168,11 @@ pub(super) fn backward_chunk<T: Float>(
             let dx_n = &mut dx_chunk[i * g.image_len()..(i + 1) * g.image_len()];
             // dx_n: the image's rows and columns of dxpad
             unpad_image(xpad, wg, dx_n);
+        }
+    }
+    if let Some(route) = chunk.dw_winograd {
+        if images_in_chunk > 0 {
+            route.finish(winograd_dw, images_in_chunk, dw_t);
         }
     }
 }
@@ -187,6 +202,9 @@ impl<T: Float> Convolution<T> {
             DxRoute::transform_weights(&wg, weight, filters, &mut self.winograd_dx_weights);
         }
         let dx_route = by_winograd.then(|| DxRoute::new(&wg, filters, &self.winograd_dx_weights));
+        // And dW, on the same layers.
+        let dw_route = winograd::dw_applies::<T>(&wg, filters, n)
+            .then(|| DwRoute::new(&wg, filters, weight_grad::applies(&wg)));
         let fused_activation = self.fused_activation;
         let scratch = &self.scratch[..];
         // Values of one image's output (and dout): pooled, or the full planes.
@@ -212,6 +230,7 @@ impl<T: Float> Convolution<T> {
                 let chunk = ChunkData {
                     dx_direct,
                     dx_winograd: dx_route.as_ref(),
+                    dw_winograd: dw_route.as_ref(),
                     xpad,
                     dout,
                     activation_out: fused_activation.map(|act| (act, out)),

@@ -26,6 +26,8 @@ pub(super) struct Scratch<T> {
     pub dout_ext: Vec<T>,
     /// The Winograd route's buffers (`winograd.rs`); sized by their first use.
     pub winograd: super::winograd::Buffers<T>,
+    /// The Winograd weight gradient's buffers; sized by their first use.
+    pub winograd_dw: super::winograd::DwBuffers<T>,
 }
 
 /// One [`Scratch`] per pool thread, sized for `wg` and `filters`.

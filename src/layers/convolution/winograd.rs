@@ -195,12 +195,12 @@ impl<'a, T: Float> DxRoute<'a, T> {
         let tiling = Self::tiling(wg, filters);
         let group = GROUP_TILES.div_ceil(tiling.image_tiles());
         let plane = (group - 1) * tiling.image_tiles() + tiling.image_span();
-        // dout on the wide grid: OH rows of OW values, WP apart.
+        // dout's planes (FN, OH, OW), padded by 2 − P.
         let source = Source {
             rows: g.out_h,
             cols: g.out_w,
-            row: wg.wide_w,
-            plane: wg.wide_pixels(),
+            row: g.out_w,
+            plane: g.out_pixels(),
             shift: 2 - g.pad,
         };
         DxRoute {
@@ -213,12 +213,12 @@ impl<'a, T: Float> DxRoute<'a, T> {
         }
     }
 
-    /// Image `i` of the chunk (`wide`: its `dout` on the wide grid); with
+    /// Image `i` of the chunk (`dout_n`: its `dout`, (FN, OH, OW)); with
     /// the group full or `last`, the group's `dx` into `dx_chunk`.
     pub(super) fn add_image(
         &self,
         buffers: &mut Buffers<T>,
-        wide: &[T],
+        dout_n: &[T],
         i: usize,
         last: bool,
         dx_chunk: &mut [T],
@@ -230,7 +230,7 @@ impl<'a, T: Float> DxRoute<'a, T> {
         m.resize(tiling.m_len(plane), T::zero());
         let slot = i % self.group;
         let offset = slot * image_tiles;
-        winograd::transform_input(wide, self.source, tiling, phases, v, plane, offset, true);
+        winograd::transform_input(dout_n, self.source, tiling, phases, v, plane, offset, true);
         if slot + 1 < self.group && !last {
             return;
         }
@@ -247,5 +247,137 @@ impl<'a, T: Float> DxRoute<'a, T> {
             let offset = s * image_tiles;
             winograd::transform_output(m, tiling, plane, offset, phases, dest, dx_n, true);
         }
+    }
+}
+
+/// Backward's weight gradient by the same transforms
+/// ([`winograd::transform_dout`]): each image of a chunk adds its input's
+/// and its `dout`'s transforms ([`DwRoute::add_image`]); the chunk's 36
+/// products and the filter transform back then give its `dW`
+/// ([`DwRoute::finish`]).
+pub(super) struct DwRoute {
+    tiling: Tiling,
+    /// The kept padded image.
+    x_source: Source,
+    /// `dout`'s planes (FN, OH, OW).
+    dout_source: Source,
+    /// Where `dW`'s values go in a chunk's partial sums: `(FN, FH, FW, C)`
+    /// where `weight_grad.rs` applies, else `dW^T`.
+    layout: WeightLayout,
+}
+
+/// A thread's buffers for [`DwRoute`]: a chunk's transforms and the sums.
+#[derive(Default)]
+pub(super) struct DwBuffers<T> {
+    v: Vec<T>,
+    y: Vec<T>,
+    sums: Vec<T>,
+    phases: Vec<T>,
+}
+
+/// Whether backward's weight gradient of `n` images through `wg` takes
+/// [`DwRoute`].
+pub(super) fn dw_applies<T: 'static>(wg: &WideGeometry, filters: usize, n: usize) -> bool {
+    // Only where the tiles cover little more than the output (28×28: 56
+    // tiles for 49 of output; 14×14: 20 for 12¼, and there the channels-last
+    // `gemm` route was faster).
+    let tiles = tiling(wg, filters).image_tiles();
+    applies::<T>(wg, n) && 16 * tiles * 4 <= 5 * wg.g.out_pixels()
+}
+
+impl DwRoute {
+    /// The route for `wg` with `filters`, writing `dW` as `channels_last`
+    /// says (see [`DwRoute::layout`]).
+    pub(super) fn new(wg: &WideGeometry, filters: usize, channels_last: bool) -> Self {
+        let g = &wg.g;
+        let layout = if channels_last {
+            // (FN, FH, FW, C)
+            WeightLayout {
+                first: 0,
+                w_in: 1,
+                w_tap: g.channels as isize,
+                w_out: (9 * g.channels) as isize,
+            }
+        } else {
+            // dW^T: (C·FH·FW, FN)
+            WeightLayout {
+                first: 0,
+                w_in: (9 * filters) as isize,
+                w_tap: filters as isize,
+                w_out: 1,
+            }
+        };
+        DwRoute {
+            tiling: tiling(wg, filters),
+            x_source: Source {
+                rows: wg.padded_h,
+                cols: wg.padded_w,
+                row: wg.padded_w,
+                plane: wg.padded_h * wg.padded_w,
+                shift: 0,
+            },
+            dout_source: Source {
+                rows: g.out_h,
+                cols: g.out_w,
+                row: g.out_w,
+                plane: g.out_pixels(),
+                shift: 0,
+            },
+            layout,
+        }
+    }
+
+    /// Columns per position and channel for a chunk of `images`.
+    fn plane(&self, images: usize) -> usize {
+        images.saturating_sub(1) * self.tiling.image_tiles() + self.tiling.image_span()
+    }
+
+    /// Image `i` of a chunk of `images`: its padded input `xpad_n` and its
+    /// `dout_n` (FN, OH, OW), transformed into the chunk's buffers.
+    pub(super) fn add_image<T: Float>(
+        &self,
+        buffers: &mut DwBuffers<T>,
+        xpad_n: &[T],
+        dout_n: &[T],
+        i: usize,
+        images: usize,
+    ) {
+        let DwBuffers { v, y, phases, .. } = buffers;
+        let (tiling, plane) = (&self.tiling, self.plane(images));
+        if i == 0 {
+            v.resize(tiling.v_len(plane), T::zero());
+            y.resize(tiling.m_len(plane), T::zero());
+        }
+        let offset = i * tiling.image_tiles();
+        winograd::transform_input(
+            xpad_n,
+            self.x_source,
+            tiling,
+            phases,
+            v,
+            plane,
+            offset,
+            true,
+        );
+        winograd::transform_dout(
+            dout_n,
+            self.dout_source,
+            tiling,
+            phases,
+            y,
+            plane,
+            offset,
+            true,
+        );
+    }
+
+    /// The chunk's `dW` (all `images` added) into `dw`, as the layout says.
+    pub(super) fn finish<T: Float>(&self, buffers: &mut DwBuffers<T>, images: usize, dw: &mut [T]) {
+        let DwBuffers { v, y, sums, .. } = buffers;
+        let (tiling, plane) = (&self.tiling, self.plane(images));
+        sums.resize(tiling.u_len(), T::zero());
+        let len = images * tiling.image_tiles();
+        winograd::weight_grad_products(y, v, tiling, plane, len, sums, false);
+        winograd::weight_grad_from_sums(sums, tiling, self.layout, dw);
     }
 }
