@@ -28,8 +28,9 @@
 //!   Winograd's F(4×4, 3×3) (`kernels::winograd`: input transforms, the 36
 //!   products over the four images' tiles, output transforms onto the wide
 //!   grid) against padding and the direct kernel image by image, on the
-//!   3×3 layers of `deep` and `fashion-fast` (the filter transform, once
-//!   per batch, left out); skipped where the CPU has no AVX-512.
+//!   3×3 layers of `deep` and `fashion-fast`, the first (one channel)
+//!   included (the filter transform, once per batch, left out); skipped
+//!   where the CPU has no AVX-512.
 //! * `convolution`: one `Convolution` layer (30 filters 5×5 on 1×28×28)
 //!   forward, and forward + backward.
 //! * `pooling`: `MaxPooling` 2×2 stride 2 on (100, 30, 24, 24), forward and
@@ -351,6 +352,7 @@ fn bench_winograd(c: &mut Criterion) {
     let mut group = c.benchmark_group("winograd");
     const IMAGES: usize = 4;
     for (channels, filters, side) in [
+        (1, 24, 28),
         (16, 16, 28),
         (24, 24, 28),
         (24, 48, 14),

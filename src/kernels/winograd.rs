@@ -2,7 +2,7 @@
 //! with 4× fewer multiplications than its definition (Lavin & Gray, "Fast
 //! Algorithms for Convolutional Neural Networks", 2016). Not in the book;
 //! the layer uses it where it is faster than the product without `col`
-//! ([`direct_conv`](super::direct_conv)), and the tests check it against
+//! ([`direct_conv`]), and the tests check it against
 //! that definition.
 //!
 //! The output is cut into 4×4 tiles. A tile depends on the 6×6 patch `d` of
@@ -40,7 +40,7 @@
 //! once, one per vector lane, and each lane is one tile from start to end:
 //! whatever the junk lanes hold never reaches another lane. The output
 //! transform writes phase planes too, which are interleaved into the
-//! output's rows. The products are [`direct_conv`](super::direct_conv)'s
+//! output's rows. The products are [`direct_conv`]'s
 //! kernel as a 1×1 convolution.
 //!
 //! **Rounding.** The transforms add up to 36 terms of each sign, so the

@@ -11,6 +11,9 @@
 //! For stride 1 on the wide grid, in f32 on a CPU with AVX-512, `dx_n` is
 //! instead the filters turned by 180° run over `wide` by the forward's
 //! direct kernel ([`direct_conv::dx_from_wide`]): no `dcol`, no `col2im`.
+//! On 3×3 layers of two images or more, Winograd's F(4×4, 3×3) computes
+//! `dx` (a few images at a time) and, on 28×28-like maps, `dW` (the
+//! chunk's images together): see `winograd.rs`.
 //!
 //! `col` is the image unrolled again, as in forward, from the padded image
 //! that forward kept (the layer keeps `xpad`, not every image's `col`).

@@ -17,7 +17,11 @@
 //! on the wide grid), to 3×3 filters over at least [`MIN_CHANNELS`]
 //! channels, and to batches of two or more: at batch 1 the team's bands
 //! keep the direct kernel, so one image gives the same bits on any number of
-//! threads. Backward is unchanged (its `dx` by the direct kernel).
+//! threads.
+//!
+//! Backward's `dx` takes the same route with the turned filters
+//! ([`DxRoute`]), and on maps whose tiles cover little more than the
+//! output, so does its weight gradient ([`DwRoute`]).
 
 use super::forward::{finish_image, ForwardParams};
 use super::fused_pool::FusedPool;
