@@ -343,7 +343,7 @@ fn split_phases<T: Float>(
 
 /// [`transform_input`] for channel `c` once its phases are split.
 #[inline(always)]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[allow(clippy::too_many_arguments)]
 fn input_channel<T: Float>(
     tiling: &Tiling,
     c: usize,
@@ -356,24 +356,45 @@ fn input_channel<T: Float>(
 ) {
     let (channels, row_tiles) = (tiling.channels, tiling.row_tiles);
     for t0 in (0..tiling.image_span()).step_by(LANES) {
-        // Bᵀ d, column by column: columns[j][k] = (Bᵀ d)[k][j]
-        for (j, column) in columns.iter_mut().enumerate() {
-            let mut d_j = [[T::zero(); LANES]; 6];
-            for (i, d_ij) in d_j.iter_mut().enumerate() {
-                let start = ((i % 4) * 4 + j % 4) * phase_plane + t0 + (i / 4) * row_tiles + j / 4;
-                d_ij.copy_from_slice(&phases[start..start + LANES]);
-            }
-            *column = input_1d(&d_j);
+        // Bᵀ d B: d[i][j] is a run of the phase plane (i % 4, j % 4).
+        let load = |i: usize, j: usize, d: &mut Lanes<T>| {
+            let start = ((i % 4) * 4 + j % 4) * phase_plane + t0 + (i / 4) * row_tiles + j / 4;
+            d.copy_from_slice(&phases[start..start + LANES]);
+        };
+        transform_2d(load, input_1d, columns, |k, l, values| {
+            let start = ((k * 6 + l) * channels + c) * plane + offset + t0;
+            v[start..start + LANES].copy_from_slice(values);
+        });
+    }
+}
+
+/// `T d Tᵀ` of 16 tiles at once, for a 1-D transform `one_d` (`T`,
+/// OUT × IN): `one_d` on each column of `d` (IN × IN, `load(i, j)`), into
+/// `columns[j][k]` = `(T d)[k][j]`, then on each row of that; `store(k, l,
+/// values)` takes each of the OUT × OUT results.
+#[inline(always)]
+// (`k` indexes the inner arrays of `columns`: no iterator stands in for it.)
+#[allow(clippy::needless_range_loop)]
+fn transform_2d<T: Float, const IN: usize, const OUT: usize>(
+    load: impl Fn(usize, usize, &mut Lanes<T>),
+    one_d: impl Fn(&[Lanes<T>; IN]) -> [Lanes<T>; OUT],
+    columns: &mut [[Lanes<T>; OUT]; IN],
+    mut store: impl FnMut(usize, usize, &Lanes<T>),
+) {
+    for (j, column) in columns.iter_mut().enumerate() {
+        let mut d_j = [[T::zero(); LANES]; IN];
+        for (i, d_ij) in d_j.iter_mut().enumerate() {
+            load(i, j, d_ij);
         }
-        for k in 0..6 {
-            let mut tmp_k = [[T::zero(); LANES]; 6];
-            for (j, tmp) in tmp_k.iter_mut().enumerate() {
-                *tmp = columns[j][k];
-            }
-            for (l, values) in input_1d(&tmp_k).iter().enumerate() {
-                let start = ((k * 6 + l) * channels + c) * plane + offset + t0;
-                v[start..start + LANES].copy_from_slice(values);
-            }
+        *column = one_d(&d_j);
+    }
+    for k in 0..OUT {
+        let mut row_k = [[T::zero(); LANES]; IN];
+        for (j, row) in row_k.iter_mut().enumerate() {
+            *row = columns[j][k];
+        }
+        for (l, values) in one_d(&row_k).iter().enumerate() {
+            store(k, l, values);
         }
     }
 }
@@ -495,7 +516,7 @@ fn interleave_phases<T: Float>(phases: &[T], tiling: &Tiling, row: usize, out_f:
 /// The 4×4 outputs of filter `f`'s tiles, into its 16 phase planes
 /// (`span` apart).
 #[inline(always)]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[allow(clippy::too_many_arguments)]
 fn output_filter<T: Float>(
     tiling: &Tiling,
     f: usize,
@@ -507,24 +528,14 @@ fn output_filter<T: Float>(
 ) {
     let (filters, span) = (tiling.filters, tiling.image_span());
     for t0 in (0..span).step_by(LANES) {
-        // Aᵀ M, column by column: columns[l][p] = (Aᵀ M)[p][l]
-        for (l, column) in columns.iter_mut().enumerate() {
-            let mut m_l = [[T::zero(); LANES]; 6];
-            for (k, m_kl) in m_l.iter_mut().enumerate() {
-                let start = ((6 * k + l) * filters + f) * plane + offset + t0;
-                m_kl.copy_from_slice(&m[start..start + LANES]);
-            }
-            *column = output_1d(&m_l);
-        }
-        for p in 0..4 {
-            let mut tmp_p = [[T::zero(); LANES]; 6];
-            for (l, tmp) in tmp_p.iter_mut().enumerate() {
-                *tmp = columns[l][p];
-            }
-            for (q, values) in output_1d(&tmp_p).iter().enumerate() {
-                phases[(p * 4 + q) * span + t0..][..LANES].copy_from_slice(values);
-            }
-        }
+        // Aᵀ M A into the phase planes (p, q).
+        let load = |k: usize, l: usize, values: &mut Lanes<T>| {
+            let start = ((6 * k + l) * filters + f) * plane + offset + t0;
+            values.copy_from_slice(&m[start..start + LANES]);
+        };
+        transform_2d(load, output_1d, columns, |p, q, values| {
+            phases[(p * 4 + q) * span + t0..][..LANES].copy_from_slice(values);
+        });
     }
 }
 
@@ -598,7 +609,6 @@ pub fn transform_dout<T: Float>(
 /// [`transform_dout`] for filter `f` once its phases are split: a tile's
 /// 4×4 values are the 16 phase planes at the tile's index.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)]
 fn dout_filter<T: Float>(
     tiling: &Tiling,
     f: usize,
@@ -611,25 +621,15 @@ fn dout_filter<T: Float>(
     let filters = tiling.filters;
     let mut columns = [[[T::zero(); LANES]; 6]; 4];
     for t0 in (0..tiling.image_span()).step_by(LANES) {
-        // A dY, column by column: columns[q][k] = (A dY)[k][q]
-        for (q, column) in columns.iter_mut().enumerate() {
-            let mut d_q = [[T::zero(); LANES]; 4];
-            for (p, d_pq) in d_q.iter_mut().enumerate() {
-                let start = (p * 4 + q) * phase_plane + t0;
-                d_pq.copy_from_slice(&phases[start..start + LANES]);
-            }
-            *column = dout_1d(&d_q);
-        }
-        for k in 0..6 {
-            let mut row_k = [[T::zero(); LANES]; 4];
-            for (q, row) in row_k.iter_mut().enumerate() {
-                *row = columns[q][k];
-            }
-            for (l, values) in dout_1d(&row_k).iter().enumerate() {
-                let start = ((k * 6 + l) * filters + f) * plane + offset + t0;
-                y[start..start + LANES].copy_from_slice(values);
-            }
-        }
+        // A dY Aᵀ: a tile's 4×4 values are the phase planes at its index.
+        let load = |p: usize, q: usize, d: &mut Lanes<T>| {
+            let start = (p * 4 + q) * phase_plane + t0;
+            d.copy_from_slice(&phases[start..start + LANES]);
+        };
+        transform_2d(load, dout_1d, &mut columns, |k, l, values| {
+            let start = ((k * 6 + l) * filters + f) * plane + offset + t0;
+            y[start..start + LANES].copy_from_slice(values);
+        });
     }
 }
 
