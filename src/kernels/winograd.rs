@@ -265,48 +265,80 @@ pub fn transform_input<T: Float>(
     let span = tiling.image_span();
     assert!(offset + span <= plane, "winograd: v plane");
     assert!(v.len() >= tiling.v_len(plane), "winograd: v");
+    let mut columns = [[[T::zero(); LANES]; 6]; 6];
+    let planes = tiling.channels;
+    split_each_plane(
+        src,
+        source,
+        tiling,
+        planes,
+        phases,
+        vector,
+        |c, phases, fast| {
+            let phase_plane = tiling.phase_plane();
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                // SAFETY: `split_each_plane` says AVX-512F was detected.
+                return unsafe {
+                    avx512::input_channel(
+                        tiling,
+                        c,
+                        phases,
+                        phase_plane,
+                        v,
+                        plane,
+                        offset,
+                        &mut columns,
+                    )
+                };
+            }
+            let _ = fast;
+            input_channel(
+                tiling,
+                c,
+                phases,
+                phase_plane,
+                v,
+                plane,
+                offset,
+                &mut columns,
+            );
+        },
+    );
+}
+
+/// For each of the `planes` planes of `src` (as `source` says), its phase
+/// planes into `phases` ([`split_phases`]), then `each(plane, phases,
+/// fast)`, where `fast` says that the AVX-512 code may run (`vector`
+/// asked for, and [`direct_conv::cpu_applies`]).
+fn split_each_plane<T: Float>(
+    src: &[T],
+    source: Source,
+    tiling: &Tiling,
+    planes: usize,
+    phases: &mut Vec<T>,
+    vector: bool,
+    mut each: impl FnMut(usize, &[T], bool),
+) {
     assert!(
-        (tiling.channels - 1) * source.plane + (source.rows - 1) * source.row + source.cols
-            <= src.len(),
+        (planes - 1) * source.plane + (source.rows - 1) * source.row + source.cols <= src.len(),
         "winograd: source"
     );
     let phase_plane = tiling.phase_plane();
     phases.resize(16 * phase_plane, T::zero());
-    let mut columns = [[[T::zero(); LANES]; 6]; 6];
-    for c in 0..tiling.channels {
-        let src_c = &src[c * source.plane..];
+    let fast = vector && direct_conv::cpu_applies::<T>();
+    for p in 0..planes {
+        let src_p = &src[p * source.plane..];
         #[cfg(target_arch = "x86_64")]
-        if vector && direct_conv::cpu_applies::<T>() {
-            // SAFETY: AVX-512F was detected; T is f32 (cpu_applies).
-            unsafe {
-                if !avx512::split_phases(src_c, source, tiling, phase_plane, phases) {
-                    split_phases(src_c, source, tiling, phase_plane, phases);
-                }
-                avx512::input_channel(
-                    tiling,
-                    c,
-                    phases,
-                    phase_plane,
-                    v,
-                    plane,
-                    offset,
-                    &mut columns,
-                );
-            }
-            continue;
+        // SAFETY: AVX-512F was detected (`fast`); T is f32 (cpu_applies).
+        let split =
+            fast && unsafe { avx512::split_phases(src_p, source, tiling, phase_plane, phases) };
+        #[cfg(not(target_arch = "x86_64"))]
+        let split = false;
+        if !split {
+            split_phases(src_p, source, tiling, phase_plane, phases);
         }
-        let _ = vector;
-        split_phases(src_c, source, tiling, phase_plane, phases);
-        input_channel(
-            tiling,
-            c,
-            phases,
-            phase_plane,
-            v,
-            plane,
-            offset,
-            &mut columns,
-        );
+        each(p, phases, fast);
     }
 }
 
@@ -580,30 +612,27 @@ pub fn transform_dout<T: Float>(
     let span = tiling.image_span();
     assert!(offset + span <= plane, "winograd: y plane");
     assert!(y.len() >= tiling.m_len(plane), "winograd: y");
-    assert!(
-        (tiling.filters - 1) * source.plane + (source.rows - 1) * source.row + source.cols
-            <= dout.len(),
-        "winograd: dout"
-    );
-    let phase_plane = tiling.phase_plane();
-    phases.resize(16 * phase_plane, T::zero());
-    for f in 0..tiling.filters {
-        let dout_f = &dout[f * source.plane..];
-        #[cfg(target_arch = "x86_64")]
-        if vector && direct_conv::cpu_applies::<T>() {
-            // SAFETY: AVX-512F was detected; T is f32 (cpu_applies).
-            unsafe {
-                if !avx512::split_phases(dout_f, source, tiling, phase_plane, phases) {
-                    split_phases(dout_f, source, tiling, phase_plane, phases);
-                }
-                avx512::dout_filter(tiling, f, phases, phase_plane, y, plane, offset);
+    let planes = tiling.filters;
+    split_each_plane(
+        dout,
+        source,
+        tiling,
+        planes,
+        phases,
+        vector,
+        |f, phases, fast| {
+            let phase_plane = tiling.phase_plane();
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                // SAFETY: `split_each_plane` says AVX-512F was detected.
+                return unsafe {
+                    avx512::dout_filter(tiling, f, phases, phase_plane, y, plane, offset)
+                };
             }
-            continue;
-        }
-        let _ = vector;
-        split_phases(dout_f, source, tiling, phase_plane, phases);
-        dout_filter(tiling, f, phases, phase_plane, y, plane, offset);
-    }
+            let _ = fast;
+            dout_filter(tiling, f, phases, phase_plane, y, plane, offset);
+        },
+    );
 }
 
 /// [`transform_dout`] for filter `f` once its phases are split: a tile's
@@ -946,14 +975,7 @@ mod tests {
         layout: WeightLayout,
         tiling: &Tiling,
     ) -> Vec<f64> {
-        let at = |c: usize, y: usize, x: usize| -> f64 {
-            match (y.checked_sub(source.shift), x.checked_sub(source.shift)) {
-                (Some(sy), Some(sx)) if sy < source.rows && sx < source.cols => {
-                    src[c * source.plane + sy * source.row + sx]
-                }
-                _ => 0.0,
-            }
-        };
+        let at = |c: usize, y: usize, x: usize| input_at(src, source, c, y, x);
         let (oh, ow) = (tiling.out_h, tiling.out_w);
         let mut out = vec![0.0; tiling.filters * oh * ow];
         for f in 0..tiling.filters {
@@ -971,6 +993,21 @@ mod tests {
             }
         }
         out
+    }
+
+    /// `in[c, y, x]` of `src` as `source` says: 0 in the padding.
+    fn input_at<T: Float>(src: &[T], source: Source, c: usize, y: usize, x: usize) -> T {
+        match (y.checked_sub(source.shift), x.checked_sub(source.shift)) {
+            (Some(sy), Some(sx)) if sy < source.rows && sx < source.cols => {
+                src[c * source.plane + sy * source.row + sx]
+            }
+            _ => T::zero(),
+        }
+    }
+
+    /// `len` standard normal values.
+    fn normal(len: usize, rng: &mut Rng) -> Vec<f64> {
+        (0..len).map(|_| rng.normal()).collect()
     }
 
     /// (channels, filters, rows, cols, pad): the layers' shapes and odd ones.
@@ -1003,12 +1040,8 @@ mod tests {
         let mut rng = Rng::new(11);
         for shape in CASES {
             let (source, tiling) = case(shape);
-            let src: Vec<f64> = (0..tiling.channels * source.plane)
-                .map(|_| rng.normal())
-                .collect();
-            let weight: Vec<f64> = (0..tiling.filters * tiling.channels * 9)
-                .map(|_| rng.normal())
-                .collect();
+            let src = normal(tiling.channels * source.plane, &mut rng);
+            let weight = normal(tiling.filters * tiling.channels * 9, &mut rng);
             for layout in [
                 WeightLayout::forward(tiling.channels),
                 // W: (C', FN', 3, 3) read turned: channels C = FN', filters FN = C'.
@@ -1034,12 +1067,8 @@ mod tests {
         let mut rng = Rng::new(12);
         for shape in CASES {
             let (source, tiling) = case(shape);
-            let src: Vec<f64> = (0..tiling.channels * source.plane)
-                .map(|_| rng.normal())
-                .collect();
-            let weight: Vec<f64> = (0..tiling.filters * tiling.channels * 9)
-                .map(|_| rng.normal())
-                .collect();
+            let src = normal(tiling.channels * source.plane, &mut rng);
+            let weight = normal(tiling.filters * tiling.channels * 9, &mut rng);
             let layout = WeightLayout::forward(tiling.channels);
             let want = reference(&src, source, &weight, layout, &tiling);
             let src32: Vec<f32> = src.iter().map(|&v| v as f32).collect();
@@ -1049,14 +1078,7 @@ mod tests {
             // The same sums, directly in f32 (fused multiply-adds in (c, tap)
             // order, as the direct kernel does): its worst rounding error.
             let direct_worst = {
-                let at = |c: usize, y: usize, x: usize| -> f32 {
-                    match (y.checked_sub(source.shift), x.checked_sub(source.shift)) {
-                        (Some(sy), Some(sx)) if sy < source.rows && sx < source.cols => {
-                            src32[c * source.plane + sy * source.row + sx]
-                        }
-                        _ => 0.0,
-                    }
-                };
+                let at = |c: usize, y: usize, x: usize| input_at(&src32, source, c, y, x);
                 let (oh, ow) = (tiling.out_h, tiling.out_w);
                 let mut worst = 0.0f64;
                 for f in 0..tiling.filters {
@@ -1108,21 +1130,12 @@ mod tests {
             let (source, tiling) = case(shape);
             let (oh, ow) = (tiling.out_h, tiling.out_w);
             let images = 2;
-            let src: Vec<f64> = (0..images * tiling.channels * source.plane)
-                .map(|_| rng.normal())
-                .collect();
-            let dout: Vec<f64> = (0..images * tiling.filters * oh * ow)
-                .map(|_| rng.normal())
-                .collect();
+            let src = normal(images * tiling.channels * source.plane, &mut rng);
+            let dout = normal(images * tiling.filters * oh * ow, &mut rng);
             let image_src = tiling.channels * source.plane;
             let image_dout = tiling.filters * oh * ow;
-            let at = |n: usize, c: usize, y: usize, x: usize| -> f64 {
-                match (y.checked_sub(source.shift), x.checked_sub(source.shift)) {
-                    (Some(sy), Some(sx)) if sy < source.rows && sx < source.cols => {
-                        src[n * image_src + c * source.plane + sy * source.row + sx]
-                    }
-                    _ => 0.0,
-                }
+            let at = |n: usize, c: usize, y: usize, x: usize| {
+                input_at(&src[n * image_src..], source, c, y, x)
             };
             let layout = WeightLayout::forward(tiling.channels);
             let mut want = vec![0.0; tiling.filters * tiling.channels * 9];
