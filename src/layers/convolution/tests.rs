@@ -155,14 +155,15 @@ fn an_f32_convolution_without_col_matches_the_definition() {
 /// Two images or more, 3×3 filters over 8 channels or more, f32 with
 /// AVX-512: Winograd's F(4×4, 3×3) (`winograd.rs`) in forward, with and
 /// without a fused ReLU and 2×2 pooling, and in backward's `dx` and `dW`,
-/// against the f64 layer. Batches of 1 to 7 images of 16×16 (20 tiles each,
-/// groups of 4): none, a partial group, one and a bit, one and most of another.
+/// against the f64 layer. Batches of 1 to 7 images of 24 channels of 28×28
+/// (56 tiles each, groups of 2): none, one group, two and a half, three and a
+/// half.
 #[test]
 fn an_f32_convolution_by_winograd_matches_the_definition() {
     use crate::layers::FusedActivation;
     let mut rng = Rng::new(21);
     let config = ConvolutionConfig {
-        in_channels: 12,
+        in_channels: 24,
         filters: 30,
         filter_size: 3,
         stride: 1,
@@ -176,8 +177,8 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
             .data_mut()
             .iter_mut()
             .for_each(|b| *b = rng.normal());
-        let x: Vec<f64> = (0..n * 12 * 256).map(|_| rng.normal()).collect();
-        let x = Tensor::from_vec(&[n, 12, 16, 16], x).unwrap();
+        let x: Vec<f64> = (0..n * 24 * 784).map(|_| rng.normal()).collect();
+        let x = Tensor::from_vec(&[n, 24, 28, 28], x).unwrap();
         let (weight, bias) = (conv.weight.cast::<f32>(), conv.bias.cast::<f32>());
         let mut fast = Convolution::<f32>::from_params(weight, bias, 1, 1).unwrap();
         if fused {
@@ -186,7 +187,7 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
             fast.fuse_activation(Some(FusedActivation::Relu));
             fast.fuse_max_pool(Some(&pool));
         }
-        // Sums of 12·9 products of N(0, 1) values, about 10 in size: the
+        // Sums of 24·9 products of N(0, 1) values, about 15 in size: the
         // transforms' rounding stays below 1e-3, a wrong term is off by 1.
         // (Training last: backward follows.)
         for train in [false, true] {
@@ -208,10 +209,10 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
         for (&a, &b) in got.data().iter().zip(want.data()) {
             assert!((a as f64 - b).abs() < 2e-3, "dx, n {n}: {a} vs {b}");
         }
-        // dW and db: sums of n·256 products of N(0, 1) values (dW's about 40
+        // dW and db: sums of n·784 products of N(0, 1) values (dW's about 70
         // in size, the transforms' rounding up to a few 1e-4 of that); a
         // wrong or missing term is off by about 1.
-        let tolerance = 1e-5 * (n * 256) as f64;
+        let tolerance = 1e-5 * (n * 784) as f64;
         let grads = [
             (&fast.grad_weight, &conv.grad_weight),
             (&fast.grad_bias, &conv.grad_bias),
@@ -221,7 +222,7 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
                 assert!((a as f64 - b).abs() < tolerance, "dW, n {n}: {a} vs {b}");
             }
         }
-        let wg = WideGeometry::new(ConvGeometry::new((12, 16, 16), (3, 3), 1, 1).unwrap());
+        let wg = WideGeometry::new(ConvGeometry::new((24, 28, 28), (3, 3), 1, 1).unwrap());
         let route = n >= 2 && crate::kernels::direct_conv::cpu_applies::<f32>();
         assert_eq!(winograd::applies::<f32>(&wg, n), route);
         assert_eq!(winograd::dw_applies::<f32>(&wg, 30, n), route);

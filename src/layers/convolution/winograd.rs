@@ -283,11 +283,17 @@ pub(super) struct DwBuffers<T> {
 /// [`DwRoute`].
 pub(super) fn dw_applies<T: 'static>(wg: &WideGeometry, filters: usize, n: usize) -> bool {
     // Only where the tiles cover little more than the output (28×28: 56
-    // tiles for 49 of output; 14×14: 20 for 12¼, and there the channels-last
-    // `gemm` route was faster).
+    // tile places for 49 tiles' worth; 14×14 and 16×16: 20 for 12¼ and
+    // 16), over at least DW_MIN_CHANNELS channels: elsewhere the
+    // channels-last `gemm` route was faster (docs/performance.md).
     let tiles = tiling(wg, filters).image_tiles();
-    applies::<T>(wg, n) && 16 * tiles * 4 <= 5 * wg.g.out_pixels()
+    applies::<T>(wg, n)
+        && wg.g.channels >= DW_MIN_CHANNELS
+        && 16 * tiles * 20 <= 23 * wg.g.out_pixels()
 }
+
+/// Input channels below which the weight gradient keeps `gemm`.
+pub const DW_MIN_CHANNELS: usize = 24;
 
 impl DwRoute {
     /// The route for `wg` with `filters`, writing `dW` as `channels_last`
