@@ -344,6 +344,14 @@ fn bench_direct_conv(c: &mut Criterion) {
     group.finish();
 }
 
+/// Image `i` of the images `x` padded into its slot of `xpad`, which it returns.
+fn pad_nth<'a>(x: &[f32], wg: &WideGeometry, xpad: &'a mut [f32], i: usize) -> &'a mut [f32] {
+    let len = wg.g.image_len();
+    let xpad = &mut xpad[i * wg.padded_len()..][..wg.padded_len()];
+    pad_image(black_box(&x[i * len..][..len]), wg, xpad);
+    xpad
+}
+
 fn bench_winograd(c: &mut Criterion) {
     if !cpu_applies::<f32>() {
         return;
@@ -371,12 +379,7 @@ fn bench_winograd(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("pad_direct", &label), |bench| {
             bench.iter(|| {
                 for i in 0..IMAGES {
-                    let xpad = &mut xpad[i * wg.padded_len()..][..wg.padded_len()];
-                    pad_image(
-                        black_box(&x[i * g.image_len()..][..g.image_len()]),
-                        &wg,
-                        xpad,
-                    );
+                    let xpad = pad_nth(&x, &wg, &mut xpad, i);
                     let wide =
                         &mut wide[i * filters * wg.wide_pixels()..][..filters * wg.wide_pixels()];
                     assert!(conv_wide(xpad, &wg, &weight, filters, black_box(wide)));
@@ -400,12 +403,7 @@ fn bench_winograd(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("pad_winograd", &label), |bench| {
             bench.iter(|| {
                 for i in 0..IMAGES {
-                    let xpad = &mut xpad[i * wg.padded_len()..][..wg.padded_len()];
-                    pad_image(
-                        black_box(&x[i * g.image_len()..][..g.image_len()]),
-                        &wg,
-                        xpad,
-                    );
+                    let xpad = pad_nth(&x, &wg, &mut xpad, i);
                     let offset = i * tiling.image_tiles();
                     winograd::transform_input(
                         xpad,
