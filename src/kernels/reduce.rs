@@ -40,6 +40,53 @@ pub fn lane_sum_by<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
     add_lanes(lanes)
 }
 
+/// Two sums in one pass, `(Σ f(a_i, b_i).0, Σ f(a_i, b_i).1)`, each in
+/// [`lane_sum_by`]'s order and so with its bits: for two sums over the same
+/// data, which then comes from memory once. Compiled for AVX-512 too (two
+/// sets of 16 partial sums spill out of the baseline's SSE registers), and
+/// run that way where the CPU has it: the same operations in the same
+/// order, so the same bits.
+#[inline]
+pub fn lane_sum2_by<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T)) -> (T, T) {
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "lane_sum2_by: slices of different lengths"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return unsafe { lane_sum2_by_avx512(a, b, &f) };
+    }
+    lane_sum2_by_plain(a, b, &f)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn lane_sum2_by_avx512<T: Float>(a: &[T], b: &[T], f: &impl Fn(T, T) -> (T, T)) -> (T, T) {
+    lane_sum2_by_plain(a, b, f)
+}
+
+#[inline(always)]
+fn lane_sum2_by_plain<T: Float>(a: &[T], b: &[T], f: &impl Fn(T, T) -> (T, T)) -> (T, T) {
+    let (mut first, mut second) = ([T::zero(); LANES], [T::zero(); LANES]);
+    let (a_body, a_tail) = a.split_at(a.len() - a.len() % LANES);
+    let (b_body, b_tail) = b.split_at(a_body.len());
+    for (xs, ys) in a_body.chunks_exact(LANES).zip(b_body.chunks_exact(LANES)) {
+        for k in 0..LANES {
+            let (p, q) = f(xs[k], ys[k]);
+            first[k] += p;
+            second[k] += q;
+        }
+    }
+    for (k, (&x, &y)) in a_tail.iter().zip(b_tail).enumerate() {
+        let (p, q) = f(x, y);
+        first[k] += p;
+        second[k] += q;
+    }
+    (add_lanes(first), add_lanes(second))
+}
+
 /// The partial sums of [`lane_sum_by`] added in its fixed pairwise tree:
 /// lanes k and k + width, halving the width.
 #[inline]
@@ -82,6 +129,26 @@ mod tests {
             let exact = plain_sum(&a, &b, |x, y| x * y);
             let scale: f64 = a.iter().zip(&b).map(|(&x, &y)| (x * y).abs() as f64).sum();
             prop_assert!((got - exact).abs() <= 1e-6 * (1.0 + scale));
+        }
+    }
+
+    #[test]
+    fn two_sums_in_one_pass_have_the_bits_of_two_passes() {
+        let mut rng = crate::rng::Rng::new(7);
+        for len in [0, 1, 15, 16, 17, 100, 784] {
+            let a: Vec<f32> = (0..len).map(|_| rng.normal() as f32).collect();
+            let b: Vec<f32> = (0..len).map(|_| rng.normal() as f32).collect();
+            let (s, p) = lane_sum2_by(&a, &b, |x, y| (x - y, x * y));
+            assert_eq!(
+                s.to_bits(),
+                lane_sum_by(&a, &b, |x, y| x - y).to_bits(),
+                "length {len}"
+            );
+            assert_eq!(
+                p.to_bits(),
+                lane_sum_by(&a, &b, |x, y| x * y).to_bits(),
+                "length {len}"
+            );
         }
     }
 

@@ -43,6 +43,14 @@ fn map2_plain<T: Copy>(out: &mut [T], a: &[T], b: &[T], f: &impl Fn(T, T) -> T) 
 #[cfg(target_arch = "x86_64")]
 mod wide {
     #[target_feature(enable = "avx512f")]
+    pub(super) fn call_avx512<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+    #[target_feature(enable = "avx2")]
+    pub(super) fn call_avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+    #[target_feature(enable = "avx512f")]
     pub(super) fn map_avx512<T: Copy>(out: &mut [T], x: &[T], f: &impl Fn(T) -> T) {
         super::map_plain(out, x, f)
     }
@@ -119,6 +127,26 @@ pub fn map2_into<T: Copy>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T
     map2_plain(out, a, b, &f)
 }
 
+/// `f()`, compiled for the widest vectors the CPU has: `f` and whatever it
+/// inlines (closures, `#[inline(always)]` functions) are compiled inside
+/// each of the three variants. For loops whose bodies read several slices,
+/// which the one- and two-input maps above do not cover.
+#[inline]
+pub fn widest<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { wide::call_avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { wide::call_avx2(f) };
+        }
+    }
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +204,39 @@ mod tests {
         map2_plain(&mut plain, &x, &g, &backward);
         map2_into(&mut fast, &x, &g, backward);
         assert_eq!(plain, fast);
+    }
+
+    /// `widest` runs its closure, compiled for each width, with the plain
+    /// loop's bits: a loop over three slices and a select.
+    #[test]
+    fn widest_gives_the_plain_bits() {
+        let x: Vec<f32> = (0..1003).map(|i| (i as f32 - 500.0) * 0.037).collect();
+        let scale: Vec<f32> = (0..1003).map(|i| 1.0 + i as f32 * 1e-3).collect();
+        let body = |out: &mut [f32]| {
+            for ((o, &v), &s) in out.iter_mut().zip(&x).zip(&scale) {
+                let z = v * s - 0.25;
+                *o = if z > 0.0 { z / s } else { 0.0 };
+            }
+        };
+        let mut plain = vec![0.0f32; x.len()];
+        body(&mut plain);
+        let mut fast = vec![1.0f32; x.len()];
+        widest(|| body(&mut fast));
+        assert_eq!(plain, fast);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                fast.fill(1.0);
+                // SAFETY: the feature was detected.
+                unsafe { wide::call_avx512(|| body(&mut fast)) };
+                assert_eq!(plain, fast);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                fast.fill(1.0);
+                // SAFETY: the feature was detected.
+                unsafe { wide::call_avx2(|| body(&mut fast)) };
+                assert_eq!(plain, fast);
+            }
+        }
     }
 }
