@@ -171,7 +171,17 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
         init: Init::Std(1.0),
     };
     let pool = PoolingConfig::default();
-    for (n, fused) in [(1, false), (2, false), (5, true), (7, false), (7, true)] {
+    // (images, fused ReLU, fused 2×2 max pooling): the ReLU alone goes
+    // through `narrow`, with the pooling through the pooled `wide` route.
+    let cases = [
+        (1, false, false),
+        (2, false, false),
+        (4, true, false),
+        (5, true, true),
+        (7, false, false),
+        (7, true, true),
+    ];
+    for (n, relu, pooled) in cases {
         let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
         conv.bias
             .data_mut()
@@ -181,10 +191,12 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
         let x = Tensor::from_vec(&[n, 24, 28, 28], x).unwrap();
         let (weight, bias) = (conv.weight.cast::<f32>(), conv.bias.cast::<f32>());
         let mut fast = Convolution::<f32>::from_params(weight, bias, 1, 1).unwrap();
-        if fused {
+        if relu {
             conv.fuse_activation(Some(FusedActivation::Relu));
-            conv.fuse_max_pool(Some(&pool));
             fast.fuse_activation(Some(FusedActivation::Relu));
+        }
+        if pooled {
+            conv.fuse_max_pool(Some(&pool));
             fast.fuse_max_pool(Some(&pool));
         }
         // Sums of 24·9 products of N(0, 1) values, about 15 in size: the
