@@ -681,8 +681,13 @@ fn dout_1d<T: Float>(d: &[Lanes<T>; 4]) -> [Lanes<T>; 6] {
 }
 
 /// `sums[ξ] (FN, C) += ŷ[ξ] · v[ξ]ᵀ` over the first `len` tiles (`=`
-/// unless `accumulate`): 36 products by `gemm`, `ŷ` and `v` laid out as
-/// [`transform_dout`] and [`transform_input`] write them.
+/// unless `accumulate`), `ŷ` and `v` laid out as [`transform_dout`] and
+/// [`transform_input`] write them: 36 products by `gemm`, or with `vector`
+/// on a CPU with AVX-512, by dot products of their rows, 4 filters × 4
+/// channels at a time. The outputs are small (24–48 × 24–48 per position)
+/// and the rows long (all the chunk's tiles), where `gemm`'s packing
+/// costs as much as the multiplications.
+#[allow(clippy::too_many_arguments)]
 pub fn weight_grad_products<T: Float>(
     y: &[T],
     v: &[T],
@@ -691,10 +696,19 @@ pub fn weight_grad_products<T: Float>(
     len: usize,
     sums: &mut [T],
     accumulate: bool,
+    vector: bool,
 ) {
     let (channels, filters) = (tiling.channels, tiling.filters);
     assert!(len <= plane && y.len() >= tiling.m_len(plane) && v.len() >= tiling.v_len(plane));
     assert_eq!(sums.len(), tiling.u_len(), "winograd: sums");
+    #[cfg(target_arch = "x86_64")]
+    if vector && direct_conv::cpu_applies::<T>() {
+        // SAFETY: AVX-512F was detected and T is f32 (cpu_applies); the
+        // lengths are checked above.
+        unsafe { avx512::weight_grad_products(y, v, tiling, plane, len, sums, accumulate) };
+        return;
+    }
+    let _ = vector;
     let ys = y.chunks_exact(filters * plane);
     let vs = v.chunks_exact(channels * plane);
     for ((y, v), sum) in ys.zip(vs).zip(sums.chunks_exact_mut(filters * channels)) {
@@ -795,6 +809,88 @@ mod avx512 {
         } else {
             (1u16 << n) - 1
         }
+    }
+
+    /// [`super::weight_grad_products`] by dot products of the rows of `ŷ`
+    /// and `v`: for each position, blocks of 4 filters × 4 channels (1 × 1
+    /// at the edges) with 16 partial sums each, added lane by lane in order
+    /// of the tiles and reduced at the end: a fixed order.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weight_grad_products<T: Float>(
+        y: &[T],
+        v: &[T],
+        tiling: &Tiling,
+        plane: usize,
+        len: usize,
+        sums: &mut [T],
+        accumulate: bool,
+    ) {
+        let (channels, filters) = (tiling.channels, tiling.filters);
+        let (y, v) = (y.as_ptr().cast::<f32>(), v.as_ptr().cast::<f32>());
+        let sums = sums.as_mut_ptr().cast::<f32>();
+        for xi in 0..super::POSITIONS {
+            let (y_xi, v_xi) = (y.add(xi * filters * plane), v.add(xi * channels * plane));
+            let s_xi = sums.add(xi * filters * channels);
+            let (f_full, c_full) = (filters / 4 * 4, channels / 4 * 4);
+            for f in 0..filters {
+                for c in 0..channels {
+                    let block = f < f_full && c < c_full;
+                    if block && (f % 4 != 0 || c % 4 != 0) {
+                        continue;
+                    }
+                    let (y_f, v_c) = (y_xi.add(f * plane), v_xi.add(c * plane));
+                    if block {
+                        let dots = dot_block::<4, 4>(y_f, v_c, plane, len);
+                        for (i, row) in dots.iter().enumerate() {
+                            for (j, &dot) in row.iter().enumerate() {
+                                add_or_set(s_xi.add((f + i) * channels + c + j), dot, accumulate);
+                            }
+                        }
+                    } else {
+                        let dot = dot_block::<1, 1>(y_f, v_c, plane, len)[0][0];
+                        add_or_set(s_xi.add(f * channels + c), dot, accumulate);
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn add_or_set(sum: *mut f32, dot: f32, accumulate: bool) {
+        *sum = if accumulate { *sum + dot } else { dot };
+    }
+
+    /// `dots[i][j] = Σ_{t < len} y[i·plane + t] · v[j·plane + t]`.
+    #[inline(always)]
+    unsafe fn dot_block<const BF: usize, const BC: usize>(
+        y: *const f32,
+        v: *const f32,
+        plane: usize,
+        len: usize,
+    ) -> [[f32; BC]; BF] {
+        let mut acc = [[_mm512_setzero_ps(); BC]; BF];
+        let mut t = 0;
+        while t < len {
+            let mask = first_lanes(len - t);
+            let mut ys = [_mm512_setzero_ps(); BF];
+            for (i, y_i) in ys.iter_mut().enumerate() {
+                *y_i = _mm512_maskz_loadu_ps(mask, y.add(i * plane + t));
+            }
+            for j in 0..BC {
+                let v_j = _mm512_maskz_loadu_ps(mask, v.add(j * plane + t));
+                for i in 0..BF {
+                    acc[i][j] = _mm512_fmadd_ps(ys[i], v_j, acc[i][j]);
+                }
+            }
+            t += 16;
+        }
+        let mut dots = [[0.0; BC]; BF];
+        for i in 0..BF {
+            for j in 0..BC {
+                dots[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+            }
+        }
+        dots
     }
 
     /// [`super::split_phases`] by vectors: each input row is loaded as 64
@@ -1122,7 +1218,8 @@ mod tests {
 
     /// The weight gradient of two images summed by the transforms is the
     /// definition's `Σ dout[f, y, x] · in[c, y + fy, x + fx]`, in f64 to
-    /// rounding; in f32 the vector transforms give the plain bits.
+    /// rounding; in f32 the vector route (transforms and products) to f32
+    /// rounding.
     #[test]
     fn weight_gradient_is_the_definition() {
         let mut rng = Rng::new(13);
@@ -1172,13 +1269,17 @@ mod tests {
             let fast = weight_grad_of(
                 &src32, image_src, source, &dout32, image_dout, &tiling, images, true,
             );
-            assert!(
-                plain
-                    .iter()
-                    .zip(&fast)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{shape:?}"
-            );
+            // The transforms give the plain bits; the products' dot-product
+            // kernel adds in its own order: the same sums to f32 rounding
+            // (of terms about 1 in size, n·OH·OW of them).
+            let tolerance = 1e-5 * (images * oh * ow) as f32;
+            for (i, ((a, b), w)) in plain.iter().zip(&fast).zip(&want).enumerate() {
+                assert!((a - b).abs() < tolerance, "{shape:?} [{i}]: {a} vs {b}");
+                assert!(
+                    (*b as f64 - w).abs() < tolerance as f64,
+                    "{shape:?} [{i}]: {b} vs {w}"
+                );
+            }
         }
     }
 
@@ -1233,7 +1334,7 @@ mod tests {
         }
         let mut sums = vec![T::zero(); tiling.u_len()];
         let len = images * tiling.image_tiles();
-        weight_grad_products(&y, &v, tiling, plane, len, &mut sums, false);
+        weight_grad_products(&y, &v, tiling, plane, len, &mut sums, false, vector);
         let mut dw = vec![T::zero(); tiling.filters * tiling.channels * 9];
         let layout = WeightLayout::forward(tiling.channels);
         weight_grad_from_sums(&sums, tiling, layout, &mut dw);

@@ -387,7 +387,7 @@ impl DwRoute {
         let (tiling, plane) = (&self.tiling, self.plane(images));
         sums.resize(tiling.u_len(), T::zero());
         let len = images * tiling.image_tiles();
-        winograd::weight_grad_products(y, v, tiling, plane, len, sums, false);
+        winograd::weight_grad_products(y, v, tiling, plane, len, sums, false, true);
         winograd::weight_grad_from_sums(sums, tiling, self.layout, dw);
     }
 }
