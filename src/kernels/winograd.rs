@@ -68,6 +68,8 @@
 //! }
 //! ```
 
+pub mod packed;
+
 use super::direct_conv::{self, Pointwise};
 use super::gemm::{matmul, MatMut, MatRef};
 use crate::tensor::Float;
@@ -862,6 +864,8 @@ mod avx512 {
 
     /// `dots[i][j] = Σ_{t < len} y[i·plane + t] · v[j·plane + t]`.
     #[inline(always)]
+    // (`j` and `i` index two dimensions of `acc`.)
+    #[allow(clippy::needless_range_loop)]
     unsafe fn dot_block<const BF: usize, const BC: usize>(
         y: *const f32,
         v: *const f32,

@@ -78,7 +78,9 @@ impl<T: Float> Convolution<T> {
         // this call (whole images or the team's bands), so that they agree.
         // Two images or more on 3×3 layers: Winograd's F(4×4, 3×3) instead
         // (`winograd.rs`), with no team.
-        let by_winograd = winograd::applies::<T>(&wg, n);
+        // Inference on 8×8 maps: the same with the images' tiles packed.
+        let by_packed = winograd::packed_applies::<T>(&wg, n, train);
+        let by_winograd = by_packed || winograd::applies::<T>(&wg, n);
         if by_winograd {
             winograd::transform_weights(
                 &wg,
@@ -148,6 +150,19 @@ impl<T: Float> Convolution<T> {
                         return grouped::forward_images(&g, params, x_chunk, out_chunk);
                     }
                     let mut scratch = thread_scratch(scratch);
+                    if by_packed {
+                        return winograd::forward_chunk_packed(
+                            &wg,
+                            params,
+                            winograd_weights,
+                            &mut scratch,
+                            x_chunk,
+                            out_chunk,
+                            out_len,
+                            pool,
+                            arg_chunk,
+                        );
+                    }
                     if by_winograd {
                         return winograd::forward_chunk(
                             &wg,

@@ -241,6 +241,70 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
     }
 }
 
+/// Inference on 8×8 maps (`deep`'s conv5 and conv6): two images or more
+/// take Winograd with the images' tiles packed (`forward_chunk_packed`),
+/// with and without a fused ReLU and 2×2 pooling; against the f64 layer.
+/// Batches of 1 to 21 (groups of 16: none, part of one, one and a part);
+/// training's forward keeps its route and is checked too.
+#[test]
+fn an_f32_inference_on_8x8_maps_by_packed_winograd_matches_the_definition() {
+    use crate::layers::FusedActivation;
+    let mut rng = Rng::new(23);
+    let config = ConvolutionConfig {
+        in_channels: 32,
+        filters: 24,
+        filter_size: 3,
+        stride: 1,
+        pad: 1,
+        init: Init::Std(1.0),
+    };
+    let pool = PoolingConfig::default();
+    let cases = [
+        (1, false, false),
+        (2, false, false),
+        (5, true, false),
+        (16, true, true),
+        (21, false, true),
+    ];
+    for (n, relu, pooled) in cases {
+        let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
+        conv.bias
+            .data_mut()
+            .iter_mut()
+            .for_each(|b| *b = rng.normal());
+        let x: Vec<f64> = (0..n * 32 * 64).map(|_| rng.normal()).collect();
+        let x = Tensor::from_vec(&[n, 32, 8, 8], x).unwrap();
+        let (weight, bias) = (conv.weight.cast::<f32>(), conv.bias.cast::<f32>());
+        let mut fast = Convolution::<f32>::from_params(weight, bias, 1, 1).unwrap();
+        if relu {
+            conv.fuse_activation(Some(FusedActivation::Relu));
+            fast.fuse_activation(Some(FusedActivation::Relu));
+        }
+        if pooled {
+            conv.fuse_max_pool(Some(&pool));
+            fast.fuse_max_pool(Some(&pool));
+        }
+        // Sums of 32·9 products of N(0, 1) values, about 17 in size: the
+        // transforms' rounding stays below 1e-3, a wrong term is off by 1.
+        for train in [false, true] {
+            let want = conv.forward(&x, train).unwrap().clone();
+            let got = fast.forward(&x.cast::<f32>(), train).unwrap();
+            assert_eq!(got.shape(), want.shape());
+            for (&a, &b) in got.data().iter().zip(want.data()) {
+                assert!(
+                    (a as f64 - b).abs() < 1e-3,
+                    "n {n} train {train}: {a} vs {b}"
+                );
+            }
+        }
+        let wg = WideGeometry::new(ConvGeometry::new((32, 8, 8), (3, 3), 1, 1).unwrap());
+        let route = n >= 2 && crate::kernels::direct_conv::cpu_applies::<f32>();
+        assert_eq!(winograd::packed_applies::<f32>(&wg, n, false), route);
+        assert!(!winograd::packed_applies::<f32>(&wg, n, true));
+        assert!(!winograd::applies::<f32>(&wg, n));
+    }
+}
+
 #[test]
 fn a_filter_as_large_as_the_input_matches_the_definition() {
     // LeNet-5's C5 shape, smaller: 9 filters of 3×5×5 over 3×5×5 images,

@@ -28,6 +28,7 @@ use super::fused_pool::FusedPool;
 use super::scratch::Scratch;
 use crate::kernels::direct_conv;
 use crate::kernels::im2col_wide::{pad_image, WideGeometry};
+use crate::kernels::winograd::packed::{self, Packing};
 use crate::kernels::winograd::{self, Dest, Source, Tiling, WeightLayout};
 use crate::tensor::Float;
 
@@ -43,6 +44,24 @@ const GROUP_TILES: usize = 64;
 pub(super) fn applies<T: 'static>(wg: &WideGeometry, n: usize) -> bool {
     let g = &wg.g;
     direct_conv::worth_it::<T>(wg)
+        && (g.filter_h, g.filter_w) == (3, 3)
+        && g.channels >= MIN_CHANNELS
+        && n >= 2
+}
+
+/// Whether an inference forward of `n` images through `wg` takes the
+/// packed route ([`forward_chunk_packed`]): 3×3 filters, stride 1, on the
+/// book's grid (8×8 maps, where [`applies`] does not), f32 with AVX-512,
+/// at least [`MIN_CHANNELS`] channels and two images. Training keeps the
+/// unrolling and `gemm` there: it was faster in training's forward, whose
+/// backward needs the padded images the unrolling makes anyway.
+pub(super) fn packed_applies<T: 'static>(wg: &WideGeometry, n: usize, train: bool) -> bool {
+    let g = &wg.g;
+    !train
+        && direct_conv::cpu_applies::<T>()
+        && g.stride == 1
+        && wg.wide_w == g.out_w
+        && wg.wide_w != wg.padded_w
         && (g.filter_h, g.filter_w) == (3, 3)
         && g.channels >= MIN_CHANNELS
         && n >= 2
@@ -66,12 +85,15 @@ pub(super) fn transform_weights<T: Float>(
     winograd::transform_filters(weight, WeightLayout::forward(wg.g.channels), &tiling, u);
 }
 
-/// A thread's buffers for the route: `V`, `M` and the phase planes.
+/// A thread's buffers for the route: `V`, `M` and the phase planes; for
+/// the packed route, the group's padded images and outputs too.
 #[derive(Default)]
 pub(super) struct Buffers<T> {
     v: Vec<T>,
     m: Vec<T>,
     phases: Vec<T>,
+    padded: Vec<T>,
+    wides: Vec<T>,
 }
 
 /// The forward of one chunk of images (see the module documentation):
@@ -100,7 +122,7 @@ pub(super) fn forward_chunk<T: Float>(
     let Scratch {
         wide,
         planes,
-        winograd: Buffers { v, m, phases },
+        winograd: Buffers { v, m, phases, .. },
         ..
     } = scratch;
     v.resize(tiling.v_len(plane), T::zero());
@@ -138,6 +160,78 @@ pub(super) fn forward_chunk<T: Float>(
             let n = first + i;
             let offset = i * image_tiles;
             winograd::transform_output(m, &tiling, plane, offset, phases, dest, wide, true);
+            let out_n = &mut out_chunk[n * out_len..][..out_len];
+            let pool = pool.map(|pool| {
+                let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
+                (pool, &mut arg_chunk[n * out_len..][..out_len])
+            });
+            finish_image(wg, params, wide, planes, out_n, pool);
+        }
+    }
+}
+
+/// An inference forward of one chunk of images on small maps, their tiles
+/// packed side by side ([`winograd::packed`]): per group of images, each
+/// padded to whole tiles, `V` of all their tiles, the 36 products, then
+/// each image's output on the book's grid into `wides`, finished as the
+/// other routes finish it.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward_chunk_packed<T: Float>(
+    wg: &WideGeometry,
+    params: ForwardParams<'_, T>,
+    u: &[T],
+    scratch: &mut Scratch<T>,
+    x_chunk: &[T],
+    out_chunk: &mut [T],
+    out_len: usize,
+    pool: Option<&FusedPool>,
+    mut arg_chunk: Option<&mut [u32]>,
+) {
+    let g = &wg.g;
+    let filters = params.bias.len();
+    let packing = Packing::new(g.channels, filters, g.out_h, g.out_w);
+    let group = GROUP_TILES.div_ceil(packing.image_tiles());
+    let plane = packing.plane(group);
+    let wide_len = filters * wg.wide_pixels();
+    let Scratch {
+        planes,
+        winograd:
+            Buffers {
+                v,
+                m,
+                padded,
+                wides,
+                ..
+            },
+        ..
+    } = scratch;
+    v.resize(packing.tiling.v_len(plane), T::zero());
+    m.resize(packing.tiling.m_len(plane), T::zero());
+    padded.resize(group * packing.padded_len(), T::zero());
+    wides.resize(group * wide_len, T::zero());
+    let source = Source {
+        rows: g.in_h,
+        cols: g.in_w,
+        row: g.in_w,
+        plane: g.in_h * g.in_w,
+        shift: g.pad,
+    };
+    let dest = Dest {
+        plane: wg.wide_pixels(),
+        offset: 0,
+        row: wg.wide_w,
+    };
+    let images = x_chunk.len() / g.image_len();
+    for first in (0..images).step_by(group) {
+        let count = group.min(images - first);
+        let x_group = &x_chunk[first * g.image_len()..];
+        packed::pad_images(x_group, source, g.image_len(), &packing, count, padded);
+        packed::transform_input(padded, &packing, count, v, plane, true);
+        let tiles = count * packing.image_tiles();
+        winograd::multiply(u, v, &packing.tiling, plane, tiles, m, true);
+        packed::transform_output(m, &packing, count, plane, dest, wide_len, wides, true);
+        for (i, wide) in wides.chunks_exact(wide_len).take(count).enumerate() {
+            let n = first + i;
             let out_n = &mut out_chunk[n * out_len..][..out_len];
             let pool = pool.map(|pool| {
                 let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
@@ -227,7 +321,7 @@ impl<'a, T: Float> DxRoute<'a, T> {
         last: bool,
         dx_chunk: &mut [T],
     ) {
-        let Buffers { v, m, phases } = buffers;
+        let Buffers { v, m, phases, .. } = buffers;
         let (tiling, plane) = (&self.tiling, self.plane);
         let image_tiles = tiling.image_tiles();
         v.resize(tiling.v_len(plane), T::zero());
