@@ -341,6 +341,28 @@ impl<T: Float> BatchNorm<T> {
         self.last = None;
     }
 
+    /// Whether a ReLU runs inside this layer ([`fuse_relu`](Self::fuse_relu)).
+    pub fn relu_fused(&self) -> bool {
+        self.relu
+    }
+
+    /// The map an inference forward applies to each feature, before its
+    /// fused ReLU, as `y = scale · x + shift`: `scale = γ / √(σ²_run + ε)`,
+    /// `shift = β − μ_run · scale`. What a layer before it folds into its
+    /// own weights at inference (`networks/fusion.rs`).
+    pub fn inference_scale_shift(&self) -> (Vec<T>, Vec<T>) {
+        let eps = T::cast(self.eps);
+        let stats = self.running_mean.data().iter().zip(self.running_var.data());
+        let params = self.weight.data().iter().zip(self.bias.data());
+        stats
+            .zip(params)
+            .map(|((&mu, &var), (&gamma, &beta))| {
+                let scale = gamma * (var + eps).sqrt().recip();
+                (scale, beta - mu * scale)
+            })
+            .unzip()
+    }
+
     fn layout(&self, shape: &[usize]) -> Result<Layout> {
         let (n, c, hw) = match *shape {
             [n, d] => (n, d, 1),

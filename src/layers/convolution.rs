@@ -358,6 +358,81 @@ impl<T: Float> Convolution<T> {
         self.geometry = None;
     }
 
+    /// Whether an inference forward may fold a per-filter map that follows
+    /// the layer into its weights ([`forward_folded`](Self::forward_folded)):
+    /// only with nothing fused into it, since an activation or a pooling
+    /// between the two would not commute with the map.
+    pub fn can_fold(&self) -> bool {
+        self.fused_activation.is_none() && self.fused_pool.is_none()
+    }
+
+    /// An inference forward of `x` followed by `y ← scale[f] · y + shift[f]`
+    /// for each filter `f`, then a ReLU when `relu`, as one convolution
+    /// with scaled filters:
+    ///
+    /// ```text
+    /// W'[f] = scale[f] · W[f]        b'[f] = scale[f] · b[f] + shift[f]
+    /// out   = relu(W' ⋆ x + b')      the same as relu(scale · (W ⋆ x + b) + shift) to rounding
+    /// ```
+    ///
+    /// A batch norm after the layer is such a map at inference
+    /// ([`BatchNorm::inference_scale_shift`](crate::layers::BatchNorm::inference_scale_shift)):
+    /// the network folds it in and skips its pass over the output
+    /// (`networks/fusion.rs`). The layer's own weights are left as they
+    /// were. An error unless [`can_fold`](Self::can_fold) and there is one
+    /// `scale` and `shift` per filter.
+    ///
+    /// ```
+    /// use convnet::layers::Convolution;
+    /// use convnet::Tensor;
+    /// let w = Tensor::from_vec(&[1, 1, 1, 1], vec![2.0]).unwrap();
+    /// let mut conv = Convolution::<f64>::from_params(w, Tensor::from_vec(&[1], vec![1.0]).unwrap(), 1, 0).unwrap();
+    /// let x = Tensor::from_vec(&[1, 1, 1, 2], vec![1.0, -3.0]).unwrap();
+    /// // 2x + 1 → 3, −5; then · 0.5 − 1 → 0.5, −3.5; then the ReLU.
+    /// let out = conv.forward_folded(&x, &[0.5], &[-1.0], true).unwrap();
+    /// assert_eq!(out.data(), [0.5, 0.0]);
+    /// ```
+    pub fn forward_folded(
+        &mut self,
+        x: &Tensor<T>,
+        scale: &[T],
+        shift: &[T],
+        relu: bool,
+    ) -> Result<&Tensor<T>> {
+        let filters = self.bias.len();
+        if !self.can_fold() || scale.len() != filters || shift.len() != filters {
+            return Err(Error::Config(format!(
+                "Convolution: cannot fold a map of {} values into {filters} filters with {} fused",
+                scale.len(),
+                if self.can_fold() {
+                    "nothing"
+                } else {
+                    "a layer"
+                },
+            )));
+        }
+        let per_filter = self.weight.len() / filters;
+        let mut weight = self.weight.clone();
+        let filter_weights = weight.data_mut().chunks_exact_mut(per_filter);
+        for (w_f, &s) in filter_weights.zip(scale) {
+            w_f.iter_mut().for_each(|w| *w *= s);
+        }
+        let mut bias = self.bias.clone();
+        let biases = bias.data_mut().iter_mut().zip(scale.iter().zip(shift));
+        biases.for_each(|(b, (&s, &t))| *b = s * *b + t);
+        // The folded parameters stand in for the layer's own during this
+        // one forward; the error path restores them too.
+        std::mem::swap(&mut self.weight, &mut weight);
+        std::mem::swap(&mut self.bias, &mut bias);
+        self.fused_activation = relu.then_some(FusedActivation::Relu);
+        let done = self.forward(x, false).map(|_| ());
+        std::mem::swap(&mut self.weight, &mut weight);
+        std::mem::swap(&mut self.bias, &mut bias);
+        self.fused_activation = None;
+        done?;
+        Ok(&self.out)
+    }
+
     /// The geometry for an input of shape `(N, C, H, W)`.
     fn geometry_for(&self, input: &[usize]) -> Result<(ConvGeometry, usize)> {
         let (filters, channels, filter_h, filter_w) = self.weight.dims4()?;

@@ -36,6 +36,21 @@
 //!   ReLU, a second pooling, the
 //!   [reference layers](crate::layers::reference)).
 //!
+//! **Folding, at inference.** A [`BatchNorm`] straight after a
+//! [`Convolution`] with nothing fused into it is, at inference, a fixed
+//! map per channel (`scale · y + shift`, from its running statistics),
+//! which the convolution folds into its filters for that forward
+//! ([`Convolution::forward_folded`]), with the batch norm's fused ReLU:
+//!
+//! ```text
+//! layers:    conv2 → bn2 (+ relu2) → …
+//! inference: conv2 with W' = scale·W, b' = scale·b + shift (+ relu2) → …    bn2 does not run
+//! ```
+//!
+//! This one changes the numbers in the last bits (the products are of the
+//! scaled filters), unlike the fusions above; training is unchanged. Like
+//! them it goes with [`Network::set_fusion`].
+//!
 //! [`Network::set_fusion`] turns it off, and the layers run one by one.
 //!
 //! **The first layer's `dx`.** Backward through the first layer would end
@@ -116,6 +131,28 @@ pub(super) fn fuse_at<T: Float>(layers: &mut [NamedLayer<T>], i: usize, on: bool
         Fusable::MaxPool(config) => conv.fuse_max_pool(on.then_some(config)),
     }
     layers[i].fused_into_previous = on;
+}
+
+/// Whether an inference forward folds `next` into `layer` (see the module
+/// documentation): a batch norm after a convolution with nothing fused.
+pub(super) fn folds<T: Float>(layer: &dyn Layer<T>, next: &dyn Layer<T>) -> bool {
+    let conv = layer.downcast_ref::<Convolution<T>>();
+    conv.is_some_and(|conv| conv.can_fold()) && next.is::<BatchNorm<T>>()
+}
+
+/// The inference forward of `layer` with `next` folded into it, where
+/// [`folds`] says so.
+pub(super) fn forward_folded<'a, T: Float>(
+    layer: &'a mut dyn Layer<T>,
+    next: &dyn Layer<T>,
+    x: &Tensor<T>,
+) -> Result<&'a Tensor<T>> {
+    let bn = next.downcast_ref::<BatchNorm<T>>();
+    let (Some(conv), Some(bn)) = (layer.downcast_mut::<Convolution<T>>(), bn) else {
+        unreachable!("`folds` said a convolution and a batch norm");
+    };
+    let (scale, shift) = bn.inference_scale_shift();
+    conv.forward_folded(x, &scale, &shift, bn.relu_fused())
 }
 
 /// The first layer's backward: the parameter gradients, and no `dx` where

@@ -68,7 +68,7 @@ impl<T: Float> Network<T> {
         let loss_index = self.layers.len();
         for _ in 0..steps {
             self.check_input(x)?;
-            let out = timed_forward(&mut self.layers, &mut times, x, true)?;
+            let out = timed_forward(&mut self.layers, &mut times, x, true, false)?;
             let start = Instant::now();
             self.loss_layer.forward(out, labels)?;
             times[loss_index].forward += start.elapsed();
@@ -99,10 +99,10 @@ impl<T: Float> Network<T> {
     pub fn profile_inference(&mut self, x: &Tensor<T>, passes: usize) -> Result<Vec<LayerTime>> {
         self.check_input(x)?;
         let mut times = self.zero_times();
-        let layers = &mut self.layers;
+        let (layers, fold) = (&mut self.layers, self.fusion);
         with_team_if_small_batch(x.shape()[0], || -> Result<()> {
             for _ in 0..passes {
-                timed_forward(layers, &mut times, x, false)?;
+                timed_forward(layers, &mut times, x, false, fold)?;
             }
             Ok(())
         })?;
@@ -110,22 +110,32 @@ impl<T: Float> Network<T> {
     }
 }
 
-/// One forward through `layers`, as `Network::predict` runs it, adding each
-/// layer's time to its entry of `times` (a fused layer is skipped: its
-/// time is the layer's before it).
+/// One forward through `layers`, as `Network::predict` runs it (`fold` as
+/// there), adding each layer's time to its entry of `times` (a fused or
+/// folded layer is skipped: its time is the layer's before it).
 fn timed_forward<'a, T: Float>(
     layers: &'a mut [NamedLayer<T>],
     times: &mut [LayerTime],
     x: &'a Tensor<T>,
     train: bool,
+    fold: bool,
 ) -> Result<&'a Tensor<T>> {
     let mut out = x;
-    for (named, time) in layers.iter_mut().zip(times) {
+    let mut layers = layers.iter_mut().zip(times).peekable();
+    while let Some((named, time)) = layers.next() {
         if named.fused_into_previous {
             continue;
         }
         let start = Instant::now();
-        out = named.layer.forward(out, train)?;
+        // A batch norm folded into the convolution: its time is the
+        // convolution's.
+        if let Some((next, _)) = layers.next_if(|(next, _)| {
+            fold && !train && super::fusion::folds(&*named.layer, &*next.layer)
+        }) {
+            out = super::fusion::forward_folded(&mut *named.layer, &*next.layer, out)?;
+        } else {
+            out = named.layer.forward(out, train)?;
+        }
         time.forward += start.elapsed();
     }
     Ok(out)

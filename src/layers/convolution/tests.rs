@@ -715,3 +715,41 @@ fn gradients_do_not_depend_on_the_number_of_threads() {
         assert!(gradients(threads) == one, "{threads} threads");
     }
 }
+
+/// Folding a per-filter map into the layer leaves its own parameters as
+/// they were, and is refused with a pooling fused or the wrong number of
+/// values.
+#[test]
+fn folding_leaves_the_parameters_and_refuses_what_does_not_commute() {
+    let mut rng = Rng::new(31);
+    let config = ConvolutionConfig {
+        in_channels: 2,
+        filters: 3,
+        filter_size: 3,
+        stride: 1,
+        pad: 1,
+        init: Init::Std(1.0),
+    };
+    let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
+    let (weight, bias) = (conv.weight.clone(), conv.bias.clone());
+    let x = Tensor::from_vec(&[2, 2, 4, 4], (0..64).map(|_| rng.normal()).collect()).unwrap();
+    let (scale, shift) = ([0.5, -2.0, 1.5], [0.1, 0.2, -0.3]);
+    let folded = conv
+        .forward_folded(&x, &scale, &shift, false)
+        .unwrap()
+        .clone();
+    let plain = conv.forward(&x, false).unwrap().clone();
+    for (i, (&a, &b)) in folded.data().iter().zip(plain.data()).enumerate() {
+        let f = i / 16 % 3;
+        assert!((a - (scale[f] * b + shift[f])).abs() < 1e-12, "[{i}]");
+    }
+    assert_eq!((&conv.weight, &conv.bias), (&weight, &bias));
+    assert!(conv.fused_activation().is_none());
+    assert!(conv
+        .forward_folded(&x, &scale[..2], &shift[..2], false)
+        .is_err());
+    conv.fuse_max_pool(Some(&PoolingConfig::default()));
+    assert!(!conv.can_fold());
+    assert!(conv.forward_folded(&x, &scale, &shift, false).is_err());
+    assert_eq!((&conv.weight, &conv.bias), (&weight, &bias));
+}
