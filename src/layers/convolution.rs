@@ -367,8 +367,10 @@ impl<T: Float> Convolution<T> {
     }
 
     /// An inference forward of `x` followed by `y ← scale[f] · y + shift[f]`
-    /// for each filter `f`, then a ReLU when `relu`, as one convolution
-    /// with scaled filters:
+    /// for each filter `f`, then a ReLU when `relu` and the max pooling
+    /// `pool` when given, as one convolution with scaled filters (the ReLU
+    /// and the pooling fused as [`fuse_activation`](Self::fuse_activation)
+    /// and [`fuse_max_pool`](Self::fuse_max_pool) fuse them):
     ///
     /// ```text
     /// W'[f] = scale[f] · W[f]        b'[f] = scale[f] · b[f] + shift[f]
@@ -389,7 +391,7 @@ impl<T: Float> Convolution<T> {
     /// let mut conv = Convolution::<f64>::from_params(w, Tensor::from_vec(&[1], vec![1.0]).unwrap(), 1, 0).unwrap();
     /// let x = Tensor::from_vec(&[1, 1, 1, 2], vec![1.0, -3.0]).unwrap();
     /// // 2x + 1 → 3, −5; then · 0.5 − 1 → 0.5, −3.5; then the ReLU.
-    /// let out = conv.forward_folded(&x, &[0.5], &[-1.0], true).unwrap();
+    /// let out = conv.forward_folded(&x, &[0.5], &[-1.0], true, None).unwrap();
     /// assert_eq!(out.data(), [0.5, 0.0]);
     /// ```
     pub fn forward_folded(
@@ -398,6 +400,7 @@ impl<T: Float> Convolution<T> {
         scale: &[T],
         shift: &[T],
         relu: bool,
+        pool: Option<&PoolingConfig>,
     ) -> Result<&Tensor<T>> {
         let filters = self.bias.len();
         if !self.can_fold() || scale.len() != filters || shift.len() != filters {
@@ -425,10 +428,13 @@ impl<T: Float> Convolution<T> {
         std::mem::swap(&mut self.weight, &mut weight);
         std::mem::swap(&mut self.bias, &mut bias);
         self.fused_activation = relu.then_some(FusedActivation::Relu);
+        self.fused_pool = pool.cloned();
         let done = self.forward(x, false).map(|_| ());
         std::mem::swap(&mut self.weight, &mut weight);
         std::mem::swap(&mut self.bias, &mut bias);
         self.fused_activation = None;
+        self.fused_pool = None;
+        self.pool = None;
         done?;
         Ok(&self.out)
     }

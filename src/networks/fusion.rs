@@ -47,6 +47,9 @@
 //! inference: conv2 with W' = scale·W, b' = scale·b + shift (+ relu2) → …    bn2 does not run
 //! ```
 //!
+//! A max pooling right after the batch norm (or its ReLU) then runs inside
+//! the convolution as well, as a fused one does.
+//!
 //! This one changes the numbers in the last bits (the products are of the
 //! scaled filters), unlike the fusions above; training is unchanged. Like
 //! them it goes with [`Network::set_fusion`].
@@ -140,11 +143,18 @@ pub(super) fn folds<T: Float>(layer: &dyn Layer<T>, next: &dyn Layer<T>) -> bool
     conv.is_some_and(|conv| conv.can_fold()) && next.is::<BatchNorm<T>>()
 }
 
+/// Whether a max pooling that follows a folded batch norm (and its ReLU)
+/// runs inside the convolution too.
+pub(super) fn pools_after_fold<T: Float>(layer: &dyn Layer<T>) -> bool {
+    layer.is::<MaxPooling<T>>()
+}
+
 /// The inference forward of `layer` with `next` folded into it, where
-/// [`folds`] says so.
+/// [`folds`] says so, and the max pooling `pool` after them if given.
 pub(super) fn forward_folded<'a, T: Float>(
     layer: &'a mut dyn Layer<T>,
     next: &dyn Layer<T>,
+    pool: Option<&dyn Layer<T>>,
     x: &Tensor<T>,
 ) -> Result<&'a Tensor<T>> {
     let bn = next.downcast_ref::<BatchNorm<T>>();
@@ -152,7 +162,9 @@ pub(super) fn forward_folded<'a, T: Float>(
         unreachable!("`folds` said a convolution and a batch norm");
     };
     let (scale, shift) = bn.inference_scale_shift();
-    conv.forward_folded(x, &scale, &shift, bn.relu_fused())
+    let pool = pool.and_then(|p| p.downcast_ref::<MaxPooling<T>>());
+    let pool = pool.map(|p| &p.config);
+    conv.forward_folded(x, &scale, &shift, bn.relu_fused(), pool)
 }
 
 /// The first layer's backward: the parameter gradients, and no `dx` where

@@ -127,12 +127,15 @@ fn timed_forward<'a, T: Float>(
             continue;
         }
         let start = Instant::now();
-        // A batch norm folded into the convolution: its time is the
-        // convolution's.
+        // A batch norm folded into the convolution (with its ReLU and a
+        // max pooling after them): their time is the convolution's.
         if let Some((next, _)) = layers.next_if(|(next, _)| {
             fold && !train && super::fusion::folds(&*named.layer, &*next.layer)
         }) {
-            out = super::fusion::forward_folded(&mut *named.layer, &*next.layer, out)?;
+            layers.next_if(|(relu, _)| relu.fused_into_previous);
+            let pool = layers.next_if(|(pool, _)| super::fusion::pools_after_fold(&*pool.layer));
+            let pool = pool.map(|(pool, _)| &*pool.layer);
+            out = super::fusion::forward_folded(&mut *named.layer, &*next.layer, pool, out)?;
         } else {
             out = named.layer.forward(out, train)?;
         }

@@ -94,7 +94,12 @@ fn forward_layers<'a, T: Float>(
         if let Some(next) =
             layers.next_if(|next| fold && !train && fusion::folds(&*named.layer, &*next.layer))
         {
-            out = fusion::forward_folded(&mut *named.layer, &*next.layer, out)?;
+            // The ReLU fused into the batch norm, and a max pooling after
+            // them, run inside the convolution too.
+            layers.next_if(|relu| relu.fused_into_previous);
+            let pool = layers.next_if(|pool| fusion::pools_after_fold(&*pool.layer));
+            let pool = pool.map(|pool| &*pool.layer);
+            out = fusion::forward_folded(&mut *named.layer, &*next.layer, pool, out)?;
             continue;
         }
         out = named.layer.forward(out, train)?;
@@ -380,10 +385,10 @@ mod tests {
     #[test]
     fn a_batch_norm_folds_into_the_convolution_at_inference() {
         fn run<T: crate::tensor::Float>(tolerance: f64) {
-            // bn1 (with its ReLU) and bn2 (before a pooling) fold; bn3
-            // (after a ReLU fused into conv3) and bn4 (after an affine) do
-            // not. Every bias, mean, variance, γ and β drawn at random.
-            let spec = "conv(6,3,pad=1)-bn-relu-conv(5,3,pad=1)-bn-maxpool(2)-conv(4,3)-relu-bn-affine(8)-bn-relu-affine(4)";
+            // bn1 (with its ReLU and the pooling after it) and bn2 (with
+            // the pooling after it) fold; bn3 (after a ReLU fused into
+            // conv3) and bn4 (after an affine) do not. Every bias, mean, variance, γ and β drawn at random.
+            let spec = "conv(6,3,pad=1)-bn-relu-maxpool(2,stride=1)-conv(5,3,pad=1)-bn-maxpool(2)-conv(4,3)-relu-bn-affine(8)-bn-relu-affine(4)";
             let build = || {
                 let options = ModelOptions::default();
                 let mut net =

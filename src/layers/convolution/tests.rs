@@ -735,7 +735,7 @@ fn folding_leaves_the_parameters_and_refuses_what_does_not_commute() {
     let x = Tensor::from_vec(&[2, 2, 4, 4], (0..64).map(|_| rng.normal()).collect()).unwrap();
     let (scale, shift) = ([0.5, -2.0, 1.5], [0.1, 0.2, -0.3]);
     let folded = conv
-        .forward_folded(&x, &scale, &shift, false)
+        .forward_folded(&x, &scale, &shift, false, None)
         .unwrap()
         .clone();
     let plain = conv.forward(&x, false).unwrap().clone();
@@ -745,11 +745,27 @@ fn folding_leaves_the_parameters_and_refuses_what_does_not_commute() {
     }
     assert_eq!((&conv.weight, &conv.bias), (&weight, &bias));
     assert!(conv.fused_activation().is_none());
+    // With a ReLU and a 2×2 pooling: the maxima of the rectified values.
+    let pool = PoolingConfig::default();
+    let pooled = conv
+        .forward_folded(&x, &scale, &shift, true, Some(&pool))
+        .unwrap()
+        .clone();
+    assert_eq!(pooled.shape(), [2, 3, 2, 2]);
+    for (i, &p) in pooled.data().iter().enumerate() {
+        let (plane, py, px) = (i / 4, i % 4 / 2, i % 2);
+        let window = [(0, 0), (0, 1), (1, 0), (1, 1)]
+            .map(|(dy, dx)| folded.data()[plane * 16 + (2 * py + dy) * 4 + 2 * px + dx].max(0.0));
+        assert_eq!(p, window.into_iter().fold(f64::MIN, f64::max), "[{i}]");
+    }
+    assert!(conv.can_fold());
     assert!(conv
-        .forward_folded(&x, &scale[..2], &shift[..2], false)
+        .forward_folded(&x, &scale[..2], &shift[..2], false, None)
         .is_err());
-    conv.fuse_max_pool(Some(&PoolingConfig::default()));
+    conv.fuse_max_pool(Some(&pool));
     assert!(!conv.can_fold());
-    assert!(conv.forward_folded(&x, &scale, &shift, false).is_err());
+    assert!(conv
+        .forward_folded(&x, &scale, &shift, false, None)
+        .is_err());
     assert_eq!((&conv.weight, &conv.bias), (&weight, &bias));
 }
