@@ -152,6 +152,51 @@ fn an_f32_convolution_without_col_matches_the_definition() {
     }
 }
 
+/// An f64 layer of `config` with random biases, and its f32 copy, both
+/// with a fused ReLU and 2×2 max pooling as asked; `x`: `n` random images
+/// of `size`×`size`. Their training and inference forwards agree to 1e-3
+/// (sums of a few hundred products of N(0, 1) values, about 15 to 17 in
+/// size: the transforms' rounding stays below that, a wrong term is off by
+/// about 1). Training's forward runs last, for a backward to follow.
+fn f64_and_f32_layers_agree(
+    config: &ConvolutionConfig,
+    (n, size, relu, pooled): (usize, usize, bool, bool),
+    rng: &mut Rng,
+) -> (Convolution<f64>, Convolution<f32>, Tensor<f64>) {
+    use crate::layers::FusedActivation;
+    let mut conv = Convolution::<f64>::new(config, rng).unwrap();
+    conv.bias
+        .data_mut()
+        .iter_mut()
+        .for_each(|b| *b = rng.normal());
+    let c = config.in_channels;
+    let x: Vec<f64> = (0..n * c * size * size).map(|_| rng.normal()).collect();
+    let x = Tensor::from_vec(&[n, c, size, size], x).unwrap();
+    let (weight, bias) = (conv.weight.cast::<f32>(), conv.bias.cast::<f32>());
+    let mut fast = Convolution::<f32>::from_params(weight, bias, 1, config.pad).unwrap();
+    if relu {
+        conv.fuse_activation(Some(FusedActivation::Relu));
+        fast.fuse_activation(Some(FusedActivation::Relu));
+    }
+    if pooled {
+        let pool = PoolingConfig::default();
+        conv.fuse_max_pool(Some(&pool));
+        fast.fuse_max_pool(Some(&pool));
+    }
+    for train in [false, true] {
+        let want = conv.forward(&x, train).unwrap().clone();
+        let got = fast.forward(&x.cast::<f32>(), train).unwrap();
+        assert_eq!(got.shape(), want.shape());
+        for (&a, &b) in got.data().iter().zip(want.data()) {
+            assert!(
+                (a as f64 - b).abs() < 1e-3,
+                "n {n} train {train}: {a} vs {b}"
+            );
+        }
+    }
+    (conv, fast, x)
+}
+
 /// Two images or more, 3×3 filters over 8 channels or more, f32 with
 /// AVX-512: Winograd's F(4×4, 3×3) (`winograd.rs`) in forward, with and
 /// without a fused ReLU and 2×2 pooling, and in backward's `dx` and `dW`,
@@ -160,7 +205,6 @@ fn an_f32_convolution_without_col_matches_the_definition() {
 /// half.
 #[test]
 fn an_f32_convolution_by_winograd_matches_the_definition() {
-    use crate::layers::FusedActivation;
     let mut rng = Rng::new(21);
     let config = ConvolutionConfig {
         in_channels: 24,
@@ -170,7 +214,6 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
         pad: 1,
         init: Init::Std(1.0),
     };
-    let pool = PoolingConfig::default();
     // (images, fused ReLU, fused 2×2 max pooling): the ReLU alone goes
     // through `narrow`, with the pooling through the pooled `wide` route.
     let cases = [
@@ -182,37 +225,8 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
         (7, true, true),
     ];
     for (n, relu, pooled) in cases {
-        let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
-        conv.bias
-            .data_mut()
-            .iter_mut()
-            .for_each(|b| *b = rng.normal());
-        let x: Vec<f64> = (0..n * 24 * 784).map(|_| rng.normal()).collect();
-        let x = Tensor::from_vec(&[n, 24, 28, 28], x).unwrap();
-        let (weight, bias) = (conv.weight.cast::<f32>(), conv.bias.cast::<f32>());
-        let mut fast = Convolution::<f32>::from_params(weight, bias, 1, 1).unwrap();
-        if relu {
-            conv.fuse_activation(Some(FusedActivation::Relu));
-            fast.fuse_activation(Some(FusedActivation::Relu));
-        }
-        if pooled {
-            conv.fuse_max_pool(Some(&pool));
-            fast.fuse_max_pool(Some(&pool));
-        }
-        // Sums of 24·9 products of N(0, 1) values, about 15 in size: the
-        // transforms' rounding stays below 1e-3, a wrong term is off by 1.
-        // (Training last: backward follows.)
-        for train in [false, true] {
-            let want = conv.forward(&x, train).unwrap().clone();
-            let got = fast.forward(&x.cast::<f32>(), train).unwrap();
-            assert_eq!(got.shape(), want.shape());
-            for (&a, &b) in got.data().iter().zip(want.data()) {
-                assert!(
-                    (a as f64 - b).abs() < 1e-3,
-                    "n {n} train {train}: {a} vs {b}"
-                );
-            }
-        }
+        let (mut conv, mut fast, _) =
+            f64_and_f32_layers_agree(&config, (n, 28, relu, pooled), &mut rng);
         // dx: sums of 30·9 products, about 16 in size.
         let dout: Vec<f64> = (0..conv.out.len()).map(|_| rng.normal()).collect();
         let dout = Tensor::from_vec(conv.out.shape(), dout).unwrap();
@@ -248,7 +262,6 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
 /// training's forward keeps its route and is checked too.
 #[test]
 fn an_f32_inference_on_8x8_maps_by_packed_winograd_matches_the_definition() {
-    use crate::layers::FusedActivation;
     let mut rng = Rng::new(23);
     let config = ConvolutionConfig {
         in_channels: 32,
@@ -258,7 +271,6 @@ fn an_f32_inference_on_8x8_maps_by_packed_winograd_matches_the_definition() {
         pad: 1,
         init: Init::Std(1.0),
     };
-    let pool = PoolingConfig::default();
     let cases = [
         (1, false, false),
         (2, false, false),
@@ -267,36 +279,7 @@ fn an_f32_inference_on_8x8_maps_by_packed_winograd_matches_the_definition() {
         (21, false, true),
     ];
     for (n, relu, pooled) in cases {
-        let mut conv = Convolution::<f64>::new(&config, &mut rng).unwrap();
-        conv.bias
-            .data_mut()
-            .iter_mut()
-            .for_each(|b| *b = rng.normal());
-        let x: Vec<f64> = (0..n * 32 * 64).map(|_| rng.normal()).collect();
-        let x = Tensor::from_vec(&[n, 32, 8, 8], x).unwrap();
-        let (weight, bias) = (conv.weight.cast::<f32>(), conv.bias.cast::<f32>());
-        let mut fast = Convolution::<f32>::from_params(weight, bias, 1, 1).unwrap();
-        if relu {
-            conv.fuse_activation(Some(FusedActivation::Relu));
-            fast.fuse_activation(Some(FusedActivation::Relu));
-        }
-        if pooled {
-            conv.fuse_max_pool(Some(&pool));
-            fast.fuse_max_pool(Some(&pool));
-        }
-        // Sums of 32·9 products of N(0, 1) values, about 17 in size: the
-        // transforms' rounding stays below 1e-3, a wrong term is off by 1.
-        for train in [false, true] {
-            let want = conv.forward(&x, train).unwrap().clone();
-            let got = fast.forward(&x.cast::<f32>(), train).unwrap();
-            assert_eq!(got.shape(), want.shape());
-            for (&a, &b) in got.data().iter().zip(want.data()) {
-                assert!(
-                    (a as f64 - b).abs() < 1e-3,
-                    "n {n} train {train}: {a} vs {b}"
-                );
-            }
-        }
+        f64_and_f32_layers_agree(&config, (n, 8, relu, pooled), &mut rng);
         let wg = WideGeometry::new(ConvGeometry::new((32, 8, 8), (3, 3), 1, 1).unwrap());
         let route = n >= 2 && crate::kernels::direct_conv::cpu_applies::<f32>();
         assert_eq!(winograd::packed_applies::<f32>(&wg, n, false), route);

@@ -85,6 +85,27 @@ pub(super) fn transform_weights<T: Float>(
     winograd::transform_filters(weight, WeightLayout::forward(wg.g.channels), &tiling, u);
 }
 
+/// Each image of the layer's input as it is: its padding implied.
+fn unpadded_source(wg: &WideGeometry) -> Source {
+    let g = &wg.g;
+    Source {
+        rows: g.in_h,
+        cols: g.in_w,
+        row: g.in_w,
+        plane: g.in_h * g.in_w,
+        shift: g.pad,
+    }
+}
+
+/// One image's output on the grid of `wide`, for [`finish_image`].
+fn wide_dest(wg: &WideGeometry) -> Dest {
+    Dest {
+        plane: wg.wide_pixels(),
+        offset: 0,
+        row: wg.wide_w,
+    }
+}
+
 /// A thread's buffers for the route: `V`, `M` and the phase planes; for
 /// the packed route, the group's padded images and outputs too.
 #[derive(Default)]
@@ -128,18 +149,7 @@ pub(super) fn forward_chunk<T: Float>(
     v.resize(tiling.v_len(plane), T::zero());
     m.resize(tiling.m_len(plane), T::zero());
     // x itself, its padding implied.
-    let source = Source {
-        rows: g.in_h,
-        cols: g.in_w,
-        row: g.in_w,
-        plane: g.in_h * g.in_w,
-        shift: g.pad,
-    };
-    let dest = Dest {
-        plane: wg.wide_pixels(),
-        offset: 0,
-        row: wg.wide_w,
-    };
+    let (source, dest) = (unpadded_source(wg), wide_dest(wg));
     let images = x_chunk.len() / g.image_len();
     for first in (0..images).step_by(group) {
         let count = group.min(images - first);
@@ -209,18 +219,7 @@ pub(super) fn forward_chunk_packed<T: Float>(
     m.resize(packing.tiling.m_len(plane), T::zero());
     padded.resize(group * packing.padded_len(), T::zero());
     wides.resize(group * wide_len, T::zero());
-    let source = Source {
-        rows: g.in_h,
-        cols: g.in_w,
-        row: g.in_w,
-        plane: g.in_h * g.in_w,
-        shift: g.pad,
-    };
-    let dest = Dest {
-        plane: wg.wide_pixels(),
-        offset: 0,
-        row: wg.wide_w,
-    };
+    let (source, dest) = (unpadded_source(wg), wide_dest(wg));
     let images = x_chunk.len() / g.image_len();
     for first in (0..images).step_by(group) {
         let count = group.min(images - first);
