@@ -15,6 +15,7 @@
 //! assert_eq!(lane_sum_by(&a, &b, |x, y| x * y), 17.0);
 //! ```
 
+use super::vectorize;
 use crate::tensor::Float;
 
 /// Partial sums kept side by side: 16 f32 fill one AVX-512 register (two
@@ -42,10 +43,10 @@ pub fn lane_sum_by<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
 
 /// Two sums in one pass, `(Σ f(a_i, b_i).0, Σ f(a_i, b_i).1)`, each in
 /// [`lane_sum_by`]'s order and so with its bits: for two sums over the same
-/// data, which then comes from memory once. Compiled for AVX-512 too (two
-/// sets of 16 partial sums spill out of the baseline's SSE registers), and
-/// run that way where the CPU has it: the same operations in the same
-/// order, so the same bits.
+/// data, which then comes from memory once. Compiled for the widest vectors
+/// the CPU has ([`vectorize::widest`]: two sets of 16 partial sums spill out
+/// of the baseline's SSE registers): the same operations in the same order,
+/// so the same bits.
 #[inline]
 pub fn lane_sum2_by<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T)) -> (T, T) {
     assert_eq!(
@@ -53,18 +54,7 @@ pub fn lane_sum2_by<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T)) -> (
         b.len(),
         "lane_sum2_by: slices of different lengths"
     );
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        return unsafe { lane_sum2_by_avx512(a, b, &f) };
-    }
-    lane_sum2_by_plain(a, b, &f)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn lane_sum2_by_avx512<T: Float>(a: &[T], b: &[T], f: &impl Fn(T, T) -> (T, T)) -> (T, T) {
-    lane_sum2_by_plain(a, b, f)
+    vectorize::widest(|| lane_sum2_by_plain(a, b, &f))
 }
 
 #[inline(always)]

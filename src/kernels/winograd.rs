@@ -834,24 +834,24 @@ mod avx512 {
             let (y_xi, v_xi) = (y.add(xi * filters * plane), v.add(xi * channels * plane));
             let s_xi = sums.add(xi * filters * channels);
             let (f_full, c_full) = (filters / 4 * 4, channels / 4 * 4);
-            for f in 0..filters {
-                for c in 0..channels {
-                    let block = f < f_full && c < c_full;
-                    if block && (f % 4 != 0 || c % 4 != 0) {
-                        continue;
-                    }
+            // Whole 4 × 4 blocks, then the edges' pairs one by one.
+            for f in (0..f_full).step_by(4) {
+                for c in (0..c_full).step_by(4) {
                     let (y_f, v_c) = (y_xi.add(f * plane), v_xi.add(c * plane));
-                    if block {
-                        let dots = dot_block::<4, 4>(y_f, v_c, plane, len);
-                        for (i, row) in dots.iter().enumerate() {
-                            for (j, &dot) in row.iter().enumerate() {
-                                add_or_set(s_xi.add((f + i) * channels + c + j), dot, accumulate);
-                            }
+                    let dots = dot_block::<4, 4>(y_f, v_c, plane, len);
+                    for (i, row) in dots.iter().enumerate() {
+                        for (j, &dot) in row.iter().enumerate() {
+                            add_or_set(s_xi.add((f + i) * channels + c + j), dot, accumulate);
                         }
-                    } else {
-                        let dot = dot_block::<1, 1>(y_f, v_c, plane, len)[0][0];
-                        add_or_set(s_xi.add(f * channels + c), dot, accumulate);
                     }
+                }
+            }
+            for f in 0..filters {
+                let first_c = if f < f_full { c_full } else { 0 };
+                for c in first_c..channels {
+                    let (y_f, v_c) = (y_xi.add(f * plane), v_xi.add(c * plane));
+                    let dot = dot_block::<1, 1>(y_f, v_c, plane, len)[0][0];
+                    add_or_set(s_xi.add(f * channels + c), dot, accumulate);
                 }
             }
         }

@@ -244,6 +244,12 @@ fn dx_row<T: Float>(
     }
 }
 
+/// `1 / √(σ² + ε)`, as every forward computes it (and the inference
+/// folding, so that it scales by the same value).
+fn inv_std_of<T: Float>(var: T, eps: f64) -> T {
+    (var + T::cast(eps)).sqrt().recip()
+}
+
 /// `out[ch] = totals[ch].0 / m` for every feature.
 fn divide_firsts<T: Float>(out: &mut [T], totals: &[(T, T)], m: T) {
     for (o, total) in out.iter_mut().zip(totals) {
@@ -351,13 +357,12 @@ impl<T: Float> BatchNorm<T> {
     /// `shift = β − μ_run · scale`. What a layer before it folds into its
     /// own weights at inference (`networks/fusion.rs`).
     pub fn inference_scale_shift(&self) -> (Vec<T>, Vec<T>) {
-        let eps = T::cast(self.eps);
         let stats = self.running_mean.data().iter().zip(self.running_var.data());
         let params = self.weight.data().iter().zip(self.bias.data());
         stats
             .zip(params)
             .map(|((&mu, &var), (&gamma, &beta))| {
-                let scale = gamma * (var + eps).sqrt().recip();
+                let scale = gamma * inv_std_of(var, self.eps);
                 (scale, beta - mu * scale)
             })
             .unzip()
@@ -451,12 +456,12 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
             for ((rm, rv), (&mu, var)) in running.zip(self.mean.iter().zip(&mut self.inv_std)) {
                 *rm = keep * *rm + new * mu;
                 *rv = keep * *rv + new * *var;
-                *var = (*var + T::cast(self.eps)).sqrt().recip();
+                *var = inv_std_of(*var, self.eps);
             }
         } else {
             self.mean.copy_from_slice(self.running_mean.data());
             for (s, &var) in self.inv_std.iter_mut().zip(self.running_var.data()) {
-                *s = (var + T::cast(self.eps)).sqrt().recip();
+                *s = inv_std_of(var, self.eps);
             }
         }
 

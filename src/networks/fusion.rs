@@ -72,6 +72,7 @@ use crate::layers::{
     Sigmoid, Tanh,
 };
 use crate::tensor::{Float, Tensor};
+use std::iter::Peekable;
 
 /// A layer that can be fused into the convolution before it.
 enum Fusable {
@@ -143,28 +144,34 @@ pub(super) fn folds<T: Float>(layer: &dyn Layer<T>, next: &dyn Layer<T>) -> bool
     conv.is_some_and(|conv| conv.can_fold()) && next.is::<BatchNorm<T>>()
 }
 
-/// Whether a max pooling that follows a folded batch norm (and its ReLU)
-/// runs inside the convolution too.
-pub(super) fn pools_after_fold<T: Float>(layer: &dyn Layer<T>) -> bool {
-    layer.is::<MaxPooling<T>>()
-}
-
-/// The inference forward of `layer` with `next` folded into it, where
-/// [`folds`] says so, and the max pooling `pool` after them if given.
-pub(super) fn forward_folded<'a, T: Float>(
-    layer: &'a mut dyn Layer<T>,
-    next: &dyn Layer<T>,
-    pool: Option<&dyn Layer<T>>,
+/// One step of a forward, from `named`, a layer that runs: its own
+/// forward; or, at inference with `fold` where [`folds`] says so, the
+/// convolution with the batch norm after it folded in, taking from `rest`
+/// that batch norm, the ReLU fused into it and a max pooling after them
+/// (which then runs inside the convolution too). Returns the output and
+/// how many layers of `rest` the step took.
+pub(super) fn forward_step<'a, 'b, T: Float + 'b>(
+    named: &'a mut NamedLayer<T>,
+    rest: &mut Peekable<impl Iterator<Item = &'b mut NamedLayer<T>>>,
     x: &Tensor<T>,
-) -> Result<&'a Tensor<T>> {
-    let bn = next.downcast_ref::<BatchNorm<T>>();
-    let (Some(conv), Some(bn)) = (layer.downcast_mut::<Convolution<T>>(), bn) else {
+    train: bool,
+    fold: bool,
+) -> Result<(&'a Tensor<T>, usize)> {
+    let Some(bn) = rest.next_if(|next| fold && !train && folds(&*named.layer, &*next.layer)) else {
+        return Ok((named.layer.forward(x, train)?, 0));
+    };
+    let relu = rest.next_if(|relu| relu.fused_into_previous);
+    let pool = rest.next_if(|pool| pool.layer.is::<MaxPooling<T>>());
+    let taken = 1 + usize::from(relu.is_some()) + usize::from(pool.is_some());
+    let bn = bn.layer.downcast_ref::<BatchNorm<T>>();
+    let (Some(conv), Some(bn)) = (named.layer.downcast_mut::<Convolution<T>>(), bn) else {
         unreachable!("`folds` said a convolution and a batch norm");
     };
     let (scale, shift) = bn.inference_scale_shift();
-    let pool = pool.and_then(|p| p.downcast_ref::<MaxPooling<T>>());
+    let pool = pool.and_then(|p| p.layer.downcast_ref::<MaxPooling<T>>());
     let pool = pool.map(|p| &p.config);
-    conv.forward_folded(x, &scale, &shift, bn.relu_fused(), pool)
+    let out = conv.forward_folded(x, &scale, &shift, bn.relu_fused(), pool)?;
+    Ok((out, taken))
 }
 
 /// The first layer's backward: the parameter gradients, and no `dx` where

@@ -121,25 +121,21 @@ fn timed_forward<'a, T: Float>(
     fold: bool,
 ) -> Result<&'a Tensor<T>> {
     let mut out = x;
-    let mut layers = layers.iter_mut().zip(times).peekable();
-    while let Some((named, time)) = layers.next() {
+    let mut layers = layers.iter_mut().peekable();
+    let mut i = 0;
+    while let Some(named) = layers.next() {
+        let at = i;
+        i += 1;
         if named.fused_into_previous {
             continue;
         }
         let start = Instant::now();
-        // A batch norm folded into the convolution (with its ReLU and a
-        // max pooling after them): their time is the convolution's.
-        if let Some((next, _)) = layers.next_if(|(next, _)| {
-            fold && !train && super::fusion::folds(&*named.layer, &*next.layer)
-        }) {
-            layers.next_if(|(relu, _)| relu.fused_into_previous);
-            let pool = layers.next_if(|(pool, _)| super::fusion::pools_after_fold(&*pool.layer));
-            let pool = pool.map(|(pool, _)| &*pool.layer);
-            out = super::fusion::forward_folded(&mut *named.layer, &*next.layer, pool, out)?;
-        } else {
-            out = named.layer.forward(out, train)?;
-        }
-        time.forward += start.elapsed();
+        // Layers folded into this one (a batch norm, its ReLU, a pooling):
+        // their time is this one's.
+        let (output, taken) = super::fusion::forward_step(named, &mut layers, out, train, fold)?;
+        out = output;
+        times[at].forward += start.elapsed();
+        i += taken;
     }
     Ok(out)
 }

@@ -91,18 +91,7 @@ fn forward_layers<'a, T: Float>(
         if named.fused_into_previous {
             continue;
         }
-        if let Some(next) =
-            layers.next_if(|next| fold && !train && fusion::folds(&*named.layer, &*next.layer))
-        {
-            // The ReLU fused into the batch norm, and a max pooling after
-            // them, run inside the convolution too.
-            layers.next_if(|relu| relu.fused_into_previous);
-            let pool = layers.next_if(|pool| fusion::pools_after_fold(&*pool.layer));
-            let pool = pool.map(|pool| &*pool.layer);
-            out = fusion::forward_folded(&mut *named.layer, &*next.layer, pool, out)?;
-            continue;
-        }
-        out = named.layer.forward(out, train)?;
+        out = fusion::forward_step(named, &mut layers, out, train, fold)?.0;
     }
     Ok(out)
 }
