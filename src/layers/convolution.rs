@@ -246,8 +246,9 @@ pub struct Convolution<T> {
     /// before pooling, (FN, OH, OW).
     team_planes: Vec<T>,
     /// The weights transformed for the Winograd route (`winograd.rs`),
-    /// (36, FN, C), remade by each forward that takes it.
-    winograd_weights: Vec<T>,
+    /// (36, FN, C), remade by a forward that takes it when the weights
+    /// have changed.
+    winograd_weights: winograd::TransformedWeights<T>,
     /// The turned filters transformed for backward's `dx` by the same
     /// route, (36, C, FN).
     winograd_dx_weights: Vec<T>,
@@ -304,7 +305,7 @@ impl<T: Float> Convolution<T> {
             partial_grads: Vec::new(),
             arg_max: Vec::new(),
             team_planes: Vec::new(),
-            winograd_weights: Vec::new(),
+            winograd_weights: Default::default(),
             winograd_dx_weights: Vec::new(),
         })
     }

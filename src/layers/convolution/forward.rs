@@ -81,15 +81,10 @@ impl<T: Float> Convolution<T> {
         // Inference on 8×8 maps: the same with the images' tiles packed.
         let by_packed = winograd::packed_applies::<T>(&wg, n, train);
         let by_winograd = by_packed || winograd::applies::<T>(&wg, n);
-        if by_winograd {
-            winograd::transform_weights(
-                &wg,
-                self.weight.data(),
-                filters,
-                &mut self.winograd_weights,
-            );
-        }
-        let winograd_weights = &self.winograd_weights[..];
+        let winograd_weights = match by_winograd {
+            true => self.winograd_weights.get(&wg, self.weight.data(), filters),
+            false => &[],
+        };
         let params = ForwardParams {
             weight: self.weight.data(),
             direct: direct_conv::worth_it::<T>(&wg),

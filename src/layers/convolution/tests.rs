@@ -255,11 +255,12 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
     }
 }
 
-/// Inference on 8×8 maps (`deep`'s conv5 and conv6): two images or more
+/// Inference on 8×8 maps (`deep`'s conv5 and conv6): 16 images or more
 /// take Winograd with the images' tiles packed (`forward_chunk_packed`),
 /// with and without a fused ReLU and 2×2 pooling; against the f64 layer.
-/// Batches of 1 to 21 (groups of 16: none, part of one, one and a part);
-/// training's forward keeps its route and is checked too.
+/// Batches of 1 to 40 (groups of 16: none, one, one and a part, and on two
+/// threads a part on each); fewer than 16 keep the direct kernel.
+/// Training's forward keeps its route and is checked too.
 #[test]
 fn an_f32_inference_on_8x8_maps_by_packed_winograd_matches_the_definition() {
     let mut rng = Rng::new(23);
@@ -273,15 +274,17 @@ fn an_f32_inference_on_8x8_maps_by_packed_winograd_matches_the_definition() {
     };
     let cases = [
         (1, false, false),
-        (2, false, false),
         (5, true, false),
+        (15, false, true),
         (16, true, true),
         (21, false, true),
+        (40, true, false),
     ];
     for (n, relu, pooled) in cases {
         f64_and_f32_layers_agree(&config, (n, 8, relu, pooled), &mut rng);
         let wg = WideGeometry::new(ConvGeometry::new((32, 8, 8), (3, 3), 1, 1).unwrap());
-        let route = n >= 2 && crate::kernels::direct_conv::cpu_applies::<f32>();
+        // 4 tiles per image: 16 images make winograd::MIN_TILES.
+        let route = n >= 16 && crate::kernels::direct_conv::cpu_applies::<f32>();
         assert_eq!(winograd::packed_applies::<f32>(&wg, n, false), route);
         assert!(!winograd::packed_applies::<f32>(&wg, n, true));
         assert!(!winograd::applies::<f32>(&wg, n));
@@ -751,4 +754,42 @@ fn folding_leaves_the_parameters_and_refuses_what_does_not_commute() {
         .forward_folded(&x, &scale, &shift, false, None)
         .is_err());
     assert_eq!((&conv.weight, &conv.bias), (&weight, &bias));
+}
+
+/// The Winograd route keeps its transformed weights from one call to the
+/// next: a change to the weights (here through the public field, as a
+/// user may make one) must reach the next forward, which then gives what
+/// a new layer with those weights gives, to the bit.
+#[test]
+fn winograd_weights_follow_every_change_of_the_weights() {
+    let mut rng = Rng::new(31);
+    let config = ConvolutionConfig {
+        in_channels: 16,
+        filters: 8,
+        filter_size: 3,
+        stride: 1,
+        pad: 1,
+        init: Init::Std(1.0),
+    };
+    let mut conv = Convolution::<f32>::new(&config, &mut rng).unwrap();
+    let x: Vec<f32> = (0..2 * 16 * 28 * 28).map(|_| rng.normal() as f32).collect();
+    let x = Tensor::from_vec(&[2, 16, 28, 28], x).unwrap();
+    let wg = WideGeometry::new(ConvGeometry::new((16, 28, 28), (3, 3), 1, 1).unwrap());
+    let route = crate::kernels::direct_conv::cpu_applies::<f32>();
+    assert_eq!(winograd::applies::<f32>(&wg, 2), route);
+    let before = conv.forward(&x, false).unwrap().clone();
+    for step in 0..3 {
+        match step {
+            0 => {} // unchanged: the kept transform
+            1 => conv.weight.data_mut()[5] += 0.5,
+            _ => conv.weight.data_mut()[16 * 9 * 7] = -1.0,
+        }
+        let got = conv.forward(&x, false).unwrap().clone();
+        let mut fresh =
+            Convolution::from_params(conv.weight.clone(), conv.bias.clone(), 1, 1).unwrap();
+        let want = fresh.forward(&x, false).unwrap();
+        let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(want), "step {step}");
+        assert_eq!(step == 0, bits(&got) == bits(&before), "step {step}");
+    }
 }

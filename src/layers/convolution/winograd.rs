@@ -2,7 +2,7 @@
 //! ([`crate::kernels::winograd`]), a few images at a time:
 //!
 //! ```text
-//! U = G W Gᵀ                                   once per forward call
+//! U = G W Gᵀ                                   when the weights have changed
 //! for each group of images in the thread's chunk:
 //!     V[:, :, image's tiles] = Bᵀ x_n B         each image, from x itself (the padding is implied)
 //!     M = U · V                                36 products over the group's tiles
@@ -15,9 +15,10 @@
 //!
 //! It applies where the product without `col` does (f32, AVX-512, stride 1
 //! on the wide grid), to 3×3 filters over at least [`MIN_CHANNELS`]
-//! channels, and to batches of two or more: at batch 1 the team's bands
-//! keep the direct kernel, so one image gives the same bits on any number of
-//! threads.
+//! channels, and to batches of two or more with [`MIN_TILES`] output tiles
+//! in all: at batch 1 the team's bands keep the direct kernel, so one image
+//! gives the same bits on any number of threads, and a few small images
+//! (16 maps of 8×8 make a group) are faster by it too.
 //!
 //! Backward's `dx` takes the same route with the turned filters
 //! ([`DxRoute`]), and on maps whose tiles cover little more than the
@@ -40,19 +41,37 @@ pub const MIN_CHANNELS: usize = 8;
 /// Tiles a group of images should reach: four vectors.
 const GROUP_TILES: usize = 64;
 
-/// Whether a forward of `n` images through `wg` takes this route.
+/// Output tiles (4×4, edges included) that a call must have in all for
+/// this route: the products read all of `U` (36·FN·C values) for each
+/// group of tiles, and with fewer tiles than a group they are too narrow
+/// to pay for it. Below this the direct kernel was faster, on `deep`'s
+/// layers at batches 2 and 8 (docs/performance.md). A rule on the batch,
+/// not on each thread's share of it, so that the route, and with it the
+/// output's bits, does not depend on the number of threads.
+pub const MIN_TILES: usize = GROUP_TILES;
+
+/// Whether `n` images through `wg` have [`MIN_TILES`] output tiles.
+fn enough_tiles(wg: &WideGeometry, n: usize) -> bool {
+    let image_tiles = wg.g.out_h.div_ceil(4) * wg.g.out_w.div_ceil(4);
+    n.saturating_mul(image_tiles) >= MIN_TILES
+}
+
+/// Whether a forward of `n` images through `wg` takes this route (two
+/// images or more, with [`MIN_TILES`] tiles in all).
 pub(super) fn applies<T: 'static>(wg: &WideGeometry, n: usize) -> bool {
     let g = &wg.g;
     direct_conv::worth_it::<T>(wg)
         && (g.filter_h, g.filter_w) == (3, 3)
         && g.channels >= MIN_CHANNELS
         && n >= 2
+        && enough_tiles(wg, n)
 }
 
 /// Whether an inference forward of `n` images through `wg` takes the
 /// packed route ([`forward_chunk_packed`]): 3×3 filters, stride 1, on the
 /// book's grid (8×8 maps, where [`applies`] does not), f32 with AVX-512,
-/// at least [`MIN_CHANNELS`] channels and two images. Training keeps the
+/// at least [`MIN_CHANNELS`] channels, two images and [`MIN_TILES`]
+/// tiles (16 images of 8×8). Training keeps the
 /// unrolling and `gemm` there: it was faster in training's forward, whose
 /// backward needs the padded images the unrolling makes anyway.
 pub(super) fn packed_applies<T: 'static>(wg: &WideGeometry, n: usize, train: bool) -> bool {
@@ -65,6 +84,7 @@ pub(super) fn packed_applies<T: 'static>(wg: &WideGeometry, n: usize, train: boo
         && (g.filter_h, g.filter_w) == (3, 3)
         && g.channels >= MIN_CHANNELS
         && n >= 2
+        && enough_tiles(wg, n)
 }
 
 /// The tiling of `wg`'s output for `filters`.
@@ -83,6 +103,43 @@ pub(super) fn transform_weights<T: Float>(
     let tiling = tiling(wg, filters);
     u.resize(tiling.u_len(), T::zero());
     winograd::transform_filters(weight, WeightLayout::forward(wg.g.channels), &tiling, u);
+}
+
+/// The forward's `U = G W Gᵀ`, kept with a copy of the weights it came
+/// from and remade only when they differ: inference calls with the same
+/// weights transform them once (at small batches the transform cost more
+/// than the convolution), while training, whose weights change every
+/// step, remakes it each time as before. The weights are compared bit for
+/// bit (a NaN never matches, so it is always remade), so `U` is always
+/// what [`transform_weights`] would give now.
+#[derive(Default)]
+pub(super) struct TransformedWeights<T> {
+    /// The weights `u` was made from, and their input channels.
+    source: Vec<T>,
+    channels: usize,
+    u: Vec<T>,
+}
+
+impl<T: Float> TransformedWeights<T> {
+    /// `U` of `weight` (`(filters, C, 3, 3)`, C from `wg`).
+    pub(super) fn get(&mut self, wg: &WideGeometry, weight: &[T], filters: usize) -> &[T] {
+        if self.channels != wg.g.channels || !same_bits(&self.source, weight) {
+            transform_weights(wg, weight, filters, &mut self.u);
+            self.source.clear();
+            self.source.extend_from_slice(weight);
+            self.channels = wg.g.channels;
+        }
+        &self.u
+    }
+}
+
+/// Whether `a` and `b` hold the same values to the bit (zeros' signs
+/// included; NaN never matches).
+fn same_bits<T: Float>(a: &[T], b: &[T]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x == y && x.is_sign_negative() == y.is_sign_negative())
 }
 
 /// Each image of the layer's input as it is: its padding implied.
