@@ -54,7 +54,10 @@ pub fn lane_sum2_by<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T)) -> (
         b.len(),
         "lane_sum2_by: slices of different lengths"
     );
-    vectorize::widest(|| lane_sum2_by_plain(a, b, &f))
+    vectorize::widest(
+        #[inline(always)]
+        || lane_sum2_by_plain(a, b, &f),
+    )
 }
 
 #[inline(always)]

@@ -131,6 +131,12 @@ pub fn map2_into<T: Copy>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T
 /// inlines (closures, `#[inline(always)]` functions) are compiled inside
 /// each of the three variants. For loops whose bodies read several slices,
 /// which the one- and two-input maps above do not cover.
+///
+/// Mark the closure `#[inline(always)]` (`widest(#[inline(always)] || …)`)
+/// and keep its loops in `#[inline(always)]` functions: a closure is a
+/// function of its own, and a large one left out of line is compiled once,
+/// for the baseline, and merely called from the wide variants (the
+/// batch norm's sums then ran one value at a time).
 #[inline]
 pub fn widest<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]

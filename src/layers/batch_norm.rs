@@ -480,7 +480,10 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
             .for_each(|((out, xhat), x)| {
                 if l.hw == 1 {
                     let constants = (&mean[..], &inv_std[..], gamma, beta);
-                    widest(|| normalize_row(out, xhat, x, constants, fused_relu));
+                    widest(
+                        #[inline(always)]
+                        || normalize_row(out, xhat, x, constants, fused_relu),
+                    );
                     return;
                 }
                 let blocks = out.chunks_mut(l.hw).zip(xhat.chunks_mut(l.hw));
@@ -510,7 +513,10 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
                 let at = n * l.c + first;
                 let (gamma, beta) = (&gamma[first..], &beta[first..]);
                 let (dout, xhat) = (&dout[at..], &xhat[at..]);
-                widest(|| add_row_gradients(totals, dout, xhat, gamma, beta, fused_relu));
+                widest(
+                    #[inline(always)]
+                    || add_row_gradients(totals, dout, xhat, gamma, beta, fused_relu),
+                );
             });
         } else {
             block_sums(dout, xhat, l, blocks, totals, |ch, dout, xhat| {
@@ -542,7 +548,10 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
                 if l.hw == 1 {
                     let constants = (gamma, beta, &inv_std[..]);
                     let sums = train.then_some((dbeta, dgamma, m));
-                    widest(|| dx_row(dx, dout, xhat, constants, sums, fused_relu));
+                    widest(
+                        #[inline(always)]
+                        || dx_row(dx, dout, xhat, constants, sums, fused_relu),
+                    );
                     return;
                 }
                 let blocks = dx.chunks_mut(l.hw).zip(dout.chunks(l.hw));

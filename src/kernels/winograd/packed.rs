@@ -142,30 +142,39 @@ pub fn transform_input<T: Float>(
         padded.len() >= images * packing.padded_len(),
         "winograd: padded"
     );
-    let (pw, channel_len) = (packing.padded_w(), packing.padded_h() * packing.padded_w());
-    let mut run = || {
-        let mut columns = [[[T::zero(); LANES]; 6]; 6];
-        for t0 in (0..tiles).step_by(LANES) {
-            let starts: [usize; LANES] =
-                std::array::from_fn(|lane| packing.patch_start((t0 + lane).min(tiles - 1)));
-            for c in 0..channels {
-                let load = |i: usize, j: usize, d: &mut Lanes<T>| {
-                    let at = c * channel_len + i * pw + j;
-                    for (value, start) in d.iter_mut().zip(&starts) {
-                        *value = padded[start + at];
-                    }
-                };
-                transform_2d(load, input_1d, &mut columns, |k, l, values| {
-                    let start = ((k * 6 + l) * channels + c) * plane + t0;
-                    v[start..start + LANES].copy_from_slice(values);
-                });
-            }
-        }
-    };
+    // The loops as a function the wide build inlines (a closure it might
+    // compile once, without the wide vectors).
     if vector {
-        vectorize::widest(run)
+        vectorize::widest(
+            #[inline(always)]
+            || input_tiles(padded, packing, tiles, v, plane),
+        )
     } else {
-        run()
+        input_tiles(padded, packing, tiles, v, plane)
+    }
+}
+
+/// [`transform_input`]'s loops over `tiles` tiles.
+#[inline(always)]
+fn input_tiles<T: Float>(padded: &[T], packing: &Packing, tiles: usize, v: &mut [T], plane: usize) {
+    let channels = packing.tiling.channels;
+    let (pw, channel_len) = (packing.padded_w(), packing.padded_h() * packing.padded_w());
+    let mut columns = [[[T::zero(); LANES]; 6]; 6];
+    for t0 in (0..tiles).step_by(LANES) {
+        let starts: [usize; LANES] =
+            std::array::from_fn(|lane| packing.patch_start((t0 + lane).min(tiles - 1)));
+        for c in 0..channels {
+            let load = |i: usize, j: usize, d: &mut Lanes<T>| {
+                let at = c * channel_len + i * pw + j;
+                for (value, start) in d.iter_mut().zip(&starts) {
+                    *value = padded[start + at];
+                }
+            };
+            transform_2d(load, input_1d, &mut columns, |k, l, values| {
+                let start = ((k * 6 + l) * channels + c) * plane + t0;
+                v[start..start + LANES].copy_from_slice(values);
+            });
+        }
     }
 }
 
@@ -198,40 +207,56 @@ pub fn transform_output<T: Float>(
         + (tiling.out_h - 1) * dest.row
         + tiling.out_w;
     assert!(last <= out.len(), "winograd: output");
-    let mut run = || {
-        let mut columns = [[[T::zero(); LANES]; 4]; 6];
-        for t0 in (0..tiles).step_by(LANES) {
-            let lanes = LANES.min(tiles - t0);
-            // Each lane's first output value, and its tile's rows and
-            // columns inside the output.
-            let places: [(usize, usize, usize); LANES] = std::array::from_fn(|lane| {
-                let t = t0 + lane.min(lanes - 1);
-                let (n, r) = (t / packing.image_tiles(), t % packing.image_tiles());
-                let (ty, tx) = (r / packing.tiles_w, r % packing.tiles_w);
-                let start = n * image_stride + dest.offset + 4 * ty * dest.row + 4 * tx;
-                let rows = (tiling.out_h - 4 * ty).min(4);
-                (start, rows, (tiling.out_w - 4 * tx).min(4))
-            });
-            for f in 0..filters {
-                let load = |i: usize, j: usize, d: &mut Lanes<T>| {
-                    let start = ((i * 6 + j) * filters + f) * plane + t0;
-                    d.copy_from_slice(&m[start..start + LANES]);
-                };
-                let out_f = f * dest.plane;
-                transform_2d(load, output_1d, &mut columns, |k, l, values| {
-                    for (&value, &(start, rows, cols)) in values.iter().zip(&places).take(lanes) {
-                        if k < rows && l < cols {
-                            out[start + out_f + k * dest.row + l] = value;
-                        }
-                    }
-                });
-            }
-        }
-    };
     if vector {
-        vectorize::widest(run)
+        vectorize::widest(
+            #[inline(always)]
+            || output_tiles(m, packing, tiles, plane, dest, image_stride, out),
+        )
     } else {
-        run()
+        output_tiles(m, packing, tiles, plane, dest, image_stride, out)
+    }
+}
+
+/// [`transform_output`]'s loops over `tiles` tiles.
+#[inline(always)]
+fn output_tiles<T: Float>(
+    m: &[T],
+    packing: &Packing,
+    tiles: usize,
+    plane: usize,
+    dest: Dest,
+    image_stride: usize,
+    out: &mut [T],
+) {
+    let tiling = &packing.tiling;
+    let filters = tiling.filters;
+    let mut columns = [[[T::zero(); LANES]; 4]; 6];
+    for t0 in (0..tiles).step_by(LANES) {
+        let lanes = LANES.min(tiles - t0);
+        // Each lane's first output value, and its tile's rows and
+        // columns inside the output.
+        let places: [(usize, usize, usize); LANES] = std::array::from_fn(|lane| {
+            let t = t0 + lane.min(lanes - 1);
+            let (n, r) = (t / packing.image_tiles(), t % packing.image_tiles());
+            let (ty, tx) = (r / packing.tiles_w, r % packing.tiles_w);
+            let start = n * image_stride + dest.offset + 4 * ty * dest.row + 4 * tx;
+            let rows = (tiling.out_h - 4 * ty).min(4);
+            (start, rows, (tiling.out_w - 4 * tx).min(4))
+        });
+        for f in 0..filters {
+            let load = |i: usize, j: usize, d: &mut Lanes<T>| {
+                let start = ((i * 6 + j) * filters + f) * plane + t0;
+                d.copy_from_slice(&m[start..start + LANES]);
+            };
+            let out_f = f * dest.plane;
+            transform_2d(load, output_1d, &mut columns, |k, l, values| {
+                for (&value, &(start, rows, cols)) in values.iter().zip(&places).take(lanes) {
+                    if k < rows && l < cols {
+                        out[start + out_f + k * dest.row + l] = value;
+                    }
+                }
+            });
+        }
     }
 }
 
