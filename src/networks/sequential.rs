@@ -35,8 +35,10 @@
 use super::fusion;
 use crate::error::{Error, Result};
 use crate::layers::{Layer, Param, SoftmaxWithLoss};
-use crate::parallel::team::with_team_if_small_batch;
+use crate::parallel::team::{is_small_batch, with_team, without_team};
+use crate::parallel::team_choice::TeamChoice;
 use crate::tensor::{Float, Tensor};
+use std::time::Instant;
 
 /// A layer with its name in the network.
 pub struct NamedLayer<T> {
@@ -73,6 +75,9 @@ pub struct Network<T> {
     /// Whether an activation and a max pooling after a convolution are
     /// fused into it (the default; see [`fusion`]).
     pub(super) fusion: bool,
+    /// Whether [`predict`](Self::predict) runs a batch smaller than the
+    /// pool in a team, as measured.
+    team_choice: TeamChoice,
 }
 
 /// Runs `x` through `layers` in order; each layer's output feeds the next.
@@ -104,6 +109,7 @@ impl<T: Float> Network<T> {
             layers: Vec::new(),
             loss_layer: SoftmaxWithLoss::new(),
             fusion: true,
+            team_choice: TeamChoice::default(),
         }
     }
 
@@ -171,12 +177,27 @@ impl<T: Float> Network<T> {
     /// Class scores for `x: (N, C, H, W)`; `train` switches dropout and batch norm.
     ///
     /// With fewer images than threads (one image to classify), the layers
-    /// share each image's work out within a [`team`](crate::parallel::team) instead.
+    /// share each image's work out within a [`team`](crate::parallel::team)
+    /// instead, where that is faster on this machine for this network
+    /// ([`team_choice`](crate::parallel::team_choice): measured as the calls run; the scores are the
+    /// same to the bit either way).
     pub fn predict<'a>(&'a mut self, x: &'a Tensor<T>, train: bool) -> Result<&'a Tensor<T>> {
         self.check_input(x)?;
-        let layers = &mut self.layers;
-        let fold = self.fusion;
-        with_team_if_small_batch(x.shape()[0], || forward_layers(layers, x, train, fold))
+        let (layers, fold, choice) = (&mut self.layers, self.fusion, &mut self.team_choice);
+        if !is_small_batch(x.shape()[0]) {
+            return forward_layers(layers, x, train, fold);
+        }
+        let in_team = choice.in_team();
+        let start = choice.measuring().then(Instant::now);
+        let scores = match in_team {
+            true => with_team(|| forward_layers(layers, x, train, fold)),
+            false => without_team(|| forward_layers(layers, x, train, fold)),
+        };
+        match start {
+            Some(start) => choice.record(in_team, start.elapsed()),
+            None => choice.skip(),
+        }
+        scores
     }
 
     /// Runs `x` through the network in evaluation mode and returns a copy of
@@ -364,6 +385,19 @@ mod tests {
         let one = pool(1).install(|| net.predict(&x, false).unwrap().clone());
         let two = pool(2).install(|| net.predict(&x, false).unwrap().clone());
         assert_eq!(one, two);
+        // The trials of `team_choice` run in a team and alone by turns,
+        // inside an enclosing team too (as `convnet bench` runs them):
+        // every call the same scores.
+        pool(2).install(|| {
+            let mut sides = std::collections::HashSet::new();
+            for _ in 0..2 * crate::parallel::team_choice::TRIALS {
+                sides.insert(net.team_choice.in_team());
+                let scores =
+                    crate::parallel::team::with_team(|| net.predict(&x, false).unwrap().clone());
+                assert_eq!(scores, one);
+            }
+            assert_eq!(sides.len(), 2, "both sides ran");
+        });
     }
 
     /// At inference a batch norm straight after a convolution with nothing

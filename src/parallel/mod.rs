@@ -8,10 +8,12 @@
 //! | [`denormals`] | flushing subnormal floats to zero on every worker (a pool builder that does it) |
 //! | [`awake_workers`] | keeping rayon's workers spinning between the layers' parallel loops during a long job |
 //! | [`team`] | a two-thread team that shares one image's work (inference at batch 1) |
+//! | [`team_choice`] | whether the team or one thread runs a network's batch 1 faster, measured as it runs |
 
 pub mod awake_workers;
 pub mod denormals;
 pub mod fast;
 pub mod team;
+pub mod team_choice;
 
 pub use fast::run_fast;

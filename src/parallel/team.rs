@@ -237,6 +237,27 @@ pub fn measure_round_trip() -> Option<Duration> {
     })
 }
 
+/// Runs `work` with no team on this thread, even inside a [`with_team`]:
+/// the layers then do all their work here (what [`team_choice`]'s "alone"
+/// means). The enclosing team, if any, is current again afterwards,
+/// however `work` ends.
+///
+/// [`team_choice`]: super::team_choice
+pub fn without_team<R>(work: impl FnOnce() -> R) -> R {
+    let team = CURRENT.with(|current| current.replace(std::ptr::null()));
+    let _restore = RestoreOnDrop(team);
+    work()
+}
+
+/// Makes a team current again when dropped.
+struct RestoreOnDrop(*const Team);
+
+impl Drop for RestoreOnDrop {
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.set(self.0));
+    }
+}
+
 /// Calls `f` with the team of the enclosing [`with_team`], or `None`.
 pub fn with_current_team<R>(f: impl FnOnce(Option<&Team>) -> R) -> R {
     let team = CURRENT.with(|current| current.get());
@@ -453,6 +474,24 @@ mod tests {
     use super::test_pool as pool;
     use super::*;
     use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn without_team_hides_the_team_for_its_call_only() {
+        pool(2).install(|| {
+            with_team(|| {
+                let current = || with_current_team(|team| team.map(|t| t as *const Team));
+                let team = current().expect("inside with_team");
+                assert_eq!(without_team(current), None);
+                assert!(!without_team(|| run_in_team(1, true, |_| ())));
+                assert_eq!(current(), Some(team));
+                // However the call ends.
+                let ended = catch_unwind(AssertUnwindSafe(|| without_team(|| panic!("a panic"))));
+                assert!(ended.is_err());
+                assert_eq!(current(), Some(team));
+            })
+        });
+        assert!(without_team(|| with_current_team(|team| team.is_none())));
+    }
 
     #[test]
     fn every_part_runs_once_per_job() {
