@@ -212,11 +212,12 @@ impl Tiling {
 /// `u[ξ, f, c] = (G g Gᵀ)[ξ]` for every filter `f` and input channel `c`,
 /// `g` read from `weight` as `layout` says; `u: (36, FN, C)`.
 ///
-/// The pairs (f, c) are taken [`PAIRS_PER_BLOCK`] at a time, in the order
+/// The pairs (f, c) are taken 16 at a time (`PAIRS_PER_BLOCK`), in the order
 /// of `u`'s rows: each of the 36 positions then gets a run of consecutive
 /// values, where one pair at a time would write 36 values a row of `u`
-/// apart (36 cache lines touched per pair, which made the transform a
-/// visible share of a step). Every value is the same arithmetic either way.
+/// apart (36 cache lines touched per pair; the transform took 2.8 times
+/// as long, docs/performance.md). Every value is the same arithmetic
+/// either way.
 pub fn transform_filters<T: Float>(
     weight: &[T],
     layout: WeightLayout,
