@@ -28,8 +28,14 @@
 //!
 //! Where the junk would cost more than the copies save — more than a
 //! sixth of extra columns, as for a 3×3 filter on an 8×8 map (OWW/OW =
-//! 10/8) or a 5×5 filter on a 14×14 map (14/10) — and for strides above 1,
-//! the grid keeps OWW = OW: each row of `col` is then OH runs (with step S)
+//! 10/8) — and for strides above 1, the grid keeps OWW = OW. Filters of
+//! 5×5 or more take the wide grid below half again as many columns (a
+//! 5×5 filter on a 14×14 map, LeNet-5's C3: 14/10): on the wide grid
+//! their products run from the padded image by the direct kernel
+//! (`direct_conv`), with no unrolling of FH·FW values per output value and
+//! channel, which saves more than the junk columns cost (LeNet-5 ran a
+//! fifth faster at batch 1, a quarter at 1,000 and a tenth in training;
+//! docs/performance.md). On the book's grid each row of `col` is OH runs (with step S)
 //! out of the padded plane, the book's layout, still without any bounds
 //! checks. (On an 8×8 map the book's grid also suits the product: 64
 //! columns are exactly one block of `gemm`'s kernel, where the wide grid's
@@ -92,8 +98,11 @@ impl WideGeometry {
     /// Adds the padded plane's size to `g` and chooses the grid's width `wide_w`.
     pub fn new(g: ConvGeometry) -> Self {
         let padded_w = g.in_w + 2 * g.pad;
-        // One run per col row, if the junk columns it brings are few.
-        let wide_w = if g.stride == 1 && 6 * padded_w <= 7 * g.out_w {
+        // One run per col row, if the junk columns it brings are few, or
+        // for a large filter, not too many (see the module documentation).
+        let few_junk = 6 * padded_w <= 7 * g.out_w;
+        let large_filter = g.filter_w >= 5 && 2 * padded_w < 3 * g.out_w;
+        let wide_w = if g.stride == 1 && (few_junk || large_filter) {
             padded_w
         } else {
             g.out_w

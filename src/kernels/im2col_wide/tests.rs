@@ -41,12 +41,12 @@ fn assert_wide_equals_books(g: ConvGeometry, seed: u64) {
 
 #[test]
 fn runs_of_8_and_16_on_the_books_grid() {
-    // 3×3 on 8×8 with padding 1 (deep's conv5/conv6), 5×5 on 20×20 →
+    // 3×3 on 8×8 with padding 1 (deep's conv5/conv6), 4×4 on 19×19 →
     // 16 wide, 3×3 on 10×10 and 5×5 on 12×12 → 8 wide: the
     // fixed-size runs of copy_runs/add_runs; and 7 wide, the loop.
     for (c, h, f, pad, out_w) in [
         (3, 8, 3, 1, 8),
-        (2, 20, 5, 0, 16),
+        (2, 19, 4, 0, 16),
         (2, 10, 3, 0, 8),
         (1, 12, 5, 0, 8),
         (2, 9, 3, 0, 7),
@@ -170,10 +170,17 @@ fn junk_columns_only_where_few() {
     // A 2×2 output is not padded to 16: that would be 4× the work.
     let wg = WideGeometry::new(ConvGeometry::new((1, 2, 2), (1, 1), 1, 0).unwrap());
     assert_eq!(wg.wide_pixels(), 4);
-    // LeNet's second layer, 5×5 on 14×14: 14 for 10 would be too many.
+    // LeNet's second layer, 5×5 on 14×14: 14 for 10, below the half
+    // more that a filter of 5×5 or more may take (its unrolling is heavy);
+    // a 3×3 filter with as many junk columns keeps the book's grid, and so
+    // does a 5×5 one with half again or more (12 for 8, 11 for 7).
     let wg = WideGeometry::new(ConvGeometry::new((6, 14, 14), (5, 5), 1, 0).unwrap());
-    assert_eq!(wg.wide_w, 10);
-    assert!(!wg.one_run());
+    assert_eq!((wg.wide_w, wg.wide_pixels()), (14, 144));
+    assert!(wg.one_run());
+    let wg = WideGeometry::new(ConvGeometry::new((6, 7, 7), (3, 3), 1, 0).unwrap());
+    assert_eq!(wg.wide_w, 5);
+    let wg = WideGeometry::new(ConvGeometry::new((6, 11, 11), (5, 5), 1, 0).unwrap());
+    assert_eq!(wg.wide_w, 7);
     // AlexNet's first layer: 227 wide, 11×11, stride 4 → OW 55, no junk.
     let g = ConvGeometry::new((3, 227, 227), (11, 11), 4, 0).unwrap();
     let wg = WideGeometry::new(g);

@@ -562,8 +562,9 @@ fn a_team_shares_out_the_rows_with_the_same_result() {
         );
     }
     let mut rng = Rng::new(6);
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         ([16, 28, 28], 16, 3, 1, 1), // deep's conv2: bands of 14 rows of 30
+        ([6, 14, 14], 16, 5, 0, 1),  // LeNet-5's C3: 5×5, rows of 14 for 10
         ([32, 8, 8], 64, 3, 1, 1),   // deep's conv5: bands of 40 pixels
         ([1, 28, 28], 16, 3, 1, 1),  // one channel
         ([3, 9, 11], 20, 3, 1, 1),   // an odd number of rows: 5 + 4
@@ -791,5 +792,48 @@ fn winograd_weights_follow_every_change_of_the_weights() {
         let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(want), "step {step}");
         assert_eq!(step == 0, bits(&got) == bits(&before), "step {step}");
+    }
+}
+
+/// A 5×5 filter on a 14×14 map (LeNet-5's C3) takes the wide grid, 14
+/// columns for 10, and with it the direct kernel: forward in training and
+/// inference, backward's `dx` and the gradients agree with the f64 layer
+/// (sums of 6·25 or 16·25 products of N(0, 1) values, about 12 to 20 in
+/// size; dW's of n·100, about 17).
+#[test]
+fn a_5x5_filter_on_the_wide_grid_matches_the_definition() {
+    let mut rng = Rng::new(41);
+    let config = ConvolutionConfig {
+        in_channels: 6,
+        filters: 16,
+        filter_size: 5,
+        stride: 1,
+        pad: 0,
+        init: Init::Std(1.0),
+    };
+    let wg = WideGeometry::new(ConvGeometry::new((6, 14, 14), (5, 5), 1, 0).unwrap());
+    assert_eq!(wg.wide_w, 14);
+    let chosen = crate::kernels::direct_conv::worth_it::<f32>(&wg);
+    assert_eq!(chosen, crate::kernels::direct_conv::cpu_applies::<f32>());
+    for n in [1, 3] {
+        let (mut conv, mut fast, _) =
+            f64_and_f32_layers_agree(&config, (n, 14, true, false), &mut rng);
+        let dout: Vec<f64> = (0..conv.out.len()).map(|_| rng.normal()).collect();
+        let dout = Tensor::from_vec(conv.out.shape(), dout).unwrap();
+        let want = conv.backward(&dout).unwrap().clone();
+        let got = fast.backward(&dout.cast::<f32>()).unwrap();
+        for (&a, &b) in got.data().iter().zip(want.data()) {
+            assert!((a as f64 - b).abs() < 1e-3, "dx, n {n}: {a} vs {b}");
+        }
+        let tolerance = 1e-5 * (n * 100) as f64;
+        let grads = [
+            (&fast.grad_weight, &conv.grad_weight),
+            (&fast.grad_bias, &conv.grad_bias),
+        ];
+        for (got, want) in grads {
+            for (&a, &b) in got.data().iter().zip(want.data()) {
+                assert!((a as f64 - b).abs() < tolerance, "dW, n {n}: {a} vs {b}");
+            }
+        }
     }
 }
