@@ -197,6 +197,33 @@ fn f64_and_f32_layers_agree(
     (conv, fast, x)
 }
 
+/// After [`f64_and_f32_layers_agree`]'s training forwards: both layers'
+/// backward of one random `dout`, `dx` within `dx_tolerance` of the f64
+/// layer's and the weight and bias gradients within `grad_tolerance`.
+fn f64_and_f32_backwards_agree(
+    conv: &mut Convolution<f64>,
+    fast: &mut Convolution<f32>,
+    (dx_tolerance, grad_tolerance): (f64, f64),
+    rng: &mut Rng,
+) {
+    let dout: Vec<f64> = (0..conv.out.len()).map(|_| rng.normal()).collect();
+    let dout = Tensor::from_vec(conv.out.shape(), dout).unwrap();
+    let want = conv.backward(&dout).unwrap().clone();
+    let got = fast.backward(&dout.cast::<f32>()).unwrap();
+    for (&a, &b) in got.data().iter().zip(want.data()) {
+        assert!((a as f64 - b).abs() < dx_tolerance, "dx: {a} vs {b}");
+    }
+    let grads = [
+        (&fast.grad_weight, &conv.grad_weight),
+        (&fast.grad_bias, &conv.grad_bias),
+    ];
+    for (got, want) in grads {
+        for (&a, &b) in got.data().iter().zip(want.data()) {
+            assert!((a as f64 - b).abs() < grad_tolerance, "dW: {a} vs {b}");
+        }
+    }
+}
+
 /// Two images or more, 3×3 filters over 8 channels or more, f32 with
 /// AVX-512: Winograd's F(4×4, 3×3) (`winograd.rs`) in forward, with and
 /// without a fused ReLU and 2×2 pooling, and in backward's `dx` and `dW`,
@@ -227,27 +254,16 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
     for (n, relu, pooled) in cases {
         let (mut conv, mut fast, _) =
             f64_and_f32_layers_agree(&config, (n, 28, relu, pooled), &mut rng);
-        // dx: sums of 30·9 products, about 16 in size.
-        let dout: Vec<f64> = (0..conv.out.len()).map(|_| rng.normal()).collect();
-        let dout = Tensor::from_vec(conv.out.shape(), dout).unwrap();
-        let want = conv.backward(&dout).unwrap().clone();
-        let got = fast.backward(&dout.cast::<f32>()).unwrap();
-        for (&a, &b) in got.data().iter().zip(want.data()) {
-            assert!((a as f64 - b).abs() < 2e-3, "dx, n {n}: {a} vs {b}");
-        }
-        // dW and db: sums of n·784 products of N(0, 1) values (dW's about 70
-        // in size, the transforms' rounding up to a few 1e-4 of that); a
-        // wrong or missing term is off by about 1.
-        let tolerance = 1e-5 * (n * 784) as f64;
-        let grads = [
-            (&fast.grad_weight, &conv.grad_weight),
-            (&fast.grad_bias, &conv.grad_bias),
-        ];
-        for (got, want) in grads {
-            for (&a, &b) in got.data().iter().zip(want.data()) {
-                assert!((a as f64 - b).abs() < tolerance, "dW, n {n}: {a} vs {b}");
-            }
-        }
+        // dx: sums of 30·9 products, about 16 in size. dW and db: sums of
+        // n·784 products of N(0, 1) values (dW's about 70 in size, the
+        // transforms' rounding up to a few 1e-4 of that); a wrong or
+        // missing term is off by about 1.
+        f64_and_f32_backwards_agree(
+            &mut conv,
+            &mut fast,
+            (2e-3, 1e-5 * (n * 784) as f64),
+            &mut rng,
+        );
         let wg = WideGeometry::new(ConvGeometry::new((24, 28, 28), (3, 3), 1, 1).unwrap());
         let route = n >= 2 && crate::kernels::direct_conv::cpu_applies::<f32>();
         assert_eq!(winograd::applies::<f32>(&wg, n), route);
@@ -818,22 +834,11 @@ fn a_5x5_filter_on_the_wide_grid_matches_the_definition() {
     for n in [1, 3] {
         let (mut conv, mut fast, _) =
             f64_and_f32_layers_agree(&config, (n, 14, true, false), &mut rng);
-        let dout: Vec<f64> = (0..conv.out.len()).map(|_| rng.normal()).collect();
-        let dout = Tensor::from_vec(conv.out.shape(), dout).unwrap();
-        let want = conv.backward(&dout).unwrap().clone();
-        let got = fast.backward(&dout.cast::<f32>()).unwrap();
-        for (&a, &b) in got.data().iter().zip(want.data()) {
-            assert!((a as f64 - b).abs() < 1e-3, "dx, n {n}: {a} vs {b}");
-        }
-        let tolerance = 1e-5 * (n * 100) as f64;
-        let grads = [
-            (&fast.grad_weight, &conv.grad_weight),
-            (&fast.grad_bias, &conv.grad_bias),
-        ];
-        for (got, want) in grads {
-            for (&a, &b) in got.data().iter().zip(want.data()) {
-                assert!((a as f64 - b).abs() < tolerance, "dW, n {n}: {a} vs {b}");
-            }
-        }
+        f64_and_f32_backwards_agree(
+            &mut conv,
+            &mut fast,
+            (1e-3, 1e-5 * (n * 100) as f64),
+            &mut rng,
+        );
     }
 }
