@@ -3,8 +3,9 @@
 //!
 //! A team pays where a layer's work is large against the hand-over and the
 //! data crossing between the two cores: SimpleConvNet's convolution runs
-//! nearly twice as fast in one, while LeNet-5's small layers can run slower
-//! in one than alone, and by how much depends on the machine (how far apart
+//! faster in one, while LeNet-5's small layers can run slower in one than
+//! alone (the figures are in docs/performance.md, "A team or one thread at
+//! batch 1, measured"), and by how much depends on the machine (how far apart
 //! its cores are, how large their caches), so no fixed rule fits every
 //! machine. Both give the same numbers to the bit (the layers' team paths
 //! sum in the single thread's order), so the choice is free to follow the
