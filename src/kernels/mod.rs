@@ -13,6 +13,7 @@
 //! | [`reduce`] | sums in a fixed order of interleaved partial sums, which the compiler vectorises | `np.sum` |
 //! | [`vectorize`] | element-wise loops compiled for AVX-512, AVX2 and SSE2, the widest the CPU has chosen when called | — |
 //! | [`winograd`] | Winograd's F(4×4, 3×3): a 3×3 stride-1 convolution with 4× fewer multiplications | — |
+//! | [`pool_2x2`] | max pooling over 2×2 windows, forward and backward, a row of windows at a time in vector registers | §7.4.4 |
 //! | [`transpose`] | a cache-friendly 2-D transpose | `ndarray.transpose` |
 
 pub mod direct_conv;
@@ -21,6 +22,7 @@ pub mod gemv;
 pub mod im2col;
 pub mod im2col_wide;
 pub mod math;
+pub mod pool_2x2;
 pub mod reduce;
 pub mod transpose;
 pub mod vectorize;

@@ -42,6 +42,7 @@ use super::elementwise::planes_per_task;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::kernels::im2col::ConvGeometry;
+use crate::kernels::pool_2x2::max_pool_2x2_plane;
 use crate::networks::spec::LayerSpec;
 use crate::parallel::team::run_in_team;
 use crate::tensor::{Float, Tensor};
@@ -139,7 +140,11 @@ fn max_pool_plane<T: Float>(
 ) {
     let h = x_p.len() / w;
     if is_2x2(g) {
-        max_pool_2x2(x_p, w, w, g, |v| v, out_p, arg_p);
+        // By the vector kernel where it applies, else the plain loop.
+        let fast = max_pool_2x2_plane(x_p, w, w, None, false, out_p, g.out_w, Some(&mut *arg_p));
+        if !fast {
+            max_pool_2x2(x_p, w, w, g, |v| v, out_p, arg_p);
+        }
         return;
     }
     for oy in 0..g.out_h {
@@ -272,7 +277,9 @@ pub(crate) fn pool_plane<T: Float>(
     arg_p: &mut [u32],
 ) {
     if values_only {
-        max_pool_2x2_values(x_p, w, g, |v| v, out_p);
+        if !max_pool_2x2_plane(x_p, w, w, None, false, out_p, g.out_w, None) {
+            max_pool_2x2_values(x_p, w, g, |v| v, out_p);
+        }
     } else {
         max_pool_plane(x_p, w, g, out_p, arg_p);
     }

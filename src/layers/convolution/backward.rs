@@ -95,28 +95,40 @@ pub(super) fn backward_chunk<T: Float>(
         let activation_out_n = chunk
             .activation_out
             .map(|(act, out)| (act, &out[i * out_len..][..out_len]));
-        // dout_n: (FN, OH, OW), after the fused layers' backward.
+        let dx_wanted = dx_chunk.is_some();
+        // Which forms of dout_n the routes read: the planes, `wide` (FN,
+        // OH·OWW) with zeros in the junk columns, or both.
+        let wide_wanted = chunk.dw_winograd.is_none() || (dx_wanted && chunk.dx_winograd.is_none());
+        let planes_wanted =
+            chunk.dw_winograd.is_some() || (dx_wanted && chunk.dx_winograd.is_some());
+        // dout_n: (FN, OH, OW), after the fused layers' backward; 2×2
+        // windows write `wide` alone when no route reads the planes.
         let dout_n = match (chunk.pool, activation_out_n) {
+            (Some((pool, arg_max)), _) if pool.pools_from_wide() && !planes_wanted => {
+                let arg_n = &arg_max[i * out_len..][..out_len];
+                pool.backward_into_wide(dout_n, activation_out_n, arg_n, wg, wide);
+                None
+            }
             (Some((pool, arg_max)), _) => {
                 let arg_n = &arg_max[i * out_len..][..out_len];
                 pool.backward(dout_n, activation_out_n, arg_n, planes);
-                &planes[..]
+                Some(&planes[..])
             }
             // The fused activation's backward (for a ReLU: dout_n where
             // out_n > 0, else 0).
             (None, Some((act, out_n))) => {
                 let dz = planes.iter_mut().zip(dout_n).zip(out_n);
                 dz.for_each(|((dz, &g), &y)| *dz = act.backward(y, g));
-                &planes[..]
+                Some(&planes[..])
             }
-            (None, None) => dout_n,
+            (None, None) => Some(dout_n),
         };
-        // wide: (FN, OH·OWW), dout_n with zeros in the junk columns, for
-        // the routes that read it.
-        let dx_wanted = dx_chunk.is_some();
-        if chunk.dw_winograd.is_none() || (dx_wanted && chunk.dx_winograd.is_none()) {
+        if let (Some(dout_n), true) = (dout_n, wide_wanted) {
             widen(dout_n, wg, wide);
         }
+        // From here on, dout_n is read as planes only where `wide` is not
+        // filled: the Winograd routes took `planes_wanted` above.
+        let dout_n = dout_n.unwrap_or(&[]);
         if let Some(route) = chunk.dw_winograd {
             // The image's and dout_n's transforms; the chunk's dW after the loop.
             route.add_image(winograd_dw, xpad_n, dout_n, i, images_in_chunk);
@@ -142,8 +154,15 @@ pub(super) fn backward_chunk<T: Float>(
                 false,
             );
         }
-        // db += row sums of dout_n
-        for (d, row) in db.iter_mut().zip(dout_n.chunks(pixels)) {
+        // db += row sums of dout_n: of `wide` where it is filled (its
+        // zeros add nothing), so that a fused pooling and the layers one
+        // after the other sum the same rows in the same order.
+        let rows = if wide_wanted {
+            wide.chunks(wide_pixels)
+        } else {
+            dout_n.chunks(pixels)
+        };
+        for (d, row) in db.iter_mut().zip(rows) {
             *d = if i > 0 { *d + sum(row) } else { sum(row) };
         }
         if let Some(dx_chunk) = dx_chunk.as_mut() {

@@ -123,9 +123,7 @@ pub(super) fn forward_pooled_image_by_team<T: Float>(
         |band, xpad, col, wide, pooled| {
             // wide: (FN, band pixels) = W · col_p
             product(band, params, xpad, col, wide);
-            with_activation!(params.activation, T, |act| {
-                pool.values_from_wide(wide, band, bias, act, pooled)
-            });
+            pool.values_from_wide(wide, band, bias, params.activation, pooled);
         },
     );
 }

@@ -260,9 +260,7 @@ pub(super) fn finish_image<T: Float>(
         }
         // 2×2 windows: pooled as the product is read, with no planes.
         Some((pool, arg_n)) if pool.pools_from_wide() => {
-            with_activation!(activation, T, |act| {
-                pool.forward_from_wide(wide, wg, bias, act, out_n, arg_n)
-            });
+            pool.forward_from_wide(wide, wg, bias, activation, out_n, arg_n);
         }
         // Other windows: the planes in this thread's buffer, then pooled.
         Some((pool, arg_n)) => {

@@ -34,6 +34,7 @@
 use super::FusedActivation;
 use crate::kernels::im2col::ConvGeometry;
 use crate::kernels::im2col_wide::WideGeometry;
+use crate::kernels::pool_2x2::{max_pool_2x2_plane, unpool_2x2_row, unpool_2x2_row_plain};
 use crate::layers::pooling::{is_2x2, max_pool_2x2, max_pool_2x2_values, pool_plane, unpool_plane};
 use crate::tensor::Float;
 
@@ -87,22 +88,20 @@ impl FusedPool {
         wide: &[T],
         wg: &WideGeometry,
         bias: &[T],
-        activation: impl Fn(T) -> T + Copy,
+        activation: Option<FusedActivation>,
         out_n: &mut [T],
         arg_n: &mut [u32],
     ) {
-        let (g, wide_w, plane_w) = (&self.g, wg.wide_w, self.g.in_w);
         assert_eq!(arg_n.len(), out_n.len(), "one arg_max per pooled value");
-        let outs = out_n.chunks_exact_mut(g.out_pixels());
+        let outs = out_n.chunks_exact_mut(self.g.out_pixels());
         if self.values_only {
             self.values_from_wide(wide, wg, bias, activation, outs);
             return;
         }
         let filters = wide.chunks_exact(wg.wide_pixels()).zip(bias);
-        let args = arg_n.chunks_exact_mut(g.out_pixels());
+        let args = arg_n.chunks_exact_mut(self.g.out_pixels());
         for ((wide_f, &b), (out_p, arg_p)) in filters.zip(outs.zip(args)) {
-            let value = move |v: T| activation(v + b);
-            max_pool_2x2(wide_f, wide_w, plane_w, g, value, out_p, arg_p);
+            self.pool_plane_from_wide(wide_f, wg, b, activation, out_p, Some(arg_p));
         }
     }
 
@@ -115,13 +114,104 @@ impl FusedPool {
         wide: &[T],
         wg: &WideGeometry,
         bias: &[T],
-        activation: impl Fn(T) -> T + Copy,
+        activation: Option<FusedActivation>,
         out_planes: impl IntoIterator<Item = &'a mut [T]>,
     ) {
         let filters = wide.chunks_exact(wg.wide_pixels()).zip(bias);
         for ((wide_f, &b), out_p) in filters.zip(out_planes) {
-            let value = move |v: T| activation(v + b);
-            max_pool_2x2_values(wide_f, wg.wide_w, &self.g, value, out_p);
+            self.pool_plane_from_wide(wide_f, wg, b, activation, out_p, None);
+        }
+    }
+
+    /// One plane of [`forward_from_wide`](Self::forward_from_wide): by the
+    /// vector kernel ([`max_pool_2x2_plane`]) for no activation or a ReLU
+    /// where it applies, else value by value.
+    fn pool_plane_from_wide<T: Float>(
+        &self,
+        wide_f: &[T],
+        wg: &WideGeometry,
+        b: T,
+        activation: Option<FusedActivation>,
+        out_p: &mut [T],
+        arg_p: Option<&mut [u32]>,
+    ) {
+        let (g, wide_w, plane_w) = (&self.g, wg.wide_w, self.g.in_w);
+        let relu = match activation {
+            None => Some(false),
+            Some(FusedActivation::Relu) => Some(true),
+            Some(_) => None,
+        };
+        let mut arg_p = arg_p;
+        if let Some(relu) = relu {
+            let args = arg_p.as_deref_mut();
+            if max_pool_2x2_plane(wide_f, wide_w, plane_w, Some(b), relu, out_p, g.out_w, args) {
+                return;
+            }
+        }
+        with_activation!(activation, T, |act| {
+            let value = move |v: T| act(v + b);
+            match arg_p {
+                Some(arg_p) => max_pool_2x2(wide_f, wide_w, plane_w, g, value, out_p, arg_p),
+                None => max_pool_2x2_values(wide_f, wide_w, g, value, out_p),
+            }
+        });
+    }
+
+    /// [`backward`](Self::backward) for 2×2 windows
+    /// ([`pools_from_wide`](Self::pools_from_wide)), written straight onto
+    /// the wide grid, `wide: (FN, wide_pixels)`, as
+    /// [`widen`](crate::kernels::im2col_wide::widen) would write the planes
+    /// `backward` gives: the same values, each written once
+    /// ([`unpool_2x2_row`]), with no planes to clear, scatter into and copy.
+    pub fn backward_into_wide<T: Float>(
+        &self,
+        dout_n: &[T],
+        activation_out_n: Option<(FusedActivation, &[T])>,
+        arg_n: &[u32],
+        wg: &WideGeometry,
+        wide: &mut [T],
+    ) {
+        debug_assert!(self.pools_from_wide());
+        let (g, wide_w) = (&self.g, wg.wide_w);
+        let (plane_w, pooled_w, pooled_len) = (g.in_w, g.out_w, g.out_pixels());
+        let planes = wide.chunks_exact_mut(wg.wide_pixels());
+        let pooled = dout_n
+            .chunks_exact(pooled_len)
+            .zip(arg_n.chunks_exact(pooled_len));
+        for (p, (wide_f, (dout_p, arg_p))) in planes.zip(pooled).enumerate() {
+            let out_p =
+                activation_out_n.map(|(act, out)| (act, &out[p * pooled_len..][..pooled_len]));
+            let (windows, rest) = wide_f.split_at_mut(2 * g.out_h * wide_w);
+            let rows = windows.chunks_exact_mut(2 * wide_w);
+            let pooled_rows = dout_p
+                .chunks_exact(pooled_w)
+                .zip(arg_p.chunks_exact(pooled_w));
+            for (oy, (rows, (dout_row, arg_row))) in rows.zip(pooled_rows).enumerate() {
+                let (row0, row1) = rows.split_at_mut(wide_w);
+                let top = 2 * oy * plane_w;
+                let out_row = out_p.map(|(act, out)| (act, &out[oy * pooled_w..][..pooled_w]));
+                match out_row {
+                    None => unpool_2x2_row(dout_row, None, arg_row, top, plane_w, row0, row1),
+                    Some((FusedActivation::Relu, out)) => {
+                        unpool_2x2_row(dout_row, Some(out), arg_row, top, plane_w, row0, row1)
+                    }
+                    Some((act, out)) => unpool_2x2_row_plain(
+                        dout_row,
+                        out,
+                        arg_row,
+                        top,
+                        plane_w,
+                        row0,
+                        row1,
+                        |y, g| act.backward(y, g),
+                    ),
+                }
+                // Past the windows: the plane's odd column, the junk columns.
+                row0[2 * pooled_w..].fill(T::zero());
+                row1[2 * pooled_w..].fill(T::zero());
+            }
+            // The plane's odd row, and the zeros past the grid.
+            rest.fill(T::zero());
         }
     }
 
