@@ -33,6 +33,7 @@ use super::{Optimizer, EPSILON};
 use crate::error::{Error, Result};
 use crate::layers::Param;
 use crate::tensor::Float;
+use crate::kernels::vectorize::widest;
 use rayon::prelude::*;
 
 /// Entries per parallel task of an update.
@@ -126,11 +127,18 @@ impl<T: Float> Optimizer<T> for Adam<T> {
                 .zip(v.par_chunks_mut(UPDATE_CHUNK))
                 .zip(p.grad.data().par_chunks(UPDATE_CHUNK))
                 .for_each(|(((values, m), v), grads)| {
-                    for (((w, m), v), &g) in values.iter_mut().zip(m).zip(v).zip(grads) {
-                        *m += one_minus_beta1 * (g - *m);
-                        *v += one_minus_beta2 * (g * g - *v);
-                        *w -= lr_t * *m / (v.sqrt() + eps);
-                    }
+                    // In the CPU's widest vectors (square root and division
+                    // included): the same operations, so the same bits.
+                    widest(
+                        #[inline(always)]
+                        || {
+                            for (((w, m), v), &g) in values.iter_mut().zip(m).zip(v).zip(grads) {
+                                *m += one_minus_beta1 * (g - *m);
+                                *v += one_minus_beta2 * (g * g - *v);
+                                *w -= lr_t * *m / (v.sqrt() + eps);
+                            }
+                        },
+                    )
                 });
         }
     }
