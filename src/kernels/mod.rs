@@ -5,6 +5,7 @@
 //! | module | what | book |
 //! |---|---|---|
 //! | [`direct_conv`] | a stride-1 convolution's product computed from the padded image, without `col` (f32, AVX-512) | §7.4.3 |
+//! | [`direct_dw`] | a stride-1 convolution's weight gradient from the padded image, without `col`, for layers with few channels (f32, AVX-512) | §7.4.3 |
 //! | [`gemm`] | the matrix product `C = A·B` on strided views (the one place the `gemm` crate is called) | `np.dot` |
 //! | [`gemv`] | one row vector times a matrix (an affine layer at batch 1), its columns in register blocks | `np.dot` |
 //! | [`im2col`] | the book's im2col/col2im, the output-size formula, [`ConvGeometry`](im2col::ConvGeometry) | §7.4.3, `common/util.py` |
@@ -17,6 +18,7 @@
 //! | [`transpose`] | a cache-friendly 2-D transpose | `ndarray.transpose` |
 
 pub mod direct_conv;
+pub mod direct_dw;
 pub mod gemm;
 pub mod gemv;
 pub mod im2col;

@@ -25,7 +25,7 @@
 //! maximum lies is as unpredictable as the data, so a branch per value is
 //! mispredicted about half the time. In f32 on a CPU with AVX-512 both
 //! directions run 16 windows per step
-//! ([`cpu_applies`](super::direct_conv::cpu_applies)): a row's even and
+//! ([`cpu_applies`]): a row's even and
 //! odd values are parted, or joined again, by one permutation each, and
 //! the comparisons are the scalar code's, so the results are the same to
 //! the bit.

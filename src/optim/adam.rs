@@ -31,9 +31,9 @@
 use super::state::{ensure_slots, push_slots, read_slots};
 use super::{Optimizer, EPSILON};
 use crate::error::{Error, Result};
+use crate::kernels::vectorize::widest;
 use crate::layers::Param;
 use crate::tensor::Float;
-use crate::kernels::vectorize::widest;
 use rayon::prelude::*;
 
 /// Entries per parallel task of an update.

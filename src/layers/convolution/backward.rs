@@ -20,8 +20,12 @@
 //! Where `weight_grad.rs` applies (stride 1 on the wide grid, FW·C a
 //! multiple of 16), `dW` is computed from a channels-last copy of the
 //! padded image instead, with no `col` at all.
+//! Where neither applies but the grid is wide (a first layer, one channel;
+//! LeNet-5's C3), in f32 with AVX-512, `dW` is summed in vector lanes
+//! straight from the padded image ([`direct_dw`]), again with no `col`.
 //! With a fused activation or max pooling, `dout_n` first goes back through them
-//! (the pooled `dout` into the full planes, `fused_pool.rs`).
+//! (the pooled `dout` into the full planes, `fused_pool.rs`; for 2×2
+//! windows straight onto the wide grid, with no planes).
 //!
 //! The chunks' partial sums of `dW` and `db` are added in a fixed order, so
 //! the gradients do not depend on the number of threads.
@@ -33,10 +37,10 @@ use super::winograd::{self, DwRoute, DxRoute};
 use super::FusedActivation;
 use super::{sum, weight_grad, Convolution};
 use crate::error::{Error, Result};
-use crate::kernels::direct_conv;
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
 use crate::kernels::im2col_wide::{col2im_wide, im2col_wide, unpad_image, widen, WideGeometry};
 use crate::kernels::transpose_into;
+use crate::kernels::{direct_conv, direct_dw};
 use crate::layers::check_dout;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
@@ -74,6 +78,9 @@ pub(super) fn backward_chunk<T: Float>(
     // Values of one image's dout: pooled, or the full output planes.
     let out_len = image_out_len(chunk.pool.map(|(pool, _)| pool), filters, pixels);
     let channels_last = weight_grad::applies(wg);
+    // dW by the direct kernel, for the layers with few channels that the
+    // channels-last route does not take.
+    let dw_direct = !channels_last && chunk.dw_winograd.is_none() && direct_dw::applies::<T>(wg);
     // The chunk's first image writes dW and db, the others add to them.
     let (dw_t, db) = grads.split_at_mut(filters * k);
     let Scratch {
@@ -85,7 +92,11 @@ pub(super) fn backward_chunk<T: Float>(
         dout_ext,
         winograd,
         winograd_dw,
+        dw_lanes,
     } = scratch;
+    if dw_direct {
+        dw_lanes.resize(direct_dw::lanes_len(wg, filters), T::zero());
+    }
     let images_in_chunk = chunk.dout.len() / out_len;
     let images = chunk
         .xpad
@@ -132,6 +143,9 @@ pub(super) fn backward_chunk<T: Float>(
         if let Some(route) = chunk.dw_winograd {
             // The image's and dout_n's transforms; the chunk's dW after the loop.
             route.add_image(winograd_dw, xpad_n, dout_n, i, images_in_chunk);
+        } else if dw_direct {
+            // The image's sums in the lanes; the chunk's dW^T after the loop.
+            direct_dw::add_image(xpad_n, wg, wide, filters, dw_lanes, i == 0);
         } else if channels_last {
             // dW (FN, FH, FW, C) += wide · (the channels-last image's views)
             let xhwc = &mut col[..weight_grad::channels_last_len(wg)];
@@ -196,6 +210,9 @@ pub(super) fn backward_chunk<T: Float>(
         if images_in_chunk > 0 {
             route.finish(winograd_dw, images_in_chunk, dw_t);
         }
+    }
+    if dw_direct && images_in_chunk > 0 {
+        direct_dw::finish(dw_lanes, k, filters, dw_t);
     }
 }
 

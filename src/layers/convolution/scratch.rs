@@ -28,6 +28,9 @@ pub(super) struct Scratch<T> {
     pub winograd: super::winograd::Buffers<T>,
     /// The Winograd weight gradient's buffers; sized by their first use.
     pub winograd_dw: super::winograd::DwBuffers<T>,
+    /// The direct weight gradient's partial sums, (FN, C·FH·FW, 16)
+    /// (`kernels/direct_dw.rs`); sized by its first use.
+    pub dw_lanes: Vec<T>,
 }
 
 /// One [`Scratch`] per pool thread, sized for `wg` and `filters`.

@@ -698,13 +698,30 @@ fn gradients_do_not_depend_on_the_number_of_threads() {
         pad: 1,
         ..Default::default()
     };
-    let mut rng = Rng::new(12);
-    let mut conv = Convolution::<f32>::new(&config, &mut rng).unwrap();
+    let conv = gradients_on_1_2_and_3_threads(&config, [40, 32, 6, 6]);
     assert!(conv.grad_weight.len() > backward::SUM_TASK_LEN);
-    let x: Vec<f32> = (0..40 * 32 * 6 * 6).map(|_| rng.normal() as f32).collect();
-    let x = Tensor::from_vec(&[40, 32, 6, 6], x).unwrap();
-    let dout: Vec<f32> = (0..40 * 64 * 6 * 6).map(|_| rng.normal() as f32).collect();
-    let dout = Tensor::from_vec(&[40, 64, 6, 6], dout).unwrap();
+    // The book's first layer (one channel, 5×5), whose dW the direct
+    // kernel sums in lanes (`kernels/direct_dw.rs`) where it applies.
+    gradients_on_1_2_and_3_threads(&ConvolutionConfig::default(), [40, 1, 28, 28]);
+}
+
+/// The layer's gradients for random `x` and `dout` of `shape`'s batch on
+/// a pool of 1 thread, then the same to the bit on 2 and 3; the layer.
+fn gradients_on_1_2_and_3_threads(
+    config: &ConvolutionConfig,
+    shape: [usize; 4],
+) -> Convolution<f32> {
+    let mut rng = Rng::new(12);
+    let mut conv = Convolution::<f32>::new(config, &mut rng).unwrap();
+    let x: Vec<f32> = (0..shape.iter().product())
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let x = Tensor::from_vec(&shape, x).unwrap();
+    let out_shape = conv.output_shape(&shape).unwrap();
+    let dout: Vec<f32> = (0..out_shape.iter().product())
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let dout = Tensor::from_vec(&out_shape, dout).unwrap();
     let mut gradients = |threads| {
         crate::parallel::team::test_pool(threads).install(|| {
             conv.forward(&x, true).unwrap();
@@ -717,6 +734,7 @@ fn gradients_do_not_depend_on_the_number_of_threads() {
     for threads in [2, 3] {
         assert!(gradients(threads) == one, "{threads} threads");
     }
+    conv
 }
 
 /// Folding a per-filter map into the layer leaves its own parameters as
