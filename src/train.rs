@@ -522,25 +522,31 @@ fn not_finite<T: Float>(network: &mut Network<T>, loss: f64) -> Option<String> {
 /// Whether every value is finite, in one pass that vectorises (it runs on
 /// every gradient of every step): `x − x` is 0 for a finite `x` and NaN for
 /// NaN and ±∞, so the sum is 0 exactly when all are finite. Eight running
-/// sums let the compiler use SIMD lanes, where a short-circuiting `all`
-/// would test one value at a time.
+/// sums let the compiler use SIMD lanes (an AVX-512 register of f32,
+/// through `vectorize::widest`), where a short-circuiting `all` would test
+/// one value at a time.
 #[allow(clippy::eq_op)] // `x - x` is the point: NaN exactly for NaN and ±∞
 fn all_finite<T: Float>(values: &[T]) -> bool {
-    const LANES: usize = 8;
-    let mut sums = [T::zero(); LANES];
-    let chunks = values.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (sum, &x) in sums.iter_mut().zip(chunk) {
-            *sum += x - x;
-        }
-    }
-    let total = rest
-        .iter()
-        .fold(sums.iter().fold(T::zero(), |a, &b| a + b), |a, &x| {
-            a + (x - x)
-        });
-    total == T::zero()
+    const LANES: usize = 16;
+    crate::kernels::vectorize::widest(
+        #[inline(always)]
+        || {
+            let mut sums = [T::zero(); LANES];
+            let chunks = values.chunks_exact(LANES);
+            let rest = chunks.remainder();
+            for chunk in chunks {
+                for (sum, &x) in sums.iter_mut().zip(chunk) {
+                    *sum += x - x;
+                }
+            }
+            let total = rest
+                .iter()
+                .fold(sums.iter().fold(T::zero(), |a, &b| a + b), |a, &x| {
+                    a + (x - x)
+                });
+            total == T::zero()
+        },
+    )
 }
 
 /// The seed of the dropout masks of mini-batch `batch` of epoch `epoch`

@@ -200,9 +200,14 @@ mod avx512 {
     unsafe fn block_sums<const FB: usize, const KB: usize>(b: &Block) {
         let im = b.image;
         let mut sums = [[_mm512_setzero_ps(); KB]; FB];
-        let dout: [*const f32; FB] =
-            std::array::from_fn(|f| im.wide.add((b.f0 + f) * im.wide_stride));
-        let x: [*const f32; KB] = std::array::from_fn(|t| im.xpad.add(b.offsets[t]));
+        let mut dout = [im.wide; FB];
+        for (f, dout) in dout.iter_mut().enumerate() {
+            *dout = im.wide.add((b.f0 + f) * im.wide_stride);
+        }
+        let mut x = [im.xpad; KB];
+        for (x, &offset) in x.iter_mut().zip(b.offsets) {
+            *x = im.xpad.add(offset);
+        }
         let mut p = 0;
         while p < im.run {
             let lanes = (im.run - p).min(LANES);
@@ -211,8 +216,12 @@ mod avx512 {
             } else {
                 (1u16 << lanes) - 1
             };
-            let g: [__m512; FB] =
-                std::array::from_fn(|f| _mm512_maskz_loadu_ps(mask, dout[f].add(p)));
+            // (Loops, not closures: a closure does not inherit the target
+            // feature, and out of line its intrinsics become calls.)
+            let mut g = [_mm512_setzero_ps(); FB];
+            for (g, dout) in g.iter_mut().zip(dout) {
+                *g = _mm512_maskz_loadu_ps(mask, dout.add(p));
+            }
             for t in 0..KB {
                 let xv = _mm512_maskz_loadu_ps(mask, x[t].add(p));
                 for f in 0..FB {

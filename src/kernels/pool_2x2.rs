@@ -210,6 +210,47 @@ mod avx512 {
         }
     }
 
+    /// `2·lanes` values of a row from `at`, parted into the windows' left
+    /// (even) and right (odd) columns, each seen as `relu?(v + bias)`.
+    /// (Helpers are functions with the target feature, not closures: a
+    /// closure does not inherit it, and when left out of line its
+    /// intrinsics become calls.)
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn row_pairs<const RELU: bool>(
+        at: *const f32,
+        lanes: usize,
+        bias: __m512,
+    ) -> (__m512, __m512) {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        let first = _mm512_maskz_loadu_ps(pair_mask(lanes, 0), at);
+        let second = _mm512_maskz_loadu_ps(pair_mask(lanes, 1), at.add(16));
+        (
+            value::<RELU>(_mm512_permutex2var_ps(first, even, second), bias),
+            value::<RELU>(_mm512_permutex2var_ps(first, odd, second), bias),
+        )
+    }
+
+    /// `d` where the maximum's place `at` is `place`, else 0.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn pick(at: __m512i, place: i32, d: __m512) -> __m512 {
+        _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(place)), d)
+    }
+
+    /// `v + bias`, then `v > 0 ? v : 0` (NaN gives 0, as `relu`) if `RELU`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn value<const RELU: bool>(v: __m512, bias: __m512) -> __m512 {
+        let v = _mm512_add_ps(v, bias);
+        if RELU {
+            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_setzero_ps()), v)
+        } else {
+            v
+        }
+    }
+
     /// [`super::max_pool_2x2_row`] 16 windows at a time, the last step
     /// masked: the candidates in the scalar code's order, each replacing
     /// the best so far only where it is greater (so NaN never does).
@@ -223,35 +264,18 @@ mod avx512 {
         mut arg: Option<&mut [u32]>,
     ) {
         let len = out.len();
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
         // Window i of the step starts 2·i values after the first.
-        let lane_offsets = even;
-        let (zero, bias) = (_mm512_setzero_ps(), _mm512_set1_ps(bias));
-        let value = |v: __m512| {
-            let v = _mm512_add_ps(v, bias);
-            if RELU {
-                // v > 0 ? v : 0 (NaN gives 0), as `relu`.
-                _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, zero), v)
-            } else {
-                v
-            }
-        };
+        let lane_offsets =
+            _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let bias = _mm512_set1_ps(bias);
         let mut ox = 0;
         while ox < len {
             let lanes = (len - ox).min(16);
             let mask: __mmask16 = if lanes == 16 { !0 } else { (1u16 << lanes) - 1 };
             // Each row's 2·lanes values, parted into the windows' left and
-            // right columns.
-            let [(left0, right0), (left1, right1)] = rows.map(|row| {
-                let at = row.as_ptr().add(2 * ox);
-                let first = _mm512_maskz_loadu_ps(pair_mask(lanes, 0), at);
-                let second = _mm512_maskz_loadu_ps(pair_mask(lanes, 1), at.add(16));
-                (
-                    value(_mm512_permutex2var_ps(first, even, second)),
-                    value(_mm512_permutex2var_ps(first, odd, second)),
-                )
-            });
+            // right columns, each seen as `value` sees it.
+            let (left0, right0) = row_pairs::<RELU>(rows[0].as_ptr().add(2 * ox), lanes, bias);
+            let (left1, right1) = row_pairs::<RELU>(rows[1].as_ptr().add(2 * ox), lanes, bias);
             let mut best = left0;
             let mut place = _mm512_setzero_si512();
             for (v, offset) in [(right0, 1), (left1, w), (right1, w + 1)] {
@@ -305,11 +329,8 @@ mod avx512 {
             let args = _mm512_maskz_loadu_epi32(mask, arg.as_ptr().add(ox).cast::<i32>());
             let corner = _mm512_add_epi32(_mm512_set1_epi32(top + 2 * ox as i32), lane_offsets);
             let at = _mm512_sub_epi32(args, corner);
-            let pick = |place: i32| {
-                let here = _mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(place));
-                _mm512_maskz_mov_ps(here, d)
-            };
-            let (left0, right0, left1, right1) = (pick(0), pick(1), pick(w), pick(w + 1));
+            let (left0, right0) = (pick(at, 0, d), pick(at, 1, d));
+            let (left1, right1) = (pick(at, w, d), pick(at, w + 1, d));
             for (row, left, right) in [(&mut *row0, left0, right0), (&mut *row1, left1, right1)] {
                 let at = row.as_mut_ptr().add(2 * ox);
                 let first = _mm512_permutex2var_ps(left, low, right);

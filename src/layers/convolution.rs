@@ -156,7 +156,8 @@ macro_rules! with_activation {
 
 /// The sum of a slice with eight running sums, which the compiler can keep
 /// in one vector register (a single running sum forces one add at a time).
-/// The order is fixed, so the result is too.
+/// The order is fixed, so the result is too, whatever vectors run it.
+#[inline(always)]
 pub(crate) fn sum<T: Float>(values: &[T]) -> T {
     let mut lanes = [T::zero(); 8];
     let mut chunks = values.chunks_exact(8);

@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
 use crate::kernels::im2col_wide::{col2im_wide, im2col_wide, unpad_image, widen, WideGeometry};
 use crate::kernels::transpose_into;
+use crate::kernels::vectorize::widest;
 use crate::kernels::{direct_conv, direct_dw};
 use crate::layers::check_dout;
 use crate::tensor::{Float, Tensor};
@@ -176,9 +177,14 @@ pub(super) fn backward_chunk<T: Float>(
         } else {
             dout_n.chunks(pixels)
         };
-        for (d, row) in db.iter_mut().zip(rows) {
-            *d = if i > 0 { *d + sum(row) } else { sum(row) };
-        }
+        widest(
+            #[inline(always)]
+            || {
+                for (d, row) in db.iter_mut().zip(rows) {
+                    *d = if i > 0 { *d + sum(row) } else { sum(row) };
+                }
+            },
+        );
         if let Some(dx_chunk) = dx_chunk.as_mut() {
             if let Some(route) = chunk.dx_winograd {
                 let last = i + 1 == images_in_chunk;
