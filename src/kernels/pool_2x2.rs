@@ -74,28 +74,13 @@ pub fn max_pool_2x2_plane<T: Float>(
             let x_p = std::slice::from_raw_parts(x_p.as_ptr().cast::<f32>(), x_p.len());
             let out_p =
                 std::slice::from_raw_parts_mut(out_p.as_mut_ptr().cast::<f32>(), out_p.len());
-            let bias = bias.map(|b| b.as_f64() as f32);
-            for (oy, out_row) in out_p.chunks_exact_mut(out_w).enumerate() {
-                let rows = [&x_p[2 * oy * stride..], &x_p[(2 * oy + 1) * stride..]];
-                let arg_row = arg_p.as_mut().map(|arg| &mut arg[oy * out_w..][..out_w]);
-                let top = (2 * oy * w) as i32;
-                match (bias, relu) {
-                    (Some(b), true) => {
-                        avx512::pool_row::<true>(rows, b, top, w as i32, out_row, arg_row)
-                    }
-                    (Some(b), false) => {
-                        avx512::pool_row::<false>(rows, b, top, w as i32, out_row, arg_row)
-                    }
-                    // v + (−0) is v, to the bit.
-                    (None, relu) => {
-                        let (b, w) = (-0.0, w as i32);
-                        if relu {
-                            avx512::pool_row::<true>(rows, b, top, w, out_row, arg_row)
-                        } else {
-                            avx512::pool_row::<false>(rows, b, top, w, out_row, arg_row)
-                        }
-                    }
-                }
+            // v + (−0) is v, to the bit.
+            let bias = bias.map_or(-0.0, |b| b.as_f64() as f32);
+            let arg_p = arg_p.as_deref_mut();
+            if relu {
+                avx512::pool_plane::<true>(x_p, stride, w, bias, out_p, out_w, arg_p);
+            } else {
+                avx512::pool_plane::<false>(x_p, stride, w, bias, out_p, out_w, arg_p);
             }
         }
         return true;
@@ -156,6 +141,57 @@ pub fn unpool_2x2_row<T: Float>(
             crate::layers::relu::relu_backward(y, g)
         }),
         None => unpool_2x2_row_plain(dout, dout, arg, top, w, row0, row1, |_, g| g),
+    }
+}
+
+/// [`unpool_2x2_row`] over a plane's rows of windows, onto rows `stride`
+/// apart in `dst` (the plane's own width, or the convolution's wide grid):
+/// rows `2·oy` and `2·oy + 1` of `dst` get window row `oy`, each whole
+/// (past the windows, zeros up to `stride`). `dout_p`, `relu_out_p` and
+/// `arg_p` are `(POH, POW)`, `pooled_w` = POW, the plane `w` wide. Rows of
+/// `dst` past the last pair are left alone.
+///
+/// ```
+/// use convnet::kernels::pool_2x2::unpool_2x2_plane;
+/// // A 2×4 plane pooled to 1×2 onto rows of 5: maxima at (0, 1) and (1, 2).
+/// let mut dst = [9.0f32; 10];
+/// unpool_2x2_plane(&[1.0, 2.0], None, &[1, 6], 4, 2, &mut dst, 5);
+/// assert_eq!(dst, [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0]);
+/// ```
+pub fn unpool_2x2_plane<T: Float>(
+    dout_p: &[T],
+    relu_out_p: Option<&[T]>,
+    arg_p: &[u32],
+    w: usize,
+    pooled_w: usize,
+    dst: &mut [T],
+    stride: usize,
+) {
+    let len = dout_p.len();
+    let pooled_h = len / pooled_w.max(1);
+    assert!(arg_p.len() == len && relu_out_p.is_none_or(|out| out.len() == len));
+    assert!(stride >= 2 * pooled_w && dst.len() >= 2 * pooled_h * stride);
+    #[cfg(target_arch = "x86_64")]
+    if cpu_applies::<T>() && fits_i32(2 * pooled_h.saturating_sub(1) * w, w, pooled_w) {
+        // SAFETY: T is f32 (cpu_applies), so the casts are to the same
+        // type; AVX-512F was detected; the lengths were checked above.
+        unsafe {
+            let f32s = |s: &[T]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
+            let dst = std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), dst.len());
+            let relu_out_p = relu_out_p.map(f32s);
+            avx512::unpool_plane(f32s(dout_p), relu_out_p, arg_p, w, pooled_w, dst, stride);
+        }
+        return;
+    }
+    let rows = dst[..2 * pooled_h * stride].chunks_exact_mut(2 * stride);
+    for (oy, rows) in rows.enumerate() {
+        let (row0, row1) = rows.split_at_mut(stride);
+        let window_row = oy * pooled_w..(oy + 1) * pooled_w;
+        let (dout, arg) = (&dout_p[window_row.clone()], &arg_p[window_row.clone()]);
+        let relu_out = relu_out_p.map(|out| &out[window_row]);
+        unpool_2x2_row(dout, relu_out, arg, 2 * oy * w, w, row0, row1);
+        row0[2 * pooled_w..].fill(T::zero());
+        row1[2 * pooled_w..].fill(T::zero());
     }
 }
 
@@ -251,11 +287,33 @@ mod avx512 {
         }
     }
 
-    /// [`super::max_pool_2x2_row`] 16 windows at a time, the last step
-    /// masked: the candidates in the scalar code's order, each replacing
-    /// the best so far only where it is greater (so NaN never does).
+    /// [`super::max_pool_2x2_plane`]'s rows, each by [`pool_row`] (inlined
+    /// here: one call per plane, not per row of windows).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pool_row<const RELU: bool>(
+    pub(super) unsafe fn pool_plane<const RELU: bool>(
+        x_p: &[f32],
+        stride: usize,
+        w: usize,
+        bias: f32,
+        out_p: &mut [f32],
+        out_w: usize,
+        mut arg_p: Option<&mut [u32]>,
+    ) {
+        for (oy, out_row) in out_p.chunks_exact_mut(out_w).enumerate() {
+            let rows = [&x_p[2 * oy * stride..], &x_p[(2 * oy + 1) * stride..]];
+            let arg_row = arg_p.as_mut().map(|arg| &mut arg[oy * out_w..][..out_w]);
+            let top = (2 * oy * w) as i32;
+            pool_row::<RELU>(rows, bias, top, w as i32, out_row, arg_row);
+        }
+    }
+
+    /// One row of [`super::max_pool_2x2_plane`], 16 windows at a time, the
+    /// last step masked: the candidates in the scalar code's order, each
+    /// replacing the best so far only where it is greater (so NaN never
+    /// does).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn pool_row<const RELU: bool>(
         rows: [&[f32]; 2],
         bias: f32,
         top: i32,
@@ -293,8 +351,35 @@ mod avx512 {
         }
     }
 
+    /// [`super::unpool_2x2_plane`]: each row of windows by [`unpool_row`]
+    /// (inlined here), the rest of each row cleared.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn unpool_plane(
+        dout_p: &[f32],
+        relu_out_p: Option<&[f32]>,
+        arg_p: &[u32],
+        w: usize,
+        pooled_w: usize,
+        dst: &mut [f32],
+        stride: usize,
+    ) {
+        let pooled_h = dout_p.len() / pooled_w;
+        let rows = dst[..2 * pooled_h * stride].chunks_exact_mut(2 * stride);
+        for (oy, rows) in rows.enumerate() {
+            let (row0, row1) = rows.split_at_mut(stride);
+            let window_row = oy * pooled_w..(oy + 1) * pooled_w;
+            let (dout, arg) = (&dout_p[window_row.clone()], &arg_p[window_row.clone()]);
+            let relu_out = relu_out_p.map(|out| &out[window_row]);
+            let top = (2 * oy * w) as i32;
+            unpool_row(dout, relu_out, arg, top, w as i32, row0, row1);
+            row0[2 * pooled_w..].fill(0.0);
+            row1[2 * pooled_w..].fill(0.0);
+        }
+    }
+
     /// [`super::unpool_2x2_row`] 16 windows at a time, the last step masked.
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub(super) unsafe fn unpool_row(
         dout: &[f32],
         relu_out: Option<&[f32]>,
@@ -473,6 +558,49 @@ mod tests {
                 ));
                 max_pool_2x2_values(&x, stride, &g, value, &mut want);
                 assert_eq!(bits(&values), bits(&want), "{case}, values only");
+            }
+        }
+    }
+
+    /// A plane's rows of windows onto wider rows (the wide grid): each
+    /// value at its maximum, after the ReLU's mask, zeros elsewhere up to
+    /// the stride, the rows after the last pair untouched; as the plain
+    /// rows give, to the bit.
+    #[test]
+    fn a_plane_unpools_onto_wider_rows() {
+        let mut rng = Rng::new(9);
+        for (pooled_h, pooled_w, w, stride) in [
+            (1, 1, 2, 2),
+            (3, 5, 11, 14),
+            (12, 12, 24, 28),
+            (2, 17, 34, 40),
+        ] {
+            let len = pooled_h * pooled_w;
+            let dout: Vec<f32> = (0..len).map(|_| rng.normal() as f32).collect();
+            let out: Vec<f32> = (0..len).map(|_| rng.normal() as f32).collect();
+            let arg: Vec<u32> = (0..len)
+                .map(|i| {
+                    let (oy, ox) = (i / pooled_w, i % pooled_w);
+                    (2 * oy * w + 2 * ox + [0, 1, w, w + 1][rng.below(4)]) as u32
+                })
+                .collect();
+            for relu in [false, true] {
+                let relu_out = relu.then_some(&out[..]);
+                let mut dst = vec![5.0f32; (2 * pooled_h + 1) * stride];
+                unpool_2x2_plane(&dout, relu_out, &arg, w, pooled_w, &mut dst, stride);
+                let mut want = vec![0.0f32; (2 * pooled_h + 1) * stride];
+                want[2 * pooled_h * stride..].fill(5.0);
+                for i in 0..len {
+                    let keep = !relu || out[i] > 0.0;
+                    let (y, x) = (arg[i] as usize / w, arg[i] as usize % w);
+                    want[y * stride + x] += if keep { dout[i] } else { 0.0 };
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&dst),
+                    bits(&want),
+                    "{pooled_h}×{pooled_w} of {w}, rows of {stride}, relu {relu}"
+                );
             }
         }
     }

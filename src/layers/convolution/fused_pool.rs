@@ -34,7 +34,7 @@
 use super::FusedActivation;
 use crate::kernels::im2col::ConvGeometry;
 use crate::kernels::im2col_wide::WideGeometry;
-use crate::kernels::pool_2x2::{max_pool_2x2_plane, unpool_2x2_row, unpool_2x2_row_plain};
+use crate::kernels::pool_2x2::{max_pool_2x2_plane, unpool_2x2_plane, unpool_2x2_row_plain};
 use crate::layers::pooling::{is_2x2, max_pool_2x2, max_pool_2x2_values, pool_plane, unpool_plane};
 use crate::tensor::Float;
 
@@ -182,33 +182,33 @@ impl FusedPool {
             let out_p =
                 activation_out_n.map(|(act, out)| (act, &out[p * pooled_len..][..pooled_len]));
             let (windows, rest) = wide_f.split_at_mut(2 * g.out_h * wide_w);
-            let rows = windows.chunks_exact_mut(2 * wide_w);
-            let pooled_rows = dout_p
-                .chunks_exact(pooled_w)
-                .zip(arg_p.chunks_exact(pooled_w));
-            for (oy, (rows, (dout_row, arg_row))) in rows.zip(pooled_rows).enumerate() {
-                let (row0, row1) = rows.split_at_mut(wide_w);
-                let top = 2 * oy * plane_w;
-                let out_row = out_p.map(|(act, out)| (act, &out[oy * pooled_w..][..pooled_w]));
-                match out_row {
-                    None => unpool_2x2_row(dout_row, None, arg_row, top, plane_w, row0, row1),
-                    Some((FusedActivation::Relu, out)) => {
-                        unpool_2x2_row(dout_row, Some(out), arg_row, top, plane_w, row0, row1)
-                    }
-                    Some((act, out)) => unpool_2x2_row_plain(
-                        dout_row,
-                        out,
-                        arg_row,
-                        top,
-                        plane_w,
-                        row0,
-                        row1,
-                        |y, g| act.backward(y, g),
-                    ),
+            match out_p {
+                // Rows of windows in vector registers, each row written whole.
+                None => unpool_2x2_plane(dout_p, None, arg_p, plane_w, pooled_w, windows, wide_w),
+                Some((FusedActivation::Relu, out)) => {
+                    unpool_2x2_plane(dout_p, Some(out), arg_p, plane_w, pooled_w, windows, wide_w)
                 }
-                // Past the windows: the plane's odd column, the junk columns.
-                row0[2 * pooled_w..].fill(T::zero());
-                row1[2 * pooled_w..].fill(T::zero());
+                // Value by value with the activation's own backward.
+                Some((act, out)) => {
+                    let rows = windows.chunks_exact_mut(2 * wide_w);
+                    for (oy, rows) in rows.enumerate() {
+                        let (row0, row1) = rows.split_at_mut(wide_w);
+                        let window_row = oy * pooled_w..(oy + 1) * pooled_w;
+                        unpool_2x2_row_plain(
+                            &dout_p[window_row.clone()],
+                            &out[window_row.clone()],
+                            &arg_p[window_row],
+                            2 * oy * plane_w,
+                            plane_w,
+                            row0,
+                            row1,
+                            |y, g| act.backward(y, g),
+                        );
+                        // Past the windows: the plane's odd column, the junk columns.
+                        row0[2 * pooled_w..].fill(T::zero());
+                        row1[2 * pooled_w..].fill(T::zero());
+                    }
+                }
             }
             // The plane's odd row, and the zeros past the grid.
             rest.fill(T::zero());
