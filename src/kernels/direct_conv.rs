@@ -14,9 +14,10 @@
 //! the sums of one such vector for up to [`MAX_FILTER_BLOCK`] filters in
 //! registers and, for every `(c, fy, fx)`, loads the 16 inputs once and
 //! multiplies them by each filter's weight, broadcast from W (read in
-//! place: the filters' rows of W stay in the core's L1 cache). That is one
-//! load per
-//! [`MAX_FILTER_BLOCK`] multiply-adds: the cores run near their peak, as
+//! place: the filters' rows of W stay in the core's L1 cache). On runs of
+//! 32 pixels or more it takes two such vectors per step for up to 12
+//! filters, so that each input load and each broadcast weight (a load
+//! too) serves two multiply-adds: the cores run near their peak, as
 //! `gemm`'s kernel does, without unrolling the image into `col` first.
 //! On the book's grid (OWW = OW) each output row is one such run.
 //!
