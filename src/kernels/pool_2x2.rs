@@ -31,6 +31,7 @@
 //! the bit.
 
 use crate::kernels::direct_conv::cpu_applies;
+use crate::layers::relu::relu_backward;
 use crate::tensor::Float;
 
 /// One plane of 2×2 windows forward, each value seen as `v + bias` (or
@@ -89,61 +90,6 @@ pub fn max_pool_2x2_plane<T: Float>(
     false
 }
 
-/// One row of 2×2 windows backward: `dout` (after a ReLU with output
-/// `relu_out`, if given), the maxima's indices `arg` in a plane `w` wide
-/// whose row `row0` starts at index `top` → `row0[..2·dout.len()]` and
-/// `row1[..2·dout.len()]`, every value written.
-///
-/// ```
-/// use convnet::kernels::pool_2x2::unpool_2x2_row;
-/// // Two windows of a 4-wide plane: the first's maximum at (0, 1), the
-/// // second's at (1, 2).
-/// let (mut row0, mut row1) = ([9.0f32; 4], [9.0f32; 4]);
-/// unpool_2x2_row(&[1.0, 2.0], None, &[1, 6], 0, 4, &mut row0, &mut row1);
-/// assert_eq!((row0, row1), ([0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]));
-/// ```
-pub fn unpool_2x2_row<T: Float>(
-    dout: &[T],
-    relu_out: Option<&[T]>,
-    arg: &[u32],
-    top: usize,
-    w: usize,
-    row0: &mut [T],
-    row1: &mut [T],
-) {
-    let len = dout.len();
-    assert!(arg.len() == len && relu_out.is_none_or(|out| out.len() == len));
-    let (row0, row1) = (&mut row0[..2 * len], &mut row1[..2 * len]);
-    #[cfg(target_arch = "x86_64")]
-    if cpu_applies::<T>() && fits_i32(top, w, len) {
-        // SAFETY: T is f32 (cpu_applies), so the casts are to the same
-        // type; AVX-512F was detected; the lengths were checked above.
-        unsafe {
-            let f32s = |s: &[T]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
-            let f32s_mut =
-                |s: &mut [T]| std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len());
-            let relu_out = relu_out.map(f32s);
-            let (top, w) = (top as i32, w as i32);
-            avx512::unpool_row(
-                f32s(dout),
-                relu_out,
-                arg,
-                top,
-                w,
-                f32s_mut(row0),
-                f32s_mut(row1),
-            );
-        }
-        return;
-    }
-    match relu_out {
-        Some(out) => unpool_2x2_row_plain(dout, out, arg, top, w, row0, row1, |y, g| {
-            crate::layers::relu::relu_backward(y, g)
-        }),
-        None => unpool_2x2_row_plain(dout, dout, arg, top, w, row0, row1, |_, g| g),
-    }
-}
-
 /// [`unpool_2x2_row`] over a plane's rows of windows, onto rows `stride`
 /// apart in `dst` (the plane's own width, or the convolution's wide grid):
 /// rows `2·oy` and `2·oy + 1` of `dst` get window row `oy`, each whole
@@ -188,8 +134,20 @@ pub fn unpool_2x2_plane<T: Float>(
         let (row0, row1) = rows.split_at_mut(stride);
         let window_row = oy * pooled_w..(oy + 1) * pooled_w;
         let (dout, arg) = (&dout_p[window_row.clone()], &arg_p[window_row.clone()]);
-        let relu_out = relu_out_p.map(|out| &out[window_row]);
-        unpool_2x2_row(dout, relu_out, arg, 2 * oy * w, w, row0, row1);
+        let top = 2 * oy * w;
+        match relu_out_p {
+            Some(out) => unpool_2x2_row(
+                dout,
+                &out[window_row],
+                arg,
+                top,
+                w,
+                row0,
+                row1,
+                relu_backward,
+            ),
+            None => unpool_2x2_row(dout, dout, arg, top, w, row0, row1, |_, g| g),
+        }
         row0[2 * pooled_w..].fill(T::zero());
         row1[2 * pooled_w..].fill(T::zero());
     }
@@ -202,12 +160,26 @@ fn fits_i32(top: usize, w: usize, len: usize) -> bool {
     last.is_some_and(|last| last <= i32::MAX as usize)
 }
 
-/// [`unpool_2x2_row`] value by value, `d = backward(out[ox], dout[ox])`:
-/// the reference the vector path is tested against, and the path for f64,
-/// for other CPUs and for the other activations.
+/// One row of 2×2 windows backward, value by value: `d = backward(out[ox],
+/// dout[ox])` (the activation's backward; `|_, g| g` for none), the
+/// maxima's indices `arg` in a plane `w` wide whose row `row0` starts at
+/// index `top` → `row0[..2·dout.len()]` and `row1[..2·dout.len()]`, every
+/// value written. The reference the vector path
+/// ([`unpool_2x2_plane`]) is tested against, and the path for f64, for
+/// other CPUs and for the other activations.
+///
+/// ```
+/// use convnet::kernels::pool_2x2::unpool_2x2_row;
+/// // Two windows of a 4-wide plane: the first's maximum at (0, 1), the
+/// // second's at (1, 2).
+/// let (mut row0, mut row1) = ([9.0f32; 4], [9.0f32; 4]);
+/// let dout = [1.0, 2.0];
+/// unpool_2x2_row(&dout, &dout, &[1, 6], 0, 4, &mut row0, &mut row1, |_, g| g);
+/// assert_eq!((row0, row1), ([0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]));
+/// ```
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn unpool_2x2_row_plain<T: Float>(
+pub fn unpool_2x2_row<T: Float>(
     dout: &[T],
     out: &[T],
     arg: &[u32],
@@ -377,10 +349,11 @@ mod avx512 {
         }
     }
 
-    /// [`super::unpool_2x2_row`] 16 windows at a time, the last step masked.
+    /// One row of [`super::unpool_2x2_plane`], 16 windows at a time, the
+    /// last step masked.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(super) unsafe fn unpool_row(
+    unsafe fn unpool_row(
         dout: &[f32],
         relu_out: Option<&[f32]>,
         arg: &[u32],
@@ -435,13 +408,8 @@ mod tests {
 
     /// Random windows of a `2·len + extra`-wide plane, the maxima anywhere
     /// in their windows, some outputs ≤ 0 and some `dout` −0.
-    fn row_case(
-        len: usize,
-        extra: usize,
-        rng: &mut Rng,
-    ) -> (Vec<f32>, Vec<f32>, Vec<u32>, usize, usize) {
+    fn row_case(len: usize, extra: usize, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<u32>, usize) {
         let w = 2 * len + extra;
-        let top = 2 * 3 * w;
         let dout = (0..len)
             .map(|i| {
                 if i % 7 == 3 {
@@ -455,39 +423,34 @@ mod tests {
         let arg = (0..len)
             .map(|ox| {
                 let place = [0, 1, w, w + 1][rng.below(4)];
-                (top + 2 * ox + place) as u32
+                (2 * ox + place) as u32
             })
             .collect();
-        (dout, out, arg, top, w)
+        (dout, out, arg, w)
     }
 
+    /// One row of windows through the plane kernel (in vector registers
+    /// where the CPU has AVX-512) against the plain row, to the bit, with
+    /// the rows' zeros past the windows.
     #[test]
     fn the_vector_row_matches_the_plain_one_to_the_bit() {
         let mut rng = Rng::new(5);
         for len in [1, 5, 15, 16, 17, 31, 32, 33, 50] {
             for extra in [0, 1, 4] {
-                let (dout, out, arg, top, w) = row_case(len, extra, &mut rng);
+                let (dout, out, arg, w) = row_case(len, extra, &mut rng);
                 for relu in [false, true] {
                     let relu_out = relu.then_some(&out[..]);
-                    // One value past the windows in each row, which stays.
-                    let (mut row0, mut row1) = (vec![7.0; 2 * len + 1], vec![7.0; 2 * len + 1]);
-                    unpool_2x2_row(&dout, relu_out, &arg, top, w, &mut row0, &mut row1);
-                    let (mut want0, mut want1) = (vec![7.0; 2 * len + 1], vec![7.0; 2 * len + 1]);
+                    let stride = 2 * len + 3;
+                    let mut dst = vec![7.0; 2 * stride];
+                    unpool_2x2_plane(&dout, relu_out, &arg, w, len, &mut dst, stride);
+                    let mut want = vec![0.0; 2 * stride];
                     let backward = |y: f32, g: f32| if !relu || y > 0.0 { g } else { 0.0 };
                     let ys = if relu { &out } else { &dout };
-                    let (w0, w1) = (&mut want0[..2 * len], &mut want1[..2 * len]);
-                    unpool_2x2_row_plain(&dout, ys, &arg, top, w, w0, w1, backward);
+                    let (w0, w1) = want.split_at_mut(stride);
+                    unpool_2x2_row(&dout, ys, &arg, 0, w, w0, w1, backward);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(
-                        bits(&row0),
-                        bits(&want0),
-                        "len {len}, extra {extra}, relu {relu}"
-                    );
-                    assert_eq!(
-                        bits(&row1),
-                        bits(&want1),
-                        "len {len}, extra {extra}, relu {relu}"
-                    );
+                    let case = format!("len {len}, extra {extra}, relu {relu}");
+                    assert_eq!(bits(&dst), bits(&want), "{case}");
                 }
             }
         }
@@ -600,36 +563,6 @@ mod tests {
                     bits(&dst),
                     bits(&want),
                     "{pooled_h}×{pooled_w} of {w}, rows of {stride}, relu {relu}"
-                );
-            }
-        }
-    }
-
-    /// The definition: clear the rows, add each `dout` at its maximum.
-    #[test]
-    fn each_value_lands_at_its_maximum_and_nowhere_else() {
-        let mut rng = Rng::new(6);
-        for len in [1, 16, 23] {
-            let (dout, _, arg, top, w) = row_case(len, 2, &mut rng);
-            let (mut row0, mut row1) = (vec![1.0f32; w], vec![1.0f32; w]);
-            unpool_2x2_row(&dout, None, &arg, top, w, &mut row0, &mut row1);
-            let mut want = vec![0.0f32; 2 * w];
-            for (&d, &a) in dout.iter().zip(&arg) {
-                want[a as usize - top] += d;
-            }
-            let got: Vec<f32> = row0[..2 * len]
-                .iter()
-                .chain(&row0[2 * len..])
-                .chain(&row1[..])
-                .copied()
-                .collect();
-            // Past the windows the rows keep their values.
-            for (x, (&g, &want)) in got.iter().zip(&want).enumerate() {
-                let in_windows = x % w < 2 * len;
-                assert_eq!(
-                    g,
-                    if in_windows { want } else { 1.0 },
-                    "len {len}, value {x}"
                 );
             }
         }

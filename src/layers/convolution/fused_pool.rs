@@ -34,7 +34,7 @@
 use super::FusedActivation;
 use crate::kernels::im2col::ConvGeometry;
 use crate::kernels::im2col_wide::WideGeometry;
-use crate::kernels::pool_2x2::{max_pool_2x2_plane, unpool_2x2_plane, unpool_2x2_row_plain};
+use crate::kernels::pool_2x2::{max_pool_2x2_plane, unpool_2x2_plane, unpool_2x2_row};
 use crate::layers::pooling::{is_2x2, max_pool_2x2, max_pool_2x2_values, pool_plane, unpool_plane};
 use crate::tensor::Float;
 
@@ -162,7 +162,7 @@ impl FusedPool {
     /// the wide grid, `wide: (FN, wide_pixels)`, as
     /// [`widen`](crate::kernels::im2col_wide::widen) would write the planes
     /// `backward` gives: the same values, each written once
-    /// ([`unpool_2x2_row`]), with no planes to clear, scatter into and copy.
+    /// ([`unpool_2x2_plane`]), with no planes to clear, scatter into and copy.
     pub fn backward_into_wide<T: Float>(
         &self,
         dout_n: &[T],
@@ -194,7 +194,7 @@ impl FusedPool {
                     for (oy, rows) in rows.enumerate() {
                         let (row0, row1) = rows.split_at_mut(wide_w);
                         let window_row = oy * pooled_w..(oy + 1) * pooled_w;
-                        unpool_2x2_row_plain(
+                        unpool_2x2_row(
                             &dout_p[window_row.clone()],
                             &out[window_row.clone()],
                             &arg_p[window_row],
