@@ -64,7 +64,14 @@ pub fn max_pool_2x2_plane<T: Float>(
     out_w: usize,
     mut arg_p: Option<&mut [u32]>,
 ) -> bool {
-    let out_h = out_p.len() / out_w.max(1);
+    if out_p.is_empty() {
+        return true; // no window: nothing to write
+    }
+    assert!(
+        out_w > 0 && out_p.len().is_multiple_of(out_w),
+        "rows of {out_w} windows"
+    );
+    let out_h = out_p.len() / out_w;
     assert!(arg_p.as_ref().is_none_or(|arg| arg.len() == out_p.len()));
     assert!(out_h == 0 || x_p.len() >= (2 * out_h - 1) * stride + 2 * out_w);
     #[cfg(target_arch = "x86_64")]
@@ -114,7 +121,14 @@ pub fn unpool_2x2_plane<T: Float>(
     stride: usize,
 ) {
     let len = dout_p.len();
-    let pooled_h = len / pooled_w.max(1);
+    if len == 0 {
+        return; // no window: nothing to write
+    }
+    assert!(
+        pooled_w > 0 && len.is_multiple_of(pooled_w),
+        "rows of {pooled_w} windows"
+    );
+    let pooled_h = len / pooled_w;
     assert!(arg_p.len() == len && relu_out_p.is_none_or(|out| out.len() == len));
     assert!(stride >= 2 * pooled_w && dst.len() >= 2 * pooled_h * stride);
     #[cfg(target_arch = "x86_64")]
@@ -566,5 +580,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// No windows (an empty batch's plane): nothing written, no panic.
+    #[test]
+    fn no_windows_write_nothing() {
+        let (mut out, mut dst) = (Vec::<f32>::new(), vec![3.0f32; 4]);
+        assert!(max_pool_2x2_plane(
+            &[1.0f32; 4],
+            2,
+            2,
+            None,
+            true,
+            &mut out,
+            0,
+            None
+        ));
+        unpool_2x2_plane(&[], None, &[], 2, 0, &mut dst, 0);
+        assert_eq!(dst, [3.0; 4]);
     }
 }
