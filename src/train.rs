@@ -521,7 +521,7 @@ fn not_finite<T: Float>(network: &mut Network<T>, loss: f64) -> Option<String> {
 
 /// Whether every value is finite, in one pass that vectorises (it runs on
 /// every gradient of every step): `x − x` is 0 for a finite `x` and NaN for
-/// NaN and ±∞, so the sum is 0 exactly when all are finite. Eight running
+/// NaN and ±∞, so the sum is 0 exactly when all are finite. Sixteen running
 /// sums let the compiler use SIMD lanes (an AVX-512 register of f32,
 /// through `vectorize::widest`), where a short-circuiting `all` would test
 /// one value at a time.

@@ -72,36 +72,35 @@ pub fn add_image<T: Float>(
     assert!(xpad.len() >= wg.padded_len());
     assert!(wide.len() >= filters * wg.wide_pixels());
     assert_eq!(lanes.len(), lanes_len(wg, filters));
-    let plane = wg.padded_h * wg.padded_w;
-    let offsets: Vec<usize> = (0..g.channels)
-        .flat_map(|c| {
-            (0..g.filter_h).flat_map(move |fy| (0..g.filter_w).map(move |fx| (c, fy, fx)))
-        })
-        .map(|(c, fy, fx)| c * plane + fy * wg.padded_w + fx)
-        .collect();
-    let run = (g.out_h - 1) * wg.padded_w + g.out_w;
-    // The last tap's run ends at the padded image's last value.
-    debug_assert_eq!(offsets.last().map(|o| o + run), Some(wg.padded_len()));
+    let image = |xpad: *const f32, wide: *const f32| avx512::Image {
+        xpad,
+        wide,
+        wide_stride: wg.wide_pixels(),
+        run: (g.out_h - 1) * wg.padded_w + g.out_w,
+        taps: g.col_width(),
+        plane: wg.padded_h * wg.padded_w,
+        row: wg.padded_w,
+        filter_w: g.filter_w,
+        filter_taps: g.filter_h * g.filter_w,
+    };
     #[cfg(target_arch = "x86_64")]
     // SAFETY: T is f32 (applies), so the casts are to the same type;
     // AVX-512F was detected; every tap's run lies in `xpad` (its last value
     // is the padded image's last), every filter's in `wide`, and `lanes`
     // holds FN · taps · LANES values (checked above).
     unsafe {
-        let f32s = |s: &[T]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
         let lanes = std::slice::from_raw_parts_mut(lanes.as_mut_ptr().cast::<f32>(), lanes.len());
-        let image = avx512::Image {
-            xpad: f32s(xpad).as_ptr(),
-            wide: f32s(wide).as_ptr(),
-            wide_stride: wg.wide_pixels(),
-            run,
-            taps: offsets.len(),
-        };
-        avx512::add_image(&image, &offsets, filters, lanes, first);
+        let image = image(xpad.as_ptr().cast::<f32>(), wide.as_ptr().cast::<f32>());
+        // The last tap's run ends at the padded image's last value.
+        debug_assert_eq!(
+            image.tap_offset(image.taps - 1) + image.run,
+            wg.padded_len()
+        );
+        avx512::add_image(&image, filters, lanes, first);
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (offsets, run, first);
+        let _ = (image, first);
         unreachable!("applies() is false off x86_64");
     }
 }
@@ -142,24 +141,31 @@ mod avx512 {
         pub wide: *const f32,
         pub wide_stride: usize,
         pub run: usize,
+        /// K = C·FH·FW taps, each a padded plane read from its offset.
         pub taps: usize,
+        pub plane: usize,
+        pub row: usize,
+        pub filter_w: usize,
+        pub filter_taps: usize,
+    }
+
+    impl Image {
+        /// Where tap k = (c, fy, fx) reads the padded image: `c·HP·WP +
+        /// fy·WP + fx`.
+        pub(super) fn tap_offset(&self, k: usize) -> usize {
+            let (c, in_filter) = (k / self.filter_taps, k % self.filter_taps);
+            c * self.plane + (in_filter / self.filter_w) * self.row + in_filter % self.filter_w
+        }
     }
 
     /// Every (filter block, tap block) of the image, filters outermost so
     /// that a block's `dout` rows stay in the L1 cache over the taps.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn add_image(
-        image: &Image,
-        offsets: &[usize],
-        filters: usize,
-        lanes: &mut [f32],
-        first: bool,
-    ) {
+    pub(super) unsafe fn add_image(image: &Image, filters: usize, lanes: &mut [f32], first: bool) {
         for (f0, fb) in blocks(filters, MAX_FILTER_BLOCK) {
-            for (k0, kb) in blocks(offsets.len(), MAX_TAP_BLOCK) {
+            for (k0, kb) in blocks(image.taps, MAX_TAP_BLOCK) {
                 let block = Block {
                     image,
-                    offsets: &offsets[k0..k0 + kb],
                     f0,
                     k0,
                     lanes: lanes.as_mut_ptr(),
@@ -186,7 +192,6 @@ mod avx512 {
 
     struct Block<'a> {
         image: &'a Image,
-        offsets: &'a [usize],
         f0: usize,
         k0: usize,
         lanes: *mut f32,
@@ -205,8 +210,8 @@ mod avx512 {
             *dout = im.wide.add((b.f0 + f) * im.wide_stride);
         }
         let mut x = [im.xpad; KB];
-        for (x, &offset) in x.iter_mut().zip(b.offsets) {
-            *x = im.xpad.add(offset);
+        for (t, x) in x.iter_mut().enumerate() {
+            *x = im.xpad.add(im.tap_offset(b.k0 + t));
         }
         let mut p = 0;
         while p < im.run {

@@ -143,25 +143,49 @@ pub fn unpool_2x2_plane<T: Float>(
         }
         return;
     }
+    match relu_out_p {
+        Some(out) => {
+            unpool_2x2_plane_by(dout_p, out, arg_p, w, pooled_w, dst, stride, relu_backward)
+        }
+        None => unpool_2x2_plane_by(dout_p, dout_p, arg_p, w, pooled_w, dst, stride, |_, g| g),
+    }
+}
+
+/// [`unpool_2x2_plane`] value by value, with any activation's backward
+/// `backward(y, g)` (`y` from `out_p`), by [`unpool_2x2_row`]: the path for
+/// f64, for other CPUs and for the activations the vector path does not
+/// take (sigmoid, tanh).
+#[allow(clippy::too_many_arguments)]
+pub fn unpool_2x2_plane_by<T: Float>(
+    dout_p: &[T],
+    out_p: &[T],
+    arg_p: &[u32],
+    w: usize,
+    pooled_w: usize,
+    dst: &mut [T],
+    stride: usize,
+    backward: impl Fn(T, T) -> T + Copy,
+) {
+    if dout_p.is_empty() {
+        return; // no window: nothing to write
+    }
+    let pooled_h = dout_p.len() / pooled_w;
     let rows = dst[..2 * pooled_h * stride].chunks_exact_mut(2 * stride);
     for (oy, rows) in rows.enumerate() {
         let (row0, row1) = rows.split_at_mut(stride);
         let window_row = oy * pooled_w..(oy + 1) * pooled_w;
-        let (dout, arg) = (&dout_p[window_row.clone()], &arg_p[window_row.clone()]);
-        let top = 2 * oy * w;
-        match relu_out_p {
-            Some(out) => unpool_2x2_row(
-                dout,
-                &out[window_row],
-                arg,
-                top,
-                w,
-                row0,
-                row1,
-                relu_backward,
-            ),
-            None => unpool_2x2_row(dout, dout, arg, top, w, row0, row1, |_, g| g),
-        }
+        let (dout, out) = (&dout_p[window_row.clone()], &out_p[window_row.clone()]);
+        unpool_2x2_row(
+            dout,
+            out,
+            &arg_p[window_row],
+            2 * oy * w,
+            w,
+            row0,
+            row1,
+            backward,
+        );
+        // Past the windows: the plane's odd column, the junk columns.
         row0[2 * pooled_w..].fill(T::zero());
         row1[2 * pooled_w..].fill(T::zero());
     }
@@ -287,7 +311,13 @@ mod avx512 {
     ) {
         for (oy, out_row) in out_p.chunks_exact_mut(out_w).enumerate() {
             let rows = [&x_p[2 * oy * stride..], &x_p[(2 * oy + 1) * stride..]];
-            let arg_row = arg_p.as_mut().map(|arg| &mut arg[oy * out_w..][..out_w]);
+            // A match, not `Option::map`'s closure, which would not inherit
+            // the target feature (see `row_pairs`).
+            #[allow(clippy::manual_map)]
+            let arg_row = match arg_p.as_mut() {
+                Some(arg) => Some(&mut arg[oy * out_w..][..out_w]),
+                None => None,
+            };
             let top = (2 * oy * w) as i32;
             pool_row::<RELU>(rows, bias, top, w as i32, out_row, arg_row);
         }
@@ -355,7 +385,11 @@ mod avx512 {
             let (row0, row1) = rows.split_at_mut(stride);
             let window_row = oy * pooled_w..(oy + 1) * pooled_w;
             let (dout, arg) = (&dout_p[window_row.clone()], &arg_p[window_row.clone()]);
-            let relu_out = relu_out_p.map(|out| &out[window_row]);
+            #[allow(clippy::manual_map)] // no closure here: see `pool_plane`
+            let relu_out = match relu_out_p {
+                Some(out) => Some(&out[window_row]),
+                None => None,
+            };
             let top = (2 * oy * w) as i32;
             unpool_row(dout, relu_out, arg, top, w as i32, row0, row1);
             row0[2 * pooled_w..].fill(0.0);

@@ -34,7 +34,7 @@
 use super::FusedActivation;
 use crate::kernels::im2col::ConvGeometry;
 use crate::kernels::im2col_wide::WideGeometry;
-use crate::kernels::pool_2x2::{max_pool_2x2_plane, unpool_2x2_plane, unpool_2x2_row};
+use crate::kernels::pool_2x2::{max_pool_2x2_plane, unpool_2x2_plane, unpool_2x2_plane_by};
 use crate::layers::pooling::{is_2x2, max_pool_2x2, max_pool_2x2_values, pool_plane, unpool_plane};
 use crate::tensor::Float;
 
@@ -133,7 +133,7 @@ impl FusedPool {
         b: T,
         activation: Option<FusedActivation>,
         out_p: &mut [T],
-        arg_p: Option<&mut [u32]>,
+        mut arg_p: Option<&mut [u32]>,
     ) {
         let (g, wide_w, plane_w) = (&self.g, wg.wide_w, self.g.in_w);
         let relu = match activation {
@@ -141,7 +141,6 @@ impl FusedPool {
             Some(FusedActivation::Relu) => Some(true),
             Some(_) => None,
         };
-        let mut arg_p = arg_p;
         if let Some(relu) = relu {
             let args = arg_p.as_deref_mut();
             if max_pool_2x2_plane(wide_f, wide_w, plane_w, Some(b), relu, out_p, g.out_w, args) {
@@ -189,26 +188,16 @@ impl FusedPool {
                     unpool_2x2_plane(dout_p, Some(out), arg_p, plane_w, pooled_w, windows, wide_w)
                 }
                 // Value by value with the activation's own backward.
-                Some((act, out)) => {
-                    let rows = windows.chunks_exact_mut(2 * wide_w);
-                    for (oy, rows) in rows.enumerate() {
-                        let (row0, row1) = rows.split_at_mut(wide_w);
-                        let window_row = oy * pooled_w..(oy + 1) * pooled_w;
-                        unpool_2x2_row(
-                            &dout_p[window_row.clone()],
-                            &out[window_row.clone()],
-                            &arg_p[window_row],
-                            2 * oy * plane_w,
-                            plane_w,
-                            row0,
-                            row1,
-                            |y, g| act.backward(y, g),
-                        );
-                        // Past the windows: the plane's odd column, the junk columns.
-                        row0[2 * pooled_w..].fill(T::zero());
-                        row1[2 * pooled_w..].fill(T::zero());
-                    }
-                }
+                Some((act, out)) => unpool_2x2_plane_by(
+                    dout_p,
+                    out,
+                    arg_p,
+                    plane_w,
+                    pooled_w,
+                    windows,
+                    wide_w,
+                    |y, g| act.backward(y, g),
+                ),
             }
             // The plane's odd row, and the zeros past the grid.
             rest.fill(T::zero());
