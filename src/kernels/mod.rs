@@ -4,6 +4,7 @@
 //!
 //! | module | what | book |
 //! |---|---|---|
+//! | [`bn_sums`] | a 4-D batch norm's sums over one block, forward and backward (f32, AVX-512) | §6.3 |
 //! | [`direct_conv`] | a stride-1 convolution's product computed from the padded image, without `col` (f32, AVX-512) | §7.4.3 |
 //! | [`direct_dw`] | a stride-1 convolution's weight gradient from the padded image, without `col`, for layers with few channels (f32, AVX-512) | §7.4.3 |
 //! | [`gemm`] | the matrix product `C = A·B` on strided views (the one place the `gemm` crate is called) | `np.dot` |
@@ -17,6 +18,7 @@
 //! | [`pool_2x2`] | max pooling over 2×2 windows, forward and backward, a row of windows at a time in vector registers | §7.4.4 |
 //! | [`transpose`] | a cache-friendly 2-D transpose | `ndarray.transpose` |
 
+pub mod bn_sums;
 pub mod direct_conv;
 pub mod direct_dw;
 pub mod gemm;

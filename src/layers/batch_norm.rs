@@ -37,7 +37,7 @@ use super::elementwise::ELEMENTWISE_CHUNK;
 use super::relu::{relu, relu_backward};
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
-use crate::kernels::reduce::{lane_sum, lane_sum2_by, lane_sum_by};
+use crate::kernels::bn_sums::{block_moments, gradient_sums};
 use crate::kernels::vectorize::{map2_into, map_into, widest};
 use crate::networks::spec::LayerSpec;
 use crate::tensor::{Float, Tensor};
@@ -436,12 +436,7 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
                 // and Σ (x − s_b/hw)², two passes over a block that stays in
                 // the cache. Then per channel μ = Σ s_b / m and, with the
                 // blocks' means, σ² = Σ [Σ (x − s_b/hw)² + hw · (s_b/hw − μ)²] / m.
-                block_sums(x, x, l, blocks, totals, |_, block, _| {
-                    let sum = lane_sum(block);
-                    let block_mean = sum / hw;
-                    let m2 = lane_sum_by(block, block, |v, _| (v - block_mean) * (v - block_mean));
-                    (sum, m2)
-                });
+                block_sums(x, x, l, blocks, totals, |_, block, _| block_moments(block));
                 divide_firsts(&mut self.mean, totals, m);
                 let mean = &self.mean;
                 feature_totals(blocks, l, totals, |ch, (sum, m2)| {
@@ -520,11 +515,7 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
             });
         } else {
             block_sums(dout, xhat, l, blocks, totals, |ch, dout, xhat| {
-                let (ga, be) = (gamma[ch], beta[ch]);
-                lane_sum2_by(dout, xhat, |g, h| {
-                    let g = dz(g, h, ga, be);
-                    (g, g * h)
-                })
+                gradient_sums(dout, xhat, fused_relu.then_some((gamma[ch], beta[ch])))
             });
         }
         let gradients = self.grad_bias.data_mut().iter_mut();
