@@ -28,16 +28,18 @@
 //! blocks the long sum differently.
 
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
-use crate::kernels::im2col_wide::{WideGeometry, ROW_ALIGN};
+use crate::kernels::im2col_wide::WideGeometry;
 use crate::kernels::transpose_into;
 use crate::tensor::Float;
 
 /// Whether the weight gradient takes this route: stride 1 on the wide
-/// grid (one contiguous run per `col` row), and FW·C a multiple of 16,
-/// which `gemm` reads in place (conv1 of `deep`, with 1 channel, does not).
+/// grid (one contiguous run per `col` row), and FW·C a multiple of
+/// [`ROW_MULTIPLE`] (conv1 of `deep`, with 1 channel, is not).
 pub(super) fn applies(wg: &WideGeometry) -> bool {
     let g = &wg.g;
-    g.stride == 1 && wg.wide_w == wg.padded_w && (g.filter_w * g.channels).is_multiple_of(ROW_ALIGN)
+    g.stride == 1
+        && wg.wide_w == wg.padded_w
+        && (g.filter_w * g.channels).is_multiple_of(ROW_MULTIPLE)
 }
 
 /// Values of one channels-last image: `C · (OH·OWW + (FH−1)·WP + FW − 1)`,
@@ -57,6 +59,13 @@ pub(super) fn to_channels_last<T: Float>(xpad: &[T], wg: &WideGeometry, xhwc: &m
     transpose_into(&xpad[..plane * channels], channels, plane, body);
     tail.fill(T::zero());
 }
+
+/// The rows of `X_fy` (FW·C values each) this route wants: half an AVX-512
+/// register. `gemm` reads any row length correctly; below this the direct
+/// weight gradient ([`crate::kernels::direct_dw`]) is faster. At 8 rather
+/// than 16, fashion-fast's conv3 (24 channels: 72) came here, and its
+/// backward got shorter (docs/performance.md).
+pub(super) const ROW_MULTIPLE: usize = 8;
 
 /// `dw: (FN, FH, FW, C) += wide · X_fy` for each filter row (see the module
 /// documentation), `wide: (FN, wide_pixels)`; `=` instead of `+=` unless
@@ -107,8 +116,13 @@ mod tests {
     #[test]
     fn equals_the_unrolled_product() {
         let mut rng = Rng::new(11);
-        // (C, H, pad, FN): deep's conv3 and conv4 shapes, and an odd size.
-        for (c, h, pad, filters) in [(16, 14, 1, 32), (32, 14, 2, 8), (16, 23, 1, 3)] {
+        // (C, H, pad, FN): deep's conv3 and conv4 shapes, fashion-fast's conv3 (FW·C = 72), and an odd size.
+        for (c, h, pad, filters) in [
+            (16, 14, 1, 32),
+            (32, 14, 2, 8),
+            (24, 14, 1, 48),
+            (16, 23, 1, 3),
+        ] {
             let g = ConvGeometry::new((c, h, h), (3, 3), 1, pad).unwrap();
             let wg = WideGeometry::new(g);
             assert!(applies(&wg), "{c}×{h}×{h}");
@@ -160,10 +174,12 @@ mod tests {
     }
 
     #[test]
-    fn applies_only_to_the_wide_grid_with_16_wide_rows() {
+    fn applies_only_to_the_wide_grid_with_rows_of_eights() {
         let wg =
             |c, h, f, s, p| WideGeometry::new(ConvGeometry::new((c, h, h), (f, f), s, p).unwrap());
         assert!(applies(&wg(16, 28, 3, 1, 1))); // deep's conv2
+        assert!(applies(&wg(24, 14, 3, 1, 1))); // fashion-fast's conv3: FW·C = 72
+        assert!(!applies(&wg(6, 10, 5, 1, 0))); // LeNet-5's C3: FW·C = 30
         assert!(!applies(&wg(1, 28, 3, 1, 1))); // conv1: FW·C = 3
         assert!(!applies(&wg(64, 8, 3, 1, 1))); // 8×8: the book's grid
         assert!(!applies(&wg(16, 28, 3, 2, 1))); // stride 2
