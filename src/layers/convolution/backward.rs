@@ -248,8 +248,8 @@ impl<T: Float> Convolution<T> {
         }
         let dx_route = by_winograd.then(|| DxRoute::new(&wg, filters, &self.winograd_dx_weights));
         // And dW, on the same layers.
-        let dw_route = winograd::dw_applies::<T>(&wg, filters, n)
-            .then(|| DwRoute::new(&wg, filters, weight_grad::applies(&wg)));
+        let dw_route =
+            winograd::dw_applies::<T>(&wg, filters, n).then(|| DwRoute::new(&wg, filters));
         let fused_activation = self.fused_activation;
         let scratch = &self.scratch[..];
         // Values of one image's output (and dout): pooled, or the full planes.

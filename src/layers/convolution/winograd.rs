@@ -27,6 +27,7 @@
 use super::forward::{finish_image, ForwardParams};
 use super::fused_pool::FusedPool;
 use super::scratch::Scratch;
+use super::weight_grad;
 use crate::kernels::direct_conv;
 use crate::kernels::im2col_wide::{pad_image, WideGeometry};
 use crate::kernels::winograd::packed::{self, Packing};
@@ -415,8 +416,9 @@ pub(super) struct DwRoute {
     x_source: Source,
     /// `dout`'s planes (FN, OH, OW).
     dout_source: Source,
-    /// Where `dW`'s values go in a chunk's partial sums: `(FN, FH, FW, C)`
-    /// where `weight_grad.rs` applies, else `dW^T`.
+    /// Where `dW`'s values go in a chunk's partial sums: `dW^T` (the
+    /// channels-last layout is never needed: where `weight_grad.rs`
+    /// applies, this route does not).
     layout: WeightLayout,
 }
 
@@ -434,10 +436,13 @@ pub(super) struct DwBuffers<T> {
 pub(super) fn dw_applies<T: 'static>(wg: &WideGeometry, filters: usize, n: usize) -> bool {
     // Only where the tiles cover little more than the output (28×28: 56
     // tile places for 49 tiles' worth; 14×14 and 16×16: 20 for 12¼ and
-    // 16), over at least DW_MIN_CHANNELS channels: elsewhere the
-    // channels-last `gemm` route was faster (docs/performance.md).
+    // 16), over at least DW_MIN_CHANNELS channels, and where the
+    // channels-last `gemm` route (`weight_grad.rs`) does not apply: it was
+    // faster wherever both could run (fashion-fast's 24-channel 28×28
+    // layer, and 48 channels there; docs/performance.md).
     let tiles = tiling(wg, filters).image_tiles();
     applies::<T>(wg, n)
+        && !weight_grad::applies(wg)
         && wg.g.channels >= DW_MIN_CHANNELS
         && 16 * tiles * 20 <= 23 * wg.g.out_pixels()
 }
@@ -446,26 +451,14 @@ pub(super) fn dw_applies<T: 'static>(wg: &WideGeometry, filters: usize, n: usize
 pub const DW_MIN_CHANNELS: usize = 24;
 
 impl DwRoute {
-    /// The route for `wg` with `filters`, writing `dW` as `channels_last`
-    /// says (see [`DwRoute::layout`]).
-    pub(super) fn new(wg: &WideGeometry, filters: usize, channels_last: bool) -> Self {
+    /// The route for `wg` with `filters`, writing `dW^T`: `(C·FH·FW, FN)`.
+    pub(super) fn new(wg: &WideGeometry, filters: usize) -> Self {
         let g = &wg.g;
-        let layout = if channels_last {
-            // (FN, FH, FW, C)
-            WeightLayout {
-                first: 0,
-                w_in: 1,
-                w_tap: g.channels as isize,
-                w_out: (9 * g.channels) as isize,
-            }
-        } else {
-            // dW^T: (C·FH·FW, FN)
-            WeightLayout {
-                first: 0,
-                w_in: (9 * filters) as isize,
-                w_tap: filters as isize,
-                w_out: 1,
-            }
+        let layout = WeightLayout {
+            first: 0,
+            w_in: (9 * filters) as isize,
+            w_tap: filters as isize,
+            w_out: 1,
         };
         DwRoute {
             tiling: tiling(wg, filters),
