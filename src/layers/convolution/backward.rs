@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
 use crate::kernels::im2col_wide::{col2im_wide, im2col_wide, unpad_image, widen, WideGeometry};
 use crate::kernels::transpose_into;
+use crate::kernels::vectorize::map2_into;
 use crate::kernels::vectorize::widest;
 use crate::kernels::{direct_conv, direct_dw};
 use crate::layers::check_dout;
@@ -128,9 +129,16 @@ pub(super) fn backward_chunk<T: Float>(
             }
             // The fused activation's backward (for a ReLU: dout_n where
             // out_n > 0, else 0).
+            // One vector loop (`map2_into`) per activation, each with its
+            // own constant, rather than a match per value in the
+            // baseline's SSE.
             (None, Some((act, out_n))) => {
-                let dz = planes.iter_mut().zip(dout_n).zip(out_n);
-                dz.for_each(|((dz, &g), &y)| *dz = act.backward(y, g));
+                use FusedActivation::{Relu, Sigmoid, Tanh};
+                match act {
+                    Relu => map2_into(planes, dout_n, out_n, |g, y| Relu.backward(y, g)),
+                    Sigmoid => map2_into(planes, dout_n, out_n, |g, y| Sigmoid.backward(y, g)),
+                    Tanh => map2_into(planes, dout_n, out_n, |g, y| Tanh.backward(y, g)),
+                }
                 Some(&planes[..])
             }
             (None, None) => Some(dout_n),
