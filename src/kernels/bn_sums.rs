@@ -36,7 +36,8 @@ pub fn block_moments<T: Float>(x: &[T]) -> (T, T) {
     #[cfg(target_arch = "x86_64")]
     if cpu_applies::<T>() {
         // SAFETY: T is f32 (cpu_applies), so the casts are to the same
-        // type and the result's back; AVX-512F was detected.
+        // type and the result's back; AVX-512F was detected; the kernel
+        // reads `x` only (its masked tail load touches no lane past it).
         unsafe {
             let x = std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len());
             let (sum, m2) = avx512::moments(x);
@@ -80,7 +81,7 @@ pub fn gradient_sums<T: Float>(dout: &[T], xhat: &[T], relu: Option<(T, T)>) -> 
     if cpu_applies::<T>() {
         // SAFETY: T is f32 (cpu_applies), so the casts are to the same
         // type and the result's back; AVX-512F was detected; the lengths
-        // are equal.
+        // are equal (asserted above), which the kernel's loads rely on.
         unsafe {
             let f32s = |s: &[T]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
             let (dout, xhat) = (f32s(dout), f32s(xhat));
@@ -130,7 +131,8 @@ mod avx512 {
         ((1u32 << (len % LANES)) - 1) as __mmask16
     }
 
-    /// `Σ f(x)` over `x`, [`LANES`] values a step, the last step masked.
+    /// `Σ f(x)` over `x`, [`LANES`] values a step, the last step masked
+    /// (its load reads only the lanes in `x`: masked-off lanes never fault).
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn lane_sum(x: &[f32], f: impl Fn(__m512) -> __m512) -> f32 {
@@ -178,6 +180,12 @@ mod avx512 {
     }
 
     /// [`super::gradient_sums`], two sets of partial sums side by side.
+    ///
+    /// # Safety
+    ///
+    /// AVX-512F must be available, and `xhat` as long as `dout` (the tail's
+    /// masked loads read `xhat` where they read `dout`; masked-off lanes
+    /// are not read, so they never fault).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn gradient_sums<const RELU: bool>(
         dout: &[f32],
@@ -185,6 +193,7 @@ mod avx512 {
         gamma: f32,
         beta: f32,
     ) -> (f32, f32) {
+        debug_assert_eq!(dout.len(), xhat.len());
         let (gamma, beta) = (_mm512_set1_ps(gamma), _mm512_set1_ps(beta));
         let body = dout.len() - dout.len() % LANES;
         let (mut sums, mut dots) = (_mm512_setzero_ps(), _mm512_setzero_ps());
@@ -221,7 +230,7 @@ mod tests {
                 0 => 0.0,
                 1 => -0.0,
                 k => {
-                    ((i * 2654435761u32.wrapping_add(seed)) % 1000) as f32 * 0.013 - 6.5
+                    (i.wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 * 0.013 - 6.5
                         + k as f32 * 1e-3
                 }
             })
@@ -229,8 +238,9 @@ mod tests {
     }
 
     /// The vector path gives the plain loops' bits on every length from 0
-    /// to past four steps, both sums, with and without the ReLU, and on a
-    /// block of one channel of a 28×28 plane.
+    /// (1 for the moments) to past four steps, both sums, with and without
+    /// the ReLU (γ of either sign), and on blocks of 28×28, 14×14 and 7×7
+    /// planes. On a CPU without AVX-512 both sides are the plain loops.
     #[test]
     fn same_bits_as_the_plain_loops() {
         for len in (0..70).chain([784, 196, 49]) {

@@ -12,13 +12,14 @@
 //! instead the filters turned by 180° run over `wide` by the forward's
 //! direct kernel ([`direct_conv::dx_from_wide`]): no `dcol`, no `col2im`.
 //! On 3×3 layers of two images or more, Winograd's F(4×4, 3×3) computes
-//! `dx` (a few images at a time) and, on 28×28-like maps, `dW` (the
-//! chunk's images together): see `winograd.rs`.
+//! `dx` (a few images at a time) and, on 28×28-like maps where
+//! `weight_grad.rs` does not apply, `dW` (the chunk's images together):
+//! see `winograd.rs`.
 //!
 //! `col` is the image unrolled again, as in forward, from the padded image
 //! that forward kept (the layer keeps `xpad`, not every image's `col`).
 //! Where `weight_grad.rs` applies (stride 1 on the wide grid, FW·C a
-//! multiple of 16), `dW` is computed from a channels-last copy of the
+//! multiple of 8), `dW` is computed from a channels-last copy of the
 //! padded image instead, with no `col` at all.
 //! Where neither applies but the grid is wide (a first layer, one channel;
 //! LeNet-5's C3), in f32 with AVX-512, `dW` is summed in vector lanes
@@ -80,6 +81,9 @@ pub(super) fn backward_chunk<T: Float>(
     // Values of one image's dout: pooled, or the full output planes.
     let out_len = image_out_len(chunk.pool.map(|(pool, _)| pool), filters, pixels);
     let channels_last = weight_grad::applies(wg);
+    // Winograd's dW writes dW^T, which the channels-last reorder would
+    // misread: `winograd::dw_applies` keeps the two apart.
+    debug_assert!(!(channels_last && chunk.dw_winograd.is_some()));
     // dW by the direct kernel, for the layers with few channels that the
     // channels-last route does not take.
     let dw_direct = !channels_last && chunk.dw_winograd.is_none() && direct_dw::applies::<T>(wg);
@@ -128,10 +132,9 @@ pub(super) fn backward_chunk<T: Float>(
                 Some(&planes[..])
             }
             // The fused activation's backward (for a ReLU: dout_n where
-            // out_n > 0, else 0).
-            // One vector loop (`map2_into`) per activation, each with its
-            // own constant, rather than a match per value in the
-            // baseline's SSE.
+            // out_n > 0, else 0): one vector loop (`map2_into`) per
+            // activation, each with its own constant, rather than a match
+            // per value in the baseline's SSE.
             (None, Some((act, out_n))) => {
                 use FusedActivation::{Relu, Sigmoid, Tanh};
                 match act {

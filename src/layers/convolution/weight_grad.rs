@@ -60,11 +60,12 @@ pub(super) fn to_channels_last<T: Float>(xpad: &[T], wg: &WideGeometry, xhwc: &m
     tail.fill(T::zero());
 }
 
-/// The rows of `X_fy` (FW·C values each) this route wants: half an AVX-512
-/// register. `gemm` reads any row length correctly; below this the direct
-/// weight gradient ([`crate::kernels::direct_dw`]) is faster. At 8 rather
-/// than 16, fashion-fast's conv3 (24 channels: 72) came here, and its
-/// backward got shorter (docs/performance.md).
+/// What FW·C, the length of `X_fy`'s rows, must be a multiple of for this
+/// route: half an AVX-512 register. `gemm` reads any row length correctly;
+/// the layers with other lengths (a one-channel first layer, LeNet-5's C3)
+/// take the direct weight gradient ([`crate::kernels::direct_dw`]), which
+/// is faster there; at 72 (24 channels) `gemm` was faster
+/// (docs/performance.md, *Figures behind the source comments*).
 pub(super) const ROW_MULTIPLE: usize = 8;
 
 /// `dw: (FN, FH, FW, C) += wide · X_fy` for each filter row (see the module
@@ -116,7 +117,8 @@ mod tests {
     #[test]
     fn equals_the_unrolled_product() {
         let mut rng = Rng::new(11);
-        // (C, H, pad, FN): deep's conv3 and conv4 shapes, fashion-fast's conv3 (FW·C = 72), and an odd size.
+        // (C, H, pad, FN): deep's conv3 and conv4 shapes, fashion-fast's
+        // conv3 (FW·C = 72), and an odd size.
         for (c, h, pad, filters) in [
             (16, 14, 1, 32),
             (32, 14, 2, 8),

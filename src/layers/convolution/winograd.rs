@@ -524,7 +524,7 @@ impl DwRoute {
         );
     }
 
-    /// The chunk's `dW` (all `images` added) into `dw`, as the layout says.
+    /// The chunk's `dW` (all `images` added) into `dw`, as `dW^T`.
     pub(super) fn finish<T: Float>(&self, buffers: &mut DwBuffers<T>, images: usize, dw: &mut [T]) {
         let DwBuffers { v, y, sums, .. } = buffers;
         let (tiling, plane) = (&self.tiling, self.plane(images));
