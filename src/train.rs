@@ -18,9 +18,10 @@ use crate::data::{Dataset, TrainTest};
 use crate::error::{Error, Result};
 use crate::networks::Network;
 use crate::optim::{build, Optimizer, OptimizerKind};
-use crate::parallel::run_fast;
+use crate::parallel::{run_fast, ELEMENTWISE_CHUNK};
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
+use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -510,7 +511,12 @@ fn not_finite<T: Float>(network: &mut Network<T>, loss: f64) -> Option<String> {
             .layer
             .params()
             .iter()
-            .find(|p| !all_finite(p.grad.data()))
+            .find(|p| {
+                !p.grad
+                    .data()
+                    .par_chunks(ELEMENTWISE_CHUNK)
+                    .all(all_finite)
+            })
             .map(|p| p.name)?;
         Some(format!(
             "the gradient of {}.{param} is not finite",
@@ -808,7 +814,30 @@ fn train_here<T: Float>(
 
 #[cfg(test)]
 mod tests {
-    use super::all_finite;
+    use super::{all_finite, not_finite};
+    use crate::networks::{build_model, ModelOptions};
+    use crate::parallel::ELEMENTWISE_CHUNK;
+    use crate::rng::Rng;
+
+    #[test]
+    fn not_finite_names_the_gradient_past_the_first_chunk() {
+        // fc1's weights span several of the parallel check's chunks.
+        let mut net = build_model::<f32>(
+            "affine(64)-relu-affine(3)",
+            &ModelOptions::default(),
+            [1, 32, 32],
+            3,
+            &mut Rng::new(1),
+        )
+        .unwrap();
+        assert!(net.layers[0].layer.params()[0].grad.len() > 3 * ELEMENTWISE_CHUNK);
+        assert_eq!(not_finite(&mut net, 0.5), None);
+        assert!(not_finite(&mut net, f64::NAN).unwrap().contains("loss"));
+        let at = 2 * ELEMENTWISE_CHUNK + 5;
+        net.layers[0].layer.params()[0].grad.data_mut()[at] = f32::INFINITY;
+        let what = not_finite(&mut net, 0.5).unwrap();
+        assert!(what.contains(&net.layers[0].name), "{what}");
+    }
 
     #[test]
     fn all_finite_finds_any_nan_or_infinity() {

@@ -31,6 +31,7 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::{Float, Tensor};
+use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// The pixels of a [`Dataset`], image after image (NCHW order).
@@ -225,23 +226,28 @@ impl Dataset {
     ) {
         let len = self.image_len();
         x.resize(&[indices.len(), self.channels, self.height, self.width]);
-        let out = x.data_mut();
-        for (k, &i) in indices.iter().enumerate() {
-            let dst = &mut out[k * len..(k + 1) * len];
-            let src = i * len..(i + 1) * len;
-            match &self.pixels {
-                Pixels::Bytes(bytes) => {
-                    for (d, &b) in dst.iter_mut().zip(&bytes[src]) {
-                        *d = T::cast(f64::from(byte_value(b)));
+        // One image per task: the images lie scattered over the whole set,
+        // and their reads wait on memory, so both cores wait at once.
+        let byte_values: [T; 256] =
+            std::array::from_fn(|b| T::cast(f64::from(byte_value(b as u8))));
+        x.data_mut()
+            .par_chunks_mut(len.max(1))
+            .zip(indices.par_iter())
+            .for_each(|(dst, &i)| {
+                let src = i * len..(i + 1) * len;
+                match &self.pixels {
+                    Pixels::Bytes(bytes) => {
+                        for (d, &b) in dst.iter_mut().zip(&bytes[src]) {
+                            *d = byte_values[usize::from(b)];
+                        }
+                    }
+                    Pixels::Floats(floats) => {
+                        for (d, &s) in dst.iter_mut().zip(&floats[src]) {
+                            *d = T::cast(f64::from(s));
+                        }
                     }
                 }
-                Pixels::Floats(floats) => {
-                    for (d, &s) in dst.iter_mut().zip(&floats[src]) {
-                        *d = T::cast(f64::from(s));
-                    }
-                }
-            }
-        }
+            });
         labels.clear();
         labels.extend(indices.iter().map(|&i| self.labels[i] as usize));
     }
@@ -398,21 +404,22 @@ mod tests {
 
     #[test]
     fn bytes_read_as_the_floats_they_stand_for() {
-        let bytes: Vec<u8> = (0..=255)
-            .cycle()
-            .take(4 * 12)
-            .map(|v: u32| v as u8)
-            .collect();
+        // Four 1×8×8 images: every byte value once, in a shuffled order.
+        let bytes: Vec<u8> = (0..=255u8).map(|v| v.wrapping_mul(77)).collect();
         let floats: Vec<f32> = bytes.iter().map(|&b| f32::from(b) / 255.0).collect();
-        let b = Dataset::from_bytes(bytes, vec![3, 1, 4, 0], 2, 2, 3, 5).unwrap();
-        let f = Dataset::new(floats, vec![3, 1, 4, 0], 2, 2, 3, 5).unwrap();
+        let b = Dataset::from_bytes(bytes, vec![3, 1, 4, 0], 1, 8, 8, 5).unwrap();
+        let f = Dataset::new(floats, vec![3, 1, 4, 0], 1, 8, 8, 5).unwrap();
         assert_eq!(b.image(2), f.image(2));
         assert_eq!(b.subset(3).image(2), f.image(2));
         let (mut xb, mut xf) = (Tensor::<f64>::zeros(&[0]), Tensor::<f64>::zeros(&[0]));
         let (mut tb, mut tf) = (Vec::new(), Vec::new());
-        b.batch_into(&[3, 0, 2], &mut xb, &mut tb);
-        f.batch_into(&[3, 0, 2], &mut xf, &mut tf);
-        assert_eq!((xb.data(), tb), (xf.data(), tf));
+        b.batch_into(&[3, 0, 2, 1], &mut xb, &mut tb);
+        f.batch_into(&[3, 0, 2, 1], &mut xf, &mut tf);
+        assert_eq!((xb.data(), &tb), (xf.data(), &tf));
+        let (mut xb32, mut xf32) = (Tensor::<f32>::zeros(&[0]), Tensor::<f32>::zeros(&[0]));
+        b.batch_into(&[1, 2, 0, 3], &mut xb32, &mut tb);
+        f.batch_into(&[1, 2, 0, 3], &mut xf32, &mut tf);
+        assert_eq!(xb32.data(), xf32.data());
         assert_eq!(byte_value(255), 1.0);
         assert!(Dataset::from_bytes(vec![0; 11], vec![0], 1, 3, 4, 2).is_err());
     }

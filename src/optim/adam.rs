@@ -33,11 +33,9 @@ use super::{Optimizer, EPSILON};
 use crate::error::{Error, Result};
 use crate::kernels::vectorize::widest;
 use crate::layers::Param;
+use crate::parallel::ELEMENTWISE_CHUNK;
 use crate::tensor::Float;
 use rayon::prelude::*;
-
-/// Entries per parallel task of an update.
-const UPDATE_CHUNK: usize = 1 << 14;
 
 /// Settings of [`Adam`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -122,10 +120,10 @@ impl<T: Float> Optimizer<T> for Adam<T> {
             // threads (fc1 alone has 432,000 weights) without changing results.
             p.value
                 .data_mut()
-                .par_chunks_mut(UPDATE_CHUNK)
-                .zip(m.par_chunks_mut(UPDATE_CHUNK))
-                .zip(v.par_chunks_mut(UPDATE_CHUNK))
-                .zip(p.grad.data().par_chunks(UPDATE_CHUNK))
+                .par_chunks_mut(ELEMENTWISE_CHUNK)
+                .zip(m.par_chunks_mut(ELEMENTWISE_CHUNK))
+                .zip(v.par_chunks_mut(ELEMENTWISE_CHUNK))
+                .zip(p.grad.data().par_chunks(ELEMENTWISE_CHUNK))
                 .for_each(|(((values, m), v), grads)| {
                     // In the CPU's widest vectors (square root and division
                     // included): the same operations, so the same bits.

@@ -17,8 +17,11 @@
 //! ```
 
 use crate::error::{Error, Result};
+use crate::kernels::vectorize::map_in_place;
 use crate::networks::Network;
+use crate::parallel::ELEMENTWISE_CHUNK;
 use crate::tensor::Float;
+use rayon::prelude::*;
 use std::fmt;
 use std::str::FromStr;
 
@@ -100,7 +103,10 @@ pub fn shrink_weights<T: Float>(network: &mut Network<T>, shrink: f64) {
         let kind = named.layer.kind();
         for p in named.layer.params() {
             if decays(kind, p.name) {
-                p.value.data_mut().iter_mut().for_each(|w| *w *= keep);
+                p.value
+                    .data_mut()
+                    .par_chunks_mut(ELEMENTWISE_CHUNK)
+                    .for_each(|chunk| map_in_place(chunk, |w| w * keep));
             }
         }
     }

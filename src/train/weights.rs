@@ -3,8 +3,11 @@
 //! for early stopping, and the averaged weights of an [`Ema`](super::Ema).
 
 use crate::error::{Error, Result};
+use crate::kernels::vectorize::widest;
 use crate::networks::Network;
+use crate::parallel::ELEMENTWISE_CHUNK;
 use crate::tensor::Float;
+use rayon::prelude::*;
 
 /// The values of a network's parameters and buffers, in the network's
 /// order (layer by layer, parameters then buffers).
@@ -74,9 +77,18 @@ impl<T: Float> Weights<T> {
         take: T,
     ) -> Result<()> {
         self.zip_with(network, |kept, net| {
-            for (k, &now) in kept.iter_mut().zip(net.iter()) {
-                *k = keep * *k + take * now;
-            }
+            kept.par_chunks_mut(ELEMENTWISE_CHUNK)
+                .zip(net.par_chunks(ELEMENTWISE_CHUNK))
+                .for_each(|(kept, net)| {
+                    widest(
+                        #[inline(always)]
+                        || {
+                            for (k, &now) in kept.iter_mut().zip(net.iter()) {
+                                *k = keep * *k + take * now;
+                            }
+                        },
+                    )
+                })
         })
     }
 }
