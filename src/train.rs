@@ -511,12 +511,7 @@ fn not_finite<T: Float>(network: &mut Network<T>, loss: f64) -> Option<String> {
             .layer
             .params()
             .iter()
-            .find(|p| {
-                !p.grad
-                    .data()
-                    .par_chunks(ELEMENTWISE_CHUNK)
-                    .all(all_finite)
-            })
+            .find(|p| !p.grad.data().par_chunks(ELEMENTWISE_CHUNK).all(all_finite))
             .map(|p| p.name)?;
         Some(format!(
             "the gradient of {}.{param} is not finite",

@@ -101,13 +101,22 @@ pub fn gradient_sums<T: Float>(dout: &[T], xhat: &[T], relu: Option<(T, T)>) -> 
 /// [`gradient_sums`] by [`reduce::lane_sum2_by`]: the reference, and the
 /// path for f64 and other CPUs.
 pub fn gradient_sums_plain<T: Float>(dout: &[T], xhat: &[T], relu: Option<(T, T)>) -> (T, T) {
+    let (gamma, beta) = relu.unwrap_or((T::zero(), T::zero()));
     reduce::lane_sum2_by(dout, xhat, |g, h| {
-        let g = match relu {
-            Some((gamma, beta)) => relu_backward(gamma * h + beta, g),
-            None => g,
-        };
+        let g = upstream(g, h, gamma, beta, relu.is_some());
         (g, g * h)
     })
+}
+
+/// The gradient at `z = γ · x̂ + β` from `g`, the output's: `g` itself, or
+/// through the fused ReLU (`z` recomputed from x̂ as forward computed it).
+#[inline(always)]
+pub fn upstream<T: Float>(g: T, h: T, gamma: T, beta: T, fused_relu: bool) -> T {
+    if fused_relu {
+        relu_backward(gamma * h + beta, g)
+    } else {
+        g
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

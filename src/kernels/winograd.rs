@@ -138,6 +138,17 @@ impl WeightLayout {
         }
     }
 
+    /// The weight gradient written transposed, `dW^T: (C·3·3, FN)`, as
+    /// the convolution's backward hands it to the layer.
+    pub fn grad_transposed(filters: usize) -> Self {
+        WeightLayout {
+            first: 0,
+            w_in: 9 * filters as isize,
+            w_tap: filters as isize,
+            w_out: 1,
+        }
+    }
+
     fn index(&self, c: usize, tap: usize, f: usize) -> usize {
         let offset = c as isize * self.w_in + tap as isize * self.w_tap + f as isize * self.w_out;
         (self.first as isize + offset) as usize

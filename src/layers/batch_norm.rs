@@ -33,13 +33,13 @@
 //! assert!((y.data()[0] + 1.0).abs() < 1e-6 && (y.data()[1] - 1.0).abs() < 1e-6);
 //! ```
 
-use super::elementwise::ELEMENTWISE_CHUNK;
-use super::relu::{relu, relu_backward};
+use super::relu::relu;
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
-use crate::kernels::bn_sums::{block_moments, gradient_sums};
+use crate::kernels::bn_sums::{block_moments, gradient_sums, upstream};
 use crate::kernels::vectorize::{map2_into, map_into, widest};
 use crate::networks::spec::LayerSpec;
+use crate::parallel::ELEMENTWISE_CHUNK;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 
@@ -161,17 +161,6 @@ fn row_totals<T: Float>(
                 add(task * per_task, n, totals);
             }
         });
-}
-
-/// The gradient at `z = γ · x̂ + β` from `g`, the output's: `g` itself, or
-/// through the fused ReLU (`z` recomputed from x̂ as forward computed it).
-#[inline(always)]
-fn upstream<T: Float>(g: T, h: T, gamma: T, beta: T, fused_relu: bool) -> T {
-    if fused_relu {
-        relu_backward(gamma * h + beta, g)
-    } else {
-        g
-    }
 }
 
 /// One row of 2-D input, its features side by side: `x̂ = (x − μ) · s` and

@@ -27,10 +27,10 @@
 //! assert_eq!(dropout.forward(&x, false).unwrap().data(), x.data());
 //! ```
 
-use super::elementwise::ELEMENTWISE_CHUNK;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::networks::spec::LayerSpec;
+use crate::parallel::ELEMENTWISE_CHUNK;
 use crate::rng::Rng;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;

@@ -7,12 +7,9 @@
 //! ```
 
 use crate::kernels::vectorize::{map2_into, map_into};
+use crate::parallel::ELEMENTWISE_CHUNK;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
-
-/// Elements per rayon task: large enough that the split costs less than
-/// the work.
-pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 15;
 
 /// Channel planes of `plane` values each per rayon task, for the layers that
 /// work plane by plane (pooling, LRN): at least [`ELEMENTWISE_CHUNK`] values,

@@ -34,10 +34,11 @@
 //! assert!((dx.data()[0] - 0.125).abs() < 1e-15);
 //! ```
 
-use super::elementwise::{planes_per_task, ELEMENTWISE_CHUNK};
+use super::elementwise::planes_per_task;
 use super::{check_dout, Layer};
 use crate::error::{Error, Result};
 use crate::networks::spec::LayerSpec;
+use crate::parallel::ELEMENTWISE_CHUNK;
 use crate::tensor::{Float, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;

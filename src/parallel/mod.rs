@@ -18,10 +18,11 @@ pub mod team_choice;
 
 pub use fast::run_fast;
 
-/// Values per rayon task in the element-wise passes over all the
-/// parameters that run once per step (the optimizers' updates, weight
-/// decay, the averaged model, the finiteness check): 64 KiB of `f32`, large
-/// enough that a task outweighs its scheduling, small enough that fc1's
-/// 432,000 weights spread over both cores. Each value is computed on its
-/// own, so the split changes no result.
-pub const ELEMENTWISE_CHUNK: usize = 1 << 14;
+/// Values per rayon task in element-wise passes: the layers' (ReLU,
+/// dropout, batch norm's blocks) and those over all the parameters once
+/// per step (Adam's update, weight decay, the averaged model, the
+/// finiteness check). Large enough that a task outweighs its scheduling,
+/// small enough that SimpleConvNet's fc1 (432,000 weights) spreads over
+/// both cores. Each value is computed on its own, so the split changes no
+/// result.
+pub const ELEMENTWISE_CHUNK: usize = 1 << 15;

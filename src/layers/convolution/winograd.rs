@@ -416,10 +416,6 @@ pub(super) struct DwRoute {
     x_source: Source,
     /// `dout`'s planes (FN, OH, OW).
     dout_source: Source,
-    /// Where `dW`'s values go in a chunk's partial sums: `dW^T` (the
-    /// channels-last layout is never needed: where `weight_grad.rs`
-    /// applies, this route does not).
-    layout: WeightLayout,
 }
 
 /// A thread's buffers for [`DwRoute`]: a chunk's transforms and the sums.
@@ -454,12 +450,6 @@ impl DwRoute {
     /// The route for `wg` with `filters`, writing `dW^T`: `(C·FH·FW, FN)`.
     pub(super) fn new(wg: &WideGeometry, filters: usize) -> Self {
         let g = &wg.g;
-        let layout = WeightLayout {
-            first: 0,
-            w_in: (9 * filters) as isize,
-            w_tap: filters as isize,
-            w_out: 1,
-        };
         DwRoute {
             tiling: tiling(wg, filters),
             x_source: Source {
@@ -476,7 +466,6 @@ impl DwRoute {
                 plane: g.out_pixels(),
                 shift: 0,
             },
-            layout,
         }
     }
 
@@ -524,13 +513,16 @@ impl DwRoute {
         );
     }
 
-    /// The chunk's `dW` (all `images` added) into `dw`, as `dW^T`.
+    /// The chunk's `dW` (all `images` added) into `dw`, as `dW^T` (the
+    /// channels-last layout is never needed: where `weight_grad.rs`
+    /// applies, this route does not).
     pub(super) fn finish<T: Float>(&self, buffers: &mut DwBuffers<T>, images: usize, dw: &mut [T]) {
         let DwBuffers { v, y, sums, .. } = buffers;
         let (tiling, plane) = (&self.tiling, self.plane(images));
         sums.resize(tiling.u_len(), T::zero());
         let len = images * tiling.image_tiles();
         winograd::weight_grad_products(y, v, tiling, plane, len, sums, false, true);
-        winograd::weight_grad_from_sums(sums, tiling, self.layout, dw);
+        let layout = WeightLayout::grad_transposed(tiling.filters);
+        winograd::weight_grad_from_sums(sums, tiling, layout, dw);
     }
 }
