@@ -24,6 +24,11 @@
 //!   (`im2col_wide` + `matmul`), padding included in both, for `deep`'s
 //!   second layer (16 → 16 on 28×28) and `fashion-fast`'s (24 → 24);
 //!   skipped where the CPU has no AVX-512.
+//! * `row_product`: on one thread, one image's product behind the
+//!   channels-last weight gradient for one filter row
+//!   (`kernels::row_product`, X's overlapping rows read in place) against
+//!   `gemm` on the same strided view, on fashion-fast's and `deep`'s 3×3
+//!   layers; skipped where the CPU has no AVX-512.
 //! * `winograd`: on one thread, four images at a time, the 3×3 forward by
 //!   Winograd's F(4×4, 3×3) (`kernels::winograd`: input transforms, the 36
 //!   products over the four images' tiles, output transforms onto the wide
@@ -55,6 +60,7 @@ use convnet::kernels::im2col::{
 use convnet::kernels::im2col_wide::{
     col2im_wide, im2col_wide, pad_image, unpad_image, WideGeometry,
 };
+use convnet::kernels::row_product::{self, RowProduct};
 use convnet::kernels::winograd::{self, Dest, Source, Tiling, WeightLayout};
 use convnet::layers::{Convolution, ConvolutionConfig, Layer, MaxPooling, PoolingConfig};
 use convnet::networks::{simple_convnet, SimpleConvNetConfig};
@@ -344,6 +350,66 @@ fn bench_direct_conv(c: &mut Criterion) {
     group.finish();
 }
 
+/// The channels-last weight gradient's product for one image and one
+/// filter row, `dW_fy (+)= wide · X_fy` with `X_fy`'s rows `C` apart
+/// (`layers/convolution/weight_grad.rs`), by `kernels::row_product` and by
+/// `gemm`, on one thread: fashion-fast's conv2 (24 → 24 on 28×28), conv3
+/// (24 → 48 on 14×14) and conv4 (48 → 48), and `deep`'s conv2 (16 → 16)
+/// and conv4 (32 → 32 on 14×14).
+fn bench_row_product(c: &mut Criterion) {
+    if !row_product::applies::<f32>() {
+        return;
+    }
+    let mut rng = Rng::new(6);
+    let mut group = c.benchmark_group("row_product");
+    for (channels, filters, size) in [
+        (24, 24, 28),
+        (24, 48, 14),
+        (48, 48, 14),
+        (16, 16, 28),
+        (32, 32, 14),
+    ] {
+        let g = ConvGeometry::new((channels, size, size), (3, 3), 1, 1).expect("valid geometry");
+        let wg = WideGeometry::new(g);
+        let (pixels, len, k) = (wg.wide_pixels(), 3 * channels, g.col_width());
+        let label = format!("{channels}x{size}x{size}_to_{filters}");
+        let wide = random_vec(filters * pixels, &mut rng);
+        let x = random_vec(channels * (pixels + 2 * wg.padded_w + 2), &mut rng);
+        let mut dw = vec![0.0f32; filters * k];
+        let shape = RowProduct {
+            filters,
+            pixels,
+            len,
+            x_row: channels,
+            out_row: k,
+        };
+        group.throughput(Throughput::Elements((2 * filters * pixels * len) as u64));
+        group.bench_function(BenchmarkId::new("row_product", &label), |bench| {
+            bench.iter(|| {
+                assert!(row_product::product(
+                    &shape,
+                    black_box(&wide),
+                    &x,
+                    &mut dw,
+                    true
+                ))
+            })
+        });
+        group.bench_function(BenchmarkId::new("gemm", &label), |bench| {
+            bench.iter(|| {
+                matmul(
+                    MatMut::with_row_stride(&mut dw, filters, len, k),
+                    MatRef::new(black_box(&wide), filters, pixels),
+                    MatRef::strided(&x, pixels, len, channels, 1),
+                    true,
+                    false,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
 /// Image `i` of the images `x` padded into its slot of `xpad`, which it returns.
 fn pad_nth<'a>(x: &[f32], wg: &WideGeometry, xpad: &'a mut [f32], i: usize) -> &'a mut [f32] {
     let len = wg.g.image_len();
@@ -529,6 +595,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
-    targets = bench_gemm, bench_im2col, bench_direct_conv, bench_winograd, bench_convolution, bench_pooling, bench_train_step
+    targets = bench_gemm, bench_im2col, bench_direct_conv, bench_row_product, bench_winograd, bench_convolution, bench_pooling, bench_train_step
 }
 criterion_main!(kernels);

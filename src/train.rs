@@ -820,7 +820,7 @@ mod tests {
         let mut net = build_model::<f32>(
             "affine(64)-relu-affine(3)",
             &ModelOptions::default(),
-            [1, 32, 32],
+            [1, 64, 64],
             3,
             &mut Rng::new(1),
         )

@@ -13,6 +13,7 @@
 //! | [`im2col_wide`] | im2col over a zero-padded image, one row of patches per padded pixel (the fast convolution's layout) | — |
 //! | [`math`] | `exp`, `tanh` and the sigmoid for f32 without library calls, which the compiler vectorises | `np.exp` |
 //! | [`reduce`] | sums in a fixed order of interleaved partial sums, which the compiler vectorises | `np.sum` |
+//! | [`row_product`] | the channels-last weight gradient's product, `out += wide · X` with `X`'s overlapping rows read in place (f32, AVX-512) | §7.4.3 |
 //! | [`vectorize`] | element-wise loops compiled for AVX-512, AVX2 and SSE2, the widest the CPU has chosen when called | — |
 //! | [`winograd`] | Winograd's F(4×4, 3×3): a 3×3 stride-1 convolution with 4× fewer multiplications | — |
 //! | [`pool_2x2`] | max pooling over 2×2 windows, forward and backward, a row of windows at a time in vector registers | §7.4.4 |
@@ -28,6 +29,7 @@ pub mod im2col_wide;
 pub mod math;
 pub mod pool_2x2;
 pub mod reduce;
+pub mod row_product;
 pub mod transpose;
 pub mod vectorize;
 pub mod winograd;

@@ -275,6 +275,45 @@ fn an_f32_convolution_by_winograd_matches_the_definition() {
     }
 }
 
+/// The channels-last weight gradient (`weight_grad.rs`) on 24 channels,
+/// whose products run by `kernels/row_product.rs` (f32 with AVX-512), and
+/// on 32, which keep `gemm`: backward against the f64 layer, on batches of
+/// 1 and 3 images of 14×14 (one chunk, several).
+#[test]
+fn an_f32_channels_last_weight_gradient_matches_the_definition() {
+    let mut rng = Rng::new(27);
+    for (channels, by_rows) in [(24, true), (32, false)] {
+        let config = ConvolutionConfig {
+            in_channels: channels,
+            filters: 20,
+            filter_size: 3,
+            stride: 1,
+            pad: 1,
+            init: Init::Std(1.0),
+        };
+        let wg = WideGeometry::new(ConvGeometry::new((channels, 14, 14), (3, 3), 1, 1).unwrap());
+        assert!(weight_grad::applies(&wg));
+        let cpu = crate::kernels::direct_conv::cpu_applies::<f32>();
+        assert_eq!(
+            crate::kernels::row_product::worth_it::<f32>(channels),
+            by_rows && cpu
+        );
+        for n in [1, 3] {
+            assert!(!winograd::dw_applies::<f32>(&wg, 20, n));
+            let (mut conv, mut fast, _) =
+                f64_and_f32_layers_agree(&config, (n, 14, false, false), &mut rng);
+            // dW: sums of n·196 products of N(0, 1) values (about 14·√n in
+            // size); a wrong or missing term is off by about 1.
+            f64_and_f32_backwards_agree(
+                &mut conv,
+                &mut fast,
+                (2e-3, 1e-5 * (n * 196) as f64),
+                &mut rng,
+            );
+        }
+    }
+}
+
 /// Inference on 8×8 maps (`deep`'s conv5 and conv6): 16 images or more
 /// take Winograd with the images' tiles packed (`forward_chunk_packed`),
 /// with and without a fused ReLU and 2×2 pooling; against the f64 layer.
@@ -704,6 +743,16 @@ fn gradients_do_not_depend_on_the_number_of_threads() {
     };
     let conv = gradients_on_1_2_and_3_threads(&config, [40, 32, 6, 6]);
     assert!(conv.grad_weight.len() > backward::SUM_TASK_LEN);
+    // 24 channels: dW's products by `kernels/row_product.rs` where it
+    // applies.
+    let config = ConvolutionConfig {
+        in_channels: 24,
+        filters: 20,
+        filter_size: 3,
+        pad: 1,
+        ..Default::default()
+    };
+    gradients_on_1_2_and_3_threads(&config, [40, 24, 6, 6]);
     // The book's first layer (one channel, 5×5), whose dW the direct
     // kernel sums in lanes (`kernels/direct_dw.rs`) where it applies.
     gradients_on_1_2_and_3_threads(&ConvolutionConfig::default(), [40, 1, 28, 28]);

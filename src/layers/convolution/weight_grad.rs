@@ -29,6 +29,7 @@
 
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
 use crate::kernels::im2col_wide::WideGeometry;
+use crate::kernels::row_product::{self, RowProduct};
 use crate::kernels::transpose_into;
 use crate::tensor::Float;
 
@@ -82,10 +83,22 @@ pub(super) fn accumulate_dw<T: Float>(
     let (k, pixels) = (g.col_width(), wg.wide_pixels());
     let filters = dw.len() / k;
     let row_len = g.filter_w * g.channels;
+    let shape = RowProduct {
+        filters,
+        pixels,
+        len: row_len,
+        x_row: g.channels,
+        out_row: k,
+    };
+    let by_rows = row_product::worth_it::<T>(g.channels);
     for fy in 0..g.filter_h {
         let x_fy = &xhwc[fy * wg.padded_w * g.channels..];
+        let out = &mut dw[fy * row_len..];
+        if by_rows && row_product::product(&shape, wide, x_fy, out, accumulate) {
+            continue;
+        }
         matmul(
-            MatMut::with_row_stride(&mut dw[fy * row_len..], filters, row_len, k),
+            MatMut::with_row_stride(out, filters, row_len, k),
             MatRef::new(wide, filters, pixels),
             MatRef::strided(x_fy, pixels, row_len, g.channels, 1),
             accumulate,

@@ -1,0 +1,345 @@
+//! The product behind the channels-last weight gradient
+//! (`layers/convolution/weight_grad.rs`): `out (+)= wide · X`, where the
+//! rows of `X` are runs of one buffer at a fixed stride, overlapping (each
+//! filter row's view of a channels-last image), read where they lie.
+//!
+//! ```text
+//! out[f, j] (+)= Σ_p wide[f, p] · x[p · x_row + j]     f < FN, j < len, p < pixels
+//! ```
+//!
+//! In AVX-512 registers, f32: a tile of up to 6 filters × 4 vectors of 16
+//! columns sums over every pixel in turn (one broadcast per filter and one
+//! load per vector each step) and is written once at the end. `gemm` packs
+//! both operands on every call, and each call here is one image's product
+//! (a few hundred pixels), so the packing weighed on it; this kernel packs
+//! nothing.
+//!
+//! Each value is summed pixel by pixel with fused multiply-adds, so the
+//! bits differ from `gemm`'s blocked sums in the last places; the tests
+//! hold both to the exact sum.
+
+use super::direct_conv::cpu_applies;
+use crate::tensor::Float;
+
+/// The sizes of one product: `wide: (filters, pixels)` contiguous, `X`'s
+/// row `p` at `p · x_row` (`len` values), `out`'s row `f` at `f · out_row`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowProduct {
+    /// FN: rows of `wide` and of `out`.
+    pub filters: usize,
+    /// The sum's length: columns of `wide`, rows of `X`.
+    pub pixels: usize,
+    /// Columns of `X` and of `out`.
+    pub len: usize,
+    /// Step between `X`'s rows (may be less than `len`: they overlap).
+    pub x_row: usize,
+    /// Step between `out`'s rows (at least `len`).
+    pub out_row: usize,
+}
+
+impl RowProduct {
+    /// Panics unless the slices hold every value the product reads and
+    /// writes (the kernel's unchecked loads rely on it).
+    fn check<T>(&self, wide: &[T], x: &[T], out: &[T]) {
+        let last_row = |rows: usize, step: usize| (rows - 1) * step + self.len;
+        assert!(self.out_row >= self.len, "row_product: out rows overlap");
+        if self.filters == 0 || self.len == 0 {
+            return;
+        }
+        assert!(
+            wide.len() >= self.filters * self.pixels,
+            "row_product: wide too short"
+        );
+        assert!(
+            out.len() >= last_row(self.filters, self.out_row),
+            "row_product: out too short"
+        );
+        if self.pixels > 0 {
+            assert!(
+                x.len() >= last_row(self.pixels, self.x_row),
+                "row_product: x too short"
+            );
+        }
+    }
+}
+
+/// Whether [`product`] runs for `T` on this CPU (f32 with AVX-512).
+pub fn applies<T: 'static>() -> bool {
+    cpu_applies::<T>()
+}
+
+/// Whether [`product`] is worth calling instead of `gemm` for a layer
+/// over `channels` input channels (X's rows `channels` apart): where
+/// [`applies`] and the channels are not a multiple of 16. On 24 channels
+/// it ran the products 1.5× as fast as `gemm`; on 16, 32, 48 and 64 the
+/// two were within a few per cent of each other, `gemm` ahead as often as
+/// not (docs/performance.md), so those keep `gemm` and their bits.
+pub fn worth_it<T: 'static>(channels: usize) -> bool {
+    applies::<T>() && !channels.is_multiple_of(16)
+}
+
+/// `out = wide · X`, or `out += wide · X` with `accumulate` (see the module
+/// documentation). Returns `false`, and writes nothing, unless
+/// [`applies`]; callers choose it by [`worth_it`].
+///
+/// # Panics
+/// If a slice is shorter than `shape` says.
+pub fn product<T: Float>(
+    shape: &RowProduct,
+    wide: &[T],
+    x: &[T],
+    out: &mut [T],
+    accumulate: bool,
+) -> bool {
+    shape.check(wide, x, out);
+    #[cfg(target_arch = "x86_64")]
+    if applies::<T>() {
+        // SAFETY: T is f32 (`applies`), so the casts are to the same type;
+        // AVX-512F was detected; `check` bounds every index the kernel
+        // forms, and its masked loads and stores touch no lane past `len`.
+        unsafe {
+            avx512::product(
+                shape,
+                wide.as_ptr().cast::<f32>(),
+                x.as_ptr().cast::<f32>(),
+                out.as_mut_ptr().cast::<f32>(),
+                accumulate,
+            );
+        }
+        return true;
+    }
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::RowProduct;
+    use std::arch::x86_64::*;
+
+    /// Rows of a tile: 6 × 4 accumulators, 4 loaded vectors and a
+    /// broadcast fill 29 of the 32 registers.
+    const TILE_ROWS: usize = 6;
+    /// Vectors of 16 columns in a tile, at most.
+    const TILE_VECTORS: usize = 4;
+    /// Pixels summed by every tile before the next span: the span's rows
+    /// of `X` stay in L1 while each group of filters reads them.
+    const PIXEL_SPAN: usize = 128;
+
+    /// The whole product, tile by tile. The columns' vectors are shared
+    /// out evenly between the fewest blocks of at most 4 (72 columns, 5
+    /// vectors: 3 + 2), so that no block is left with a lone vector.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn product(
+        s: &RowProduct,
+        wide: *const f32,
+        x: *const f32,
+        out: *mut f32,
+        accumulate: bool,
+    ) {
+        let vectors = s.len.div_ceil(16);
+        let blocks = vectors.div_ceil(TILE_VECTORS);
+        let mut p0 = 0;
+        while p0 < s.pixels {
+            let pixels = (s.pixels - p0).min(PIXEL_SPAN);
+            let span = RowProduct { pixels, ..*s };
+            let (wide, x) = (wide.add(p0), x.add(p0 * s.x_row));
+            let accumulate = accumulate || p0 > 0;
+            tiles(&span, s.pixels, wide, x, out, accumulate, (vectors, blocks));
+            p0 += pixels;
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tiles(
+        s: &RowProduct,
+        wide_row: usize,
+        wide: *const f32,
+        x: *const f32,
+        out: *mut f32,
+        accumulate: bool,
+        (vectors, blocks): (usize, usize),
+    ) {
+        let mut f0 = 0;
+        while f0 < s.filters {
+            let rows = (s.filters - f0).min(TILE_ROWS);
+            let mut v0 = 0;
+            for block in 0..blocks {
+                // Blocks `block < extra` take one vector more.
+                let (base, extra) = (vectors / blocks, vectors % blocks);
+                let count = base + usize::from(block < extra);
+                let cols = (s.len - 16 * v0).min(16 * count);
+                let last = (1u32 << (cols - 16 * (count - 1))) - 1;
+                let tile = Tile {
+                    wide: wide.add(f0 * wide_row),
+                    wide_row,
+                    x: x.add(16 * v0),
+                    out: out.add(f0 * s.out_row + 16 * v0),
+                    last: last as __mmask16,
+                };
+                match rows {
+                    1 => tile_rows::<1>(s, &tile, count, accumulate),
+                    2 => tile_rows::<2>(s, &tile, count, accumulate),
+                    3 => tile_rows::<3>(s, &tile, count, accumulate),
+                    4 => tile_rows::<4>(s, &tile, count, accumulate),
+                    5 => tile_rows::<5>(s, &tile, count, accumulate),
+                    _ => tile_rows::<6>(s, &tile, count, accumulate),
+                }
+                v0 += count;
+            }
+            f0 += rows;
+        }
+    }
+
+    /// Where one tile starts in each operand, and the mask of its last
+    /// vector's columns.
+    struct Tile {
+        wide: *const f32,
+        wide_row: usize,
+        x: *const f32,
+        out: *mut f32,
+        last: __mmask16,
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile_rows<const R: usize>(s: &RowProduct, t: &Tile, vectors: usize, acc: bool) {
+        match vectors {
+            1 => tile::<R, 1>(s, t, acc),
+            2 => tile::<R, 2>(s, t, acc),
+            3 => tile::<R, 3>(s, t, acc),
+            _ => tile::<R, 4>(s, t, acc),
+        }
+    }
+
+    /// One tile of `R` rows × `V` vectors: its sums over every pixel held
+    /// in registers.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile<const R: usize, const V: usize>(s: &RowProduct, t: &Tile, accumulate: bool) {
+        let mask = |v: usize| if v + 1 == V { t.last } else { 0xFFFF };
+        let mut sums = [[_mm512_setzero_ps(); V]; R];
+        if accumulate {
+            for (r, row) in sums.iter_mut().enumerate() {
+                for (v, sum) in row.iter_mut().enumerate() {
+                    *sum = _mm512_maskz_loadu_ps(mask(v), t.out.add(r * s.out_row + 16 * v));
+                }
+            }
+        }
+        for p in 0..s.pixels {
+            let xp = t.x.add(p * s.x_row);
+            let mut xs = [_mm512_setzero_ps(); V];
+            for (v, xv) in xs.iter_mut().enumerate() {
+                *xv = _mm512_maskz_loadu_ps(mask(v), xp.add(16 * v));
+            }
+            for (r, row) in sums.iter_mut().enumerate() {
+                let w = _mm512_set1_ps(*t.wide.add(r * t.wide_row + p));
+                for (sum, &xv) in row.iter_mut().zip(&xs) {
+                    *sum = _mm512_fmadd_ps(w, xv, *sum);
+                }
+            }
+        }
+        for (r, row) in sums.iter().enumerate() {
+            for (v, &sum) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(t.out.add(r * s.out_row + 16 * v), mask(v), sum);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The product in f64, summed plainly: the exact sum to f32's eye.
+    fn product_f64(s: &RowProduct, wide: &[f32], x: &[f32], out: &[f32], acc: bool) -> Vec<f64> {
+        let mut want: Vec<f64> = out.iter().map(|&v| f64::from(v)).collect();
+        for f in 0..s.filters {
+            for j in 0..s.len {
+                let mut sum = if acc { want[f * s.out_row + j] } else { 0.0 };
+                for p in 0..s.pixels {
+                    sum += f64::from(wide[f * s.pixels + p]) * f64::from(x[p * s.x_row + j]);
+                }
+                want[f * s.out_row + j] = sum;
+            }
+        }
+        want
+    }
+
+    fn values(n: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn product_is_the_sum_over_pixels_in_every_tile_shape() {
+        if !applies::<f32>() {
+            assert!(!product::<f32>(
+                &RowProduct {
+                    filters: 1,
+                    pixels: 1,
+                    len: 1,
+                    x_row: 1,
+                    out_row: 1
+                },
+                &[1.0],
+                &[1.0],
+                &mut [0.0],
+                false
+            ));
+            return;
+        }
+        let mut rng = Rng::new(7);
+        // Rows 1 to 13 (every tile height, then two tiles), lengths from one
+        // column to 12 vectors (masked tails, 1 to 3 blocks), rows of `X`
+        // overlapping (x_row < len) or apart, `out`'s rows padded.
+        for filters in [1, 2, 5, 6, 7, 13, 24] {
+            for len in [1usize, 8, 16, 17, 48, 72, 80, 144, 192] {
+                for (x_row, pixels) in [(len.div_ceil(3), 37), (len + 5, 5), (24, 1)] {
+                    let s = RowProduct {
+                        filters,
+                        pixels,
+                        len,
+                        x_row,
+                        out_row: len + 3,
+                    };
+                    let wide = values(filters * pixels, &mut rng);
+                    let x = values((pixels - 1) * x_row + len, &mut rng);
+                    let start = values((filters - 1) * s.out_row + len, &mut rng);
+                    for accumulate in [false, true] {
+                        let mut out = start.clone();
+                        assert!(product(&s, &wide, &x, &mut out, accumulate));
+                        let want = product_f64(&s, &wide, &x, &start, accumulate);
+                        for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
+                            let (f, j) = (i / s.out_row, i % s.out_row);
+                            if j >= len {
+                                // The padding between rows is left alone.
+                                assert_eq!(got, start[i], "{s:?}: padding at {i}");
+                                continue;
+                            }
+                            // Each term is below 1: the sum's rounding is
+                            // a few ulps of `pixels`.
+                            let tolerance = 4e-7 * (pixels + 1) as f64;
+                            assert!(
+                                (f64::from(got) - want).abs() <= tolerance,
+                                "{s:?} accumulate {accumulate}: ({f}, {j}) {got} against {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "x too short")]
+    fn a_short_input_is_refused() {
+        let s = RowProduct {
+            filters: 2,
+            pixels: 3,
+            len: 4,
+            x_row: 2,
+            out_row: 4,
+        };
+        product::<f32>(&s, &[0.0; 6], &[0.0; 7], &mut [0.0; 8], false);
+    }
+}
