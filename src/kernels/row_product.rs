@@ -71,9 +71,10 @@ pub fn applies<T: 'static>() -> bool {
 /// Whether [`product`] is worth calling instead of `gemm` for a layer
 /// over `channels` input channels (X's rows `channels` apart): where
 /// [`applies`] and the channels are not a multiple of 16. On 24 channels
-/// it ran the products 1.5× as fast as `gemm`; on 16, 32, 48 and 64 the
-/// two were within a few per cent of each other, `gemm` ahead as often as
-/// not (docs/performance.md), so those keep `gemm` and their bits.
+/// it ran the products 1.3–1.6× as fast as `gemm`; on 32 and 48 the two
+/// were within 3 % of each other and on 16 `gemm` was 8 % faster
+/// (docs/performance.md), so the multiples of 16 keep `gemm` and their
+/// bits. Other counts (8, 40, 56, …) were not measured; they follow 24.
 pub fn worth_it<T: 'static>(channels: usize) -> bool {
     applies::<T>() && !channels.is_multiple_of(16)
 }
@@ -92,23 +93,37 @@ pub fn product<T: Float>(
     accumulate: bool,
 ) -> bool {
     shape.check(wide, x, out);
-    #[cfg(target_arch = "x86_64")]
-    if applies::<T>() {
-        // SAFETY: T is f32 (`applies`), so the casts are to the same type;
-        // AVX-512F was detected; `check` bounds every index the kernel
-        // forms, and its masked loads and stores touch no lane past `len`.
-        unsafe {
-            avx512::product(
-                shape,
-                wide.as_ptr().cast::<f32>(),
-                x.as_ptr().cast::<f32>(),
-                out.as_mut_ptr().cast::<f32>(),
-                accumulate,
-            );
+    if !applies::<T>() {
+        return false;
+    }
+    if shape.filters == 0 || shape.len == 0 {
+        return true;
+    }
+    if shape.pixels == 0 {
+        // An empty sum: `out = 0`, or `out` as it was.
+        if !accumulate {
+            for row in out.chunks_mut(shape.out_row).take(shape.filters) {
+                row[..shape.len].fill(T::zero());
+            }
         }
         return true;
     }
-    false
+    debug_assert_eq!(std::any::TypeId::of::<T>(), std::any::TypeId::of::<f32>());
+    // SAFETY: T is f32 (`applies`), so the casts are to the same type;
+    // AVX-512F was detected; no size is 0 (above), and `check` bounds every
+    // index the kernel forms; its masked loads and stores touch no lane
+    // past `len`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        avx512::product(
+            shape,
+            wide.as_ptr().cast::<f32>(),
+            x.as_ptr().cast::<f32>(),
+            out.as_mut_ptr().cast::<f32>(),
+            accumulate,
+        );
+    }
+    true
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -138,13 +153,15 @@ mod avx512 {
     ) {
         let vectors = s.len.div_ceil(16);
         let blocks = vectors.div_ceil(TILE_VECTORS);
+        // Blocks `block < extra` take one vector more than `base`.
+        let (base, extra) = (vectors / blocks, vectors % blocks);
         let mut p0 = 0;
         while p0 < s.pixels {
             let pixels = (s.pixels - p0).min(PIXEL_SPAN);
             let span = RowProduct { pixels, ..*s };
             let (wide, x) = (wide.add(p0), x.add(p0 * s.x_row));
             let accumulate = accumulate || p0 > 0;
-            tiles(&span, s.pixels, wide, x, out, accumulate, (vectors, blocks));
+            tiles(&span, s.pixels, wide, x, out, accumulate, (base, extra, blocks));
             p0 += pixels;
         }
     }
@@ -157,15 +174,13 @@ mod avx512 {
         x: *const f32,
         out: *mut f32,
         accumulate: bool,
-        (vectors, blocks): (usize, usize),
+        (base, extra, blocks): (usize, usize, usize),
     ) {
         let mut f0 = 0;
         while f0 < s.filters {
             let rows = (s.filters - f0).min(TILE_ROWS);
             let mut v0 = 0;
             for block in 0..blocks {
-                // Blocks `block < extra` take one vector more.
-                let (base, extra) = (vectors / blocks, vectors % blocks);
                 let count = base + usize::from(block < extra);
                 let cols = (s.len - 16 * v0).min(16 * count);
                 let last = (1u32 << (cols - 16 * (count - 1))) - 1;
@@ -289,12 +304,13 @@ mod tests {
             return;
         }
         let mut rng = Rng::new(7);
-        // Rows 1 to 13 (every tile height, then two tiles), lengths from one
-        // column to 12 vectors (masked tails, 1 to 3 blocks), rows of `X`
-        // overlapping (x_row < len) or apart, `out`'s rows padded.
-        for filters in [1, 2, 5, 6, 7, 13, 24] {
+        // Every tile height (1 to 6, and 7 to 10 as a full tile and a
+        // rest), lengths from one column to 12 vectors (masked tails, 1 to
+        // 3 blocks), rows of `X` overlapping (x_row < len) or apart, one
+        // span of pixels or three (300), `out`'s rows padded.
+        for filters in [1, 2, 3, 4, 5, 6, 9, 10, 24] {
             for len in [1usize, 8, 16, 17, 48, 72, 80, 144, 192] {
-                for (x_row, pixels) in [(len.div_ceil(3), 37), (len + 5, 5), (24, 1)] {
+                for (x_row, pixels) in [(len.div_ceil(3), 37), (len + 5, 5), (24, 1), (9, 300)] {
                     let s = RowProduct {
                         filters,
                         pixels,
@@ -327,6 +343,26 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn empty_sizes_write_what_an_empty_sum_gives() {
+        if !applies::<f32>() {
+            return;
+        }
+        let s = RowProduct { filters: 2, pixels: 0, len: 3, x_row: 3, out_row: 4 };
+        let mut out = [5.0f32; 7];
+        assert!(product(&s, &[], &[], &mut out, true));
+        assert_eq!(out, [5.0; 7]);
+        assert!(product(&s, &[], &[], &mut out, false));
+        assert_eq!(out, [0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0]);
+        // No filters or no columns: nothing to write, whatever the pixels.
+        for s in [RowProduct { filters: 0, ..s }, RowProduct { len: 0, ..s }] {
+            let s = RowProduct { pixels: 9, ..s };
+            let mut out = [5.0f32; 7];
+            assert!(product(&s, &[1.0; 18], &[1.0; 30], &mut out, false));
+            assert_eq!(out, [5.0; 7]);
         }
     }
 
