@@ -25,7 +25,10 @@
 //! of `xhwc`, and the transposition costs less than the unrolling. For
 //! `deep`'s conv3 and conv4 the sums are the same to the bit as through
 //! `col`; for conv2 (848 pixels) they differ in the last place, as `gemm`
-//! blocks the long sum differently.
+//! blocks the long sum differently. Where the channels are not a multiple
+//! of 16 (fashion-fast's 24), the products run by
+//! [`row_product`](crate::kernels::row_product) instead, which packs
+//! nothing and was faster there.
 
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
 use crate::kernels::im2col_wide::WideGeometry;
@@ -65,8 +68,9 @@ pub(super) fn to_channels_last<T: Float>(xpad: &[T], wg: &WideGeometry, xhwc: &m
 /// route: half an AVX-512 register. `gemm` reads any row length correctly;
 /// the layers with other lengths (a one-channel first layer, LeNet-5's C3)
 /// take the direct weight gradient ([`crate::kernels::direct_dw`]), which
-/// is faster there; at 72 (24 channels) `gemm` was faster
-/// (docs/performance.md, *Figures behind the source comments*).
+/// is faster there; at 72 (24 channels) this route was faster, then with
+/// `gemm` (docs/performance.md, *Figures behind the source comments*), and
+/// its products now run by [`row_product`](crate::kernels::row_product).
 pub(super) const ROW_MULTIPLE: usize = 8;
 
 /// `dw: (FN, FH, FW, C) += wide · X_fy` for each filter row (see the module

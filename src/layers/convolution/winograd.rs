@@ -433,9 +433,10 @@ pub(super) fn dw_applies<T: 'static>(wg: &WideGeometry, filters: usize, n: usize
     // Only where the tiles cover little more than the output (28×28: 56
     // tile places for 49 tiles' worth; 14×14 and 16×16: 20 for 12¼ and
     // 16), over at least DW_MIN_CHANNELS channels, and where the
-    // channels-last `gemm` route (`weight_grad.rs`) does not apply: it was
-    // faster wherever both could run (fashion-fast's 24-channel 28×28
-    // layer, and 48 channels there; docs/performance.md).
+    // channels-last route (`weight_grad.rs`) does not apply: with `gemm`
+    // it was already faster wherever both could run (fashion-fast's
+    // 24-channel 28×28 layer, and 48 channels there; docs/performance.md),
+    // and on 24 channels its products now run faster still.
     let tiles = tiling(wg, filters).image_tiles();
     applies::<T>(wg, n)
         && !weight_grad::applies(wg)
