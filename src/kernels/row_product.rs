@@ -161,7 +161,15 @@ mod avx512 {
             let span = RowProduct { pixels, ..*s };
             let (wide, x) = (wide.add(p0), x.add(p0 * s.x_row));
             let accumulate = accumulate || p0 > 0;
-            tiles(&span, s.pixels, wide, x, out, accumulate, (base, extra, blocks));
+            tiles(
+                &span,
+                s.pixels,
+                wide,
+                x,
+                out,
+                accumulate,
+                (base, extra, blocks),
+            );
             p0 += pixels;
         }
     }
@@ -351,7 +359,13 @@ mod tests {
         if !applies::<f32>() {
             return;
         }
-        let s = RowProduct { filters: 2, pixels: 0, len: 3, x_row: 3, out_row: 4 };
+        let s = RowProduct {
+            filters: 2,
+            pixels: 0,
+            len: 3,
+            x_row: 3,
+            out_row: 4,
+        };
         let mut out = [5.0f32; 7];
         assert!(product(&s, &[], &[], &mut out, true));
         assert_eq!(out, [5.0; 7]);
