@@ -71,10 +71,10 @@ pub fn applies<T: 'static>() -> bool {
 /// Whether [`product`] is worth calling instead of `gemm` for a layer
 /// over `channels` input channels (X's rows `channels` apart): where
 /// [`applies`] and the channels are not a multiple of 16. On 24 channels
-/// it ran the products 1.3–1.6× as fast as `gemm`; on 32 and 48 the two
-/// were within 3 % of each other and on 16 `gemm` was 8 % faster
-/// (docs/performance.md), so the multiples of 16 keep `gemm` and their
-/// bits. Other counts (8, 40, 56, …) were not measured; they follow 24.
+/// it was clearly faster than `gemm`; on the multiples of 16 measured it
+/// was not (docs/performance.md, *Figures behind the source comments*),
+/// so those keep `gemm` and their bits. Other counts (8, 40, 56, …) were
+/// not measured; they follow 24.
 pub fn worth_it<T: 'static>(channels: usize) -> bool {
     applies::<T>() && !channels.is_multiple_of(16)
 }

@@ -21,7 +21,7 @@
 //! let mut choice = TeamChoice::default();
 //! for _ in 0..TRIALS {
 //!     let team = choice.in_team();
-//!     // A team that takes 30 µs against 20 µs alone:
+//!     // Made-up times: a team slower than one thread alone.
 //!     choice.record(team, Duration::from_micros(if team { 30 } else { 20 }));
 //! }
 //! assert!(!choice.in_team() && !choice.measuring());
