@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -187,6 +188,67 @@ def export_models(convnet, models, work):
     return paths
 
 
+class CpuMeter:
+    """How much of the machine others used while the comparison ran.
+
+    The load average cannot tell: it counts the comparison's own processes.
+    This takes the CPU time the kernel counted as busy on all cores
+    (/proc/stat: user, nice, system, irq, softirq) and as stolen by the
+    hypervisor (steal), between `CpuMeter()` and `finish()`, less the CPU
+    time of this process and of its waited-for children (getrusage): what
+    is left is other processes' work. Linux only; elsewhere `finish()`
+    gives None."""
+
+    BUSY_SHARE = 0.25  # of one core, on average: above this the run was shared
+    STEAL_SHARE = 0.05  # of all cores' time
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        ticks = [int(f) for f in fields] + [0] * 10
+        user, nice, system, idle, iowait, irq, softirq, steal = ticks[:8]
+        hz = os.sysconf("SC_CLK_TCK")
+        own = sum(getattr(resource.getrusage(who), f) for who in
+                  (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                  for f in ("ru_utime", "ru_stime"))
+        return {"busy": (user + nice + system + irq + softirq) / hz, "steal": steal / hz,
+                "own": own, "wall": time.monotonic()}
+
+    def finish(self, cores):
+        """{"others": average cores used by other processes, "steal": share of
+        all cores' time stolen, "busy": whether either is above its limit}."""
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        delta = {k: end[k] - self.start[k] for k in end}
+        wall = max(delta["wall"], 1e-9)
+        others = max(0.0, delta["busy"] - delta["own"]) / wall
+        steal = delta["steal"] / (wall * (cores or 1))
+        return {"others": others, "steal": steal,
+                "busy": others > self.BUSY_SHARE or steal > self.STEAL_SHARE}
+
+
+def machine_line(info):
+    """The report's first line: the machine, and whether others used it."""
+    line = f"machine: {info['cpu']}, {info['cores']} cores ({info['os']})"
+    usage = info.get("cpu_usage")
+    if usage is None:
+        return line + "; other processes' CPU use not measured (no /proc/stat)"
+    line += (f"; other processes used {100 * usage['others']:.0f} % of a core on average "
+             f"during the run, the hypervisor stole {100 * usage['steal']:.1f} % of the "
+             "cores' time")
+    if usage["busy"]:
+        line += (f" - THE MACHINE WAS SHARED (above {100 * CpuMeter.BUSY_SHARE:.0f} % "
+                 f"or {100 * CpuMeter.STEAL_SHARE:.0f} %): these figures are not trustworthy")
+    return line
+
+
 def machine_info(convnet):
     cpu = "unknown"
     try:
@@ -284,10 +346,7 @@ def fmt_ratio(ratio, goal, lower_is_better=False):
 
 def report(rounds, info, args, keys):
     lines = [
-        f"machine: {info['cpu']}, {info['cores']} cores ({info['os']}); 1-minute load "
-        f"average {info['load_start']:.2f} at the start, {info['load_end']:.2f} at the end"
-        + (" - THE MACHINE WAS BUSY: the figures are noisy"
-           if max(info["load_start"], info["load_end"]) > 0.5 * (info["cores"] or 1) else ""),
+        machine_line(info),
         f"versions: convnet {info['convnet_commit']} ({info['convnet']}), onnxruntime "
         f"{info.get('onnxruntime', '?')} (CPUExecutionProvider), numpy {info.get('numpy', '?')}",
         f"settings: convnet --threads {args.threads}; ORT intra-op {args.intra_op} (the better "
@@ -395,7 +454,7 @@ def main():
     keys = [f"inf{int(b)}" for b in args.inference_batches.split(",")]
 
     info = machine_info(convnet)
-    info["load_start"] = os.getloadavg()[0]
+    meter = CpuMeter()
     python = ensure_venv(args.venv)
     work = Path(tempfile.mkdtemp(prefix="convnet-ort-"))
     rounds, raw = [], []
@@ -437,7 +496,7 @@ def main():
             log(f"logs and ONNX files in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    info["load_end"] = os.getloadavg()[0]
+    info["cpu_usage"] = meter.finish(info["cores"])
     print(report(rounds, info, args, keys))
     if args.json_out:
         args.json_out.write_text(json.dumps({"info": info, "rounds": raw}, indent=1))

@@ -210,7 +210,6 @@ def ort_goal(key, ratio):
 
 
 def report(results, counts, info, args):
-    busy = max(info["load_start"], info["load_end"]) > 0.5 * (info["cores"] or 1)
     versions = f"versions: convnet {info['convnet_commit']} ({info['convnet']}), " \
                f"{info['rustc']}, torch {info['torch']}"
     settings = f"settings: {args.threads} threads (convnet --threads, torch.set_num_threads)"
@@ -220,9 +219,7 @@ def report(results, counts, info, args):
         settings += f"; ORT intra-op {args.intra_op} (the better counts), inter-op 1, " \
                     "ORT_ENABLE_ALL, sequential"
     lines = [
-        f"machine: {info['cpu']}, {info['cores']} cores ({info['os']}); 1-minute load "
-        f"average {info['load_start']:.2f} at the start, {info['load_end']:.2f} at the end"
-        + (" - THE MACHINE WAS BUSY: these figures are not trustworthy" if busy else ""),
+        ort.machine_line(info),
         versions,
         settings + f"; batch 100, Adam lr 0.001, data {info['data']}; medians of "
         f"{args.rounds} round(s), the sides alternated (odd rounds ours first, even "
@@ -317,7 +314,7 @@ def main():
         parser.error(f"bad --models/--rounds/--threads/--intra-op ({', '.join(sorted(unknown))})")
     keys = [f"inf{int(b)}" for b in args.inference_batches.split(",")]
 
-    load = os.getloadavg()[0]  # before our own build and runs add to it
+    meter = ort.CpuMeter()  # others' use of the machine from here to the report
     python = ensure_venv(args.venv, args.torch_index_url)
     ort_python = ort.ensure_venv(args.ort_venv) if args.ort else None
     if args.convnet is None:
@@ -333,7 +330,6 @@ def main():
         data = subset_folder(data, args.train_images, work)
     info = ort.machine_info(args.convnet)
     info["rustc"] = capture(["rustc", "--version"]) or "unknown"
-    info["load_start"] = load
     info["data"] = str(data)
     counts = param_counts(models, args.convnet, python)
     for model, (ours, theirs) in counts.items():
@@ -402,7 +398,7 @@ def main():
             log(f"logs in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    info["load_end"] = os.getloadavg()[0]
+    info["cpu_usage"] = meter.finish(info["cores"])
     info.setdefault("torch", "unknown")
     print(report(results, counts, info, args))
     if args.json_out:
