@@ -594,31 +594,56 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn block_run<const FB: usize>(block: &Block, run: Run) {
-        let s = &block.sweep;
         let mut p = 0;
-        while p < run.len {
-            let lanes = (run.len - p).min(16);
-            let mask: __mmask16 = if lanes == 16 { !0 } else { (1u16 << lanes) - 1 };
-            let mut sums = [_mm512_setzero_ps(); FB];
-            for c in 0..s.channels {
-                let base = block.input.add(c * s.plane + run.in_start + p);
-                let mut w = block.weight.offset(c as isize * s.w_in);
-                for fy in 0..s.fh {
-                    for fx in 0..s.fw {
-                        let x = _mm512_maskz_loadu_ps(mask, base.add(fy * s.row + fx));
-                        for (f, sum) in sums.iter_mut().enumerate() {
-                            let weight = *w.offset(f as isize * s.w_out);
-                            *sum = _mm512_fmadd_ps(_mm512_set1_ps(weight), x, *sum);
-                        }
-                        w = w.offset(s.w_tap);
+        while p + 16 <= run.len {
+            block_vector::<FB, false>(block, &run, p, !0);
+            p += 16;
+        }
+        if p < run.len {
+            block_vector::<FB, true>(block, &run, p, (1u16 << (run.len - p)) - 1);
+        }
+    }
+
+    /// One vector of 16 pixels of [`block_run`] from `p`: the lanes of
+    /// `mask` only if `MASKED` (a masked load takes an arithmetic port as
+    /// well on the CPUs measured, which the FMAs need, so whole vectors
+    /// load without one).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn block_vector<const FB: usize, const MASKED: bool>(
+        block: &Block,
+        run: &Run,
+        p: usize,
+        mask: __mmask16,
+    ) {
+        let s = &block.sweep;
+        let mut sums = [_mm512_setzero_ps(); FB];
+        for c in 0..s.channels {
+            let base = block.input.add(c * s.plane + run.in_start + p);
+            let mut w = block.weight.offset(c as isize * s.w_in);
+            for fy in 0..s.fh {
+                for fx in 0..s.fw {
+                    let at = base.add(fy * s.row + fx);
+                    let x = if MASKED {
+                        _mm512_maskz_loadu_ps(mask, at)
+                    } else {
+                        _mm512_loadu_ps(at)
+                    };
+                    for (f, sum) in sums.iter_mut().enumerate() {
+                        let weight = *w.offset(f as isize * s.w_out);
+                        *sum = _mm512_fmadd_ps(_mm512_set1_ps(weight), x, *sum);
                     }
+                    w = w.offset(s.w_tap);
                 }
             }
-            for (f, sum) in sums.iter().enumerate() {
-                let out = block.out.add(f * s.out_plane + run.out_start + p);
+        }
+        for (f, sum) in sums.iter().enumerate() {
+            let out = block.out.add(f * s.out_plane + run.out_start + p);
+            if MASKED {
                 _mm512_mask_storeu_ps(out, mask, *sum);
+            } else {
+                _mm512_storeu_ps(out, *sum);
             }
-            p += 16;
         }
     }
 }

@@ -906,19 +906,12 @@ mod avx512 {
     ) -> [[f32; BC]; BF] {
         let mut acc = [[_mm512_setzero_ps(); BC]; BF];
         let mut t = 0;
-        while t < len {
-            let mask = first_lanes(len - t);
-            let mut ys = [_mm512_setzero_ps(); BF];
-            for (i, y_i) in ys.iter_mut().enumerate() {
-                *y_i = _mm512_maskz_loadu_ps(mask, y.add(i * plane + t));
-            }
-            for j in 0..BC {
-                let v_j = _mm512_maskz_loadu_ps(mask, v.add(j * plane + t));
-                for i in 0..BF {
-                    acc[i][j] = _mm512_fmadd_ps(ys[i], v_j, acc[i][j]);
-                }
-            }
+        while t + 16 <= len {
+            dot_step::<BF, BC, false>(&mut acc, y, v, plane, t, !0);
             t += 16;
+        }
+        if t < len {
+            dot_step::<BF, BC, true>(&mut acc, y, v, plane, t, first_lanes(len - t));
         }
         let mut dots = [[0.0; BC]; BF];
         for i in 0..BF {
@@ -927,6 +920,41 @@ mod avx512 {
             }
         }
         dots
+    }
+
+    /// One vector of [`dot_block`]'s sums from `t`: the lanes of `mask`
+    /// only if `MASKED` (a masked load takes an arithmetic port as well on
+    /// the CPUs measured, which the FMAs need, so whole vectors load
+    /// without one).
+    #[inline(always)]
+    unsafe fn dot_step<const BF: usize, const BC: usize, const MASKED: bool>(
+        acc: &mut [[__m512; BC]; BF],
+        y: *const f32,
+        v: *const f32,
+        plane: usize,
+        t: usize,
+        mask: __mmask16,
+    ) {
+        let mut ys = [_mm512_setzero_ps(); BF];
+        for (i, y_i) in ys.iter_mut().enumerate() {
+            let at = y.add(i * plane + t);
+            *y_i = if MASKED {
+                _mm512_maskz_loadu_ps(mask, at)
+            } else {
+                _mm512_loadu_ps(at)
+            };
+        }
+        for j in 0..BC {
+            let at = v.add(j * plane + t);
+            let v_j = if MASKED {
+                _mm512_maskz_loadu_ps(mask, at)
+            } else {
+                _mm512_loadu_ps(at)
+            };
+            for (acc_i, &y_i) in acc.iter_mut().zip(&ys) {
+                acc_i[j] = _mm512_fmadd_ps(y_i, v_j, acc_i[j]);
+            }
+        }
     }
 
     /// [`super::split_phases`] by vectors: each input row is loaded as 64
