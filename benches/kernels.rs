@@ -24,6 +24,11 @@
 //!   (`im2col_wide` + `matmul`), padding included in both, for `deep`'s
 //!   second layer (16 → 16 on 28×28) and `fashion-fast`'s (24 → 24);
 //!   skipped where the CPU has no AVX-512.
+//! * `direct_dw`: on one thread, one image's weight gradient of a
+//!   one-channel first layer from the padded image and `dout` on the wide
+//!   grid (`kernels::direct_dw::add_image`): SimpleConvNet's conv1 (30
+//!   filters 5×5 on 28×28) and `deep`'s (16 filters 3×3, pad 1); skipped
+//!   where the CPU has no AVX-512.
 //! * `row_product`: on one thread, one image's product behind the
 //!   channels-last weight gradient for one filter row
 //!   (`kernels::row_product`, X's overlapping rows read in place) against
@@ -53,6 +58,7 @@
 //! ```
 
 use convnet::kernels::direct_conv::{conv_wide, cpu_applies};
+use convnet::kernels::direct_dw;
 use convnet::kernels::gemm::{matmul, MatMut, MatRef};
 use convnet::kernels::im2col::{
     col2im_batch, col2im_image, im2col_batch, im2col_image, ConvGeometry,
@@ -350,6 +356,33 @@ fn bench_direct_conv(c: &mut Criterion) {
     group.finish();
 }
 
+/// A one-channel first layer's weight gradient for one image
+/// (`kernels::direct_dw`), its sums added to the lanes of the last.
+fn bench_direct_dw(c: &mut Criterion) {
+    if !cpu_applies::<f32>() {
+        return;
+    }
+    let mut rng = Rng::new(7);
+    let mut group = c.benchmark_group("direct_dw");
+    for (filters, size, pad) in [(30, 5, 0), (16, 3, 1)] {
+        let g = ConvGeometry::new((1, 28, 28), (size, size), 1, pad).expect("valid geometry");
+        let wg = WideGeometry::new(g);
+        let label = format!("1x28x28_to_{filters}x{size}x{size}");
+        let mut xpad = vec![0.0f32; wg.padded_len()];
+        pad_image(&random_vec(g.image_len(), &mut rng), &wg, &mut xpad);
+        let wide = random_vec(filters * wg.wide_pixels(), &mut rng);
+        let mut lanes = vec![0.0f32; direct_dw::lanes_len(&wg, filters)];
+        let flops = 2 * filters * g.col_width() * g.out_pixels();
+        group.throughput(Throughput::Elements(flops as u64));
+        group.bench_function(BenchmarkId::new("add_image", &label), |bench| {
+            bench.iter(|| {
+                direct_dw::add_image(black_box(&xpad), &wg, &wide, filters, &mut lanes, false)
+            })
+        });
+    }
+    group.finish();
+}
+
 /// The channels-last weight gradient's product for one image and one
 /// filter row, `dW_fy (+)= wide · X_fy` with `X_fy`'s rows `C` apart
 /// (`layers/convolution/weight_grad.rs`), by `kernels::row_product` and by
@@ -595,6 +628,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
-    targets = bench_gemm, bench_im2col, bench_direct_conv, bench_row_product, bench_winograd, bench_convolution, bench_pooling, bench_train_step
+    targets = bench_gemm, bench_im2col, bench_direct_conv, bench_direct_dw, bench_row_product, bench_winograd, bench_convolution, bench_pooling, bench_train_step
 }
 criterion_main!(kernels);
