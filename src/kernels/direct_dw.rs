@@ -293,6 +293,8 @@ mod tests {
             let g = ConvGeometry::new((c, h, w), (size, size), 1, pad).unwrap();
             let wg = WideGeometry::new(g);
             if !applies::<f32>(&wg) {
+                // The book's first layer and the run of whole vectors must run.
+                assert!(!matches!((c, h, w, size), (1, 28, 28, 5) | (1, 4, 16, 1)));
                 continue;
             }
             let k = g.col_width();

@@ -111,8 +111,9 @@ pub fn product<T: Float>(
     debug_assert_eq!(std::any::TypeId::of::<T>(), std::any::TypeId::of::<f32>());
     // SAFETY: T is f32 (`applies`), so the casts are to the same type;
     // AVX-512F was detected; no size is 0 (above), and `check` bounds every
-    // index the kernel forms; its masked loads and stores touch no lane
-    // past `len`.
+    // index the kernel forms; its loads and stores touch no lane past
+    // `len` (a tile's last vector is loaded whole only when it is whole,
+    // else with its mask).
     #[cfg(target_arch = "x86_64")]
     unsafe {
         avx512::product(

@@ -350,6 +350,25 @@ fn an_f32_inference_on_8x8_maps_by_packed_winograd_matches_the_definition() {
     }
 }
 
+/// Winograd's forward on maps its tiles cover poorly (14×14: 20 tile
+/// places for 12¼ tiles' worth) from `POOR_COVER_MIN_CHANNELS` input
+/// channels only; on 28×28 and 16×16 outputs from `MIN_CHANNELS`.
+#[test]
+fn winograd_leaves_poorly_covered_maps_with_few_channels_to_the_direct_kernel() {
+    let by_winograd = |channels, side, pad| {
+        let g = ConvGeometry::new((channels, side, side), (3, 3), 1, pad).unwrap();
+        winograd::applies::<f32>(&WideGeometry::new(g), 8)
+    };
+    let fast = crate::kernels::direct_conv::cpu_applies::<f32>();
+    assert_eq!(by_winograd(winograd::MIN_CHANNELS, 28, 1), fast);
+    assert_eq!(by_winograd(16, 14, 2), fast); // a 16×16 output
+    assert!(!by_winograd(16, 14, 1));
+    assert!(!by_winograd(24, 14, 1));
+    assert!(!by_winograd(winograd::POOR_COVER_MIN_CHANNELS - 1, 14, 1));
+    assert_eq!(by_winograd(winograd::POOR_COVER_MIN_CHANNELS, 14, 1), fast);
+    assert_eq!(by_winograd(48, 14, 1), fast);
+}
+
 #[test]
 fn a_filter_as_large_as_the_input_matches_the_definition() {
     // LeNet-5's C5 shape, smaller: 9 filters of 3×5×5 over 3×5×5 images,

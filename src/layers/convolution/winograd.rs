@@ -64,8 +64,26 @@ pub(super) fn applies<T: 'static>(wg: &WideGeometry, n: usize) -> bool {
     direct_conv::worth_it::<T>(wg)
         && (g.filter_h, g.filter_w) == (3, 3)
         && g.channels >= MIN_CHANNELS
+        && (g.channels >= POOR_COVER_MIN_CHANNELS || covers_well(wg))
         && n >= 2
         && enough_tiles(wg, n)
+}
+
+/// Input channels from which a map that its tiles cover poorly (see
+/// [`covers_well`]) still takes this route. Below it the direct kernel
+/// was faster in the forward on 14×14 maps: on 16 channels (`deep`'s
+/// conv3) and 24 (fashion-fast's conv3), where Winograd's transforms are
+/// spread over few products; on 48 (fashion-fast's conv4) Winograd was
+/// faster at inference and as fast in training. 32 lies between, not
+/// measured (docs/performance.md).
+pub const POOR_COVER_MIN_CHANNELS: usize = 32;
+
+/// Whether the 4×4 tiles (a junk tile ending each row included) hold at
+/// least 70 % output values: 28×28 maps 88 % (56 tile places for 49
+/// tiles' worth), 16×16 80 %; 14×14 maps only 61 % and 8×8 67 %.
+fn covers_well(wg: &WideGeometry) -> bool {
+    let places = 16 * tiling(wg, 1).image_tiles();
+    10 * places <= 14 * wg.g.out_pixels()
 }
 
 /// Whether an inference forward of `n` images through `wg` takes the
