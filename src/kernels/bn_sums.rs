@@ -6,6 +6,7 @@
 //! forward:   s = Σ x,  m2 = Σ (x − s / len)²                  (block_moments)
 //! backward:  dz = dout, or dout where γ·x̂ + β > 0 (fused ReLU)
 //!            (Σ dz, Σ dz · x̂)                                  (gradient_sums)
+//!            x̂ kept by forward, or x̂ = (x − μ) · s from the input
 //! ```
 //!
 //! Each sum is [`reduce::lane_sum_by`]'s: value `i` goes to partial sum `i
@@ -62,16 +63,27 @@ pub fn block_moments_plain<T: Float>(x: &[T]) -> (T, T) {
 
 /// `(Σ dz, Σ dz · x̂)` over one block, `dz = dout`, or with `relu =
 /// Some((γ, β))` the gradient through the ReLU fused after the batch norm:
-/// `dout` where `γ · x̂ + β > 0` (as forward computed it), else 0.
+/// `dout` where `γ · x̂ + β > 0` (as forward computed it), else 0. With
+/// `normalize = Some((μ, s))`, `xhat` holds the input x instead, and x̂ =
+/// (x − μ) · s is computed on the way, as forward computes it (so the
+/// same values as a kept x̂).
 ///
 /// ```
 /// use convnet::kernels::bn_sums::gradient_sums;
 /// let (dout, xhat) = ([1.0f32, 2.0, 4.0], [-1.0f32, 0.5, 2.0]);
-/// assert_eq!(gradient_sums(&dout, &xhat, None), (7.0, 8.0));
+/// assert_eq!(gradient_sums(&dout, &xhat, None, None), (7.0, 8.0));
 /// // Through a ReLU at γ = 1, β = 0: the first value did not pass.
-/// assert_eq!(gradient_sums(&dout, &xhat, Some((1.0, 0.0))), (6.0, 9.0));
+/// assert_eq!(gradient_sums(&dout, &xhat, None, Some((1.0, 0.0))), (6.0, 9.0));
+/// // x̂ from x = 2·x̂ + 1 (μ = 1, s = 0.5).
+/// let x = [-1.0f32, 2.0, 5.0];
+/// assert_eq!(gradient_sums(&dout, &x, Some((1.0, 0.5)), None), (7.0, 8.0));
 /// ```
-pub fn gradient_sums<T: Float>(dout: &[T], xhat: &[T], relu: Option<(T, T)>) -> (T, T) {
+pub fn gradient_sums<T: Float>(
+    dout: &[T],
+    xhat: &[T],
+    normalize: Option<(T, T)>,
+    relu: Option<(T, T)>,
+) -> (T, T) {
     assert_eq!(
         dout.len(),
         xhat.len(),
@@ -85,24 +97,42 @@ pub fn gradient_sums<T: Float>(dout: &[T], xhat: &[T], relu: Option<(T, T)>) -> 
         unsafe {
             let f32s = |s: &[T]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
             let (dout, xhat) = (f32s(dout), f32s(xhat));
-            let (sum, dot) = match relu {
-                Some((gamma, beta)) => {
-                    let (gamma, beta) = (gamma.as_f64() as f32, beta.as_f64() as f32);
-                    avx512::gradient_sums::<true>(dout, xhat, gamma, beta)
+            let f32_pair = |(a, b): (T, T)| (a.as_f64() as f32, b.as_f64() as f32);
+            let (relu, normalize) = (relu.map(f32_pair), normalize.map(f32_pair));
+            let (sum, dot) = match (relu, normalize) {
+                (Some(relu), Some(norm)) => {
+                    avx512::gradient_sums::<true, true>(dout, xhat, relu, norm)
                 }
-                None => avx512::gradient_sums::<false>(dout, xhat, 0.0, 0.0),
+                (Some(relu), None) => {
+                    avx512::gradient_sums::<true, false>(dout, xhat, relu, (0.0, 0.0))
+                }
+                (None, Some(norm)) => {
+                    avx512::gradient_sums::<false, true>(dout, xhat, (0.0, 0.0), norm)
+                }
+                (None, None) => {
+                    avx512::gradient_sums::<false, false>(dout, xhat, (0.0, 0.0), (0.0, 0.0))
+                }
             };
             return (T::cast(sum as f64), T::cast(dot as f64));
         }
     }
-    gradient_sums_plain(dout, xhat, relu)
+    gradient_sums_plain(dout, xhat, normalize, relu)
 }
 
 /// [`gradient_sums`] by [`reduce::lane_sum2_by`]: the reference, and the
 /// path for f64 and other CPUs.
-pub fn gradient_sums_plain<T: Float>(dout: &[T], xhat: &[T], relu: Option<(T, T)>) -> (T, T) {
+pub fn gradient_sums_plain<T: Float>(
+    dout: &[T],
+    xhat: &[T],
+    normalize: Option<(T, T)>,
+    relu: Option<(T, T)>,
+) -> (T, T) {
     let (gamma, beta) = relu.unwrap_or((T::zero(), T::zero()));
     reduce::lane_sum2_by(dout, xhat, |g, h| {
+        let h = match normalize {
+            Some((mu, s)) => (h - mu) * s,
+            None => h,
+        };
         let g = upstream(g, h, gamma, beta, relu.is_some());
         (g, g * h)
     })
@@ -188,7 +218,20 @@ mod avx512 {
         }
     }
 
-    /// [`super::gradient_sums`], two sets of partial sums side by side.
+    /// x̂ from a loaded vector: the vector itself, or with `NORMALIZE`
+    /// `(v − μ) · s`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn normalized<const NORMALIZE: bool>(v: __m512, mu: __m512, s: __m512) -> __m512 {
+        if NORMALIZE {
+            _mm512_mul_ps(_mm512_sub_ps(v, mu), s)
+        } else {
+            v
+        }
+    }
+
+    /// [`super::gradient_sums`], two sets of partial sums side by side;
+    /// `relu` = (γ, β) with `RELU`, `normalize` = (μ, s) with `NORMALIZE`.
     ///
     /// # Safety
     ///
@@ -196,28 +239,30 @@ mod avx512 {
     /// masked loads read `xhat` where they read `dout`; masked-off lanes
     /// are not read, so they never fault).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gradient_sums<const RELU: bool>(
+    pub(super) unsafe fn gradient_sums<const RELU: bool, const NORMALIZE: bool>(
         dout: &[f32],
         xhat: &[f32],
-        gamma: f32,
-        beta: f32,
+        (gamma, beta): (f32, f32),
+        (mu, s): (f32, f32),
     ) -> (f32, f32) {
         debug_assert_eq!(dout.len(), xhat.len());
         let (gamma, beta) = (_mm512_set1_ps(gamma), _mm512_set1_ps(beta));
+        let (mu, s) = (_mm512_set1_ps(mu), _mm512_set1_ps(s));
         let body = dout.len() - dout.len() % LANES;
         let (mut sums, mut dots) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         let chunks = dout[..body]
             .chunks_exact(LANES)
             .zip(xhat[..body].chunks_exact(LANES));
         for (g, h) in chunks {
-            let h = _mm512_loadu_ps(h.as_ptr());
+            let h = normalized::<NORMALIZE>(_mm512_loadu_ps(h.as_ptr()), mu, s);
             let g = upstream::<RELU>(_mm512_loadu_ps(g.as_ptr()), h, gamma, beta);
             sums = _mm512_add_ps(sums, g);
             dots = _mm512_add_ps(dots, _mm512_mul_ps(g, h));
         }
         let mask = tail_mask(dout.len());
         if mask != 0 {
-            let h = _mm512_maskz_loadu_ps(mask, xhat[body..].as_ptr());
+            let h =
+                normalized::<NORMALIZE>(_mm512_maskz_loadu_ps(mask, xhat[body..].as_ptr()), mu, s);
             let g = _mm512_maskz_loadu_ps(mask, dout[body..].as_ptr());
             let g = upstream::<RELU>(g, h, gamma, beta);
             sums = _mm512_mask_add_ps(sums, mask, sums, g);
@@ -263,11 +308,13 @@ mod tests {
                 );
             }
             for relu in [None, Some((0.7f32, -0.1f32)), Some((-1.3, 0.4))] {
-                assert_eq!(
-                    bits(gradient_sums(&x, &h, relu)),
-                    bits(gradient_sums_plain(&x, &h, relu)),
-                    "len {len}, relu {relu:?}"
-                );
+                for normalize in [None, Some((0.3f32, 1.7f32))] {
+                    assert_eq!(
+                        bits(gradient_sums(&x, &h, normalize, relu)),
+                        bits(gradient_sums_plain(&x, &h, normalize, relu)),
+                        "len {len}, relu {relu:?}, normalize {normalize:?}"
+                    );
+                }
             }
         }
     }
@@ -279,13 +326,34 @@ mod tests {
         for len in [1, 5, 16, 17, 40] {
             let zeros = vec![-0.0f32; len];
             assert_eq!(
-                gradient_sums(&zeros, &zeros, None).0.to_bits(),
+                gradient_sums(&zeros, &zeros, None, None).0.to_bits(),
                 0.0f32.to_bits()
             );
             let nan = vec![f32::NAN; len];
             let ones = vec![1.0f32; len];
             // γ · NaN + β is NaN, not > 0: nothing passes.
-            assert_eq!(gradient_sums(&ones, &nan, Some((1.0, 0.0))).0, 0.0);
+            assert_eq!(gradient_sums(&ones, &nan, None, Some((1.0, 0.0))).0, 0.0);
+        }
+    }
+
+    /// With `normalize`, the sums of the x̂ that forward's operations
+    /// make of the input, to the bit: what a batch norm that keeps no x̂
+    /// relies on.
+    #[test]
+    fn normalizing_on_the_way_gives_the_kept_xhats_sums() {
+        let (mu, s) = (0.37f32, 1.9f32);
+        for len in [1, 16, 17, 49, 196, 784] {
+            let (dout, x) = (values(len, 4), values(len, 6));
+            let xhat: Vec<f32> = x.iter().map(|&v| (v - mu) * s).collect();
+            for relu in [None, Some((0.7f32, -0.1f32))] {
+                let kept = gradient_sums(&dout, &xhat, None, relu);
+                let made = gradient_sums(&dout, &x, Some((mu, s)), relu);
+                assert_eq!(
+                    (kept.0.to_bits(), kept.1.to_bits()),
+                    (made.0.to_bits(), made.1.to_bits()),
+                    "len {len}, relu {relu:?}"
+                );
+            }
         }
     }
 
@@ -318,7 +386,7 @@ mod tests {
                 dz.iter().sum::<f64>(),
                 dz.iter().zip(&h).map(|(g, &h)| g * h as f64).sum::<f64>(),
             );
-            let got = gradient_sums(&x, &h, Some((gamma, beta)));
+            let got = gradient_sums(&x, &h, None, Some((gamma, beta)));
             assert!((got.0 as f64 - want.0).abs() <= 1e-5 * scale, "len {len}");
             assert!((got.1 as f64 - want.1).abs() <= 1e-4 * scale, "len {len}");
         }

@@ -246,6 +246,57 @@ fn divide_firsts<T: Float>(out: &mut [T], totals: &[(T, T)], m: T) {
     }
 }
 
+/// What a forward leaves for backward besides the per-feature constants.
+#[derive(Clone, Copy, Debug)]
+struct LastForward {
+    layout: Layout,
+    train: bool,
+    /// Whether x̂ was written to `xhat` (else backward recomputes it from
+    /// the input).
+    xhat_kept: bool,
+}
+
+/// `dx` for one block of 4-D input (one sample's plane of a channel), the
+/// channel's constants: γ, β, s = 1/√(σ² + ε), and in training the
+/// batch's sums (dβ, dγ, m).
+struct DxBlock<T> {
+    ga: T,
+    be: T,
+    s: T,
+    sums: Option<(T, T, T)>,
+    fused_relu: bool,
+}
+
+impl<T: Float> DxBlock<T> {
+    /// `dx` from `dout` and `src`, whose values give x̂ by `xhat`: x̂
+    /// itself (`|h| h`), or the input with forward's `(x − μ) · s`, so the
+    /// same values to the bit.
+    #[inline(always)]
+    fn run(&self, dx: &mut [T], dout: &[T], src: &[T], xhat: impl Fn(T) -> T) {
+        let DxBlock {
+            ga,
+            be,
+            s,
+            sums,
+            fused_relu,
+        } = *self;
+        let dz = |g: T, h: T| upstream(g, h, ga, be, fused_relu);
+        match sums {
+            Some((db, dg, m)) => {
+                let k = ga * s / m;
+                map2_into(dx, dout, src, |g, v| {
+                    let h = xhat(v);
+                    k * (m * dz(g, h) - db - h * dg)
+                });
+            }
+            None => {
+                let k = ga * s;
+                map2_into(dx, dout, src, |g, v| k * dz(g, xhat(v)));
+            }
+        }
+    }
+}
+
 /// Batch normalization over features (2-D input) or channels (4-D input).
 pub struct BatchNorm<T> {
     /// γ: (features)
@@ -267,8 +318,11 @@ pub struct BatchNorm<T> {
     /// Whether a ReLU straight after this layer runs inside it (see
     /// [`fuse_relu`](Self::fuse_relu)).
     relu: bool,
-    /// Layout of the last forward and whether it was training; `None` before any.
-    last: Option<(Layout, bool)>,
+    /// Whether a 4-D forward keeps no x̂, its backward taking the input
+    /// instead (see [`borrow_input`](Self::borrow_input)).
+    borrows_input: bool,
+    /// What the last forward did; `None` before any.
+    last: Option<LastForward>,
     /// Per feature: the μ and 1/√(σ² + ε) the last forward used.
     mean: Vec<T>,
     inv_std: Vec<T>,
@@ -307,6 +361,7 @@ impl<T: Float> BatchNorm<T> {
             momentum,
             eps,
             relu: false,
+            borrows_input: false,
             last: None,
             mean: vec![T::zero(); features],
             inv_std: vec![T::zero(); features],
@@ -339,6 +394,32 @@ impl<T: Float> BatchNorm<T> {
     /// Whether a ReLU runs inside this layer ([`fuse_relu`](Self::fuse_relu)).
     pub fn relu_fused(&self) -> bool {
         self.relu
+    }
+
+    /// Makes a 4-D forward keep no x̂ (`on`): its backward recomputes x̂
+    /// from the layer's input, which the caller keeps unchanged and passes
+    /// to [`backward_with_input`](Self::backward_with_input); the plain
+    /// [`backward`](Layer::backward) is then an error. The network does
+    /// this for a batch norm straight after a convolution
+    /// (`networks/fusion.rs`), whose output, this layer's input, stays in
+    /// the convolution until its next forward: a forward then writes one
+    /// tensor instead of two. The numbers are the same to the bit. 2-D
+    /// input keeps x̂ either way.
+    pub fn borrow_input(&mut self, on: bool) {
+        self.borrows_input = on;
+        self.last = None;
+    }
+
+    /// Whether a 4-D forward keeps no x̂ ([`borrow_input`](Self::borrow_input)).
+    pub fn input_borrowed(&self) -> bool {
+        self.borrows_input
+    }
+
+    /// Backward after a forward that kept no x̂: `x` must be the input of
+    /// that forward, unchanged. After a forward that kept x̂, `x` is not
+    /// read and this is [`backward`](Layer::backward).
+    pub fn backward_with_input(&mut self, x: &Tensor<T>, dout: &Tensor<T>) -> Result<&Tensor<T>> {
+        self.backward_from(dout, Some(x))
     }
 
     /// The map an inference forward applies to each feature, before its
@@ -374,6 +455,107 @@ impl<T: Float> BatchNorm<T> {
             )));
         }
         Ok(Layout { n, c, hw })
+    }
+}
+
+impl<T: Float> BatchNorm<T> {
+    /// Backward from `dout`, with x̂ kept by forward or recomputed from
+    /// `input` (see [`borrow_input`](Self::borrow_input)).
+    fn backward_from(&mut self, dout: &Tensor<T>, input: Option<&Tensor<T>>) -> Result<&Tensor<T>> {
+        let Some(LastForward {
+            layout: l,
+            train,
+            xhat_kept,
+        }) = self.last
+        else {
+            return Err(Error::BackwardBeforeForward("BatchNorm"));
+        };
+        check_dout("BatchNorm", Some(self.out.shape()), dout)?;
+        // `xhat` holds x̂, or the input to recompute it from.
+        let (input, xhat) = match input {
+            _ if xhat_kept => (None, self.xhat.data()),
+            Some(x) if x.shape() == self.out.shape() => (Some(x), x.data()),
+            Some(x) => {
+                return Err(Error::Shape(format!(
+                    "BatchNorm: backward's input has shape {:?}, forward's had {:?}",
+                    x.shape(),
+                    self.out.shape()
+                )))
+            }
+            None => return Err(Error::Config(
+                "BatchNorm: the last forward kept no x̂ (borrow_input); backward needs its input"
+                    .into(),
+            )),
+        };
+        let dout = dout.data();
+
+        let (gamma, beta, fused_relu) = (self.weight.data(), self.bias.data(), self.relu);
+        // dβ = Σ dz, dγ = Σ dz · x̂ per feature, both sums in one pass.
+        let (mean, inv_std) = (&self.mean, &self.inv_std);
+        // x̂'s block `ch`, kept or recomputed from the input's.
+        let recompute = |ch: usize| input.is_some().then(|| (mean[ch], inv_std[ch]));
+        let (blocks, totals) = (&mut self.blocks, &mut self.totals);
+        if l.hw == 1 {
+            row_totals(l, totals, |first, n, totals| {
+                let at = n * l.c + first;
+                let (gamma, beta) = (&gamma[first..], &beta[first..]);
+                let (dout, xhat) = (&dout[at..], &xhat[at..]);
+                widest(
+                    #[inline(always)]
+                    || add_row_gradients(totals, dout, xhat, gamma, beta, fused_relu),
+                );
+            });
+        } else {
+            block_sums(dout, xhat, l, blocks, totals, |ch, dout, xhat| {
+                let relu = fused_relu.then_some((gamma[ch], beta[ch]));
+                gradient_sums(dout, xhat, recompute(ch), relu)
+            });
+        }
+        let gradients = self.grad_bias.data_mut().iter_mut();
+        let gradients = gradients.zip(self.grad_weight.data_mut());
+        for ((db, dg), total) in gradients.zip(totals.iter()) {
+            (*db, *dg) = *total;
+        }
+
+        self.dx.resize(self.out.shape());
+        let m = T::cast(l.count() as f64);
+        let sample = l.c * l.hw;
+        let (dgamma, dbeta) = (self.grad_weight.data(), self.grad_bias.data());
+        self.dx
+            .data_mut()
+            .par_chunks_mut(sample)
+            .zip(dout.par_chunks(sample))
+            .zip(xhat.par_chunks(sample))
+            .with_min_len(l.samples_per_task())
+            .for_each(|((dx, dout), xhat)| {
+                if l.hw == 1 {
+                    let constants = (gamma, beta, &inv_std[..]);
+                    let sums = train.then_some((dbeta, dgamma, m));
+                    widest(
+                        #[inline(always)]
+                        || dx_row(dx, dout, xhat, constants, sums, fused_relu),
+                    );
+                    return;
+                }
+                let blocks = dx.chunks_mut(l.hw).zip(dout.chunks(l.hw));
+                for (ch, ((dx, dout), xhat)) in blocks.zip(xhat.chunks(l.hw)).enumerate() {
+                    let (ga, be, s) = (gamma[ch], beta[ch], inv_std[ch]);
+                    let sums = train.then_some((dbeta[ch], dgamma[ch], m));
+                    let block = DxBlock {
+                        ga,
+                        be,
+                        s,
+                        sums,
+                        fused_relu,
+                    };
+                    // x̂ kept, or made from x on the way.
+                    match recompute(ch) {
+                        None => block.run(dx, dout, xhat, |h| h),
+                        Some((mu, s)) => block.run(dx, dout, xhat, |v| (v - mu) * s),
+                    }
+                }
+            });
+        Ok(&self.dx)
     }
 }
 
@@ -450,11 +632,34 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
         }
 
         self.out.resize(shape);
-        self.xhat.resize(self.out.shape());
+        let xhat_kept = !self.borrows_input || l.hw == 1;
+        self.last = Some(LastForward {
+            layout: l,
+            train,
+            xhat_kept,
+        });
         let sample = l.c * l.hw;
         let (gamma, beta) = (self.weight.data(), self.bias.data());
         let (mean, inv_std, fused_relu) = (&self.mean, &self.inv_std, self.relu);
         let act = |z: T| if fused_relu { relu(z) } else { z };
+        if !xhat_kept {
+            // x̂ stays in a register; backward recomputes it from x.
+            self.xhat = Tensor::default();
+            self.out
+                .data_mut()
+                .par_chunks_mut(sample)
+                .zip(x.par_chunks(sample))
+                .with_min_len(l.samples_per_task())
+                .for_each(|(out, x)| {
+                    let blocks = out.chunks_mut(l.hw).zip(x.chunks(l.hw));
+                    for (ch, (out, x)) in blocks.enumerate() {
+                        let (mu, s, g, b) = (mean[ch], inv_std[ch], gamma[ch], beta[ch]);
+                        map_into(out, x, |v| act(g * ((v - mu) * s) + b));
+                    }
+                });
+            return Ok(&self.out);
+        }
+        self.xhat.resize(self.out.shape());
         self.out
             .data_mut()
             .par_chunks_mut(sample)
@@ -478,78 +683,11 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
                     map_into(out, xhat, |h| act(g * h + b));
                 }
             });
-        self.last = Some((l, train));
         Ok(&self.out)
     }
 
     fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
-        let Some((l, train)) = self.last else {
-            return Err(Error::BackwardBeforeForward("BatchNorm"));
-        };
-        check_dout("BatchNorm", Some(self.out.shape()), dout)?;
-        let (dout, xhat) = (dout.data(), self.xhat.data());
-        let (gamma, beta, fused_relu) = (self.weight.data(), self.bias.data(), self.relu);
-        let dz = |g: T, h: T, gamma: T, beta: T| upstream(g, h, gamma, beta, fused_relu);
-        // dβ = Σ dz, dγ = Σ dz · x̂ per feature, both sums in one pass.
-        let (blocks, totals) = (&mut self.blocks, &mut self.totals);
-        if l.hw == 1 {
-            row_totals(l, totals, |first, n, totals| {
-                let at = n * l.c + first;
-                let (gamma, beta) = (&gamma[first..], &beta[first..]);
-                let (dout, xhat) = (&dout[at..], &xhat[at..]);
-                widest(
-                    #[inline(always)]
-                    || add_row_gradients(totals, dout, xhat, gamma, beta, fused_relu),
-                );
-            });
-        } else {
-            block_sums(dout, xhat, l, blocks, totals, |ch, dout, xhat| {
-                gradient_sums(dout, xhat, fused_relu.then_some((gamma[ch], beta[ch])))
-            });
-        }
-        let gradients = self.grad_bias.data_mut().iter_mut();
-        let gradients = gradients.zip(self.grad_weight.data_mut());
-        for ((db, dg), total) in gradients.zip(totals.iter()) {
-            (*db, *dg) = *total;
-        }
-
-        self.dx.resize(self.out.shape());
-        let m = T::cast(l.count() as f64);
-        let sample = l.c * l.hw;
-        let inv_std = &self.inv_std;
-        let (dgamma, dbeta) = (self.grad_weight.data(), self.grad_bias.data());
-        self.dx
-            .data_mut()
-            .par_chunks_mut(sample)
-            .zip(dout.par_chunks(sample))
-            .zip(xhat.par_chunks(sample))
-            .with_min_len(l.samples_per_task())
-            .for_each(|((dx, dout), xhat)| {
-                if l.hw == 1 {
-                    let constants = (gamma, beta, &inv_std[..]);
-                    let sums = train.then_some((dbeta, dgamma, m));
-                    widest(
-                        #[inline(always)]
-                        || dx_row(dx, dout, xhat, constants, sums, fused_relu),
-                    );
-                    return;
-                }
-                let blocks = dx.chunks_mut(l.hw).zip(dout.chunks(l.hw));
-                for (ch, ((dx, dout), xhat)) in blocks.zip(xhat.chunks(l.hw)).enumerate() {
-                    let (ga, be, s) = (gamma[ch], beta[ch], inv_std[ch]);
-                    if train {
-                        let k = ga * s / m;
-                        let (db, dg) = (dbeta[ch], dgamma[ch]);
-                        map2_into(dx, dout, xhat, |g, h| {
-                            k * (m * dz(g, h, ga, be) - db - h * dg)
-                        });
-                    } else {
-                        let k = ga * s;
-                        map2_into(dx, dout, xhat, |g, h| k * dz(g, h, ga, be));
-                    }
-                }
-            });
-        Ok(&self.dx)
+        self.backward_from(dout, None)
     }
 
     fn params(&mut self) -> Vec<Param<'_, T>> {
@@ -782,6 +920,63 @@ mod tests {
         }
         assert!(bn.output_shape(&[4, 3, 5, 5]).is_ok());
         assert!(matches!(bn.output_shape(&[4, 2]), Err(Error::Shape(_))));
+    }
+
+    /// A batch norm that borrows its input keeps no x̂ and gives the same
+    /// output, dx and parameter gradients, to the bit, as one that keeps
+    /// x̂: in training and evaluation, with and without the fused ReLU, in
+    /// f32 (the vector kernels) and f64; without its input, or with one of
+    /// another shape, backward is an error.
+    #[test]
+    fn borrowing_the_input_gives_the_same_numbers() {
+        fn run<T: Float>() {
+            let mut rng = Rng::new(8);
+            let x: Tensor<T> = random(&[6, 3, 5, 7], 2.0, 0.5, &mut rng).cast();
+            let dout: Tensor<T> = random(&[6, 3, 5, 7], 1.0, 0.0, &mut rng).cast();
+            for (relu, train) in [(false, true), (true, true), (true, false), (false, false)] {
+                let config = BatchNormConfig {
+                    features: 3,
+                    ..Default::default()
+                };
+                let (mut kept, mut borrowing) = (
+                    BatchNorm::<T>::new(&config).unwrap(),
+                    BatchNorm::<T>::new(&config).unwrap(),
+                );
+                let gamma: Vec<T> = (0..3).map(|_| T::cast(0.5 + rng.normal().abs())).collect();
+                for bn in [&mut kept, &mut borrowing] {
+                    bn.fuse_relu(relu);
+                    bn.weight.data_mut().copy_from_slice(&gamma);
+                    bn.bias.data_mut().fill(T::cast(0.3));
+                }
+                borrowing.borrow_input(true);
+                assert!(borrowing.input_borrowed() && !kept.input_borrowed());
+                let want = kept.forward(&x, train).unwrap().clone();
+                assert_eq!(borrowing.forward(&x, train).unwrap(), &want);
+                assert!(borrowing.xhat.is_empty() && !kept.xhat.is_empty());
+                assert!(matches!(borrowing.backward(&dout), Err(Error::Config(_))));
+                let wrong = Tensor::zeros(&[6, 3, 7, 5]);
+                let result = borrowing.backward_with_input(&wrong, &dout);
+                assert!(matches!(result, Err(Error::Shape(_))));
+                let want_dx = kept.backward(&dout).unwrap().clone();
+                let dx = borrowing.backward_with_input(&x, &dout).unwrap();
+                assert_eq!(dx, &want_dx, "relu {relu}, train {train}");
+                assert!(dx.data().iter().any(|&v| v != T::zero()));
+                assert_eq!(borrowing.grad_weight, kept.grad_weight);
+                assert_eq!(borrowing.grad_bias, kept.grad_bias);
+            }
+            // 2-D input keeps x̂ either way.
+            let mut bn = BatchNorm::<T>::new(&BatchNormConfig {
+                features: 4,
+                ..Default::default()
+            })
+            .unwrap();
+            bn.borrow_input(true);
+            let x2: Tensor<T> = random(&[5, 4], 1.0, 0.0, &mut rng).cast();
+            bn.forward(&x2, true).unwrap();
+            assert!(bn.backward(&x2).is_ok());
+        }
+        run::<f32>();
+        run::<f64>();
     }
 
     #[test]

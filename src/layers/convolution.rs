@@ -368,6 +368,12 @@ impl<T: Float> Convolution<T> {
         self.fused_activation.is_none() && self.fused_pool.is_none()
     }
 
+    /// The output of the last forward (empty before any): what a batch
+    /// norm after this layer borrows as its input (`networks/fusion.rs`).
+    pub fn output(&self) -> &Tensor<T> {
+        &self.out
+    }
+
     /// An inference forward of `x` followed by `y ← scale[f] · y + shift[f]`
     /// for each filter `f`, then a ReLU when `relu` and the max pooling
     /// `pool` when given, as one convolution with scaled filters (the ReLU

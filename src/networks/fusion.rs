@@ -1,4 +1,4 @@
-//! The two places where the network runs its layers differently from the
+//! The places where the network runs its layers differently from the
 //! book, and the rules for when it does. Every layer keeps the book's
 //! interface ([`Layer`]: forward, backward, params); what is here is the
 //! network's business, decided by looking at which layers it holds.
@@ -56,6 +56,14 @@
 //!
 //! [`Network::set_fusion`] turns it off, and the layers run one by one.
 //!
+//! **A batch norm's input, in training.** A [`BatchNorm`] straight after a
+//! [`Convolution`] keeps no x̂ ([`BatchNorm::borrow_input`]): its backward
+//! recomputes x̂ from its input, the convolution's output, which stays in
+//! the convolution until its next forward and which the network passes
+//! (`backward_step` below). A forward writes one tensor instead of two; the
+//! numbers are the same to the bit. This goes with the fusions, as they are
+//! pushed and with [`Network::set_fusion`].
+//!
 //! **The first layer's `dx`.** Backward through the first layer would end
 //! with the gradient of the images, which nobody uses. A first
 //! `Convolution` or `Affine` skips it (their `backward_params_only`), a
@@ -104,6 +112,11 @@ impl Fusable {
 /// fusing goes front to back and unfusing back to front
 /// ([`Network::set_fusion`]).
 pub(super) fn fuse_at<T: Float>(layers: &mut [NamedLayer<T>], i: usize, on: bool) {
+    let after_conv = i > 0 && layers[i - 1].layer.is::<Convolution<T>>();
+    if let Some(bn) = layers[i].layer.downcast_mut::<BatchNorm<T>>() {
+        bn.borrow_input(on && after_conv);
+        return;
+    }
     let Some(fusable) = Fusable::of(&*layers[i].layer) else {
         return;
     };
@@ -172,6 +185,31 @@ pub(super) fn forward_step<'a, 'b, T: Float + 'b>(
     let pool = pool.map(|p| &p.config);
     let out = conv.forward_folded(x, &scale, &shift, bn.relu_fused(), pool)?;
     Ok((out, taken))
+}
+
+/// The backward of `named`, a layer that runs and not the first, with
+/// `before` the layers before it: its own, or for a batch norm that
+/// borrows its input, with the input from the convolution before it.
+pub(super) fn backward_step<'a, T: Float>(
+    named: &'a mut NamedLayer<T>,
+    before: &[NamedLayer<T>],
+    dout: &Tensor<T>,
+) -> Result<&'a Tensor<T>> {
+    let borrows = named
+        .layer
+        .downcast_ref::<BatchNorm<T>>()
+        .is_some_and(|bn| bn.input_borrowed());
+    let conv = before
+        .last()
+        .and_then(|p| p.layer.downcast_ref::<Convolution<T>>());
+    match (borrows, conv) {
+        (true, Some(conv)) => {
+            let bn = named.layer.downcast_mut::<BatchNorm<T>>();
+            bn.expect("checked above")
+                .backward_with_input(conv.output(), dout)
+        }
+        _ => named.layer.backward(dout),
+    }
 }
 
 /// The first layer's backward: the parameter gradients, and no `dx` where

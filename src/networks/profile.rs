@@ -77,17 +77,19 @@ impl<T: Float> Network<T> {
             let mut dout = self.loss_layer.backward()?;
             times[loss_index].backward += start.elapsed();
             // As in `gradient`: the first layer computes no dx.
-            for (i, (named, time)) in self.layers.iter_mut().zip(&mut times).enumerate().rev() {
-                if named.fused_into_previous {
-                    continue;
+            let mut layers = &mut self.layers[..];
+            while let Some((named, before)) = std::mem::take(&mut layers).split_last_mut() {
+                let i = before.len();
+                if !named.fused_into_previous {
+                    let start = Instant::now();
+                    if i == 0 {
+                        super::fusion::backward_params_only(&mut *named.layer, dout)?;
+                    } else {
+                        dout = super::fusion::backward_step(named, before, dout)?;
+                    }
+                    times[i].backward += start.elapsed();
                 }
-                let start = Instant::now();
-                if i == 0 {
-                    super::fusion::backward_params_only(&mut *named.layer, dout)?;
-                } else {
-                    dout = named.layer.backward(dout)?;
-                }
-                time.backward += start.elapsed();
+                layers = before;
             }
         }
         Ok(times)

@@ -256,17 +256,20 @@ impl<T: Float> Network<T> {
     pub fn gradient(&mut self, x: &Tensor<T>, labels: &[usize]) -> Result<T> {
         let loss = self.loss(x, labels, true)?;
         let mut dout = self.loss_layer.backward()?;
-        // The first layer's dx would be the gradient of the images: skip it.
-        let Some((first, rest)) = self.layers.split_first_mut() else {
-            return Ok(loss);
-        };
-        for named in rest.iter_mut().rev() {
+        let mut layers = &mut self.layers[..];
+        while let Some((named, before)) = std::mem::take(&mut layers).split_last_mut() {
             // A fused layer's backward runs inside the layer before it.
             if !named.fused_into_previous {
-                dout = named.layer.backward(dout)?;
+                if before.is_empty() {
+                    // The first layer's dx would be the gradient of the
+                    // images: skip it.
+                    fusion::backward_params_only(&mut *named.layer, dout)?;
+                } else {
+                    dout = fusion::backward_step(named, before, dout)?;
+                }
             }
+            layers = before;
         }
-        fusion::backward_params_only(&mut *first.layer, dout)?;
         Ok(loss)
     }
 
@@ -355,10 +358,12 @@ mod tests {
 
             net.loss(&x, &labels, true).unwrap();
             let mut dout = net.loss_layer.backward().unwrap();
-            for named in net.layers.iter_mut().rev() {
+            let mut layers = &mut net.layers[..];
+            while let Some((named, before)) = std::mem::take(&mut layers).split_last_mut() {
                 if !named.fused_into_previous {
-                    dout = named.layer.backward(dout).unwrap();
+                    dout = super::fusion::backward_step(named, before, dout).unwrap();
                 }
+                layers = before;
             }
             let full: Vec<Vec<f64>> = net
                 .params()
@@ -476,6 +481,57 @@ mod tests {
         }
         run::<f64>(1e-12);
         run::<f32>(1e-5);
+    }
+
+    /// A batch norm straight after a convolution borrows its input (keeps
+    /// no x̂), first layer included; the gradients are those of the layers
+    /// on their own, to the bit, step after step.
+    #[test]
+    fn batch_norms_after_convolutions_borrow_their_input() {
+        fn run<T: crate::tensor::Float>() {
+            let spec =
+                "conv(4,3,pad=1)-bn-relu-conv(3,3,pad=1)-bn-maxpool(2)-affine(6)-bn-affine(4)";
+            let build = || {
+                let options = ModelOptions::default();
+                build_model::<T>(spec, &options, [2, 7, 7], 4, &mut Rng::new(5)).unwrap()
+            };
+            let (mut fast, mut plain) = (build(), build());
+            plain.set_fusion(false);
+            let borrowing = |net: &Network<T>| -> Vec<bool> {
+                let bns = net.layers.iter();
+                let bns = bns.filter_map(|l| l.layer.downcast_ref::<BatchNorm<T>>());
+                bns.map(|bn| bn.input_borrowed()).collect()
+            };
+            assert_eq!(borrowing(&fast), [true, true, false]);
+            assert_eq!(borrowing(&plain), [false, false, false]);
+            let mut rng = Rng::new(6);
+            let values = (0..5 * 98).map(|_| T::cast(rng.normal())).collect();
+            let x = Tensor::from_vec(&[5, 2, 7, 7], values).unwrap();
+            let labels = [0, 3, 1, 2, 3];
+            for _ in 0..3 {
+                let loss = fast.gradient(&x, &labels).unwrap();
+                assert_eq!(loss, plain.gradient(&x, &labels).unwrap());
+                for (a, b) in fast.params().iter().zip(plain.params().iter()) {
+                    assert_eq!(a.grad.data(), b.grad.data(), "{}", a.name);
+                    assert!(a.grad.data().iter().any(|&g| g != T::zero()), "{}", a.name);
+                }
+                let step = |net: &mut Network<T>| {
+                    for p in net.params() {
+                        let grads = p.grad.data().to_vec();
+                        let values = p.value.data_mut().iter_mut().zip(grads);
+                        values.for_each(|(v, g)| *v -= T::cast(0.1) * g);
+                    }
+                };
+                step(&mut fast);
+                step(&mut plain);
+            }
+            // The profile's backward takes the same path.
+            assert!(fast.profile(&x, &labels, 1).is_ok());
+            fast.set_fusion(false);
+            assert_eq!(borrowing(&fast), [false, false, false]);
+        }
+        run::<f32>();
+        run::<f64>();
     }
 
     /// An activation and a max pooling fused into the convolution before
