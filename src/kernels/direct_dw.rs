@@ -199,6 +199,40 @@ mod avx512 {
         first: bool,
     }
 
+    /// One vector of the run at `p` into the block's sums: a whole one,
+    /// or with `MASKED` the last, partial one, loaded under `mask` (the
+    /// lanes past the run are zeros, so they add nothing).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn step<const FB: usize, const KB: usize, const MASKED: bool>(
+        sums: &mut [[__m512; KB]; FB],
+        dout: &[*const f32; FB],
+        x: &[*const f32; KB],
+        p: usize,
+        mask: __mmask16,
+    ) {
+        // (Loops, not closures: a closure does not inherit the target
+        // feature, and out of line its intrinsics become calls.)
+        let mut g = [_mm512_setzero_ps(); FB];
+        for (g, dout) in g.iter_mut().zip(dout) {
+            *g = if MASKED {
+                _mm512_maskz_loadu_ps(mask, dout.add(p))
+            } else {
+                _mm512_loadu_ps(dout.add(p))
+            };
+        }
+        for t in 0..KB {
+            let xv = if MASKED {
+                _mm512_maskz_loadu_ps(mask, x[t].add(p))
+            } else {
+                _mm512_loadu_ps(x[t].add(p))
+            };
+            for f in 0..FB {
+                sums[f][t] = _mm512_fmadd_ps(g[f], xv, sums[f][t]);
+            }
+        }
+    }
+
     /// `FB` filters × `KB` taps: the sums over the run in registers, the
     /// last step masked, then written or added to their lanes.
     #[target_feature(enable = "avx512f")]
@@ -219,32 +253,12 @@ mod avx512 {
         // (docs/performance.md).
         let mut p = 0;
         while p + LANES <= im.run {
-            // (Loops, not closures: a closure does not inherit the target
-            // feature, and out of line its intrinsics become calls.)
-            let mut g = [_mm512_setzero_ps(); FB];
-            for (g, dout) in g.iter_mut().zip(dout) {
-                *g = _mm512_loadu_ps(dout.add(p));
-            }
-            for t in 0..KB {
-                let xv = _mm512_loadu_ps(x[t].add(p));
-                for f in 0..FB {
-                    sums[f][t] = _mm512_fmadd_ps(g[f], xv, sums[f][t]);
-                }
-            }
+            step::<FB, KB, false>(&mut sums, &dout, &x, p, 0);
             p += LANES;
         }
         if p < im.run {
             let mask: __mmask16 = (1u16 << (im.run - p)) - 1;
-            let mut g = [_mm512_setzero_ps(); FB];
-            for (g, dout) in g.iter_mut().zip(dout) {
-                *g = _mm512_maskz_loadu_ps(mask, dout.add(p));
-            }
-            for t in 0..KB {
-                let xv = _mm512_maskz_loadu_ps(mask, x[t].add(p));
-                for f in 0..FB {
-                    sums[f][t] = _mm512_fmadd_ps(g[f], xv, sums[f][t]);
-                }
-            }
+            step::<FB, KB, true>(&mut sums, &dout, &x, p, mask);
         }
         for (f, sums_f) in sums.iter().enumerate() {
             for (t, &sum) in sums_f.iter().enumerate() {

@@ -33,6 +33,7 @@
 //! assert!((y.data()[0] + 1.0).abs() < 1e-6 && (y.data()[1] - 1.0).abs() < 1e-6);
 //! ```
 
+use super::pooling::{pool_plane, unpool_plane, PoolingConfig};
 use super::relu::relu;
 use super::{check_dout, weight_and_bias, Layer, Param};
 use crate::error::{Error, Result};
@@ -254,6 +255,8 @@ struct LastForward {
     /// Whether x̂ was written to `xhat` (else backward recomputes it from
     /// the input).
     xhat_kept: bool,
+    /// Values per pooled plane, with a fused pooling.
+    pooled_plane: Option<usize>,
 }
 
 /// `dx` for one block of 4-D input (one sample's plane of a channel), the
@@ -321,6 +324,14 @@ pub struct BatchNorm<T> {
     /// Whether a 4-D forward keeps no x̂, its backward taking the input
     /// instead (see [`borrow_input`](Self::borrow_input)).
     borrows_input: bool,
+    /// A max pooling after the layer (and its ReLU) that it runs itself
+    /// (see [`fuse_max_pool`](Self::fuse_max_pool)).
+    pool: Option<PoolingConfig>,
+    /// With a fused pooling: for every pooled output, the index within its
+    /// plane of the window's maximum, (N, C, POH, POW).
+    arg_max: Vec<u32>,
+    /// The shape of the last forward's input.
+    in_shape: Vec<usize>,
     /// What the last forward did; `None` before any.
     last: Option<LastForward>,
     /// Per feature: the μ and 1/√(σ² + ε) the last forward used.
@@ -362,6 +373,9 @@ impl<T: Float> BatchNorm<T> {
             eps,
             relu: false,
             borrows_input: false,
+            pool: None,
+            arg_max: Vec::new(),
+            in_shape: Vec::new(),
             last: None,
             mean: vec![T::zero(); features],
             inv_std: vec![T::zero(); features],
@@ -415,6 +429,28 @@ impl<T: Float> BatchNorm<T> {
         self.borrows_input
     }
 
+    /// With `Some(config)`, the layer runs the max pooling that follows it
+    /// (or follows its fused ReLU) itself, plane by plane while each plane
+    /// is in the core's cache: its output is the pooled one, and backward
+    /// takes the pooled `dout`, spreading it over the windows' maxima as
+    /// the pooling's backward does. The same kernels on the same values,
+    /// so the same numbers to the bit as the layers one after the other.
+    /// Only with the input borrowed ([`borrow_input`](Self::borrow_input))
+    /// and on 4-D input of more than one pixel per plane (else forward is
+    /// an error); the network fuses the book's 2×2 windows after a batch
+    /// norm that follows a convolution (`networks/fusion.rs`). `None` turns
+    /// it off.
+    pub fn fuse_max_pool(&mut self, config: Option<&PoolingConfig>) {
+        self.pool = config.cloned();
+        self.last = None;
+    }
+
+    /// Whether a max pooling runs inside this layer
+    /// ([`fuse_max_pool`](Self::fuse_max_pool)).
+    pub fn max_pool_fused(&self) -> bool {
+        self.pool.is_some()
+    }
+
     /// Backward after a forward that kept no x̂: `x` must be the input of
     /// that forward, unchanged. After a forward that kept x̂, `x` is not
     /// read and this is [`backward`](Layer::backward).
@@ -459,123 +495,42 @@ impl<T: Float> BatchNorm<T> {
 }
 
 impl<T: Float> BatchNorm<T> {
-    /// Backward from `dout`, with x̂ kept by forward or recomputed from
-    /// `input` (see [`borrow_input`](Self::borrow_input)).
-    fn backward_from(&mut self, dout: &Tensor<T>, input: Option<&Tensor<T>>) -> Result<&Tensor<T>> {
-        let Some(LastForward {
-            layout: l,
-            train,
-            xhat_kept,
-        }) = self.last
-        else {
-            return Err(Error::BackwardBeforeForward("BatchNorm"));
-        };
-        check_dout("BatchNorm", Some(self.out.shape()), dout)?;
-        // `xhat` holds x̂, or the input to recompute it from.
-        let (input, xhat) = match input {
-            _ if xhat_kept => (None, self.xhat.data()),
-            Some(x) if x.shape() == self.out.shape() => (Some(x), x.data()),
-            Some(x) => {
-                return Err(Error::Shape(format!(
-                    "BatchNorm: backward's input has shape {:?}, forward's had {:?}",
-                    x.shape(),
-                    self.out.shape()
-                )))
-            }
-            None => return Err(Error::Config(
-                "BatchNorm: the last forward kept no x̂ (borrow_input); backward needs its input"
-                    .into(),
-            )),
-        };
-        let dout = dout.data();
-
-        let (gamma, beta, fused_relu) = (self.weight.data(), self.bias.data(), self.relu);
-        // dβ = Σ dz, dγ = Σ dz · x̂ per feature, both sums in one pass.
-        let (mean, inv_std) = (&self.mean, &self.inv_std);
-        // x̂'s block `ch`, kept or recomputed from the input's.
-        let recompute = |ch: usize| input.is_some().then(|| (mean[ch], inv_std[ch]));
-        let (blocks, totals) = (&mut self.blocks, &mut self.totals);
-        if l.hw == 1 {
-            row_totals(l, totals, |first, n, totals| {
-                let at = n * l.c + first;
-                let (gamma, beta) = (&gamma[first..], &beta[first..]);
-                let (dout, xhat) = (&dout[at..], &xhat[at..]);
-                widest(
-                    #[inline(always)]
-                    || add_row_gradients(totals, dout, xhat, gamma, beta, fused_relu),
-                );
-            });
-        } else {
-            block_sums(dout, xhat, l, blocks, totals, |ch, dout, xhat| {
-                let relu = fused_relu.then_some((gamma[ch], beta[ch]));
-                gradient_sums(dout, xhat, recompute(ch), relu)
-            });
-        }
-        let gradients = self.grad_bias.data_mut().iter_mut();
-        let gradients = gradients.zip(self.grad_weight.data_mut());
-        for ((db, dg), total) in gradients.zip(totals.iter()) {
-            (*db, *dg) = *total;
-        }
-
-        self.dx.resize(self.out.shape());
-        let m = T::cast(l.count() as f64);
-        let sample = l.c * l.hw;
-        let (dgamma, dbeta) = (self.grad_weight.data(), self.grad_bias.data());
-        self.dx
-            .data_mut()
-            .par_chunks_mut(sample)
-            .zip(dout.par_chunks(sample))
-            .zip(xhat.par_chunks(sample))
-            .with_min_len(l.samples_per_task())
-            .for_each(|((dx, dout), xhat)| {
-                if l.hw == 1 {
-                    let constants = (gamma, beta, &inv_std[..]);
-                    let sums = train.then_some((dbeta, dgamma, m));
-                    widest(
-                        #[inline(always)]
-                        || dx_row(dx, dout, xhat, constants, sums, fused_relu),
-                    );
-                    return;
-                }
-                let blocks = dx.chunks_mut(l.hw).zip(dout.chunks(l.hw));
-                for (ch, ((dx, dout), xhat)) in blocks.zip(xhat.chunks(l.hw)).enumerate() {
-                    let (ga, be, s) = (gamma[ch], beta[ch], inv_std[ch]);
-                    let sums = train.then_some((dbeta[ch], dgamma[ch], m));
-                    let block = DxBlock {
-                        ga,
-                        be,
-                        s,
-                        sums,
-                        fused_relu,
-                    };
-                    // x̂ kept, or made from x on the way.
-                    match recompute(ch) {
-                        None => block.run(dx, dout, xhat, |h| h),
-                        Some((mu, s)) => block.run(dx, dout, xhat, |v| (v - mu) * s),
-                    }
-                }
-            });
-        Ok(&self.dx)
-    }
-}
-
-impl<T: Float> Layer<T> for BatchNorm<T> {
-    fn kind(&self) -> &'static str {
-        "BatchNorm"
+    /// A forward, given (for 4-D input in training) each block's
+    /// [`block_moments`] already taken, by the convolution before it as it
+    /// wrote them ([`Convolution::take_plane_moments`]): the pass over x
+    /// they would need is skipped. `(N, C)` pairs, sample by sample; if
+    /// there are not that many, the layer takes them itself.
+    ///
+    /// [`Convolution::take_plane_moments`]: super::Convolution::take_plane_moments
+    pub fn forward_with_block_moments(
+        &mut self,
+        x: &Tensor<T>,
+        train: bool,
+        block_moments: &[(T, T)],
+    ) -> Result<&Tensor<T>> {
+        self.forward_from(x, train, Some(block_moments))
     }
 
-    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        self.layout(input)?;
-        Ok(input.to_vec())
-    }
-
-    fn flops(&self, input: &[usize]) -> u64 {
-        // Subtract, two multiplies and an add per element.
-        4 * input.iter().product::<usize>() as u64
-    }
-
-    fn forward(&mut self, x: &Tensor<T>, train: bool) -> Result<&Tensor<T>> {
+    fn forward_from(
+        &mut self,
+        x: &Tensor<T>,
+        train: bool,
+        block_moments_given: Option<&[(T, T)]>,
+    ) -> Result<&Tensor<T>> {
         let l = self.layout(x.shape())?;
+        let xhat_kept = !self.borrows_input || l.hw == 1;
+        let pool = match &self.pool {
+            Some(_) if xhat_kept => {
+                return Err(Error::Config(
+                    "BatchNorm: a fused max pooling needs the input borrowed, on planes of more than one pixel"
+                        .into(),
+                ))
+            }
+            Some(config) => Some(config.geometry("MaxPooling", x.shape())?),
+            None => None,
+        };
+        self.in_shape.clear();
+        self.in_shape.extend_from_slice(x.shape());
         let (shape, x) = (x.shape(), x.data());
         if train {
             if l.count() == 0 {
@@ -607,7 +562,16 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
                 // and Σ (x − s_b/hw)², two passes over a block that stays in
                 // the cache. Then per channel μ = Σ s_b / m and, with the
                 // blocks' means, σ² = Σ [Σ (x − s_b/hw)² + hw · (s_b/hw − μ)²] / m.
-                block_sums(x, x, l, blocks, totals, |_, block, _| block_moments(block));
+                match block_moments_given.filter(|given| given.len() == l.n * l.c) {
+                    Some(given) => {
+                        blocks.clear();
+                        blocks.extend_from_slice(given);
+                        feature_totals(blocks, l, totals, |_, block| block);
+                    }
+                    None => {
+                        block_sums(x, x, l, blocks, totals, |_, block, _| block_moments(block));
+                    }
+                }
                 divide_firsts(&mut self.mean, totals, m);
                 let mean = &self.mean;
                 feature_totals(blocks, l, totals, |ch, (sum, m2)| {
@@ -631,17 +595,44 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
             }
         }
 
-        self.out.resize(shape);
-        let xhat_kept = !self.borrows_input || l.hw == 1;
+        match &pool {
+            Some(g) => self.out.resize(&[l.n, l.c, g.out_h, g.out_w]),
+            None => self.out.resize(shape),
+        }
         self.last = Some(LastForward {
             layout: l,
             train,
             xhat_kept,
+            pooled_plane: pool.as_ref().map(|g| g.out_pixels()),
         });
         let sample = l.c * l.hw;
         let (gamma, beta) = (self.weight.data(), self.bias.data());
         let (mean, inv_std, fused_relu) = (&self.mean, &self.inv_std, self.relu);
         let act = |z: T| if fused_relu { relu(z) } else { z };
+        if let Some(pool_g) = pool {
+            // Each plane's output in the thread's buffer, then pooled.
+            self.xhat = Tensor::default();
+            let (width, out_plane) = (shape[3], pool_g.out_pixels());
+            self.arg_max.resize(l.n * l.c * out_plane, 0);
+            self.out
+                .data_mut()
+                .par_chunks_mut(l.c * out_plane)
+                .zip(self.arg_max.par_chunks_mut(l.c * out_plane))
+                .zip(x.par_chunks(sample))
+                .with_min_len(l.samples_per_task())
+                .for_each_init(
+                    || vec![T::zero(); l.hw],
+                    |plane, ((out, arg), x)| {
+                        let pooled = out.chunks_mut(out_plane).zip(arg.chunks_mut(out_plane));
+                        for (ch, ((out_p, arg_p), x)) in pooled.zip(x.chunks(l.hw)).enumerate() {
+                            let (mu, s, g, b) = (mean[ch], inv_std[ch], gamma[ch], beta[ch]);
+                            map_into(plane, x, |v| act(g * ((v - mu) * s) + b));
+                            pool_plane(plane, width, &pool_g, false, out_p, arg_p);
+                        }
+                    },
+                );
+            return Ok(&self.out);
+        }
         if !xhat_kept {
             // x̂ stays in a register; backward recomputes it from x.
             self.xhat = Tensor::default();
@@ -659,7 +650,7 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
                 });
             return Ok(&self.out);
         }
-        self.xhat.resize(self.out.shape());
+        self.xhat.resize(shape);
         self.out
             .data_mut()
             .par_chunks_mut(sample)
@@ -684,6 +675,176 @@ impl<T: Float> Layer<T> for BatchNorm<T> {
                 }
             });
         Ok(&self.out)
+    }
+
+    /// Backward from `dout`, with x̂ kept by forward or recomputed from
+    /// `input` (see [`borrow_input`](Self::borrow_input)).
+    fn backward_from(&mut self, dout: &Tensor<T>, input: Option<&Tensor<T>>) -> Result<&Tensor<T>> {
+        let Some(LastForward {
+            layout: l,
+            train,
+            xhat_kept,
+            pooled_plane,
+        }) = self.last
+        else {
+            return Err(Error::BackwardBeforeForward("BatchNorm"));
+        };
+        check_dout("BatchNorm", Some(self.out.shape()), dout)?;
+        // `xhat` holds x̂, or the input to recompute it from.
+        let (input, xhat) = match input {
+            _ if xhat_kept => (None, self.xhat.data()),
+            Some(x) if x.shape() == self.in_shape => (Some(x), x.data()),
+            Some(x) => {
+                return Err(Error::Shape(format!(
+                    "BatchNorm: backward's input has shape {:?}, forward's had {:?}",
+                    x.shape(),
+                    self.in_shape
+                )))
+            }
+            None => return Err(Error::Config(
+                "BatchNorm: the last forward kept no x̂ (borrow_input); backward needs its input"
+                    .into(),
+            )),
+        };
+        let dout = dout.data();
+
+        let (gamma, beta, fused_relu) = (self.weight.data(), self.bias.data(), self.relu);
+        // dβ = Σ dz, dγ = Σ dz · x̂ per feature, both sums in one pass.
+        let (mean, inv_std) = (&self.mean, &self.inv_std);
+        // x̂'s block `ch`, kept or recomputed from the input's.
+        let recompute = |ch: usize| input.is_some().then(|| (mean[ch], inv_std[ch]));
+        let (blocks, totals) = (&mut self.blocks, &mut self.totals);
+        // With a fused pooling, each block of dz is the pooled dout spread
+        // over the windows' maxima, in the thread's buffer (`unpool_plane`).
+        let pooled = pooled_plane.map(|out_plane| (out_plane, l.c * out_plane, &self.arg_max[..]));
+        if let Some((out_plane, per_sample, arg_max)) = pooled {
+            blocks.resize(l.n * l.c, (T::zero(), T::zero()));
+            blocks
+                .par_chunks_mut(l.c)
+                .zip(
+                    dout.par_chunks(per_sample)
+                        .zip(arg_max.par_chunks(per_sample)),
+                )
+                .zip(xhat.par_chunks(l.c * l.hw))
+                .with_min_len(l.samples_per_task())
+                .for_each_init(
+                    || vec![T::zero(); l.hw],
+                    |dz, ((sums, (dout, arg)), x)| {
+                        let pooled = dout.chunks(out_plane).zip(arg.chunks(out_plane));
+                        let planes = sums.iter_mut().zip(pooled.zip(x.chunks(l.hw)));
+                        for (ch, (sum, ((dout_p, arg_p), x))) in planes.enumerate() {
+                            unpool_plane(dz, arg_p, dout_p.iter().copied());
+                            let relu = fused_relu.then_some((gamma[ch], beta[ch]));
+                            *sum = gradient_sums(dz, x, recompute(ch), relu);
+                        }
+                    },
+                );
+            feature_totals(blocks, l, totals, |_, block| block);
+        } else if l.hw == 1 {
+            row_totals(l, totals, |first, n, totals| {
+                let at = n * l.c + first;
+                let (gamma, beta) = (&gamma[first..], &beta[first..]);
+                let (dout, xhat) = (&dout[at..], &xhat[at..]);
+                widest(
+                    #[inline(always)]
+                    || add_row_gradients(totals, dout, xhat, gamma, beta, fused_relu),
+                );
+            });
+        } else {
+            block_sums(dout, xhat, l, blocks, totals, |ch, dout, xhat| {
+                let relu = fused_relu.then_some((gamma[ch], beta[ch]));
+                gradient_sums(dout, xhat, recompute(ch), relu)
+            });
+        }
+        let gradients = self.grad_bias.data_mut().iter_mut();
+        let gradients = gradients.zip(self.grad_weight.data_mut());
+        for ((db, dg), total) in gradients.zip(totals.iter()) {
+            (*db, *dg) = *total;
+        }
+
+        self.dx.resize(&self.in_shape);
+        let m = T::cast(l.count() as f64);
+        let sample = l.c * l.hw;
+        let (dgamma, dbeta) = (self.grad_weight.data(), self.grad_bias.data());
+        let dx_block = |ch: usize| DxBlock {
+            ga: gamma[ch],
+            be: beta[ch],
+            s: inv_std[ch],
+            sums: train.then_some((dbeta[ch], dgamma[ch], m)),
+            fused_relu,
+        };
+        if let Some((out_plane, per_sample, arg_max)) = pooled {
+            self.dx
+                .data_mut()
+                .par_chunks_mut(sample)
+                .zip(
+                    dout.par_chunks(per_sample)
+                        .zip(arg_max.par_chunks(per_sample)),
+                )
+                .zip(xhat.par_chunks(sample))
+                .with_min_len(l.samples_per_task())
+                .for_each_init(
+                    || vec![T::zero(); l.hw],
+                    |dz, ((dx, (dout, arg)), x)| {
+                        let pooled = dout.chunks(out_plane).zip(arg.chunks(out_plane));
+                        let planes = dx.chunks_mut(l.hw).zip(pooled.zip(x.chunks(l.hw)));
+                        for (ch, (dx, ((dout_p, arg_p), x))) in planes.enumerate() {
+                            unpool_plane(dz, arg_p, dout_p.iter().copied());
+                            // (A pooling is fused only where x̂ is made from x.)
+                            let (mu, s) = (mean[ch], inv_std[ch]);
+                            dx_block(ch).run(dx, dz, x, |v| (v - mu) * s);
+                        }
+                    },
+                );
+            return Ok(&self.dx);
+        }
+        self.dx
+            .data_mut()
+            .par_chunks_mut(sample)
+            .zip(dout.par_chunks(sample))
+            .zip(xhat.par_chunks(sample))
+            .with_min_len(l.samples_per_task())
+            .for_each(|((dx, dout), xhat)| {
+                if l.hw == 1 {
+                    let constants = (gamma, beta, &inv_std[..]);
+                    let sums = train.then_some((dbeta, dgamma, m));
+                    widest(
+                        #[inline(always)]
+                        || dx_row(dx, dout, xhat, constants, sums, fused_relu),
+                    );
+                    return;
+                }
+                let blocks = dx.chunks_mut(l.hw).zip(dout.chunks(l.hw));
+                for (ch, ((dx, dout), xhat)) in blocks.zip(xhat.chunks(l.hw)).enumerate() {
+                    let block = dx_block(ch);
+                    // x̂ kept, or made from x on the way.
+                    match recompute(ch) {
+                        None => block.run(dx, dout, xhat, |h| h),
+                        Some((mu, s)) => block.run(dx, dout, xhat, |v| (v - mu) * s),
+                    }
+                }
+            });
+        Ok(&self.dx)
+    }
+}
+
+impl<T: Float> Layer<T> for BatchNorm<T> {
+    fn kind(&self) -> &'static str {
+        "BatchNorm"
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        self.layout(input)?;
+        Ok(input.to_vec())
+    }
+
+    fn flops(&self, input: &[usize]) -> u64 {
+        // Subtract, two multiplies and an add per element.
+        4 * input.iter().product::<usize>() as u64
+    }
+
+    fn forward(&mut self, x: &Tensor<T>, train: bool) -> Result<&Tensor<T>> {
+        self.forward_from(x, train, None)
     }
 
     fn backward(&mut self, dout: &Tensor<T>) -> Result<&Tensor<T>> {
@@ -974,6 +1135,64 @@ mod tests {
             let x2: Tensor<T> = random(&[5, 4], 1.0, 0.0, &mut rng).cast();
             bn.forward(&x2, true).unwrap();
             assert!(bn.backward(&x2).is_ok());
+        }
+        run::<f32>();
+        run::<f64>();
+    }
+
+    /// A fused 2×2 max pooling gives the numbers of the batch norm and a
+    /// `MaxPooling` one after the other, to the bit: the pooled output,
+    /// dx from the pooled dout, the parameter gradients; in training and
+    /// evaluation, with and without the ReLU, f32 and f64. Without the
+    /// input borrowed it is an error.
+    #[test]
+    fn a_fused_max_pooling_gives_the_layers_numbers() {
+        use crate::layers::MaxPooling;
+        fn run<T: Float>() {
+            let mut rng = Rng::new(12);
+            // 7×6 planes: the last row is in no window.
+            let x: Tensor<T> = random(&[5, 3, 7, 6], 2.0, 0.5, &mut rng).cast();
+            let dout: Tensor<T> = random(&[5, 3, 3, 3], 1.0, 0.0, &mut rng).cast();
+            let config = PoolingConfig {
+                size: 2,
+                stride: 2,
+                pad: 0,
+            };
+            for (relu, train) in [(true, true), (false, true), (true, false)] {
+                let bn_config = BatchNormConfig {
+                    features: 3,
+                    ..Default::default()
+                };
+                let (mut plain, mut fused) = (
+                    BatchNorm::<T>::new(&bn_config).unwrap(),
+                    BatchNorm::<T>::new(&bn_config).unwrap(),
+                );
+                let gamma: Vec<T> = (0..3).map(|_| T::cast(rng.normal())).collect();
+                for bn in [&mut plain, &mut fused] {
+                    bn.fuse_relu(relu);
+                    bn.weight.data_mut().copy_from_slice(&gamma);
+                    bn.bias.data_mut().fill(T::cast(0.2));
+                }
+                fused.fuse_max_pool(Some(&config));
+                assert!(matches!(fused.forward(&x, train), Err(Error::Config(_))));
+                fused.borrow_input(true);
+                let mut pool = MaxPooling::<T>::new(&config);
+                let y = plain.forward(&x, train).unwrap().clone();
+                let want = pool.forward(&y, true).unwrap().clone();
+                assert_eq!(fused.forward(&x, train).unwrap(), &want, "relu {relu}");
+                let dy = pool.backward(&dout).unwrap().clone();
+                let want_dx = plain.backward(&dy).unwrap().clone();
+                let dx = fused.backward_with_input(&x, &dout).unwrap();
+                assert_eq!(dx, &want_dx, "relu {relu}, train {train}");
+                assert!(dx.data().iter().any(|&v| v != T::zero()));
+                assert_eq!(fused.grad_weight, plain.grad_weight);
+                assert_eq!(fused.grad_bias, plain.grad_bias);
+                // dout of the unpooled shape is refused.
+                assert!(matches!(
+                    fused.backward_with_input(&x, &dy),
+                    Err(Error::Shape(_))
+                ));
+            }
         }
         run::<f32>();
         run::<f64>();

@@ -200,6 +200,10 @@ impl Default for ConvolutionConfig {
     }
 }
 
+/// A forward's output, and its planes' sums if the forward took them
+/// ([`Convolution::forward_plane_moments`]).
+pub type OutputAndMoments<'a, T> = (&'a Tensor<T>, Option<&'a [(T, T)]>);
+
 /// A 2-D convolution with one bias per filter.
 pub struct Convolution<T> {
     /// W: (FN, C, FH, FW)
@@ -224,6 +228,12 @@ pub struct Convolution<T> {
     fused_pool: Option<PoolingConfig>,
     /// The fused pooling's window over the last forward's output planes.
     pool: Option<FusedPool>,
+    /// Whether a training forward with nothing fused also takes each output
+    /// plane's sums for the batch norm after it (see
+    /// [`take_plane_moments`](Self::take_plane_moments)).
+    plane_moments_on: bool,
+    /// The last forward's plane sums, (N, FN), if it took them.
+    plane_moments: Option<Vec<(T, T)>>,
     // Caches from forward for backward.
     /// Geometry and batch size of the last training forward; `None` before
     /// one (an inference forward keeps nothing for backward).
@@ -298,6 +308,8 @@ impl<T: Float> Convolution<T> {
             fused_activation: None,
             fused_pool: None,
             pool: None,
+            plane_moments_on: false,
+            plane_moments: None,
             geometry: None,
             xpad: Vec::new(),
             scratch: Vec::new(),
@@ -372,6 +384,33 @@ impl<T: Float> Convolution<T> {
     /// norm after this layer borrows as its input (`networks/fusion.rs`).
     pub fn output(&self) -> &Tensor<T> {
         &self.out
+    }
+
+    /// With `on`, a training forward with nothing fused into the layer
+    /// also takes each output plane's [`block_moments`] (its sum and
+    /// squared deviations) as it writes the plane, while the plane is in
+    /// the core's cache: the first pass of the batch norm after it, which
+    /// then need not read the output again
+    /// ([`forward_plane_moments`](Self::forward_plane_moments)). The network
+    /// turns it on for a convolution with a batch norm straight after it
+    /// (`networks/fusion.rs`).
+    ///
+    /// [`block_moments`]: crate::kernels::bn_sums::block_moments
+    pub fn take_plane_moments(&mut self, on: bool) {
+        self.plane_moments_on = on;
+        self.plane_moments = None;
+    }
+
+    /// A forward, and the sums of each output plane if it took them (see
+    /// [`take_plane_moments`](Self::take_plane_moments)): `(N, FN)` pairs,
+    /// image by image, `None` if this forward did not take them.
+    pub fn forward_plane_moments(
+        &mut self,
+        x: &Tensor<T>,
+        train: bool,
+    ) -> Result<OutputAndMoments<'_, T>> {
+        self.forward_impl(x, train)?;
+        Ok((&self.out, self.plane_moments.as_deref()))
     }
 
     /// An inference forward of `x` followed by `y ← scale[f] · y + shift[f]`

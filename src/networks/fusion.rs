@@ -31,9 +31,14 @@
 //!   ([`BatchNorm::fuse_relu`]: `conv → bn → relu`, the usual order, writes
 //!   the normalised and rectified output in one pass, and its backward
 //!   needs no ReLU pass either);
+//! - a `MaxPooling` of the book's 2×2 windows fuses into a `BatchNorm`
+//!   that follows a convolution, straight before it or before the ReLU
+//!   fused into it ([`BatchNorm::fuse_max_pool`]: `conv → bn → relu →
+//!   maxpool` writes only the pooled output, and its backward reads the
+//!   pooled `dout`);
 //! - nothing else fuses (an `AvgPooling`, an activation after an `Affine`,
-//!   a sigmoid or tanh after a batch norm, a pooling after a batch norm's
-//!   ReLU, a second pooling, the
+//!   a sigmoid or tanh after a batch norm, other windows after a batch
+//!   norm, a second pooling, the
 //!   [reference layers](crate::layers::reference)).
 //!
 //! **Folding, at inference.** A [`BatchNorm`] straight after a
@@ -61,8 +66,13 @@
 //! recomputes x̂ from its input, the convolution's output, which stays in
 //! the convolution until its next forward and which the network passes
 //! (`backward_step` below). A forward writes one tensor instead of two; the
-//! numbers are the same to the bit. This goes with the fusions, as they are
-//! pushed and with [`Network::set_fusion`].
+//! numbers are the same to the bit. And the convolution takes each output
+//! plane's sums as it writes the plane ([`Convolution::take_plane_moments`]),
+//! which the network hands to the batch norm (`forward_step`): the batch
+//! norm's first pass over its input, the statistics, is done while the
+//! plane is in the core's cache, by the same function on the same values.
+//! This goes with the fusions, as they are pushed and with
+//! [`Network::set_fusion`].
 //!
 //! **The first layer's `dx`.** Backward through the first layer would end
 //! with the gradient of the images, which nobody uses. A first
@@ -115,6 +125,12 @@ pub(super) fn fuse_at<T: Float>(layers: &mut [NamedLayer<T>], i: usize, on: bool
     let after_conv = i > 0 && layers[i - 1].layer.is::<Convolution<T>>();
     if let Some(bn) = layers[i].layer.downcast_mut::<BatchNorm<T>>() {
         bn.borrow_input(on && after_conv);
+        if let Some(conv) = after_conv
+            .then(|| layers[i - 1].layer.downcast_mut::<Convolution<T>>())
+            .flatten()
+        {
+            conv.take_plane_moments(on);
+        }
         return;
     }
     let Some(fusable) = Fusable::of(&*layers[i].layer) else {
@@ -134,9 +150,18 @@ pub(super) fn fuse_at<T: Float>(layers: &mut [NamedLayer<T>], i: usize, on: bool
         return;
     }
     if let Some(bn) = layers[j].layer.downcast_mut::<BatchNorm<T>>() {
-        if matches!(fusable, Fusable::Activation(FusedActivation::Relu)) {
-            bn.fuse_relu(on);
-            layers[i].fused_into_previous = on;
+        match &fusable {
+            Fusable::Activation(FusedActivation::Relu) => {
+                bn.fuse_relu(on);
+                layers[i].fused_into_previous = on;
+            }
+            // The book's 2×2 windows (which need maps of 2×2 or more), after
+            // a batch norm that borrows its input; unfused whatever it is.
+            Fusable::MaxPool(config) if !on || (bn.input_borrowed() && pools_2x2(config)) => {
+                bn.fuse_max_pool(on.then_some(config));
+                layers[i].fused_into_previous = on;
+            }
+            _ => {}
         }
         return;
     }
@@ -150,6 +175,11 @@ pub(super) fn fuse_at<T: Float>(layers: &mut [NamedLayer<T>], i: usize, on: bool
     layers[i].fused_into_previous = on;
 }
 
+/// Whether `config` is the book's window: 2×2, stride 2, no padding.
+fn pools_2x2(config: &PoolingConfig) -> bool {
+    (config.size, config.stride, config.pad) == (2, 2, 0)
+}
+
 /// Whether an inference forward folds `next` into `layer` (see the module
 /// documentation): a batch norm after a convolution with nothing fused.
 pub(super) fn folds<T: Float>(layer: &dyn Layer<T>, next: &dyn Layer<T>) -> bool {
@@ -157,23 +187,33 @@ pub(super) fn folds<T: Float>(layer: &dyn Layer<T>, next: &dyn Layer<T>) -> bool
     conv.is_some_and(|conv| conv.can_fold()) && next.is::<BatchNorm<T>>()
 }
 
+/// What one step of a forward gives: the output, the output planes' sums
+/// if a convolution took them for the batch norm after it, and how many
+/// layers after the step's own it took.
+pub(super) struct Step<'a, T> {
+    pub out: &'a Tensor<T>,
+    pub moments: Option<&'a [(T, T)]>,
+    pub taken: usize,
+}
+
 /// One step of a forward, from `named`, a layer that runs: its own
-/// forward; or, at inference with `fold` where [`folds`] says so, the
-/// convolution with the batch norm after it folded in, taking from `rest`
-/// that batch norm, the ReLU fused into it and a max pooling after them
-/// (which then runs inside the convolution too). Returns the output and
-/// how many layers of `rest` the step took.
+/// forward (a batch norm given `moments`, its input's planes' sums, which
+/// the convolution before it took); or, at inference with `fold` where
+/// [`folds`] says so, the convolution with the batch norm after it folded
+/// in, taking from `rest` that batch norm, the ReLU fused into it and a
+/// max pooling after them (which then runs inside the convolution too).
 pub(super) fn forward_step<'a, 'b, T: Float + 'b>(
     named: &'a mut NamedLayer<T>,
     rest: &mut Peekable<impl Iterator<Item = &'b mut NamedLayer<T>>>,
     x: &Tensor<T>,
+    moments: Option<&[(T, T)]>,
     train: bool,
     fold: bool,
-) -> Result<(&'a Tensor<T>, usize)> {
+) -> Result<Step<'a, T>> {
     let Some(bn) = rest.next_if(|next| fold && !train && folds(&*named.layer, &*next.layer)) else {
-        return Ok((named.layer.forward(x, train)?, 0));
+        return own_step(named, x, moments, train);
     };
-    let relu = rest.next_if(|relu| relu.fused_into_previous);
+    let relu = rest.next_if(|relu| relu.fused_into_previous && relu.layer.is::<Relu<T>>());
     let pool = rest.next_if(|pool| pool.layer.is::<MaxPooling<T>>());
     let taken = 1 + usize::from(relu.is_some()) + usize::from(pool.is_some());
     let bn = bn.layer.downcast_ref::<BatchNorm<T>>();
@@ -184,7 +224,41 @@ pub(super) fn forward_step<'a, 'b, T: Float + 'b>(
     let pool = pool.and_then(|p| p.layer.downcast_ref::<MaxPooling<T>>());
     let pool = pool.map(|p| &p.config);
     let out = conv.forward_folded(x, &scale, &shift, bn.relu_fused(), pool)?;
-    Ok((out, taken))
+    let moments = None;
+    Ok(Step {
+        out,
+        moments,
+        taken,
+    })
+}
+
+/// A layer's own forward within the network: a convolution's with its
+/// planes' sums ([`Convolution::take_plane_moments`]), a batch norm's with
+/// them when given, any other layer's plain.
+fn own_step<'a, T: Float>(
+    named: &'a mut NamedLayer<T>,
+    x: &Tensor<T>,
+    moments: Option<&[(T, T)]>,
+    train: bool,
+) -> Result<Step<'a, T>> {
+    let step = |out, moments| Step {
+        out,
+        moments,
+        taken: 0,
+    };
+    if named.layer.is::<Convolution<T>>() {
+        let conv = named.layer.downcast_mut::<Convolution<T>>();
+        let (out, moments) = conv.expect("checked").forward_plane_moments(x, train)?;
+        return Ok(step(out, moments));
+    }
+    if let (true, Some(moments)) = (named.layer.is::<BatchNorm<T>>(), moments) {
+        let bn = named.layer.downcast_mut::<BatchNorm<T>>().expect("checked");
+        return Ok(step(
+            bn.forward_with_block_moments(x, train, moments)?,
+            None,
+        ));
+    }
+    Ok(step(named.layer.forward(x, train)?, None))
 }
 
 /// The backward of `named`, a layer that runs and not the first, with

@@ -122,7 +122,7 @@ fn timed_forward<'a, T: Float>(
     train: bool,
     fold: bool,
 ) -> Result<&'a Tensor<T>> {
-    let mut out = x;
+    let (mut out, mut moments) = (x, None);
     let mut layers = layers.iter_mut().peekable();
     let mut i = 0;
     while let Some(named) = layers.next() {
@@ -134,10 +134,10 @@ fn timed_forward<'a, T: Float>(
         let start = Instant::now();
         // Layers folded into this one (a batch norm, its ReLU, a pooling):
         // their time is this one's.
-        let (output, taken) = super::fusion::forward_step(named, &mut layers, out, train, fold)?;
-        out = output;
+        let step = super::fusion::forward_step(named, &mut layers, out, moments, train, fold)?;
+        (out, moments) = (step.out, step.moments);
         times[at].forward += start.elapsed();
-        i += taken;
+        i += step.taken;
     }
     Ok(out)
 }

@@ -89,14 +89,15 @@ fn forward_layers<'a, T: Float>(
     train: bool,
     fold: bool,
 ) -> Result<&'a Tensor<T>> {
-    let mut out = x;
+    let (mut out, mut moments) = (x, None);
     let mut layers = layers.iter_mut().peekable();
     while let Some(named) = layers.next() {
         // A fused layer already ran inside the layer before it.
         if named.fused_into_previous {
             continue;
         }
-        out = fusion::forward_step(named, &mut layers, out, train, fold)?.0;
+        let step = fusion::forward_step(named, &mut layers, out, moments, train, fold)?;
+        (out, moments) = (step.out, step.moments);
     }
     Ok(out)
 }
@@ -504,9 +505,18 @@ mod tests {
             };
             assert_eq!(borrowing(&fast), [true, true, false]);
             assert_eq!(borrowing(&plain), [false, false, false]);
+            // The convolutions before them take their planes' sums.
             let mut rng = Rng::new(6);
             let values = (0..5 * 98).map(|_| T::cast(rng.normal())).collect();
             let x = Tensor::from_vec(&[5, 2, 7, 7], values).unwrap();
+            for (net, takes) in [(&mut fast, true), (&mut plain, false)] {
+                let conv = net.layers[0]
+                    .layer
+                    .downcast_mut::<Convolution<T>>()
+                    .unwrap();
+                let (_, moments) = conv.forward_plane_moments(&x, true).unwrap();
+                assert_eq!(moments.is_some(), takes);
+            }
             let labels = [0, 3, 1, 2, 3];
             for _ in 0..3 {
                 let loss = fast.gradient(&x, &labels).unwrap();
@@ -529,6 +539,11 @@ mod tests {
             assert!(fast.profile(&x, &labels, 1).is_ok());
             fast.set_fusion(false);
             assert_eq!(borrowing(&fast), [false, false, false]);
+            let conv = fast.layers[0]
+                .layer
+                .downcast_mut::<Convolution<T>>()
+                .unwrap();
+            assert!(conv.forward_plane_moments(&x, true).unwrap().1.is_none());
         }
         run::<f32>();
         run::<f64>();
@@ -590,7 +605,7 @@ mod tests {
             assert!(maps[0].output.data().iter().any(|&v| v < T::zero()));
             assert!(fused.layers[1].fused_into_previous);
         }
-        let specs: [(&str, &[usize]); 6] = [
+        let specs: [(&str, &[usize]); 7] = [
             (
                 "conv(6,3,pad=1)-relu-conv(5,3,stride=2)-relu-maxpool(2)-affine(8)-relu-affine(4)",
                 &[4],
@@ -606,11 +621,15 @@ mod tests {
             ("conv(5,2)-relu-maxpool(2)-affine(4)", &[2]),
             // A sigmoid and a tanh fuse; a pooling after them does not.
             ("conv(4,3,pad=1)-sigmoid-avgpool(2)-conv(5,2)-tanh-maxpool(2)-affine(4)", &[]),
-            // A ReLU after a batch norm (4-D and 2-D) fuses into it; the
-            // pooling after it does not.
+            // A ReLU after a batch norm (4-D and 2-D) fuses into it, and
+            // so does the 2×2 pooling after it; a 3×3 one does not.
             (
                 "conv(6,3,pad=1)-relu-conv(4,3,pad=1)-bn-relu-maxpool(2)-affine(8)-bn-relu-affine(4)",
-                &[],
+                &[5],
+            ),
+            (
+                "conv(6,3,pad=1)-relu-conv(4,3,pad=1)-bn-maxpool(2)-conv(3,3,pad=1)-bn-relu-maxpool(3,stride=2)-affine(4)",
+                &[4],
             ),
         ];
         for (spec, fused_pools) in specs {
@@ -644,8 +663,9 @@ mod tests {
             .iter()
             .map(|l| l.fused_into_previous)
             .collect();
+        // The 2×2 pooling after the batch norm's ReLU is fused too.
         let expected = [
-            false, true, false, false, true, false, false, false, true, false,
+            false, true, false, false, true, true, false, false, true, false,
         ];
         assert_eq!(fused, expected);
     }

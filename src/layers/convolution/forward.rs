@@ -25,6 +25,7 @@ use super::scratch::{resize_scratch, thread_scratch, Scratch};
 use super::winograd;
 use super::{Convolution, FusedActivation};
 use crate::error::Result;
+use crate::kernels::bn_sums::block_moments;
 use crate::kernels::direct_conv;
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
 use crate::kernels::im2col_wide::{
@@ -122,6 +123,13 @@ impl<T: Float> Convolution<T> {
                     }
                 },
             );
+        // The output planes' sums for the batch norm after the layer
+        // (nothing fused), taken as each image's planes are written.
+        let mut moments = self.plane_moments.take().unwrap_or_default();
+        let take_moments = train && self.plane_moments_on && pool.is_none() && !by_team;
+        if take_moments {
+            moments.resize(n * filters, (T::zero(), T::zero()));
+        }
         if !by_team {
             // Training keeps every padded image (for backward); inference
             // pads each image into the thread's own buffer.
@@ -140,52 +148,68 @@ impl<T: Float> Convolution<T> {
                     n.div_ceil(chunk),
                 ))
                 .zip(optional_chunks(arg_max, chunk * out_len, n.div_ceil(chunk)))
-                .for_each(|(((out_chunk, x_chunk), mut xpad_chunk), mut arg_chunk)| {
-                    if grouped {
-                        return grouped::forward_images(&g, params, x_chunk, out_chunk);
-                    }
-                    let mut scratch = thread_scratch(scratch);
-                    if by_packed {
-                        return winograd::forward_chunk_packed(
-                            &wg,
-                            params,
-                            winograd_weights,
-                            &mut scratch,
-                            x_chunk,
-                            out_chunk,
-                            out_len,
-                            pool,
-                            arg_chunk,
-                        );
-                    }
-                    if by_winograd {
-                        return winograd::forward_chunk(
-                            &wg,
-                            params,
-                            winograd_weights,
-                            &mut scratch,
-                            x_chunk,
-                            xpad_chunk,
-                            out_chunk,
-                            out_len,
-                            pool,
-                            arg_chunk,
-                        );
-                    }
-                    let images = out_chunk
-                        .chunks_mut(out_len)
-                        .zip(x_chunk.chunks(g.image_len()));
-                    for (i, (out_n, x_n)) in images.enumerate() {
-                        let xpad_n = xpad_chunk
-                            .as_deref_mut()
-                            .map(|kept| &mut kept[i * wg.padded_len()..][..wg.padded_len()]);
-                        let pool = pool.map(|pool| {
-                            let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
-                            (pool, &mut arg_chunk[i * out_len..][..out_len])
-                        });
-                        forward_image(&wg, params, &mut scratch, x_n, xpad_n, out_n, pool);
-                    }
-                });
+                .zip(optional_chunks(
+                    take_moments.then_some(&mut moments[..]),
+                    chunk * filters,
+                    n.div_ceil(chunk),
+                ))
+                .for_each(
+                    |(
+                        (((out_chunk, x_chunk), mut xpad_chunk), mut arg_chunk),
+                        mut moments_chunk,
+                    )| {
+                        if grouped {
+                            return grouped::forward_images(&g, params, x_chunk, out_chunk);
+                        }
+                        let mut scratch = thread_scratch(scratch);
+                        if by_packed {
+                            return winograd::forward_chunk_packed(
+                                &wg,
+                                params,
+                                winograd_weights,
+                                &mut scratch,
+                                x_chunk,
+                                out_chunk,
+                                out_len,
+                                pool,
+                                arg_chunk,
+                            );
+                        }
+                        if by_winograd {
+                            return winograd::forward_chunk(
+                                &wg,
+                                params,
+                                winograd_weights,
+                                &mut scratch,
+                                x_chunk,
+                                xpad_chunk,
+                                out_chunk,
+                                out_len,
+                                pool,
+                                arg_chunk,
+                                moments_chunk,
+                            );
+                        }
+                        let images = out_chunk
+                            .chunks_mut(out_len)
+                            .zip(x_chunk.chunks(g.image_len()));
+                        for (i, (out_n, x_n)) in images.enumerate() {
+                            let xpad_n = xpad_chunk
+                                .as_deref_mut()
+                                .map(|kept| &mut kept[i * wg.padded_len()..][..wg.padded_len()]);
+                            let pool = pool.map(|pool| {
+                                let arg_chunk =
+                                    arg_chunk.as_deref_mut().expect("sized with the pool");
+                                (pool, &mut arg_chunk[i * out_len..][..out_len])
+                            });
+                            let moments_n = moments_chunk
+                                .as_deref_mut()
+                                .map(|m| &mut m[i * filters..][..filters]);
+                            let finish = Finish { pool, moments_n };
+                            forward_image(&wg, params, &mut scratch, x_n, xpad_n, out_n, finish);
+                        }
+                    },
+                );
         } else if train {
             // (A training forward in a team: rare; pad for backward here.)
             self.xpad.resize(n * wg.padded_len(), T::zero());
@@ -194,6 +218,7 @@ impl<T: Float> Convolution<T> {
                 pad_image(x_n, &wg, xpad_n);
             }
         }
+        self.plane_moments = take_moments.then_some(moments);
         self.geometry = train.then_some((g, n));
         Ok(&self.out)
     }
@@ -225,7 +250,7 @@ fn forward_image<T: Float>(
     x_n: &[T],
     kept_xpad: Option<&mut [T]>,
     out_n: &mut [T],
-    pool: Option<(&FusedPool, &mut [u32])>,
+    finish: Finish<'_, T>,
 ) {
     let Scratch {
         xpad,
@@ -237,18 +262,27 @@ fn forward_image<T: Float>(
     let xpad = kept_xpad.unwrap_or(xpad);
     pad_image(x_n, wg, xpad);
     product(wg, params, xpad, col, wide);
-    finish_image(wg, params, wide, planes, out_n, pool);
+    finish_image(wg, params, wide, planes, out_n, finish);
+}
+
+/// What one image's output goes on to, besides its planes: the fused
+/// pooling (with the image's slice of `arg_max`), or the planes' sums for
+/// a batch norm (the image's `FN` pairs).
+pub(super) struct Finish<'a, T> {
+    pub pool: Option<(&'a FusedPool, &'a mut [u32])>,
+    pub moments_n: Option<&'a mut [(T, T)]>,
 }
 
 /// The rest of one image's forward once `wide = W · col` holds its
-/// product: `out_n = act(narrow(wide) + b)`, pooled if a pooling is given.
+/// product: `out_n = act(narrow(wide) + b)`, pooled if a pooling is given,
+/// each plane's [`block_moments`] taken if asked for.
 pub(super) fn finish_image<T: Float>(
     wg: &WideGeometry,
     params: ForwardParams<'_, T>,
     wide: &[T],
     planes: &mut [T],
     out_n: &mut [T],
-    pool: Option<(&FusedPool, &mut [u32])>,
+    Finish { pool, moments_n }: Finish<'_, T>,
 ) {
     let ForwardParams {
         bias, activation, ..
@@ -257,6 +291,14 @@ pub(super) fn finish_image<T: Float>(
         None => {
             let planes = out_n.chunks_exact_mut(wg.g.out_pixels());
             narrow(wg, params, wide, planes);
+            // Each plane while it is in the cache: the batch norm's first
+            // pass over it, the same function on the same values.
+            if let Some(moments_n) = moments_n {
+                let planes = out_n.chunks_exact(wg.g.out_pixels());
+                for (moments, plane) in moments_n.iter_mut().zip(planes) {
+                    *moments = block_moments(plane);
+                }
+            }
         }
         // 2×2 windows: pooled as the product is read, with no planes.
         Some((pool, arg_n)) if pool.pools_from_wide() => {

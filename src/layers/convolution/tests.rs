@@ -932,3 +932,55 @@ fn a_5x5_filter_on_the_wide_grid_matches_the_definition() {
         );
     }
 }
+
+/// A training forward that takes its planes' sums gives each plane's
+/// `block_moments` to the bit, by every route (Winograd, the direct kernel,
+/// `gemm` on the book's grid, f64); not at inference, not when off, not
+/// with a pooling fused; the output is the same as without.
+#[test]
+fn plane_moments_are_each_planes_block_moments() {
+    fn run<T: Float>(channels: usize, side: usize, n: usize) {
+        let mut rng = Rng::new(9);
+        let config = ConvolutionConfig {
+            in_channels: channels,
+            filters: 5,
+            filter_size: 3,
+            stride: 1,
+            pad: 1,
+            init: Init::Std(1.0),
+        };
+        let mut conv = Convolution::<T>::new(&config, &mut rng).unwrap();
+        let len = n * channels * side * side;
+        let values = (0..len).map(|_| T::cast(rng.normal())).collect();
+        let x = Tensor::from_vec(&[n, channels, side, side], values).unwrap();
+        let plain = conv.forward(&x, true).unwrap().clone();
+        assert!(conv.forward_plane_moments(&x, true).unwrap().1.is_none());
+        conv.take_plane_moments(true);
+        assert!(conv.forward_plane_moments(&x, false).unwrap().1.is_none());
+        let (out, moments) = conv.forward_plane_moments(&x, true).unwrap();
+        assert_eq!(out, &plain);
+        let moments = moments.expect("a training forward takes them");
+        let planes = out.data().chunks_exact(side * side);
+        assert_eq!(moments.len(), n * 5);
+        for (i, (&got, plane)) in moments.iter().zip(planes).enumerate() {
+            let want = crate::kernels::bn_sums::block_moments(plane);
+            let bits = |(a, b): (T, T)| (a.as_f64().to_bits(), b.as_f64().to_bits());
+            assert_eq!(bits(got), bits(want), "{channels} channels, plane {i}");
+        }
+        conv.fuse_max_pool(Some(&crate::layers::PoolingConfig::default()));
+        assert!(conv.forward_plane_moments(&x, true).unwrap().1.is_none());
+    }
+    let by_winograd = |channels, side| {
+        let g = ConvGeometry::new((channels, side, side), (3, 3), 1, 1).unwrap();
+        winograd::applies::<f32>(&WideGeometry::new(g), 3)
+    };
+    assert_eq!(
+        by_winograd(9, 28),
+        crate::kernels::direct_conv::cpu_applies::<f32>()
+    );
+    assert!(!by_winograd(2, 28));
+    run::<f32>(9, 28, 3); // Winograd
+    run::<f32>(2, 28, 3); // the direct kernel
+    run::<f32>(3, 8, 3); // the book's grid: `gemm`
+    run::<f64>(2, 12, 2);
+}

@@ -24,7 +24,7 @@
 //! ([`DxRoute`]), and on maps whose tiles cover little more than the
 //! output, so does its weight gradient ([`DwRoute`]).
 
-use super::forward::{finish_image, ForwardParams};
+use super::forward::{finish_image, Finish, ForwardParams};
 use super::fused_pool::FusedPool;
 use super::scratch::Scratch;
 use super::weight_grad;
@@ -209,6 +209,7 @@ pub(super) fn forward_chunk<T: Float>(
     out_len: usize,
     pool: Option<&FusedPool>,
     mut arg_chunk: Option<&mut [u32]>,
+    mut moments_chunk: Option<&mut [(T, T)]>,
 ) {
     let g = &wg.g;
     let filters = params.bias.len();
@@ -251,7 +252,11 @@ pub(super) fn forward_chunk<T: Float>(
                 let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
                 (pool, &mut arg_chunk[n * out_len..][..out_len])
             });
-            finish_image(wg, params, wide, planes, out_n, pool);
+            let moments_n = moments_chunk
+                .as_deref_mut()
+                .map(|m| &mut m[n * filters..][..filters]);
+            let finish = Finish { pool, moments_n };
+            finish_image(wg, params, wide, planes, out_n, finish);
         }
     }
 }
@@ -312,7 +317,11 @@ pub(super) fn forward_chunk_packed<T: Float>(
                 let arg_chunk = arg_chunk.as_deref_mut().expect("sized with the pool");
                 (pool, &mut arg_chunk[n * out_len..][..out_len])
             });
-            finish_image(wg, params, wide, planes, out_n, pool);
+            let finish = Finish {
+                pool,
+                moments_n: None,
+            };
+            finish_image(wg, params, wide, planes, out_n, finish);
         }
     }
 }
