@@ -263,9 +263,9 @@ struct LastForward {
 /// channel's constants: γ, β, s = 1/√(σ² + ε), and in training the
 /// batch's sums (dβ, dγ, m).
 struct DxBlock<T> {
-    ga: T,
-    be: T,
-    s: T,
+    gamma: T,
+    beta: T,
+    inv_std: T,
     sums: Option<(T, T, T)>,
     fused_relu: bool,
 }
@@ -277,23 +277,23 @@ impl<T: Float> DxBlock<T> {
     #[inline(always)]
     fn run(&self, dx: &mut [T], dout: &[T], src: &[T], xhat: impl Fn(T) -> T) {
         let DxBlock {
-            ga,
-            be,
-            s,
+            gamma,
+            beta,
+            inv_std,
             sums,
             fused_relu,
         } = *self;
-        let dz = |g: T, h: T| upstream(g, h, ga, be, fused_relu);
+        let dz = |g: T, h: T| upstream(g, h, gamma, beta, fused_relu);
         match sums {
             Some((db, dg, m)) => {
-                let k = ga * s / m;
+                let k = gamma * inv_std / m;
                 map2_into(dx, dout, src, |g, v| {
                     let h = xhat(v);
                     k * (m * dz(g, h) - db - h * dg)
                 });
             }
             None => {
-                let k = ga * s;
+                let k = gamma * inv_std;
                 map2_into(dx, dout, src, |g, v| k * dz(g, xhat(v)));
             }
         }
@@ -342,7 +342,8 @@ pub struct BatchNorm<T> {
     blocks: Vec<(T, T)>,
     /// Per feature: the blocks' sums added (see [`feature_totals`]).
     totals: Vec<(T, T)>,
-    /// x̂, the shape of the input.
+    /// x̂, the shape of the input; empty when the input is borrowed
+    /// ([`borrow_input`](Self::borrow_input)).
     xhat: Tensor<T>,
     out: Tensor<T>,
     dx: Tensor<T>,
@@ -396,7 +397,8 @@ impl<T: Float> BatchNorm<T> {
     /// network does this for a `Relu` straight after a batch norm
     /// (`networks/fusion.rs`), so that the output is written once and the
     /// ReLU's two passes over it disappear. Backward needs no mask: it
-    /// recomputes `z = γ · x̂ + β` from the kept x̂, the same operations as
+    /// recomputes `z = γ · x̂ + β` from x̂ (kept, or made again from the
+    /// input), the same operations as
     /// forward, so `z > 0` exactly where the ReLU passed its input. The
     /// numbers are the same to the bit as the two layers one after the
     /// other.
@@ -417,8 +419,11 @@ impl<T: Float> BatchNorm<T> {
     /// this for a batch norm straight after a convolution
     /// (`networks/fusion.rs`), whose output, this layer's input, stays in
     /// the convolution until its next forward: a forward then writes one
-    /// tensor instead of two. The numbers are the same to the bit. 2-D
-    /// input keeps x̂ either way.
+    /// tensor instead of two. The numbers are the same to the bit. A
+    /// forward of that convolution in between (an inference one included)
+    /// would change the input: the network runs each backward straight
+    /// after its forward. 2-D input, and 4-D input of one pixel per plane,
+    /// keep x̂ either way.
     pub fn borrow_input(&mut self, on: bool) {
         self.borrows_input = on;
         self.last = None;
@@ -498,8 +503,9 @@ impl<T: Float> BatchNorm<T> {
     /// A forward, given (for 4-D input in training) each block's
     /// [`block_moments`] already taken, by the convolution before it as it
     /// wrote them ([`Convolution::take_plane_moments`]): the pass over x
-    /// they would need is skipped. `(N, C)` pairs, sample by sample; if
-    /// there are not that many, the layer takes them itself.
+    /// they would need is skipped. `(N, C)` pairs, sample by sample (any
+    /// other number is an error); 2-D input, and 4-D input of one pixel
+    /// per plane, do not use them.
     ///
     /// [`Convolution::take_plane_moments`]: super::Convolution::take_plane_moments
     pub fn forward_with_block_moments(
@@ -517,7 +523,18 @@ impl<T: Float> BatchNorm<T> {
         train: bool,
         block_moments_given: Option<&[(T, T)]>,
     ) -> Result<&Tensor<T>> {
+        // A forward that fails leaves nothing for backward.
+        self.last = None;
         let l = self.layout(x.shape())?;
+        if let Some(given) = block_moments_given {
+            if given.len() != l.n * l.c {
+                return Err(Error::Shape(format!(
+                    "BatchNorm: {} blocks' sums given for {} blocks",
+                    given.len(),
+                    l.n * l.c
+                )));
+            }
+        }
         let xhat_kept = !self.borrows_input || l.hw == 1;
         let pool = match &self.pool {
             Some(_) if xhat_kept => {
@@ -562,7 +579,7 @@ impl<T: Float> BatchNorm<T> {
                 // and Σ (x − s_b/hw)², two passes over a block that stays in
                 // the cache. Then per channel μ = Σ s_b / m and, with the
                 // blocks' means, σ² = Σ [Σ (x − s_b/hw)² + hw · (s_b/hw − μ)²] / m.
-                match block_moments_given.filter(|given| given.len() == l.n * l.c) {
+                match block_moments_given {
                     Some(given) => {
                         blocks.clear();
                         blocks.extend_from_slice(given);
@@ -767,9 +784,9 @@ impl<T: Float> BatchNorm<T> {
         let sample = l.c * l.hw;
         let (dgamma, dbeta) = (self.grad_weight.data(), self.grad_bias.data());
         let dx_block = |ch: usize| DxBlock {
-            ga: gamma[ch],
-            be: beta[ch],
-            s: inv_std[ch],
+            gamma: gamma[ch],
+            beta: beta[ch],
+            inv_std: inv_std[ch],
             sums: train.then_some((dbeta[ch], dgamma[ch], m)),
             fused_relu,
         };
@@ -1158,7 +1175,7 @@ mod tests {
                 stride: 2,
                 pad: 0,
             };
-            for (relu, train) in [(true, true), (false, true), (true, false)] {
+            for (relu, train) in [(true, true), (false, true), (true, false), (false, false)] {
                 let bn_config = BatchNormConfig {
                     features: 3,
                     ..Default::default()
@@ -1196,6 +1213,35 @@ mod tests {
         }
         run::<f32>();
         run::<f64>();
+    }
+
+    /// Blocks' sums given to forward are what it uses: the layer's own give
+    /// its own output to the bit, changed ones another output, a wrong
+    /// number of them an error.
+    #[test]
+    fn given_block_sums_are_used() {
+        let mut rng = Rng::new(13);
+        let x: Tensor<f32> = random(&[4, 3, 5, 5], 1.0, 0.5, &mut rng).cast();
+        let config = BatchNormConfig {
+            features: 3,
+            ..Default::default()
+        };
+        let mut bn = BatchNorm::<f32>::new(&config).unwrap();
+        let want = bn.forward(&x, true).unwrap().clone();
+        let own: Vec<(f32, f32)> = x.data().chunks(25).map(block_moments).collect();
+        let got = bn.forward_with_block_moments(&x, true, &own).unwrap();
+        assert_eq!(got, &want);
+        let mut changed = own.clone();
+        changed[5].0 += 1.0;
+        let got = bn.forward_with_block_moments(&x, true, &changed).unwrap();
+        assert_ne!(got, &want);
+        let result = bn.forward_with_block_moments(&x, true, &own[1..]);
+        assert!(matches!(result, Err(Error::Shape(_))));
+        // A failed forward leaves nothing for backward.
+        assert!(matches!(
+            bn.backward(&want),
+            Err(Error::BackwardBeforeForward(_))
+        ));
     }
 
     #[test]

@@ -386,11 +386,12 @@ impl<T: Float> Convolution<T> {
         &self.out
     }
 
-    /// With `on`, a training forward with nothing fused into the layer
-    /// also takes each output plane's [`block_moments`] (its sum and
-    /// squared deviations) as it writes the plane, while the plane is in
-    /// the core's cache: the first pass of the batch norm after it, which
-    /// then need not read the output again
+    /// With `on`, a training forward with no pooling fused into the layer
+    /// (and not shared by a team, at batch 1) also takes each output
+    /// plane's [`block_moments`] (its sum and squared deviations) as soon
+    /// as it has written an image's planes, while they are in the core's
+    /// cache: the first pass of the batch norm after it, which then need
+    /// not read the output again
     /// ([`forward_plane_moments`](Self::forward_plane_moments)). The network
     /// turns it on for a convolution with a batch norm straight after it
     /// (`networks/fusion.rs`).

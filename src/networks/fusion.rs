@@ -1,12 +1,15 @@
 //! The places where the network runs its layers differently from the
 //! book, and the rules for when it does. Every layer keeps the book's
-//! interface ([`Layer`]: forward, backward, params); what is here is the
-//! network's business, decided by looking at which layers it holds.
+//! interface ([`Layer`]: forward, backward, params; only a batch norm
+//! that borrows its input, below, needs that input in backward); what is
+//! here is the network's business, decided by looking at which layers it
+//! holds.
 //!
 //! **Fusion.** An activation (ReLU, sigmoid, tanh) straight after a
 //! [`Convolution`], and a [`MaxPooling`] after the convolution or its
 //! ReLU, are run by the convolution itself; a ReLU straight after a
-//! [`BatchNorm`] by the batch norm:
+//! [`BatchNorm`], and a 2×2 max pooling after a batch norm straight after
+//! a convolution, by the batch norm:
 //!
 //! ```text
 //! layers:    conv1 → relu1 → pool1 → …          (what the network holds, as in the book)
@@ -32,7 +35,7 @@
 //!   the normalised and rectified output in one pass, and its backward
 //!   needs no ReLU pass either);
 //! - a `MaxPooling` of the book's 2×2 windows fuses into a `BatchNorm`
-//!   that follows a convolution, straight before it or before the ReLU
+//!   straight after a convolution, straight before it or before the ReLU
 //!   fused into it ([`BatchNorm::fuse_max_pool`]: `conv → bn → relu →
 //!   maxpool` writes only the pooled output, and its backward reads the
 //!   pooled `dout`);
@@ -67,10 +70,11 @@
 //! the convolution until its next forward and which the network passes
 //! (`backward_step` below). A forward writes one tensor instead of two; the
 //! numbers are the same to the bit. And the convolution takes each output
-//! plane's sums as it writes the plane ([`Convolution::take_plane_moments`]),
-//! which the network hands to the batch norm (`forward_step`): the batch
-//! norm's first pass over its input, the statistics, is done while the
-//! plane is in the core's cache, by the same function on the same values.
+//! plane's sums as soon as it has written an image's planes
+//! ([`Convolution::take_plane_moments`]), which the network hands to the
+//! batch norm (`forward_step`): the batch norm's first pass over its input,
+//! the statistics, is done while the image is in the core's cache, by the
+//! same function on the same values.
 //! This goes with the fusions, as they are pushed and with
 //! [`Network::set_fusion`].
 //!
@@ -91,6 +95,7 @@ use crate::layers::{
 };
 use crate::tensor::{Float, Tensor};
 use std::iter::Peekable;
+use std::time::{Duration, Instant};
 
 /// A layer that can be fused into the convolution before it.
 enum Fusable {
@@ -114,9 +119,11 @@ impl Fusable {
     }
 }
 
-/// Fuses layer `i` into the convolution that runs before it (`on`), or
-/// undoes that (`!on`), if the rules of the module documentation allow it;
-/// otherwise leaves both alone.
+/// Fuses layer `i` into the convolution or batch norm that runs before it
+/// (`on`), or undoes that (`!on`), if the rules of the module
+/// documentation allow it; otherwise leaves both alone. A batch norm
+/// itself (layer `i`) borrows its input from a convolution straight before
+/// it, and that convolution takes its planes' sums.
 ///
 /// A pooling is fused into the layer that its ReLU is fused into, so
 /// fusing goes front to back and unfusing back to front
@@ -224,10 +231,9 @@ pub(super) fn forward_step<'a, 'b, T: Float + 'b>(
     let pool = pool.and_then(|p| p.layer.downcast_ref::<MaxPooling<T>>());
     let pool = pool.map(|p| &p.config);
     let out = conv.forward_folded(x, &scale, &shift, bn.relu_fused(), pool)?;
-    let moments = None;
     Ok(Step {
         out,
-        moments,
+        moments: None,
         taken,
     })
 }
@@ -246,6 +252,8 @@ fn own_step<'a, T: Float>(
         moments,
         taken: 0,
     };
+    // (The type is asked first, then the layer borrowed for the result:
+    // a borrow returned from inside `if let` would outlive the branch.)
     if named.layer.is::<Convolution<T>>() {
         let conv = named.layer.downcast_mut::<Convolution<T>>();
         let (out, moments) = conv.expect("checked").forward_plane_moments(x, train)?;
@@ -286,6 +294,35 @@ pub(super) fn backward_step<'a, T: Float>(
     }
 }
 
+/// Backward through `layers` from the loss's `dout`, last layer first:
+/// each layer that runs by [`backward_step`], the first by
+/// [`backward_params_only`]; `done(i, time)` after layer `i`'s, with the
+/// time it took.
+pub(super) fn backward_layers<'a, T: Float>(
+    mut layers: &'a mut [NamedLayer<T>],
+    mut dout: &'a Tensor<T>,
+    mut done: impl FnMut(usize, Duration),
+) -> Result<()> {
+    // Each step splits off the last layer, so that it can be run while the
+    // layers before it are read (a borrowing batch norm's input).
+    while let Some((named, before)) = std::mem::take(&mut layers).split_last_mut() {
+        // A fused layer's backward runs inside the layer before it.
+        if !named.fused_into_previous {
+            let start = Instant::now();
+            if before.is_empty() {
+                // The first layer's dx would be the gradient of the
+                // images: skip it.
+                backward_params_only(&mut *named.layer, dout)?;
+            } else {
+                dout = backward_step(named, before, dout)?;
+            }
+            done(before.len(), start.elapsed());
+        }
+        layers = before;
+    }
+    Ok(())
+}
+
 /// The first layer's backward: the parameter gradients, and no `dx` where
 /// the layer can skip it (see the module documentation).
 pub(super) fn backward_params_only<T: Float>(
@@ -302,8 +339,10 @@ pub(super) fn backward_params_only<T: Float>(
 }
 
 impl<T: Float> Network<T> {
-    /// Turns the fusion of each activation and max pooling into the
-    /// convolution before it on or off (it is on for a new network). Off, every layer
+    /// Turns the fusions on or off (they are on for a new network): each
+    /// activation and max pooling into the convolution or batch norm
+    /// before it, a batch norm's borrowed input and the sums its
+    /// convolution takes for it (see [`fusion`](self)). Off, every layer
     /// runs on its own, as in the book; the results are the same either
     /// way (see [`fusion`](self)).
     pub fn set_fusion(&mut self, on: bool) {

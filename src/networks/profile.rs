@@ -3,7 +3,8 @@
 //! step is the same as [`Network::gradient`], the inference the same as
 //! [`Network::predict`] (in a team below one image per thread); only clocks
 //! are added between the layers. An activation or max pooling fused into
-//! the convolution before it shows 0: its time is the convolution's.
+//! the layer before it (a convolution or a batch norm) shows 0: its time is
+//! that layer's.
 //!
 //! ```
 //! use convnet::networks::{simple_convnet, SimpleConvNetConfig};
@@ -74,23 +75,12 @@ impl<T: Float> Network<T> {
             times[loss_index].forward += start.elapsed();
 
             let start = Instant::now();
-            let mut dout = self.loss_layer.backward()?;
+            let dout = self.loss_layer.backward()?;
             times[loss_index].backward += start.elapsed();
             // As in `gradient`: the first layer computes no dx.
-            let mut layers = &mut self.layers[..];
-            while let Some((named, before)) = std::mem::take(&mut layers).split_last_mut() {
-                let i = before.len();
-                if !named.fused_into_previous {
-                    let start = Instant::now();
-                    if i == 0 {
-                        super::fusion::backward_params_only(&mut *named.layer, dout)?;
-                    } else {
-                        dout = super::fusion::backward_step(named, before, dout)?;
-                    }
-                    times[i].backward += start.elapsed();
-                }
-                layers = before;
-            }
+            super::fusion::backward_layers(&mut self.layers, dout, |i, time| {
+                times[i].backward += time;
+            })?;
         }
         Ok(times)
     }

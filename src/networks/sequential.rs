@@ -13,10 +13,13 @@
 //! A ReLU, sigmoid or tanh pushed straight after a convolution is *fused*
 //! into it: the convolution applies the activation to its own output (and
 //! its backward to its `dout`), and the activation layer is skipped. A max
-//! pooling after the convolution or its ReLU is fused too: the convolution pools each image's output while it is still in the
-//! core's cache. The numbers are the same to the bit; what is saved is
-//! several passes over the largest tensors of the network. The rules are in
-//! [`fusion`]; [`Network::set_fusion`] turns it off.
+//! pooling after the convolution or its ReLU is fused too: the convolution
+//! pools each image's output while it is still in the core's cache. A
+//! batch norm after a convolution likewise runs its ReLU and a 2×2 max
+//! pooling after it, and keeps no x̂. The numbers are the same to the bit;
+//! what is saved is several passes over the largest tensors of the
+//! network. The rules are in [`fusion`]; [`Network::set_fusion`] turns
+//! them off.
 //!
 //! ```
 //! use convnet::layers::{Affine, AffineConfig, Relu};
@@ -256,21 +259,8 @@ impl<T: Float> Network<T> {
     /// gradient and returns the loss.
     pub fn gradient(&mut self, x: &Tensor<T>, labels: &[usize]) -> Result<T> {
         let loss = self.loss(x, labels, true)?;
-        let mut dout = self.loss_layer.backward()?;
-        let mut layers = &mut self.layers[..];
-        while let Some((named, before)) = std::mem::take(&mut layers).split_last_mut() {
-            // A fused layer's backward runs inside the layer before it.
-            if !named.fused_into_previous {
-                if before.is_empty() {
-                    // The first layer's dx would be the gradient of the
-                    // images: skip it.
-                    fusion::backward_params_only(&mut *named.layer, dout)?;
-                } else {
-                    dout = fusion::backward_step(named, before, dout)?;
-                }
-            }
-            layers = before;
-        }
+        let dout = self.loss_layer.backward()?;
+        fusion::backward_layers(&mut self.layers, dout, |_, _| {})?;
         Ok(loss)
     }
 
