@@ -300,6 +300,24 @@ impl<T: Float> DxBlock<T> {
     }
 }
 
+/// One sample's planes of dz with a fused pooling: for each channel `ch`,
+/// its pooled `dout` (`out_plane` values a channel, with `arg_max`'s
+/// indices) spread over the windows' maxima into `dz`, as the pooling's
+/// backward does (`unpool_plane`), then `each(ch, dz)`.
+fn unpooled_planes<T: Float>(
+    dout: &[T],
+    arg_max: &[u32],
+    out_plane: usize,
+    dz: &mut [T],
+    mut each: impl FnMut(usize, &[T]),
+) {
+    let pooled = dout.chunks(out_plane).zip(arg_max.chunks(out_plane));
+    for (ch, (dout_p, arg_p)) in pooled.enumerate() {
+        unpool_plane(dz, arg_p, dout_p.iter().copied());
+        each(ch, dz);
+    }
+}
+
 /// Batch normalization over features (2-D input) or channels (4-D input).
 pub struct BatchNorm<T> {
     /// γ: (features)
@@ -626,9 +644,18 @@ impl<T: Float> BatchNorm<T> {
         let (gamma, beta) = (self.weight.data(), self.bias.data());
         let (mean, inv_std, fused_relu) = (&self.mean, &self.inv_std, self.relu);
         let act = |z: T| if fused_relu { relu(z) } else { z };
+        // Without x̂ (it stays in a register; backward recomputes it from
+        // x): block `ch` of the output, the operations of x̂'s and the
+        // output's below.
+        let normalize = |ch: usize, out: &mut [T], x: &[T]| {
+            let (mu, s, g, b) = (mean[ch], inv_std[ch], gamma[ch], beta[ch]);
+            map_into(out, x, |v| act(g * ((v - mu) * s) + b));
+        };
+        if !xhat_kept {
+            self.xhat = Tensor::default();
+        }
         if let Some(pool_g) = pool {
             // Each plane's output in the thread's buffer, then pooled.
-            self.xhat = Tensor::default();
             let (width, out_plane) = (shape[3], pool_g.out_pixels());
             self.arg_max.resize(l.n * l.c * out_plane, 0);
             self.out
@@ -642,8 +669,7 @@ impl<T: Float> BatchNorm<T> {
                     |plane, ((out, arg), x)| {
                         let pooled = out.chunks_mut(out_plane).zip(arg.chunks_mut(out_plane));
                         for (ch, ((out_p, arg_p), x)) in pooled.zip(x.chunks(l.hw)).enumerate() {
-                            let (mu, s, g, b) = (mean[ch], inv_std[ch], gamma[ch], beta[ch]);
-                            map_into(plane, x, |v| act(g * ((v - mu) * s) + b));
+                            normalize(ch, plane, x);
                             pool_plane(plane, width, &pool_g, false, out_p, arg_p);
                         }
                     },
@@ -651,8 +677,6 @@ impl<T: Float> BatchNorm<T> {
             return Ok(&self.out);
         }
         if !xhat_kept {
-            // x̂ stays in a register; backward recomputes it from x.
-            self.xhat = Tensor::default();
             self.out
                 .data_mut()
                 .par_chunks_mut(sample)
@@ -661,8 +685,7 @@ impl<T: Float> BatchNorm<T> {
                 .for_each(|(out, x)| {
                     let blocks = out.chunks_mut(l.hw).zip(x.chunks(l.hw));
                     for (ch, (out, x)) in blocks.enumerate() {
-                        let (mu, s, g, b) = (mean[ch], inv_std[ch], gamma[ch], beta[ch]);
-                        map_into(out, x, |v| act(g * ((v - mu) * s) + b));
+                        normalize(ch, out, x);
                     }
                 });
             return Ok(&self.out);
@@ -747,13 +770,11 @@ impl<T: Float> BatchNorm<T> {
                 .for_each_init(
                     || vec![T::zero(); l.hw],
                     |dz, ((sums, (dout, arg)), x)| {
-                        let pooled = dout.chunks(out_plane).zip(arg.chunks(out_plane));
-                        let planes = sums.iter_mut().zip(pooled.zip(x.chunks(l.hw)));
-                        for (ch, (sum, ((dout_p, arg_p), x))) in planes.enumerate() {
-                            unpool_plane(dz, arg_p, dout_p.iter().copied());
+                        unpooled_planes(dout, arg, out_plane, dz, |ch, dz| {
+                            let x = &x[ch * l.hw..][..l.hw];
                             let relu = fused_relu.then_some((gamma[ch], beta[ch]));
-                            *sum = gradient_sums(dz, x, recompute(ch), relu);
-                        }
+                            sums[ch] = gradient_sums(dz, x, recompute(ch), relu);
+                        });
                     },
                 );
             feature_totals(blocks, l, totals, |_, block| block);
@@ -803,14 +824,12 @@ impl<T: Float> BatchNorm<T> {
                 .for_each_init(
                     || vec![T::zero(); l.hw],
                     |dz, ((dx, (dout, arg)), x)| {
-                        let pooled = dout.chunks(out_plane).zip(arg.chunks(out_plane));
-                        let planes = dx.chunks_mut(l.hw).zip(pooled.zip(x.chunks(l.hw)));
-                        for (ch, (dx, ((dout_p, arg_p), x))) in planes.enumerate() {
-                            unpool_plane(dz, arg_p, dout_p.iter().copied());
+                        unpooled_planes(dout, arg, out_plane, dz, |ch, dz| {
+                            let (dx, x) = (&mut dx[ch * l.hw..][..l.hw], &x[ch * l.hw..][..l.hw]);
                             // (A pooling is fused only where x̂ is made from x.)
                             let (mu, s) = (mean[ch], inv_std[ch]);
                             dx_block(ch).run(dx, dz, x, |v| (v - mu) * s);
-                        }
+                        });
                     },
                 );
             return Ok(&self.dx);
@@ -1100,6 +1119,27 @@ mod tests {
         assert!(matches!(bn.output_shape(&[4, 2]), Err(Error::Shape(_))));
     }
 
+    /// Two equal batch norms, one feature per value of `gamma`, β = `beta`
+    /// for each, with the ReLU fused or not.
+    fn twin_batch_norms<T: Float>(
+        gamma: &[T],
+        beta: f64,
+        relu: bool,
+    ) -> (BatchNorm<T>, BatchNorm<T>) {
+        let config = BatchNormConfig {
+            features: gamma.len(),
+            ..Default::default()
+        };
+        let twin = || {
+            let mut bn = BatchNorm::<T>::new(&config).unwrap();
+            bn.fuse_relu(relu);
+            bn.weight.data_mut().copy_from_slice(gamma);
+            bn.bias.data_mut().fill(T::cast(beta));
+            bn
+        };
+        (twin(), twin())
+    }
+
     /// A batch norm that borrows its input keeps no x̂ and gives the same
     /// output, dx and parameter gradients, to the bit, as one that keeps
     /// x̂: in training and evaluation, with and without the fused ReLU, in
@@ -1112,20 +1152,8 @@ mod tests {
             let x: Tensor<T> = random(&[6, 3, 5, 7], 2.0, 0.5, &mut rng).cast();
             let dout: Tensor<T> = random(&[6, 3, 5, 7], 1.0, 0.0, &mut rng).cast();
             for (relu, train) in [(false, true), (true, true), (true, false), (false, false)] {
-                let config = BatchNormConfig {
-                    features: 3,
-                    ..Default::default()
-                };
-                let (mut kept, mut borrowing) = (
-                    BatchNorm::<T>::new(&config).unwrap(),
-                    BatchNorm::<T>::new(&config).unwrap(),
-                );
                 let gamma: Vec<T> = (0..3).map(|_| T::cast(0.5 + rng.normal().abs())).collect();
-                for bn in [&mut kept, &mut borrowing] {
-                    bn.fuse_relu(relu);
-                    bn.weight.data_mut().copy_from_slice(&gamma);
-                    bn.bias.data_mut().fill(T::cast(0.3));
-                }
+                let (mut kept, mut borrowing) = twin_batch_norms(&gamma, 0.3, relu);
                 borrowing.borrow_input(true);
                 assert!(borrowing.input_borrowed() && !kept.input_borrowed());
                 let want = kept.forward(&x, train).unwrap().clone();
@@ -1176,20 +1204,8 @@ mod tests {
                 pad: 0,
             };
             for (relu, train) in [(true, true), (false, true), (true, false), (false, false)] {
-                let bn_config = BatchNormConfig {
-                    features: 3,
-                    ..Default::default()
-                };
-                let (mut plain, mut fused) = (
-                    BatchNorm::<T>::new(&bn_config).unwrap(),
-                    BatchNorm::<T>::new(&bn_config).unwrap(),
-                );
                 let gamma: Vec<T> = (0..3).map(|_| T::cast(rng.normal())).collect();
-                for bn in [&mut plain, &mut fused] {
-                    bn.fuse_relu(relu);
-                    bn.weight.data_mut().copy_from_slice(&gamma);
-                    bn.bias.data_mut().fill(T::cast(0.2));
-                }
+                let (mut plain, mut fused) = twin_batch_norms(&gamma, 0.2, relu);
                 fused.fuse_max_pool(Some(&config));
                 assert!(matches!(fused.forward(&x, train), Err(Error::Config(_))));
                 fused.borrow_input(true);
